@@ -1,0 +1,34 @@
+//! Attention primitives for Focal.
+//!
+//! - [`AttentionMask`]: masks as values (causal, key padding, explicit boolean masks) that
+//!   combine with `and` and broadcast over batch and heads.
+//! - [`ScaledDotProductAttention`]: `softmax(q kᵀ · scale) v` over `[b, h, l, d_h]` tensors, with
+//!   masks, dropout on the probabilities after softmax, zeros for fully masked rows, and opt-in
+//!   attention weights.
+//! - [`MultiHeadAttention`]: the projections around it, for self- and cross-attention.
+//! - [`SinusoidalPositionalEncoding`]: the fixed positions of "Attention Is All You Need".
+//!
+//! # Mask convention
+//!
+//! Everywhere in Focal a boolean mask means **`true` = may attend** (the convention of PyTorch's
+//! `scaled_dot_product_attention`). burn's own `mask_fill` masks mean the opposite; the
+//! conversion happens once, inside [`AttentionMask::materialize`] and the attention kernel.
+//!
+//! # Shapes
+//!
+//! Fixed names throughout: `b` batch, `h` heads, `l` query length, `s` key length, `d` model
+//! width, `d_h` head width.
+
+mod mask;
+mod mha;
+mod positional;
+mod sdpa;
+
+pub use mask::{AttentionMask, causal_mask, padding_mask_from_lengths};
+pub use mha::{MhaInput, MhaOutput, MultiHeadAttention, MultiHeadAttentionConfig, WeightsMode};
+pub use positional::{
+    SinusoidalPositionalEncoding, SinusoidalPositionalEncodingConfig, sinusoidal_table,
+};
+pub use sdpa::{
+    AttentionInput, AttentionOutput, ScaledDotProductAttention, ScaledDotProductAttentionConfig,
+};

@@ -1,0 +1,328 @@
+//! Scaled dot-product attention.
+
+use crate::AttentionMask;
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig};
+use burn::tensor::{Tensor, activation::softmax, backend::Backend};
+use focal_backend::ConfigError;
+
+/// Score given to masked pairs before the softmax: finite, so that a fully masked row never
+/// produces `inf - inf = NaN`; its probabilities are then set to zero explicitly.
+const MASKED_SCORE: f32 = -1.0e30;
+
+/// Configuration of [`ScaledDotProductAttention`].
+#[derive(Config, Debug)]
+pub struct ScaledDotProductAttentionConfig {
+    /// Dropout probability on the attention probabilities (after softmax), in training only.
+    #[config(default = 0.0)]
+    pub dropout: f64,
+}
+
+impl ScaledDotProductAttentionConfig {
+    /// Checks the configuration.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ConfigError::ensure_dropout("ScaledDotProductAttentionConfig", "dropout", self.dropout)
+    }
+
+    /// Builds the module, or says which value is wrong.
+    pub fn try_init(&self) -> Result<ScaledDotProductAttention, ConfigError> {
+        self.validate()?;
+        Ok(ScaledDotProductAttention {
+            dropout: DropoutConfig::new(self.dropout).init(),
+        })
+    }
+
+    /// Builds the module.
+    ///
+    /// # Panics
+    ///
+    /// When the configuration is invalid (see [`Self::validate`]).
+    pub fn init(&self) -> ScaledDotProductAttention {
+        self.try_init().unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+/// `softmax(q kᵀ · scale + mask) v` over heads.
+///
+/// Semantics (PyTorch's `scaled_dot_product_attention` unless noted):
+/// - the default scale is `1 / sqrt(d_h)`;
+/// - masked pairs get probability exactly 0, and a query whose keys are all masked gets a zero
+///   output row and zero gradients (PyTorch gives NaN there);
+/// - dropout is applied to the probabilities after softmax and only when autodiff is enabled
+///   (training). burn-nn's `MultiHeadAttention` drops out the scores *before* the softmax,
+///   which neither keeps rows summing to one in expectation nor matches the Transformer paper;
+/// - the returned weights are the probabilities before dropout.
+#[derive(Module, Clone, Debug)]
+pub struct ScaledDotProductAttention {
+    dropout: Dropout,
+}
+
+/// The input of [`ScaledDotProductAttention::forward`]: query, key, value and options.
+#[derive(Clone, Debug)]
+pub struct AttentionInput<B: Backend> {
+    query: Tensor<B, 4>,
+    key: Tensor<B, 4>,
+    value: Tensor<B, 4>,
+    mask: AttentionMask<B>,
+    scale: Option<f64>,
+    need_weights: bool,
+}
+
+impl<B: Backend> AttentionInput<B> {
+    /// Query `[b, h, l, d_h]`, key `[b, h, s, d_h]`, value `[b, h, s, d_v]`; no mask.
+    pub fn new(query: Tensor<B, 4>, key: Tensor<B, 4>, value: Tensor<B, 4>) -> Self {
+        Self {
+            query,
+            key,
+            value,
+            mask: AttentionMask::none(),
+            scale: None,
+            need_weights: false,
+        }
+    }
+
+    /// Restricts which pairs may attend.
+    pub fn mask(mut self, mask: AttentionMask<B>) -> Self {
+        self.mask = mask;
+        self
+    }
+
+    /// Replaces the default scale `1 / sqrt(d_h)`.
+    pub fn scale(mut self, scale: f64) -> Self {
+        self.scale = Some(scale);
+        self
+    }
+
+    /// Also returns the attention probabilities `[b, h, l, s]`.
+    pub fn need_weights(mut self, need: bool) -> Self {
+        self.need_weights = need;
+        self
+    }
+}
+
+/// The output of attention.
+#[derive(Clone, Debug)]
+pub struct AttentionOutput<B: Backend> {
+    /// The attended values, `[b, h, l, d_v]`.
+    pub context: Tensor<B, 4>,
+    /// The attention probabilities `[b, h, l, s]`, when requested.
+    pub weights: Option<Tensor<B, 4>>,
+}
+
+impl ScaledDotProductAttention {
+    /// Attends each query to the keys and returns the weighted values.
+    ///
+    /// # Shapes
+    ///
+    /// - query `[b, h, l, d_h]`, key `[b, h, s, d_h]`, value `[b, h, s, d_v]`
+    /// - context `[b, h, l, d_v]`, weights `[b, h, l, s]`
+    ///
+    /// # Panics
+    ///
+    /// When the shapes of query, key, value or mask disagree; the message names them.
+    pub fn forward<B: Backend>(&self, input: AttentionInput<B>) -> AttentionOutput<B> {
+        let [b, h, l, d_h] = input.query.dims();
+        let [kb, kh, s, kd] = input.key.dims();
+        let [vb, vh, vs, _d_v] = input.value.dims();
+        assert!(
+            [kb, kh, kd] == [b, h, d_h] && [vb, vh, vs] == [b, h, s],
+            "attention shapes disagree: query {:?} [b, h, l, d_h], key {:?} [b, h, s, d_h], value {:?} [b, h, s, d_v]",
+            input.query.dims(),
+            input.key.dims(),
+            input.value.dims()
+        );
+        let device = input.query.device();
+        let scale = input.scale.unwrap_or(1.0 / (d_h as f64).sqrt());
+
+        let scores = input
+            .query
+            .matmul(input.key.swap_dims(2, 3))
+            .mul_scalar(scale); // [b, h, l, s]
+        let probs = match input.mask.materialize(b, h, l, s, &device) {
+            Some(allowed) => {
+                let blocked = allowed.bool_not();
+                let scores = scores.mask_fill(blocked.clone(), MASKED_SCORE);
+                softmax(scores, 3).mask_fill(blocked, 0.0)
+            }
+            None => softmax(scores, 3),
+        };
+        let weights = input.need_weights.then(|| probs.clone());
+        let context = self.dropout.forward(probs).matmul(input.value); // [b, h, l, d_v]
+        AttentionOutput { context, weights }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::padding_mask_from_lengths;
+    use burn::backend::Autodiff;
+    use burn::tensor::{Distribution, TensorData};
+    use focal_backend::assert_close;
+
+    fn qkv<B: Backend>(
+        b: usize,
+        h: usize,
+        l: usize,
+        s: usize,
+        d: usize,
+        device: &B::Device,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+        let n = Distribution::Normal(0.0, 1.0);
+        (
+            Tensor::random([b, h, l, d], n, device),
+            Tensor::random([b, h, s, d], n, device),
+            Tensor::random([b, h, s, d], n, device),
+        )
+    }
+
+    /// A hand-computed case: one query, two keys, scale 1/sqrt(2).
+    fn matches_hand_computed_values<B: Backend>(device: &B::Device) {
+        let q = Tensor::<B, 4>::from_floats([[[[1.0, 0.0]]]], device);
+        let k = Tensor::<B, 4>::from_floats([[[[1.0, 0.0], [0.0, 1.0]]]], device);
+        let v = Tensor::<B, 4>::from_floats([[[[1.0, 2.0], [3.0, 4.0]]]], device);
+        let out = ScaledDotProductAttentionConfig::new()
+            .init()
+            .forward(AttentionInput::new(q, k, v).need_weights(true));
+        // p = softmax([1/sqrt2, 0]) = [0.66976155, 0.33023845]
+        let p0 = 0.669_761_55_f32;
+        let expected_w = Tensor::<B, 4>::from_floats([[[[p0, 1.0 - p0]]]], device);
+        assert_close(out.weights.unwrap(), expected_w, 1e-6);
+        let expected = Tensor::<B, 4>::from_floats(
+            [[[[p0 + 3.0 * (1.0 - p0), 2.0 * p0 + 4.0 * (1.0 - p0)]]]],
+            device,
+        );
+        assert_close(out.context, expected, 1e-5);
+    }
+
+    /// Changing the keys and values at padded positions changes nothing.
+    fn padding_invariance<B: Backend>(device: &B::Device) {
+        focal_backend::seed::<B>(device, 1);
+        let (q, k, v) = qkv::<B>(2, 2, 3, 5, 4, device);
+        let mask = AttentionMask::key_padding(padding_mask_from_lengths(&[5, 3], 5, device));
+        let attn = ScaledDotProductAttentionConfig::new().init();
+        let out = attn.forward(AttentionInput::new(q.clone(), k.clone(), v.clone()).mask(mask.clone()));
+
+        let noise = Tensor::<B, 4>::random([1, 2, 2, 4], Distribution::Normal(0.0, 10.0), device);
+        let k2 = k.slice_assign([1..2, 0..2, 3..5, 0..4], noise.clone());
+        let v2 = v.slice_assign([1..2, 0..2, 3..5, 0..4], noise);
+        let out2 = attn.forward(AttentionInput::new(q, k2, v2).mask(mask));
+        assert_close(out.context, out2.context, 1e-6);
+    }
+
+    /// A query with every key masked gets zeros, and zero gradients, never NaN.
+    fn fully_masked_row_gives_zeros<B: Backend>(device: &B::Device) {
+        type A<B> = Autodiff<B>;
+        focal_backend::seed::<B>(device, 2);
+        let (q, k, v) = qkv::<A<B>>(1, 2, 3, 2, 4, device);
+        let (q, k, v) = (q.require_grad(), k.require_grad(), v.require_grad());
+        // s < l with a causal mask: query 0 sees no key.
+        let out = ScaledDotProductAttentionConfig::new().init().forward(
+            AttentionInput::new(q.clone(), k.clone(), v.clone())
+                .mask(AttentionMask::causal())
+                .need_weights(true),
+        );
+        let row0 = out.context.clone().slice([0..1, 0..2, 0..1, 0..4]);
+        assert_close(row0.inner(), Tensor::zeros([1, 2, 1, 4], device), 0.0);
+        let w0 = out.weights.unwrap().slice([0..1, 0..2, 0..1, 0..2]);
+        assert_close(w0.inner(), Tensor::zeros([1, 2, 1, 2], device), 0.0);
+
+        let grads = out.context.sum().backward();
+        let gq = q.grad(&grads).unwrap();
+        let gq0 = gq.clone().slice([0..1, 0..2, 0..1, 0..4]);
+        assert_close(gq0, Tensor::zeros([1, 2, 1, 4], device), 0.0);
+        for g in [gq, k.grad(&grads).unwrap(), v.grad(&grads).unwrap()] {
+            let finite = g.into_data().to_vec::<f32>().unwrap().iter().all(|x| x.is_finite());
+            assert!(finite, "gradient has non-finite values");
+        }
+    }
+
+    /// Weights are a distribution over the allowed keys.
+    fn weights_sum_to_one_over_allowed_keys<B: Backend>(device: &B::Device) {
+        focal_backend::seed::<B>(device, 3);
+        let (q, k, v) = qkv::<B>(2, 3, 4, 4, 8, device);
+        let out = ScaledDotProductAttentionConfig::new().init().forward(
+            AttentionInput::new(q, k, v)
+                .mask(AttentionMask::causal())
+                .need_weights(true),
+        );
+        let w = out.weights.unwrap();
+        assert_close(w.clone().sum_dim(3), Tensor::ones([2, 3, 4, 1], device), 1e-5);
+        // Nothing above the diagonal.
+        let upper = w.slice([0..2, 0..3, 0..1, 1..4]);
+        assert_close(upper, Tensor::zeros([2, 3, 1, 3], device), 0.0);
+    }
+
+    focal_backend::backend_tests!(
+        matches_hand_computed_values,
+        padding_invariance,
+        fully_masked_row_gives_zeros,
+        weights_sum_to_one_over_allowed_keys
+    );
+
+    #[test]
+    fn dropout_is_applied_after_softmax_only_in_training() {
+        type B = focal_backend::NdArray;
+        let device = Default::default();
+        focal_backend::seed::<B>(&device, 4);
+        let (q, k, v) = qkv::<B>(1, 1, 4, 4, 4, &device);
+        let attn = ScaledDotProductAttentionConfig::new().with_dropout(0.5).init();
+        // Without autodiff (inference) dropout is the identity.
+        let plain = ScaledDotProductAttentionConfig::new().init();
+        let a = attn.forward(AttentionInput::new(q.clone(), k.clone(), v.clone()));
+        let b = plain.forward(AttentionInput::new(q.clone(), k.clone(), v.clone()));
+        assert_close(a.context, b.context, 0.0);
+
+        // With autodiff, dropped probabilities are 0 and kept ones are scaled by 2: with
+        // v = identity the context equals the dropped-out probability matrix.
+        type A = Autodiff<B>;
+        let eye = Tensor::<A, 2>::from_data(
+            TensorData::new(
+                (0..16).map(|i| if i % 5 == 0 { 1.0f32 } else { 0.0 }).collect::<Vec<_>>(),
+                [4, 4],
+            ),
+            &device,
+        )
+        .reshape([1, 1, 4, 4]);
+        let out = attn.forward(
+            AttentionInput::new(Tensor::<A, 4>::from_inner(q), Tensor::from_inner(k), eye)
+                .need_weights(true),
+        );
+        let probs = out.weights.unwrap().inner().into_data().to_vec::<f32>().unwrap();
+        let ctx = out.context.inner().into_data().to_vec::<f32>().unwrap();
+        let mut dropped = 0;
+        for (c, p) in ctx.iter().zip(&probs) {
+            if *c == 0.0 {
+                dropped += 1;
+            } else {
+                assert!((c - 2.0 * p).abs() < 1e-5, "kept probability {p} became {c}");
+            }
+        }
+        assert!((1..16).contains(&dropped), "{dropped} of 16 dropped");
+    }
+
+    #[test]
+    #[should_panic(expected = "attention shapes disagree")]
+    fn mismatched_shapes_are_named() {
+        type B = focal_backend::NdArray;
+        let device = Default::default();
+        let (q, k, _) = qkv::<B>(1, 2, 3, 4, 8, &device);
+        let v = Tensor::zeros([1, 2, 5, 8], &device);
+        ScaledDotProductAttentionConfig::new()
+            .init()
+            .forward(AttentionInput::new(q, k, v));
+    }
+
+    #[test]
+    fn negative_dropout_is_refused() {
+        let err = ScaledDotProductAttentionConfig::new()
+            .with_dropout(-0.1)
+            .try_init()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid ScaledDotProductAttentionConfig: dropout (-0.1) must be in [0, 1)"
+        );
+    }
+}

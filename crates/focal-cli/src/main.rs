@@ -1,0 +1,287 @@
+//! `focal`: train, evaluate and run Transformer models on ndarray or wgpu.
+//!
+//! Every error is one line on stderr and a non-zero exit code; `--json` puts machine-readable
+//! results on stdout and leaves logs on stderr.
+
+use anyhow::{Context, bail};
+use burn::tensor::backend::AutodiffBackend;
+use clap::{Args, Parser, Subcommand};
+use focal::backend::{BackendJob, BackendKind};
+use focal::train::{TaskKind, TrainConfig, TrainOptions, TrainReport};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Attention mechanisms and Transformer models, in Rust, on the CPU (ndarray) or the GPU (wgpu).
+#[derive(Parser, Debug)]
+#[command(name = "focal", version, about)]
+struct Cli {
+    /// Backend to run on: ndarray (CPU) or wgpu (GPU, or lavapipe on the CPU).
+    #[arg(long, global = true, default_value = "ndarray")]
+    backend: String,
+    /// Print machine-readable JSON on stdout (logs stay on stderr).
+    #[arg(long, global = true)]
+    json: bool,
+    /// More logging on stderr (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train a model on a task and write its directory (config.json, model.safetensors,
+    /// metrics.json).
+    Train(TrainArgs),
+    /// Run a trained sequence-to-sequence model on inputs, one output line per input.
+    Translate(TranslateArgs),
+    /// Show the enabled backends, the wgpu adapter in use, and versions.
+    Info,
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// The task: reverse (reverse a sequence of 4 to 12 digits).
+    #[arg(long)]
+    task: String,
+    /// Optimiser steps (default: the task's recipe, 2000 for reverse).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Examples per step (default: the task's recipe, 64 for reverse).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Evaluate and save every this many steps (default 250).
+    #[arg(long)]
+    eval_every: Option<usize>,
+    /// Output directory (default: runs/TASK).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Seed of initialisation and training data (default 42).
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+struct TranslateArgs {
+    /// A model directory written by `focal train`.
+    #[arg(long)]
+    model: PathBuf,
+    /// Inputs, each a whitespace-separated token sequence, e.g. "3 1 4 1 5".
+    #[arg(required = true)]
+    text: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            use clap::error::ErrorKind::{DisplayHelp, DisplayVersion};
+            if matches!(err.kind(), DisplayHelp | DisplayVersion) {
+                let _ = err.print();
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {}", clap_error_line(&err));
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(cli.verbose);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let message = format!("{err:#}");
+            eprintln!("error: {}", message.split_whitespace().collect::<Vec<_>>().join(" "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// clap's message up to its first blank line, on one line, without the `error:` prefix.
+fn clap_error_line(err: &clap::Error) -> String {
+    let rendered = err.render().to_string();
+    let first_paragraph: Vec<&str> = rendered
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    first_paragraph
+        .join(" ")
+        .trim_start_matches("error: ")
+        .to_string()
+}
+
+fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let backend: BackendKind = cli.backend.parse()?;
+    match cli.command {
+        Command::Train(args) => train(backend, args, cli.json),
+        Command::Translate(args) => translate(backend, args, cli.json),
+        Command::Info => info(cli.json),
+    }
+}
+
+fn train(backend: BackendKind, args: TrainArgs, json: bool) -> anyhow::Result<()> {
+    let task: TaskKind = args.task.parse().map_err(anyhow::Error::msg)?;
+    let mut config = TrainConfig::for_task(task);
+    config.steps = args.steps.unwrap_or(config.steps);
+    config.batch_size = args.batch_size.unwrap_or(config.batch_size);
+    config.eval_every = args.eval_every.unwrap_or(config.eval_every);
+    config.seed = args.seed.unwrap_or(config.seed);
+    config.validate()?;
+    let out = args
+        .out
+        .unwrap_or_else(|| focal::train::trainer::default_out_dir(task));
+
+    struct TrainJob {
+        config: TrainConfig,
+        out: PathBuf,
+        options: TrainOptions,
+    }
+    impl BackendJob for TrainJob {
+        type Output = Result<TrainReport, focal::train::TrainError>;
+        fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+            focal::train::train::<B>(&self.config, &device, &self.out, &self.options)
+        }
+    }
+
+    if !json {
+        eprintln!(
+            "training {task} on {backend}: {} steps of {} examples, writing {}",
+            config.steps,
+            config.batch_size,
+            out.display()
+        );
+    }
+    let report = backend.run(TrainJob {
+        config,
+        out: out.clone(),
+        options: TrainOptions {
+            progress: !json,
+            backend: backend.name().to_string(),
+        },
+    })??;
+
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let m = report.final_metrics;
+        println!(
+            "trained {} on {} in {:.1} s ({} steps, {:.0} examples/s)",
+            report.task, report.backend, report.seconds, report.steps, report.examples_per_second
+        );
+        println!(
+            "held-out exact match: {:.2}% of {} sequences (token accuracy {:.2}%)",
+            100.0 * m.exact_match,
+            m.examples,
+            100.0 * m.token_accuracy
+        );
+        println!("model written to {}", out.display());
+    }
+    Ok(())
+}
+
+fn translate(backend: BackendKind, args: TranslateArgs, json: bool) -> anyhow::Result<()> {
+    struct TranslateJob {
+        dir: PathBuf,
+        texts: Vec<String>,
+    }
+    impl BackendJob for TranslateJob {
+        type Output = anyhow::Result<Vec<String>>;
+        fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+            let (artifact, model) =
+                focal::train::load_checkpoint::<B::InnerBackend>(&self.dir, &device)?;
+            let vocabulary = &artifact.vocabulary;
+            let mut sources = Vec::with_capacity(self.texts.len());
+            for text in &self.texts {
+                let ids = vocabulary
+                    .encode(text)
+                    .with_context(|| format!("input \"{text}\""))?;
+                if ids.len() > model.max_len() {
+                    bail!(
+                        "input \"{text}\" has {} tokens; the model accepts at most {}",
+                        ids.len(),
+                        model.max_len()
+                    );
+                }
+                sources.push(ids);
+            }
+            let specials = vocabulary.specials();
+            let sources: Vec<&[usize]> = sources.iter().map(Vec::as_slice).collect();
+            let (source, valid) =
+                focal::train::batch::source_tensors::<B::InnerBackend>(&sources, specials.pad, &device);
+            let outputs = model.greedy_decode(source, valid, specials, artifact.max_output_len);
+            Ok(outputs.iter().map(|ids| vocabulary.decode(ids)).collect())
+        }
+    }
+
+    let outputs = backend.run(TranslateJob {
+        dir: args.model.clone(),
+        texts: args.text.clone(),
+    })??;
+    if json {
+        let items: Vec<_> = args
+            .text
+            .iter()
+            .zip(&outputs)
+            .map(|(input, output)| json!({"input": input, "output": output}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"model": args.model, "translations": items}))?
+        );
+    } else {
+        for output in outputs {
+            println!("{output}");
+        }
+    }
+    Ok(())
+}
+
+fn info(json: bool) -> anyhow::Result<()> {
+    let enabled = BackendKind::enabled();
+    let adapter = if BackendKind::Wgpu.is_enabled() {
+        Some(focal::backend::wgpu_adapter_info().map_err(|e| e.to_string()))
+    } else {
+        None
+    };
+    let names: Vec<&str> = enabled.iter().map(|k| k.name()).collect();
+    if json {
+        let adapter = match &adapter {
+            Some(Ok(a)) => json!({"name": a.name, "api": a.api, "device_type": a.device_type, "driver": a.driver}),
+            Some(Err(e)) => json!({"error": e}),
+            None => json!(null),
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "focal": env!("CARGO_PKG_VERSION"),
+                "burn": focal::BURN_VERSION,
+                "backends": names,
+                "default_backend": "ndarray",
+                "wgpu_adapter": adapter,
+            }))?
+        );
+    } else {
+        println!("focal {} (burn {})", env!("CARGO_PKG_VERSION"), focal::BURN_VERSION);
+        println!("backends: {} (default ndarray)", names.join(", "));
+        match adapter {
+            Some(Ok(a)) => println!("wgpu adapter: {a}"),
+            Some(Err(e)) => println!("wgpu adapter: unavailable ({e})"),
+            None => println!("wgpu adapter: wgpu is not enabled in this build"),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! End-to-end tests of the `focal` binary: bad input gets one line on stderr and a non-zero
+//! exit; a short training run writes a model directory that `translate` loads.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn focal(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_focal"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the focal binary runs")
+}
+
+/// Asserts a failure with exactly one line on stderr containing `expected`.
+#[track_caller]
+fn assert_one_line_error(output: &Output, expected: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr
+        .lines()
+        // wgpu on lavapipe may warn about the session's runtime directory; not ours.
+        .filter(|l| !l.contains("XDG_RUNTIME_DIR"))
+        .collect();
+    assert!(!output.status.success(), "expected failure, stderr: {stderr}");
+    assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    assert!(lines[0].contains(expected), "expected '{expected}' in: {stderr}");
+}
+
+#[test]
+fn unknown_backend_is_one_line() {
+    let out = focal(&["--backend", "cuda", "info"]);
+    assert_one_line_error(&out, "unknown backend 'cuda': expected one of ndarray, wgpu");
+}
+
+#[test]
+fn unknown_task_is_one_line() {
+    let out = focal(&["train", "--task", "juggle"]);
+    assert_one_line_error(&out, "unknown task 'juggle': expected one of reverse");
+}
+
+#[test]
+fn missing_arguments_are_one_line() {
+    let out = focal(&["translate", "1 2 3"]);
+    assert_one_line_error(&out, "--model");
+}
+
+#[test]
+fn missing_model_directory_is_one_line() {
+    let out = focal(&["translate", "--model", "/nonexistent/run", "1 2 3"]);
+    assert_one_line_error(&out, "model directory /nonexistent/run does not exist");
+}
+
+#[test]
+fn corrupt_checkpoint_is_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.json"), b"{\"format\": 3").unwrap();
+    let out = focal(&["translate", "--model", dir.path().to_str().unwrap(), "1 2"]);
+    assert_one_line_error(&out, "config.json: invalid model config");
+}
+
+#[test]
+fn invalid_settings_are_one_line() {
+    let out = focal(&["train", "--task", "reverse", "--batch-size", "0"]);
+    assert_one_line_error(&out, "batch_size must be at least 1, got 0");
+}
+
+#[test]
+fn info_lists_the_backends() {
+    let out = focal(&["info", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["burn"], "0.21.0");
+    assert!(info["backends"].as_array().unwrap().contains(&"ndarray".into()));
+}
+
+/// Trains for a few steps, then translates with the directory it wrote; an unknown token and a
+/// truncated weights file each give one line.
+#[test]
+fn train_then_translate_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let run_str = run.to_str().unwrap();
+    let out = focal(&[
+        "train", "--task", "reverse", "--steps", "6", "--batch-size", "8", "--out", run_str, "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["steps"], 6);
+    assert_eq!(report["final_metrics"]["examples"], 500);
+    for file in ["config.json", "model.safetensors", "metrics.json"] {
+        assert!(Path::new(run_str).join(file).is_file(), "{file} missing");
+    }
+
+    let out = focal(&["translate", "--model", run_str, "3 1 4 1 5", "2 7"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    for line in stdout.lines() {
+        assert!(line.split_whitespace().all(|t| t.len() == 1 && t.chars().all(|c| c.is_ascii_digit())), "{line}");
+    }
+
+    let out = focal(&["translate", "--model", run_str, "3 x 4"]);
+    assert_one_line_error(&out, "token 'x' (position 2) is not in the vocabulary");
+
+    let weights = run.join("model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..100]).unwrap();
+    let out = focal(&["translate", "--model", run_str, "1 2"]);
+    assert_one_line_error(&out, "model.safetensors: corrupt weights");
+}

@@ -1,0 +1,12 @@
+//! Task models on top of the Transformer blocks.
+//!
+//! - [`Seq2SeqTransformer`]: an encoder-decoder Transformer (Vaswani et al., 2017) with teacher
+//!   forced training and batched greedy decoding.
+//! - [`Vocabulary`]: a word-level vocabulary with padding, begin and end tokens, which turns
+//!   whitespace-separated text into ids and back, refusing unknown tokens.
+
+mod seq2seq;
+mod vocab;
+
+pub use seq2seq::{Seq2SeqConfig, Seq2SeqTransformer};
+pub use vocab::{SpecialTokens, Vocabulary, VocabularyError};

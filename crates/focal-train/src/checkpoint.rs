@@ -1,0 +1,340 @@
+//! The model directory: `config.json` + `model.safetensors` (+ `metrics.json`), written
+//! atomically and loaded with typed errors.
+
+use burn::store::{ModuleSnapshot, SafetensorsStore};
+use burn::tensor::backend::Backend;
+use focal_heads::{Seq2SeqConfig, Seq2SeqTransformer, Vocabulary};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The name of the model description inside a model directory.
+pub const CONFIG_FILE: &str = "config.json";
+/// The name of the weights inside a model directory.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// The name of the training metrics inside a model directory.
+pub const METRICS_FILE: &str = "metrics.json";
+
+const FORMAT: &str = "focal-seq2seq";
+const FORMAT_VERSION: u32 = 1;
+
+/// Everything needed to rebuild a trained model besides its weights: `config.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ModelArtifact {
+    /// Always `focal-seq2seq`.
+    pub format: String,
+    /// The version of this layout.
+    pub format_version: u32,
+    /// The task the model was trained on.
+    pub task: String,
+    /// The model's configuration.
+    pub model: Seq2SeqConfig,
+    /// Source and target vocabulary.
+    pub vocabulary: Vocabulary,
+    /// The longest output decoding produces.
+    pub max_output_len: usize,
+}
+
+impl ModelArtifact {
+    /// Describes a model trained on `task`.
+    pub fn new(task: &str, model: Seq2SeqConfig, vocabulary: Vocabulary, max_output_len: usize) -> Self {
+        Self {
+            format: FORMAT.to_string(),
+            format_version: FORMAT_VERSION,
+            task: task.to_string(),
+            model,
+            vocabulary,
+            max_output_len,
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.format != FORMAT || self.format_version != FORMAT_VERSION {
+            return Err(format!(
+                "format '{}' version {} is not {FORMAT} version {FORMAT_VERSION}",
+                self.format, self.format_version
+            ));
+        }
+        self.model.validate().map_err(|e| e.to_string())?;
+        let vocab = self.vocabulary.len();
+        if self.model.src_vocab_size != vocab || self.model.tgt_vocab_size != vocab {
+            return Err(format!(
+                "the vocabulary has {vocab} tokens but the model expects {} source and {} target tokens",
+                self.model.src_vocab_size, self.model.tgt_vocab_size
+            ));
+        }
+        if self.max_output_len >= self.model.max_len {
+            return Err(format!(
+                "max_output_len ({}) must be below the model's max_len ({})",
+                self.max_output_len, self.model.max_len
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Why a model directory could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The directory does not exist.
+    #[error("model directory {0} does not exist")]
+    MissingDirectory(PathBuf),
+    /// A file the directory must hold is absent.
+    #[error("{0} is missing (a model directory holds config.json and model.safetensors, as written by `focal train`)")]
+    MissingFile(PathBuf),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// `config.json` is not a valid model description.
+    #[error("{path}: invalid model config: {reason}")]
+    InvalidConfig {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `model.safetensors` cannot be parsed or serialised.
+    #[error("{path}: corrupt weights: {reason}")]
+    CorruptWeights {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The weights do not fit the model described by `config.json`.
+    #[error("{path}: weights do not match config.json: {details}")]
+    Mismatch {
+        /// The file.
+        path: PathBuf,
+        /// The missing, unexpected and mis-shaped tensors.
+        details: String,
+    },
+}
+
+/// Writes `bytes` to `path` atomically: to a temporary file in the same directory, flushed to
+/// disk, then renamed over `path`. A reader sees the old file or the new one, never a mix, and
+/// a crash mid-write leaves the old file intact.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    let io = |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io)
+}
+
+/// Saves the model directory `dir` (created if needed): `config.json` and `model.safetensors`,
+/// each written atomically.
+pub fn save_checkpoint<B: Backend>(
+    dir: &Path,
+    artifact: &ModelArtifact,
+    model: &Seq2SeqTransformer<B>,
+) -> Result<(), CheckpointError> {
+    std::fs::create_dir_all(dir).map_err(|source| CheckpointError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let weights_path = dir.join(WEIGHTS_FILE);
+    let corrupt = |reason: String| CheckpointError::CorruptWeights {
+        path: weights_path.clone(),
+        reason,
+    };
+    let mut store = SafetensorsStore::from_bytes(None).metadata("focal_format", FORMAT);
+    model.save_into(&mut store).map_err(|e| corrupt(e.to_string()))?;
+    let bytes = store.get_bytes().map_err(|e| corrupt(e.to_string()))?;
+    write_atomic(&weights_path, &bytes)?;
+
+    let json = serde_json::to_vec_pretty(artifact).expect("model artifact serialises to JSON");
+    write_atomic(&dir.join(CONFIG_FILE), &json)
+}
+
+/// Reads `config.json` of a model directory.
+pub fn load_artifact(dir: &Path) -> Result<ModelArtifact, CheckpointError> {
+    if !dir.is_dir() {
+        return Err(CheckpointError::MissingDirectory(dir.to_path_buf()));
+    }
+    let path = dir.join(CONFIG_FILE);
+    let text = read(&path)?;
+    let artifact: ModelArtifact =
+        serde_json::from_slice(&text).map_err(|e| CheckpointError::InvalidConfig {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+    artifact
+        .check()
+        .map_err(|reason| CheckpointError::InvalidConfig { path, reason })?;
+    Ok(artifact)
+}
+
+/// Loads a model directory written by [`save_checkpoint`] onto `device`.
+///
+/// Every tensor of the file must fill a parameter of the model, with the right shape, and every
+/// parameter must be filled; otherwise the error lists what is missing, unexpected or
+/// mis-shaped.
+pub fn load_checkpoint<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<(ModelArtifact, Seq2SeqTransformer<B>), CheckpointError> {
+    let artifact = load_artifact(dir)?;
+    let path = dir.join(WEIGHTS_FILE);
+    let bytes = read(&path)?;
+    let mut model = artifact.model.init::<B>(device);
+    let mut store = SafetensorsStore::from_bytes(Some(bytes))
+        .validate(false)
+        .allow_partial(true);
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| CheckpointError::CorruptWeights {
+            path: path.clone(),
+            reason: one_line(&e.to_string()),
+        })?;
+
+    let mut problems = Vec::new();
+    if !result.missing.is_empty() {
+        let names: Vec<_> = result.missing.iter().map(|(name, _)| name.as_str()).collect();
+        problems.push(format!("missing {}", names.join(", ")));
+    }
+    if !result.unused.is_empty() {
+        problems.push(format!("unexpected {}", result.unused.join(", ")));
+    }
+    if !result.errors.is_empty() {
+        let errors: Vec<_> = result.errors.iter().map(|e| one_line(&e.to_string())).collect();
+        problems.push(errors.join("; "));
+    }
+    if !problems.is_empty() {
+        return Err(CheckpointError::Mismatch {
+            path,
+            details: problems.join("; "),
+        });
+    }
+    Ok((artifact, model))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, CheckpointError> {
+    std::fs::read(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            CheckpointError::MissingFile(path.to_path_buf())
+        } else {
+            CheckpointError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ReverseTask, Seq2SeqTask};
+    use burn::tensor::{Int, Tensor};
+    use focal_attention::padding_mask_from_lengths;
+    use focal_backend::{NdArray, assert_close};
+
+    fn artifact() -> ModelArtifact {
+        let task = ReverseTask::default();
+        let vocabulary = task.vocabulary();
+        let model = Seq2SeqConfig::new(vocabulary.len(), vocabulary.len())
+            .with_d_model(16)
+            .with_n_heads(2)
+            .with_d_ff(32)
+            .with_n_encoder_layers(1)
+            .with_n_decoder_layers(1)
+            .with_max_len(16);
+        ModelArtifact::new("reverse", model, vocabulary, 13)
+    }
+
+    #[test]
+    fn round_trip_restores_the_same_outputs() {
+        let device = Default::default();
+        let dir = tempfile::tempdir().unwrap();
+        let artifact = artifact();
+        let model = artifact.model.init::<NdArray>(&device);
+        save_checkpoint(dir.path(), &artifact, &model).unwrap();
+        let (loaded_artifact, loaded) = load_checkpoint::<NdArray>(dir.path(), &device).unwrap();
+        assert_eq!(loaded_artifact.vocabulary, artifact.vocabulary);
+
+        let src = Tensor::<NdArray, 2, Int>::from_ints([[4, 5, 6]], &device);
+        let valid = padding_mask_from_lengths::<NdArray>(&[3], 3, &device);
+        let tgt = Tensor::<NdArray, 2, Int>::from_ints([[1, 6]], &device);
+        assert_close(
+            loaded.forward(src.clone(), valid.clone(), tgt.clone()),
+            model.forward(src, valid, tgt),
+            0.0,
+        );
+        // No temporary files are left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[test]
+    fn missing_directory_and_files_are_named() {
+        let device = Default::default();
+        let err = load_checkpoint::<NdArray>(Path::new("/nonexistent/focal"), &device).unwrap_err();
+        assert_eq!(err.to_string(), "model directory /nonexistent/focal does not exist");
+
+        let dir = tempfile::tempdir().unwrap();
+        let err = load_checkpoint::<NdArray>(dir.path(), &device).unwrap_err();
+        assert!(matches!(err, CheckpointError::MissingFile(ref p) if p.ends_with(CONFIG_FILE)), "{err}");
+    }
+
+    #[test]
+    fn corrupt_or_mismatched_weights_are_typed_errors() {
+        let device = Default::default();
+        let dir = tempfile::tempdir().unwrap();
+        let artifact = artifact();
+        let model = artifact.model.init::<NdArray>(&device);
+        save_checkpoint(dir.path(), &artifact, &model).unwrap();
+
+        // A config whose width disagrees with the weights.
+        let mut wider = artifact.clone();
+        wider.model.d_model = 32;
+        std::fs::write(dir.path().join(CONFIG_FILE), serde_json::to_vec(&wider).unwrap()).unwrap();
+        let err = load_checkpoint::<NdArray>(dir.path(), &device).unwrap_err();
+        assert!(matches!(err, CheckpointError::Mismatch { .. }), "{err}");
+        assert!(err.to_string().contains("Shape mismatch"), "{err}");
+        assert!(!err.to_string().contains('\n'));
+
+        // Truncated weights.
+        std::fs::write(dir.path().join(CONFIG_FILE), serde_json::to_vec(&artifact).unwrap()).unwrap();
+        let bytes = std::fs::read(dir.path().join(WEIGHTS_FILE)).unwrap();
+        std::fs::write(dir.path().join(WEIGHTS_FILE), &bytes[..bytes.len() / 2]).unwrap();
+        let err = load_checkpoint::<NdArray>(dir.path(), &device).unwrap_err();
+        assert!(matches!(err, CheckpointError::CorruptWeights { .. }), "{err}");
+
+        // A config that is not JSON.
+        std::fs::write(dir.path().join(CONFIG_FILE), b"{ not json").unwrap();
+        let err = load_checkpoint::<NdArray>(dir.path(), &device).unwrap_err();
+        assert!(matches!(err, CheckpointError::InvalidConfig { .. }), "{err}");
+
+        // A config refused by validation names the values.
+        let mut bad = artifact;
+        bad.model.n_heads = 3;
+        std::fs::write(dir.path().join(CONFIG_FILE), serde_json::to_vec(&bad).unwrap()).unwrap();
+        let err = load_checkpoint::<NdArray>(dir.path(), &device).unwrap_err();
+        assert!(err.to_string().contains("d_model (16) is not divisible by n_heads (3)"), "{err}");
+    }
+}

@@ -1,0 +1,27 @@
+//! Training for Focal.
+//!
+//! - [`task`]: synthetic sequence-to-sequence tasks ([`task::ReverseTask`]) with a fixed
+//!   held-out set that training never sees.
+//! - [`batch`]: padding examples into tensors.
+//! - [`eval`]: exact-match and token accuracy by greedy decoding.
+//! - [`checkpoint`]: the model directory (`config.json`, `model.safetensors`, `metrics.json`),
+//!   written atomically and loaded with typed errors.
+//! - [`trainer`]: the training loop: AdamW with linear warmup and cosine decay, an `indicatif`
+//!   progress bar with loss and throughput, periodic held-out evaluation.
+//!
+//! The loop is our own rather than burn-train's `Learner`: the tasks here are evaluated by
+//! greedy decoding (exact match on whole sequences), checkpoints must be written atomically
+//! into one self-describing directory, and the progress display is a single `indicatif` line
+//! that works in a plain terminal and in CI logs. Optimiser, schedules and gradient clipping
+//! are burn-optim's.
+
+pub mod batch;
+pub mod checkpoint;
+pub mod eval;
+pub mod task;
+pub mod trainer;
+
+pub use checkpoint::{CheckpointError, ModelArtifact, load_checkpoint, save_checkpoint, write_atomic};
+pub use eval::{EvalMetrics, evaluate};
+pub use task::{Example, ReverseTask, Seq2SeqTask, TaskKind};
+pub use trainer::{EvalPoint, TrainConfig, TrainError, TrainOptions, TrainReport, train};

@@ -1,0 +1,356 @@
+//! The training loop.
+
+use crate::batch::Seq2SeqBatch;
+use crate::checkpoint::{CheckpointError, METRICS_FILE, ModelArtifact, save_checkpoint, write_atomic};
+use crate::eval::{EvalMetrics, evaluate};
+use crate::task::{Example, TaskKind};
+use burn::grad_clipping::GradientClippingConfig;
+use burn::lr_scheduler::LrScheduler;
+use burn::lr_scheduler::composed::ComposedLrSchedulerConfig;
+use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
+use burn::lr_scheduler::linear::LinearLrSchedulerConfig;
+use burn::module::AutodiffModule;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::ElementConversion;
+use burn::tensor::backend::AutodiffBackend;
+use focal_backend::ConfigError;
+use focal_heads::Seq2SeqConfig;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The held-out set is drawn with this seed whatever `--seed` is, so that accuracies of runs
+/// with different seeds are measured on the same sequences.
+const HELD_OUT_SEED: u64 = 0x0F0C_A1E7;
+
+/// Everything that defines a training run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// The task.
+    pub task: String,
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Examples per step.
+    pub batch_size: usize,
+    /// Peak learning rate (reached after warmup).
+    pub learning_rate: f64,
+    /// Steps of linear warmup from `learning_rate / warmup_steps` to `learning_rate`; a cosine
+    /// decay to 5% of it follows.
+    pub warmup_steps: usize,
+    /// AdamW decoupled weight decay.
+    pub weight_decay: f32,
+    /// Gradients are clipped to this global L2 norm.
+    pub grad_clip_norm: f32,
+    /// Evaluate (and save) every this many steps.
+    pub eval_every: usize,
+    /// Size of the held-out set.
+    pub held_out: usize,
+    /// Seed of parameter initialisation, dropout and the training stream.
+    pub seed: u64,
+    /// The model.
+    pub model: Seq2SeqConfig,
+}
+
+impl TrainConfig {
+    /// The default recipe for `task`: reaches ≥ 99% exact match on `reverse` in a few minutes on
+    /// two CPU cores.
+    pub fn for_task(task: TaskKind) -> Self {
+        let vocab = task.build().vocabulary().len();
+        Self {
+            task: task.name().to_string(),
+            steps: 2000,
+            batch_size: 64,
+            learning_rate: 1e-3,
+            warmup_steps: 200,
+            weight_decay: 0.01,
+            grad_clip_norm: 1.0,
+            eval_every: 250,
+            held_out: 500,
+            seed: 42,
+            model: Seq2SeqConfig::new(vocab, vocab)
+                .with_d_model(128)
+                .with_n_heads(4)
+                .with_n_encoder_layers(2)
+                .with_n_decoder_layers(2)
+                .with_d_ff(512)
+                .with_dropout(0.0)
+                .with_max_len(32),
+        }
+    }
+
+    /// Checks the configuration; the error names the offending values.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        const NAME: &str = "TrainConfig";
+        ConfigError::ensure_positive(NAME, "steps", self.steps)?;
+        ConfigError::ensure_positive(NAME, "batch_size", self.batch_size)?;
+        ConfigError::ensure_positive(NAME, "eval_every", self.eval_every)?;
+        ConfigError::ensure_positive(NAME, "held_out", self.held_out)?;
+        ConfigError::ensure_positive(NAME, "warmup_steps", self.warmup_steps)?;
+        ConfigError::ensure(
+            self.learning_rate > 0.0 && self.learning_rate <= 1.0,
+            NAME,
+            || format!("learning_rate ({}) must be in (0, 1]", self.learning_rate),
+        )?;
+        self.model.validate()
+    }
+}
+
+/// How a run reports progress.
+#[derive(Clone, Debug, Default)]
+pub struct TrainOptions {
+    /// Show an `indicatif` progress bar on stderr (hidden anyway when stderr is not a terminal).
+    pub progress: bool,
+    /// The backend's name, recorded in `metrics.json`.
+    pub backend: String,
+}
+
+/// One evaluation during training.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalPoint {
+    /// Optimiser steps done.
+    pub step: usize,
+    /// Mean training loss over the steps since the previous evaluation.
+    pub train_loss: f64,
+    /// Held-out metrics.
+    pub held_out: EvalMetrics,
+}
+
+/// The result of a run, also written to `metrics.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainReport {
+    /// The task.
+    pub task: String,
+    /// The backend it ran on.
+    pub backend: String,
+    /// Optimiser steps done.
+    pub steps: usize,
+    /// Wall-clock seconds of the run (evaluations included).
+    pub seconds: f64,
+    /// Training examples per second (evaluations excluded).
+    pub examples_per_second: f64,
+    /// Final held-out metrics.
+    pub final_metrics: EvalMetrics,
+    /// Every evaluation.
+    pub history: Vec<EvalPoint>,
+    /// The run's configuration.
+    pub config: TrainConfig,
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The configuration was refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The task name is unknown.
+    #[error("{0}")]
+    UnknownTask(String),
+    /// The model directory could not be written.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The loss became NaN or infinite.
+    #[error("training diverged at step {step}: loss is {loss}")]
+    Diverged {
+        /// The step.
+        step: usize,
+        /// The loss.
+        loss: f32,
+    },
+}
+
+/// Trains a sequence-to-sequence model on `config.task` and writes the model directory `out`.
+///
+/// Every `eval_every` steps and at the end, the model is evaluated on the held-out set by
+/// greedy decoding and `out` is updated atomically (`config.json`, `model.safetensors`,
+/// `metrics.json`), so an interrupted run leaves its last evaluated model behind.
+pub fn train<B: AutodiffBackend>(
+    config: &TrainConfig,
+    device: &B::Device,
+    out: &Path,
+    options: &TrainOptions,
+) -> Result<TrainReport, TrainError> {
+    config.validate()?;
+    let kind: TaskKind = config.task.parse().map_err(TrainError::UnknownTask)?;
+    let task = kind.build();
+    let vocabulary = task.vocabulary();
+    let specials = vocabulary.specials();
+    let artifact = ModelArtifact::new(
+        task.name(),
+        config.model.clone(),
+        vocabulary,
+        task.max_target_len() + 1,
+    );
+
+    let held_out = task.held_out(config.held_out, HELD_OUT_SEED);
+    let held_out_sources: HashSet<&Vec<usize>> = held_out.iter().map(|e| &e.source).collect();
+    let mut rng = focal_backend::seed::<B>(device, config.seed);
+    let mut model = config.model.init::<B>(device);
+    let mut optimizer = AdamWConfig::new()
+        .with_weight_decay(config.weight_decay)
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(config.grad_clip_norm)))
+        .init::<B, focal_heads::Seq2SeqTransformer<B>>();
+    let mut schedule = ComposedLrSchedulerConfig::new()
+        .linear(LinearLrSchedulerConfig::new(
+            1.0 / config.warmup_steps as f64,
+            1.0,
+            config.warmup_steps,
+        ))
+        .cosine(
+            CosineAnnealingLrSchedulerConfig::new(config.learning_rate, config.steps)
+                .with_min_lr(config.learning_rate * 0.05),
+        )
+        .init()
+        .map_err(|message| ConfigError::new("TrainConfig", message))?;
+    let loss_fn = CrossEntropyLossConfig::new()
+        .with_pad_tokens(Some(vec![specials.pad]))
+        .init(device);
+
+    let bar = progress_bar(config.steps, options.progress);
+    let started = Instant::now();
+    let mut training_seconds = 0.0;
+    let mut history = Vec::new();
+    let mut loss_sum = 0.0f64;
+    let mut loss_count = 0usize;
+    let mut examples_seen = 0usize;
+
+    for step in 1..=config.steps {
+        let step_started = Instant::now();
+        let examples: Vec<Example> = std::iter::repeat_with(|| task.sample(&mut rng))
+            .filter(|e| !held_out_sources.contains(&e.source))
+            .take(config.batch_size)
+            .collect();
+        let batch = Seq2SeqBatch::<B>::new(&examples, specials, device);
+        let logits = model.forward(batch.source, batch.source_valid, batch.target_in);
+        let [b, l, v] = logits.dims();
+        let loss = loss_fn.forward(logits.reshape([b * l, v]), batch.target_out.reshape([b * l]));
+        let loss_value: f32 = loss.clone().into_scalar().elem();
+        if !loss_value.is_finite() {
+            return Err(TrainError::Diverged {
+                step,
+                loss: loss_value,
+            });
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optimizer.step(schedule.step(), model, grads);
+
+        training_seconds += step_started.elapsed().as_secs_f64();
+        examples_seen += examples.len();
+        loss_sum += f64::from(loss_value);
+        loss_count += 1;
+        bar.set_position(step as u64);
+        bar.set_message(format!(
+            "loss {loss_value:.4} · {:.0} ex/s",
+            examples_seen as f64 / training_seconds
+        ));
+
+        if step % config.eval_every == 0 || step == config.steps {
+            let valid = model.valid();
+            let metrics = evaluate(&valid, &held_out, specials, 250, device);
+            let point = EvalPoint {
+                step,
+                train_loss: loss_sum / loss_count.max(1) as f64,
+                held_out: metrics,
+            };
+            (loss_sum, loss_count) = (0.0, 0);
+            bar.println(format!(
+                "step {step:>6}  train loss {:.4}  held-out exact match {:.2}%  token accuracy {:.2}%",
+                point.train_loss,
+                100.0 * metrics.exact_match,
+                100.0 * metrics.token_accuracy
+            ));
+            tracing::info!(step, loss = point.train_loss, exact_match = metrics.exact_match, "evaluation");
+            history.push(point);
+            let report = TrainReport {
+                task: task.name().to_string(),
+                backend: options.backend.clone(),
+                steps: step,
+                seconds: started.elapsed().as_secs_f64(),
+                examples_per_second: examples_seen as f64 / training_seconds,
+                final_metrics: metrics,
+                history: history.clone(),
+                config: config.clone(),
+            };
+            save_checkpoint(out, &artifact, &valid)?;
+            let json = serde_json::to_vec_pretty(&report).expect("report serialises to JSON");
+            write_atomic(&out.join(METRICS_FILE), &json)?;
+            if step == config.steps {
+                bar.finish_and_clear();
+                return Ok(report);
+            }
+        }
+    }
+    unreachable!("the last step always evaluates and returns")
+}
+
+fn progress_bar(steps: usize, visible: bool) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(
+        Some(steps as u64),
+        if visible {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps  {msg}  (eta {eta})")
+            .expect("progress template is valid")
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// The default output directory of `focal train --task TASK`.
+pub fn default_out_dir(task: TaskKind) -> PathBuf {
+    PathBuf::from("runs").join(task.name())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::load_checkpoint;
+    use burn::backend::Autodiff;
+    use burn::tensor::backend::Backend;
+
+    /// A short run on a tiny model: the loss falls, and the directory it writes loads back.
+    fn short_run_lowers_the_loss_and_writes_a_loadable_model<B: Backend>(device: &B::Device) {
+        let mut config = TrainConfig::for_task(TaskKind::Reverse);
+        config.steps = 40;
+        config.eval_every = 20;
+        config.held_out = 20;
+        config.batch_size = 16;
+        config.warmup_steps = 5;
+        config.learning_rate = 3e-3;
+        config.model = config
+            .model
+            .with_d_model(32)
+            .with_n_heads(2)
+            .with_d_ff(64)
+            .with_n_encoder_layers(1)
+            .with_n_decoder_layers(1);
+        let dir = tempfile::tempdir().unwrap();
+        let report =
+            train::<Autodiff<B>>(&config, device, dir.path(), &TrainOptions::default()).unwrap();
+        assert_eq!(report.history.len(), 2);
+        let (first, last) = (report.history[0].train_loss, report.history[1].train_loss);
+        assert!(last < first, "loss did not fall: {first} -> {last}");
+        assert!(first < 3.0, "first loss {first}");
+        let (_, model) = load_checkpoint::<B>(dir.path(), device).unwrap();
+        assert_eq!(model.max_len(), 32);
+        assert!(dir.path().join(METRICS_FILE).is_file());
+    }
+
+    focal_backend::backend_tests!(short_run_lowers_the_loss_and_writes_a_loadable_model);
+
+    #[test]
+    fn invalid_settings_are_refused() {
+        let mut config = TrainConfig::for_task(TaskKind::Reverse);
+        config.batch_size = 0;
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "invalid TrainConfig: batch_size must be at least 1, got 0"
+        );
+    }
+}
