@@ -22,27 +22,65 @@ const TEST_ALL: &[Step] = &[
     },
     Step {
         name: "clippy",
-        args: &["clippy", "--workspace", "--all-targets", "--features", "focal-backend/wgpu", "--", "-D", "warnings"],
+        args: &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--features",
+            "focal-backend/wgpu",
+            "--",
+            "-D",
+            "warnings",
+        ],
         env: &[],
     },
     Step {
         name: "tests (ndarray)",
-        args: &["test", "--workspace", "--all-targets", "--features", "focal-backend/wgpu", "--", "--skip", "wgpu"],
+        args: &[
+            "test",
+            "--workspace",
+            "--all-targets",
+            "--features",
+            "focal-backend/wgpu",
+            "--",
+            "--skip",
+            "wgpu",
+        ],
         env: &[],
     },
     Step {
         name: "tests (wgpu)",
-        args: &["test", "--workspace", "--all-targets", "--features", "focal-backend/wgpu", "--", "wgpu"],
+        args: &[
+            "test",
+            "--workspace",
+            "--all-targets",
+            "--features",
+            "focal-backend/wgpu",
+            "--",
+            "wgpu",
+        ],
         env: &[],
     },
     Step {
         name: "doc tests",
-        args: &["test", "--workspace", "--doc", "--features", "focal-backend/wgpu"],
+        args: &[
+            "test",
+            "--workspace",
+            "--doc",
+            "--features",
+            "focal-backend/wgpu",
+        ],
         env: &[],
     },
     Step {
         name: "rustdoc",
-        args: &["doc", "--workspace", "--no-deps", "--features", "focal-backend/wgpu"],
+        args: &[
+            "doc",
+            "--workspace",
+            "--no-deps",
+            "--features",
+            "focal-backend/wgpu",
+        ],
         env: &[("RUSTDOCFLAGS", "-D warnings")],
     },
 ];
@@ -71,7 +109,11 @@ fn run_steps(steps: &[Step]) -> ExitCode {
             .status();
         let seconds = step_started.elapsed().as_secs_f64();
         let ok = matches!(status, Ok(s) if s.success());
-        let line = format!("{:<16} {:>4}  {seconds:>7.1} s", step.name, if ok { "ok" } else { "FAIL" });
+        let line = format!(
+            "{:<16} {:>4}  {seconds:>7.1} s",
+            step.name,
+            if ok { "ok" } else { "FAIL" }
+        );
         eprintln!("{line}");
         summary.push(line);
         if !ok {

@@ -193,7 +193,11 @@ mod tests {
     fn lengths_give_padding_masks<B: Backend>(device: &B::Device) {
         let mask = padding_mask_from_lengths::<B>(&[2, 0, 3], 3, device).into_data();
         mask.assert_eq(
-            &TensorData::from([[true, true, false], [false, false, false], [true, true, true]]),
+            &TensorData::from([
+                [true, true, false],
+                [false, false, false],
+                [true, true, true],
+            ]),
             false,
         );
     }
@@ -203,11 +207,23 @@ mod tests {
         let mask = AttentionMask::key_padding(valid).and(AttentionMask::causal());
         let full = mask.materialize(1, 2, 3, 3, device).unwrap();
         let expected = TensorData::from([[
-            [[true, false, false], [true, true, false], [true, true, false]],
-            [[true, false, false], [true, true, false], [true, true, false]],
+            [
+                [true, false, false],
+                [true, true, false],
+                [true, true, false],
+            ],
+            [
+                [true, false, false],
+                [true, true, false],
+                [true, true, false],
+            ],
         ]]);
         full.into_data().assert_eq(&expected, false);
-        assert!(AttentionMask::<B>::none().materialize(1, 1, 2, 2, device).is_none());
+        assert!(
+            AttentionMask::<B>::none()
+                .materialize(1, 1, 2, 2, device)
+                .is_none()
+        );
     }
 
     focal_backend::backend_tests!(

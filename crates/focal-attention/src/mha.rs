@@ -1,6 +1,8 @@
 //! Multi-head attention: projections around scaled dot-product attention.
 
-use crate::{AttentionInput, AttentionMask, ScaledDotProductAttention, ScaledDotProductAttentionConfig};
+use crate::{
+    AttentionInput, AttentionMask, ScaledDotProductAttention, ScaledDotProductAttentionConfig,
+};
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
@@ -28,7 +30,7 @@ impl MultiHeadAttentionConfig {
         const NAME: &str = "MultiHeadAttentionConfig";
         ConfigError::ensure_positive(NAME, "d_model", self.d_model)?;
         ConfigError::ensure_positive(NAME, "n_heads", self.n_heads)?;
-        ConfigError::ensure(self.d_model % self.n_heads == 0, NAME, || {
+        ConfigError::ensure(self.d_model.is_multiple_of(self.n_heads), NAME, || {
             format!(
                 "d_model ({}) is not divisible by n_heads ({})",
                 self.d_model, self.n_heads
@@ -227,7 +229,11 @@ mod tests {
             .weights
             .unwrap();
         assert_eq!(per_head.dims(), [2, 4, 5, 5]);
-        assert_close(per_head.clone().sum_dim(3), Tensor::ones([2, 4, 5, 1], device), 1e-5);
+        assert_close(
+            per_head.clone().sum_dim(3),
+            Tensor::ones([2, 4, 5, 1], device),
+            1e-5,
+        );
         let averaged = mha
             .forward(MhaInput::self_attn(x).weights(WeightsMode::Averaged))
             .weights
@@ -259,7 +265,11 @@ mod tests {
         let prefix = mha.forward(
             MhaInput::self_attn(x.slice([0..1, 0..4, 0..16])).mask(AttentionMask::causal()),
         );
-        assert_close(full.context.slice([0..1, 0..4, 0..16]), prefix.context, 1e-5);
+        assert_close(
+            full.context.slice([0..1, 0..4, 0..16]),
+            prefix.context,
+            1e-5,
+        );
     }
 
     focal_backend::backend_tests!(

@@ -20,7 +20,11 @@ pub fn sinusoidal_table<B: Backend>(
         for dim in 0..d_model {
             let pair = (dim / 2) as f64;
             let angle = position as f64 / 10_000f64.powf(2.0 * pair / d_model as f64);
-            values.push(if dim % 2 == 0 { angle.sin() } else { angle.cos() } as f32);
+            values.push(if dim % 2 == 0 {
+                angle.sin()
+            } else {
+                angle.cos()
+            } as f32);
         }
     }
     Tensor::from_data(TensorData::new(values, [max_len, d_model]), device)

@@ -202,7 +202,8 @@ mod tests {
         let (q, k, v) = qkv::<B>(2, 2, 3, 5, 4, device);
         let mask = AttentionMask::key_padding(padding_mask_from_lengths(&[5, 3], 5, device));
         let attn = ScaledDotProductAttentionConfig::new().init();
-        let out = attn.forward(AttentionInput::new(q.clone(), k.clone(), v.clone()).mask(mask.clone()));
+        let out =
+            attn.forward(AttentionInput::new(q.clone(), k.clone(), v.clone()).mask(mask.clone()));
 
         let noise = Tensor::<B, 4>::random([1, 2, 2, 4], Distribution::Normal(0.0, 10.0), device);
         let k2 = k.slice_assign([1..2, 0..2, 3..5, 0..4], noise.clone());
@@ -233,7 +234,12 @@ mod tests {
         let gq0 = gq.clone().slice([0..1, 0..2, 0..1, 0..4]);
         assert_close(gq0, Tensor::zeros([1, 2, 1, 4], device), 0.0);
         for g in [gq, k.grad(&grads).unwrap(), v.grad(&grads).unwrap()] {
-            let finite = g.into_data().to_vec::<f32>().unwrap().iter().all(|x| x.is_finite());
+            let finite = g
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap()
+                .iter()
+                .all(|x| x.is_finite());
             assert!(finite, "gradient has non-finite values");
         }
     }
@@ -248,7 +254,11 @@ mod tests {
                 .need_weights(true),
         );
         let w = out.weights.unwrap();
-        assert_close(w.clone().sum_dim(3), Tensor::ones([2, 3, 4, 1], device), 1e-5);
+        assert_close(
+            w.clone().sum_dim(3),
+            Tensor::ones([2, 3, 4, 1], device),
+            1e-5,
+        );
         // Nothing above the diagonal.
         let upper = w.slice([0..2, 0..3, 0..1, 1..4]);
         assert_close(upper, Tensor::zeros([2, 3, 1, 3], device), 0.0);
@@ -267,7 +277,9 @@ mod tests {
         let device = Default::default();
         focal_backend::seed::<B>(&device, 4);
         let (q, k, v) = qkv::<B>(1, 1, 4, 4, 4, &device);
-        let attn = ScaledDotProductAttentionConfig::new().with_dropout(0.5).init();
+        let attn = ScaledDotProductAttentionConfig::new()
+            .with_dropout(0.5)
+            .init();
         // Without autodiff (inference) dropout is the identity.
         let plain = ScaledDotProductAttentionConfig::new().init();
         let a = attn.forward(AttentionInput::new(q.clone(), k.clone(), v.clone()));
@@ -279,7 +291,9 @@ mod tests {
         type A = Autodiff<B>;
         let eye = Tensor::<A, 2>::from_data(
             TensorData::new(
-                (0..16).map(|i| if i % 5 == 0 { 1.0f32 } else { 0.0 }).collect::<Vec<_>>(),
+                (0..16)
+                    .map(|i| if i % 5 == 0 { 1.0f32 } else { 0.0 })
+                    .collect::<Vec<_>>(),
                 [4, 4],
             ),
             &device,
@@ -289,14 +303,23 @@ mod tests {
             AttentionInput::new(Tensor::<A, 4>::from_inner(q), Tensor::from_inner(k), eye)
                 .need_weights(true),
         );
-        let probs = out.weights.unwrap().inner().into_data().to_vec::<f32>().unwrap();
+        let probs = out
+            .weights
+            .unwrap()
+            .inner()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
         let ctx = out.context.inner().into_data().to_vec::<f32>().unwrap();
         let mut dropped = 0;
         for (c, p) in ctx.iter().zip(&probs) {
             if *c == 0.0 {
                 dropped += 1;
             } else {
-                assert!((c - 2.0 * p).abs() < 1e-5, "kept probability {p} became {c}");
+                assert!(
+                    (c - 2.0 * p).abs() < 1e-5,
+                    "kept probability {p} became {c}"
+                );
             }
         }
         assert!((1..16).contains(&dropped), "{dropped} of 16 dropped");

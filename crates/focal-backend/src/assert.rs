@@ -68,7 +68,8 @@ pub fn compare_data(
             max_key = key;
             max_at = i;
         }
-        if !equal && !(delta <= tolerance.atol + tolerance.rtol * y.abs()) {
+        let within = delta <= tolerance.atol + tolerance.rtol * y.abs(); // false for NaN
+        if !equal && !within {
             mismatches.push(i);
         }
     }
@@ -160,7 +161,10 @@ mod tests {
         let e = TensorData::new(vec![1.0f32, 2.5, 3.0, 4.1], [2, 2]);
         let report = compare_data(&a, &e, 1e-3).unwrap_err();
         assert!(report.starts_with("2 of 4 values differ"), "{report}");
-        assert!(report.contains("max |Δ| = 5e-1 at index [0, 1]"), "{report}");
+        assert!(
+            report.contains("max |Δ| = 5e-1 at index [0, 1]"),
+            "{report}"
+        );
         assert!(report.contains("[1, 1]: actual"), "{report}");
     }
 
@@ -178,6 +182,10 @@ mod tests {
         let e = TensorData::new(vec![1.0f32 + 1e-7, 2.0], [2]);
         assert!(compare_data(&a, &e, 1e-6).is_ok());
         let e = TensorData::new(vec![1.0f32, 2.0], [1, 2]);
-        assert!(compare_data(&a, &e, 1e-6).unwrap_err().contains("shape mismatch"));
+        assert!(
+            compare_data(&a, &e, 1e-6)
+                .unwrap_err()
+                .contains("shape mismatch")
+        );
     }
 }

@@ -51,6 +51,8 @@ impl ConfigError {
 
     /// Checks that a size is at least one.
     pub fn ensure_positive(config: &'static str, name: &str, value: usize) -> Result<(), Self> {
-        Self::ensure(value > 0, config, || format!("{name} must be at least 1, got {value}"))
+        Self::ensure(value > 0, config, || {
+            format!("{name} must be at least 1, got {value}")
+        })
     }
 }

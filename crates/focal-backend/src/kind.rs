@@ -166,7 +166,9 @@ fn setup_wgpu() -> Result<WgpuAdapterInfo, BackendError> {
         name: info.name,
         api: format!("{:?}", info.backend),
         device_type: format!("{:?}", info.device_type),
-        driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+        driver: format!("{} {}", info.driver, info.driver_info)
+            .trim()
+            .to_string(),
     })
 }
 

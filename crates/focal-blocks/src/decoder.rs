@@ -89,9 +89,7 @@ impl TransformerDecoderConfig {
             layers: (0..self.n_layers)
                 .map(|_| DecoderLayer::new(&self.layer, device))
                 .collect(),
-            final_norm: self
-                .final_norm
-                .then(|| self.layer.init_final_norm(device)),
+            final_norm: self.final_norm.then(|| self.layer.init_final_norm(device)),
         })
     }
 
@@ -164,14 +162,21 @@ mod tests {
 
             let noise = Tensor::random([2, 1, 16], Distribution::Normal(0.0, 9.0), device);
             let x2 = x.slice_assign([0..2, 3..4, 0..16], noise.clone());
-            let memory2 = memory.slice_assign([1..2, 4..6, 0..16], noise.slice([0..1, 0..1, 0..16]).repeat_dim(1, 2));
+            let memory2 = memory.slice_assign(
+                [1..2, 4..6, 0..16],
+                noise.slice([0..1, 0..1, 0..16]).repeat_dim(1, 2),
+            );
             let y2 = decoder.forward(x2, memory2.clone(), &causal, &memory_mask);
             assert_close(
                 y.clone().slice([0..1, 0..3, 0..16]),
                 y2.clone().slice([0..1, 0..3, 0..16]),
                 1e-5,
             );
-            assert_close(y.slice([1..2, 0..3, 0..16]), y2.slice([1..2, 0..3, 0..16]), 1e-5);
+            assert_close(
+                y.slice([1..2, 0..3, 0..16]),
+                y2.slice([1..2, 0..3, 0..16]),
+                1e-5,
+            );
         }
     }
 

@@ -72,9 +72,7 @@ impl TransformerEncoderConfig {
             layers: (0..self.n_layers)
                 .map(|_| EncoderLayer::new(&self.layer, device))
                 .collect(),
-            final_norm: self
-                .final_norm
-                .then(|| self.layer.init_final_norm(device)),
+            final_norm: self.final_norm.then(|| self.layer.init_final_norm(device)),
         })
     }
 
@@ -100,7 +98,10 @@ impl<B: Backend> TransformerEncoder<B> {
     ///
     /// - x `[b, l, d]` → `[b, l, d]`; `mask` must fit `[b, h, l, l]` (typically key padding)
     pub fn forward(&self, x: Tensor<B, 3>, mask: &AttentionMask<B>) -> Tensor<B, 3> {
-        let x = self.layers.iter().fold(x, |x, layer| layer.forward(x, mask));
+        let x = self
+            .layers
+            .iter()
+            .fold(x, |x, layer| layer.forward(x, mask));
         match &self.final_norm {
             Some(norm) => norm.forward(x),
             None => x,
@@ -139,7 +140,11 @@ mod tests {
                 y2.clone().slice([1..2, 0..3, 0..16]),
                 1e-5,
             );
-            assert_close(y.slice([0..1, 0..5, 0..16]), y2.slice([0..1, 0..5, 0..16]), 1e-5);
+            assert_close(
+                y.slice([0..1, 0..5, 0..16]),
+                y2.slice([0..1, 0..5, 0..16]),
+                1e-5,
+            );
         }
     }
 

@@ -120,6 +120,9 @@ mod tests {
     #[test]
     fn zero_hidden_width_is_refused() {
         let err = FeedForwardConfig::new(8, 0).validate().unwrap_err();
-        assert_eq!(err.to_string(), "invalid FeedForwardConfig: d_ff must be at least 1, got 0");
+        assert_eq!(
+            err.to_string(),
+            "invalid FeedForwardConfig: d_ff must be at least 1, got 0"
+        );
     }
 }

@@ -194,7 +194,9 @@ mod tests {
 
     #[test]
     fn layer_config_reports_the_first_bad_value() {
-        let err = TransformerLayerConfig::new(30, 4, 64).validate().unwrap_err();
+        let err = TransformerLayerConfig::new(30, 4, 64)
+            .validate()
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             "invalid MultiHeadAttentionConfig: d_model (30) is not divisible by n_heads (4)"
@@ -203,6 +205,9 @@ mod tests {
             .with_dropout(-0.5)
             .validate()
             .unwrap_err();
-        assert!(err.to_string().contains("dropout (-0.5) must be in [0, 1)"), "{err}");
+        assert!(
+            err.to_string().contains("dropout (-0.5) must be in [0, 1)"),
+            "{err}"
+        );
     }
 }

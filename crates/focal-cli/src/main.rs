@@ -90,7 +90,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             let message = format!("{err:#}");
-            eprintln!("error: {}", message.split_whitespace().collect::<Vec<_>>().join(" "));
+            eprintln!(
+                "error: {}",
+                message.split_whitespace().collect::<Vec<_>>().join(" ")
+            );
             ExitCode::FAILURE
         }
     }
@@ -220,8 +223,11 @@ fn translate(backend: BackendKind, args: TranslateArgs, json: bool) -> anyhow::R
             }
             let specials = vocabulary.specials();
             let sources: Vec<&[usize]> = sources.iter().map(Vec::as_slice).collect();
-            let (source, valid) =
-                focal::train::batch::source_tensors::<B::InnerBackend>(&sources, specials.pad, &device);
+            let (source, valid) = focal::train::batch::source_tensors::<B::InnerBackend>(
+                &sources,
+                specials.pad,
+                &device,
+            );
             let outputs = model.greedy_decode(source, valid, specials, artifact.max_output_len);
             Ok(outputs.iter().map(|ids| vocabulary.decode(ids)).collect())
         }
@@ -260,7 +266,9 @@ fn info(json: bool) -> anyhow::Result<()> {
     let names: Vec<&str> = enabled.iter().map(|k| k.name()).collect();
     if json {
         let adapter = match &adapter {
-            Some(Ok(a)) => json!({"name": a.name, "api": a.api, "device_type": a.device_type, "driver": a.driver}),
+            Some(Ok(a)) => {
+                json!({"name": a.name, "api": a.api, "device_type": a.device_type, "driver": a.driver})
+            }
             Some(Err(e)) => json!({"error": e}),
             None => json!(null),
         };
@@ -275,7 +283,11 @@ fn info(json: bool) -> anyhow::Result<()> {
             }))?
         );
     } else {
-        println!("focal {} (burn {})", env!("CARGO_PKG_VERSION"), focal::BURN_VERSION);
+        println!(
+            "focal {} (burn {})",
+            env!("CARGO_PKG_VERSION"),
+            focal::BURN_VERSION
+        );
         println!("backends: {} (default ndarray)", names.join(", "));
         match adapter {
             Some(Ok(a)) => println!("wgpu adapter: {a}"),

@@ -21,16 +21,25 @@ fn assert_one_line_error(output: &Output, expected: &str) {
         // wgpu on lavapipe may warn about the session's runtime directory; not ours.
         .filter(|l| !l.contains("XDG_RUNTIME_DIR"))
         .collect();
-    assert!(!output.status.success(), "expected failure, stderr: {stderr}");
+    assert!(
+        !output.status.success(),
+        "expected failure, stderr: {stderr}"
+    );
     assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
     assert!(lines[0].starts_with("error: "), "{stderr}");
-    assert!(lines[0].contains(expected), "expected '{expected}' in: {stderr}");
+    assert!(
+        lines[0].contains(expected),
+        "expected '{expected}' in: {stderr}"
+    );
 }
 
 #[test]
 fn unknown_backend_is_one_line() {
     let out = focal(&["--backend", "cuda", "info"]);
-    assert_one_line_error(&out, "unknown backend 'cuda': expected one of ndarray, wgpu");
+    assert_one_line_error(
+        &out,
+        "unknown backend 'cuda': expected one of ndarray, wgpu",
+    );
 }
 
 #[test]
@@ -68,10 +77,19 @@ fn invalid_settings_are_one_line() {
 #[test]
 fn info_lists_the_backends() {
     let out = focal(&["info", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(info["burn"], "0.21.0");
-    assert!(info["backends"].as_array().unwrap().contains(&"ndarray".into()));
+    assert!(
+        info["backends"]
+            .as_array()
+            .unwrap()
+            .contains(&"ndarray".into())
+    );
 }
 
 /// Trains for a few steps, then translates with the directory it wrote; an unknown token and a
@@ -82,9 +100,22 @@ fn train_then_translate_round_trip() {
     let run = dir.path().join("run");
     let run_str = run.to_str().unwrap();
     let out = focal(&[
-        "train", "--task", "reverse", "--steps", "6", "--batch-size", "8", "--out", run_str, "--json",
+        "train",
+        "--task",
+        "reverse",
+        "--steps",
+        "6",
+        "--batch-size",
+        "8",
+        "--out",
+        run_str,
+        "--json",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["steps"], 6);
     assert_eq!(report["final_metrics"]["examples"], 500);
@@ -93,11 +124,19 @@ fn train_then_translate_round_trip() {
     }
 
     let out = focal(&["translate", "--model", run_str, "3 1 4 1 5", "2 7"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(stdout.lines().count(), 2, "{stdout}");
     for line in stdout.lines() {
-        assert!(line.split_whitespace().all(|t| t.len() == 1 && t.chars().all(|c| c.is_ascii_digit())), "{line}");
+        assert!(
+            line.split_whitespace()
+                .all(|t| t.len() == 1 && t.chars().all(|c| c.is_ascii_digit())),
+            "{line}"
+        );
     }
 
     let out = focal(&["translate", "--model", run_str, "3 x 4"]);

@@ -132,7 +132,8 @@ impl<B: Backend> Seq2SeqTransformer<B> {
     /// - src `[b, s]` ids, src_valid `[b, s]` (`true` = real token) → memory `[b, s, d]`
     pub fn encode(&self, src: Tensor<B, 2, Int>, src_valid: Tensor<B, 2, Bool>) -> Tensor<B, 3> {
         let x = self.source_embedding.forward(src, 0); // [b, s, d]
-        self.encoder.forward(x, &AttentionMask::key_padding(src_valid))
+        self.encoder
+            .forward(x, &AttentionMask::key_padding(src_valid))
     }
 
     /// Predicts the next target token at every position.
@@ -265,7 +266,11 @@ mod tests {
         let model = tiny().init::<B>(device);
         let valid = padding_mask_from_lengths::<B>(&[4, 2], 4, device);
         let tgt = ids::<B>(&[&[1, 5, 6], &[1, 7, 8]], device);
-        let a = model.forward(ids(&[&[3, 4, 5, 6], &[7, 8, 0, 0]], device), valid.clone(), tgt.clone());
+        let a = model.forward(
+            ids(&[&[3, 4, 5, 6], &[7, 8, 0, 0]], device),
+            valid.clone(),
+            tgt.clone(),
+        );
         let b = model.forward(ids(&[&[3, 4, 5, 6], &[7, 8, 9, 10]], device), valid, tgt);
         assert_eq!(a.dims(), [2, 3, 13]);
         assert_close(a, b, 1e-5);
@@ -276,7 +281,11 @@ mod tests {
     fn greedy_decoding_follows_the_argmax<B: Backend>(device: &B::Device) {
         focal_backend::seed::<B>(device, 41);
         let model = tiny().init::<B>(device);
-        let specials = SpecialTokens { pad: 0, bos: 1, eos: 2 };
+        let specials = SpecialTokens {
+            pad: 0,
+            bos: 1,
+            eos: 2,
+        };
         let src = ids::<B>(&[&[3, 4, 5]], device);
         let valid = padding_mask_from_lengths::<B>(&[3], 3, device);
         let out = model.greedy_decode(src.clone(), valid.clone(), specials, 5);

@@ -18,7 +18,9 @@ pub struct SpecialTokens {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VocabularyError {
     /// A token is not in the vocabulary.
-    #[error("token '{token}' (position {position}) is not in the vocabulary; known tokens: {known}")]
+    #[error(
+        "token '{token}' (position {position}) is not in the vocabulary; known tokens: {known}"
+    )]
     UnknownToken {
         /// The token as written.
         token: String,

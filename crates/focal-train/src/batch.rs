@@ -57,11 +57,21 @@ impl<B: Backend> Seq2SeqBatch<B> {
         let (source, source_valid) = source_tensors(&sources, specials.pad, device);
         let target_in = examples
             .iter()
-            .map(|e| std::iter::once(specials.bos).chain(e.target.iter().copied()).collect())
+            .map(|e| {
+                std::iter::once(specials.bos)
+                    .chain(e.target.iter().copied())
+                    .collect()
+            })
             .collect();
         let target_out = examples
             .iter()
-            .map(|e| e.target.iter().copied().chain(std::iter::once(specials.eos)).collect())
+            .map(|e| {
+                e.target
+                    .iter()
+                    .copied()
+                    .chain(std::iter::once(specials.eos))
+                    .collect()
+            })
             .collect();
         Self {
             source,
@@ -80,19 +90,30 @@ mod tests {
     #[test]
     fn pads_and_shifts_targets() {
         let device = Default::default();
-        let specials = SpecialTokens { pad: 0, bos: 1, eos: 2 };
+        let specials = SpecialTokens {
+            pad: 0,
+            bos: 1,
+            eos: 2,
+        };
         let examples = [
-            Example { source: vec![5, 6, 7], target: vec![7, 6, 5] },
-            Example { source: vec![8], target: vec![8] },
+            Example {
+                source: vec![5, 6, 7],
+                target: vec![7, 6, 5],
+            },
+            Example {
+                source: vec![8],
+                target: vec![8],
+            },
         ];
         let batch = Seq2SeqBatch::<NdArray>::new(&examples, specials, &device);
-        let ids = |t: Tensor<NdArray, 2, Int>| t.into_data().convert::<i64>().to_vec::<i64>().unwrap();
+        let ids =
+            |t: Tensor<NdArray, 2, Int>| t.into_data().convert::<i64>().to_vec::<i64>().unwrap();
         assert_eq!(ids(batch.source), vec![5, 6, 7, 8, 0, 0]);
         assert_eq!(ids(batch.target_in), vec![1, 7, 6, 5, 1, 8, 0, 0]);
         assert_eq!(ids(batch.target_out), vec![7, 6, 5, 2, 8, 2, 0, 0]);
-        batch
-            .source_valid
-            .into_data()
-            .assert_eq(&TensorData::from([[true, true, true], [true, false, false]]), false);
+        batch.source_valid.into_data().assert_eq(
+            &TensorData::from([[true, true, true], [true, false, false]]),
+            false,
+        );
     }
 }

@@ -37,7 +37,12 @@ pub struct ModelArtifact {
 
 impl ModelArtifact {
     /// Describes a model trained on `task`.
-    pub fn new(task: &str, model: Seq2SeqConfig, vocabulary: Vocabulary, max_output_len: usize) -> Self {
+    pub fn new(
+        task: &str,
+        model: Seq2SeqConfig,
+        vocabulary: Vocabulary,
+        max_output_len: usize,
+    ) -> Self {
         Self {
             format: FORMAT.to_string(),
             format_version: FORMAT_VERSION,
@@ -80,7 +85,9 @@ pub enum CheckpointError {
     #[error("model directory {0} does not exist")]
     MissingDirectory(PathBuf),
     /// A file the directory must hold is absent.
-    #[error("{0} is missing (a model directory holds config.json and model.safetensors, as written by `focal train`)")]
+    #[error(
+        "{0} is missing (a model directory holds config.json and model.safetensors, as written by `focal train`)"
+    )]
     MissingFile(PathBuf),
     /// A file could not be read or written.
     #[error("{path}: {source}")]
@@ -124,8 +131,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
         path: path.to_path_buf(),
         source,
     };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
@@ -156,7 +169,9 @@ pub fn save_checkpoint<B: Backend>(
         reason,
     };
     let mut store = SafetensorsStore::from_bytes(None).metadata("focal_format", FORMAT);
-    model.save_into(&mut store).map_err(|e| corrupt(e.to_string()))?;
+    model
+        .save_into(&mut store)
+        .map_err(|e| corrupt(e.to_string()))?;
     let bytes = store.get_bytes().map_err(|e| corrupt(e.to_string()))?;
     write_atomic(&weights_path, &bytes)?;
 
@@ -207,14 +222,22 @@ pub fn load_checkpoint<B: Backend>(
 
     let mut problems = Vec::new();
     if !result.missing.is_empty() {
-        let names: Vec<_> = result.missing.iter().map(|(name, _)| name.as_str()).collect();
+        let names: Vec<_> = result
+            .missing
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect();
         problems.push(format!("missing {}", names.join(", ")));
     }
     if !result.unused.is_empty() {
         problems.push(format!("unexpected {}", result.unused.join(", ")));
     }
     if !result.errors.is_empty() {
-        let errors: Vec<_> = result.errors.iter().map(|e| one_line(&e.to_string())).collect();
+        let errors: Vec<_> = result
+            .errors
+            .iter()
+            .map(|e| one_line(&e.to_string()))
+            .collect();
         problems.push(errors.join("; "));
     }
     if !problems.is_empty() {
@@ -294,11 +317,17 @@ mod tests {
     fn missing_directory_and_files_are_named() {
         let device = Default::default();
         let err = load_checkpoint::<NdArray>(Path::new("/nonexistent/focal"), &device).unwrap_err();
-        assert_eq!(err.to_string(), "model directory /nonexistent/focal does not exist");
+        assert_eq!(
+            err.to_string(),
+            "model directory /nonexistent/focal does not exist"
+        );
 
         let dir = tempfile::tempdir().unwrap();
         let err = load_checkpoint::<NdArray>(dir.path(), &device).unwrap_err();
-        assert!(matches!(err, CheckpointError::MissingFile(ref p) if p.ends_with(CONFIG_FILE)), "{err}");
+        assert!(
+            matches!(err, CheckpointError::MissingFile(ref p) if p.ends_with(CONFIG_FILE)),
+            "{err}"
+        );
     }
 
     #[test]
@@ -312,29 +341,51 @@ mod tests {
         // A config whose width disagrees with the weights.
         let mut wider = artifact.clone();
         wider.model.d_model = 32;
-        std::fs::write(dir.path().join(CONFIG_FILE), serde_json::to_vec(&wider).unwrap()).unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            serde_json::to_vec(&wider).unwrap(),
+        )
+        .unwrap();
         let err = load_checkpoint::<NdArray>(dir.path(), &device).unwrap_err();
         assert!(matches!(err, CheckpointError::Mismatch { .. }), "{err}");
         assert!(err.to_string().contains("Shape mismatch"), "{err}");
         assert!(!err.to_string().contains('\n'));
 
         // Truncated weights.
-        std::fs::write(dir.path().join(CONFIG_FILE), serde_json::to_vec(&artifact).unwrap()).unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            serde_json::to_vec(&artifact).unwrap(),
+        )
+        .unwrap();
         let bytes = std::fs::read(dir.path().join(WEIGHTS_FILE)).unwrap();
         std::fs::write(dir.path().join(WEIGHTS_FILE), &bytes[..bytes.len() / 2]).unwrap();
         let err = load_checkpoint::<NdArray>(dir.path(), &device).unwrap_err();
-        assert!(matches!(err, CheckpointError::CorruptWeights { .. }), "{err}");
+        assert!(
+            matches!(err, CheckpointError::CorruptWeights { .. }),
+            "{err}"
+        );
 
         // A config that is not JSON.
         std::fs::write(dir.path().join(CONFIG_FILE), b"{ not json").unwrap();
         let err = load_checkpoint::<NdArray>(dir.path(), &device).unwrap_err();
-        assert!(matches!(err, CheckpointError::InvalidConfig { .. }), "{err}");
+        assert!(
+            matches!(err, CheckpointError::InvalidConfig { .. }),
+            "{err}"
+        );
 
         // A config refused by validation names the values.
         let mut bad = artifact;
         bad.model.n_heads = 3;
-        std::fs::write(dir.path().join(CONFIG_FILE), serde_json::to_vec(&bad).unwrap()).unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            serde_json::to_vec(&bad).unwrap(),
+        )
+        .unwrap();
         let err = load_checkpoint::<NdArray>(dir.path(), &device).unwrap_err();
-        assert!(err.to_string().contains("d_model (16) is not divisible by n_heads (3)"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("d_model (16) is not divisible by n_heads (3)"),
+            "{err}"
+        );
     }
 }

@@ -21,7 +21,9 @@ pub mod eval;
 pub mod task;
 pub mod trainer;
 
-pub use checkpoint::{CheckpointError, ModelArtifact, load_checkpoint, save_checkpoint, write_atomic};
+pub use checkpoint::{
+    CheckpointError, ModelArtifact, load_checkpoint, save_checkpoint, write_atomic,
+};
 pub use eval::{EvalMetrics, evaluate};
 pub use task::{Example, ReverseTask, Seq2SeqTask, TaskKind};
 pub use trainer::{EvalPoint, TrainConfig, TrainError, TrainOptions, TrainReport, train};

@@ -1,7 +1,9 @@
 //! The training loop.
 
 use crate::batch::Seq2SeqBatch;
-use crate::checkpoint::{CheckpointError, METRICS_FILE, ModelArtifact, save_checkpoint, write_atomic};
+use crate::checkpoint::{
+    CheckpointError, METRICS_FILE, ModelArtifact, save_checkpoint, write_atomic,
+};
 use crate::eval::{EvalMetrics, evaluate};
 use crate::task::{Example, TaskKind};
 use burn::grad_clipping::GradientClippingConfig;
@@ -225,7 +227,10 @@ pub fn train<B: AutodiffBackend>(
         let batch = Seq2SeqBatch::<B>::new(&examples, specials, device);
         let logits = model.forward(batch.source, batch.source_valid, batch.target_in);
         let [b, l, v] = logits.dims();
-        let loss = loss_fn.forward(logits.reshape([b * l, v]), batch.target_out.reshape([b * l]));
+        let loss = loss_fn.forward(
+            logits.reshape([b * l, v]),
+            batch.target_out.reshape([b * l]),
+        );
         let loss_value: f32 = loss.clone().into_scalar().elem();
         if !loss_value.is_finite() {
             return Err(TrainError::Diverged {
@@ -246,7 +251,7 @@ pub fn train<B: AutodiffBackend>(
             examples_seen as f64 / training_seconds
         ));
 
-        if step % config.eval_every == 0 || step == config.steps {
+        if step.is_multiple_of(config.eval_every) || step == config.steps {
             let valid = model.valid();
             let metrics = evaluate(&valid, &held_out, specials, 250, device);
             let point = EvalPoint {
@@ -261,7 +266,12 @@ pub fn train<B: AutodiffBackend>(
                 100.0 * metrics.exact_match,
                 100.0 * metrics.token_accuracy
             ));
-            tracing::info!(step, loss = point.train_loss, exact_match = metrics.exact_match, "evaluation");
+            tracing::info!(
+                step,
+                loss = point.train_loss,
+                exact_match = metrics.exact_match,
+                "evaluation"
+            );
             history.push(point);
             let report = TrainReport {
                 task: task.name().to_string(),
@@ -295,9 +305,11 @@ fn progress_bar(steps: usize, visible: bool) -> ProgressBar {
         },
     );
     bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps  {msg}  (eta {eta})")
-            .expect("progress template is valid")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} steps  {msg}  (eta {eta})",
+        )
+        .expect("progress template is valid")
+        .progress_chars("=> "),
     );
     bar
 }
