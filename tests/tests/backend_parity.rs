@@ -17,7 +17,7 @@ fn artifact() -> ModelArtifact {
         .with_n_heads(4)
         .with_d_ff(64)
         .with_max_len(16);
-    ModelArtifact::new("reverse", model, vocabulary, 13)
+    ModelArtifact::new("reverse", model, vocabulary, 12, 13)
 }
 
 /// Logits and greedy outputs of a batch with padding, on backend `B`.

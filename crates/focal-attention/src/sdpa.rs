@@ -48,7 +48,8 @@ impl ScaledDotProductAttentionConfig {
 /// Semantics (PyTorch's `scaled_dot_product_attention` unless noted):
 /// - the default scale is `1 / sqrt(d_h)`;
 /// - masked pairs get probability exactly 0, and a query whose keys are all masked gets a zero
-///   output row and zero gradients (PyTorch gives NaN there);
+///   output row and zero gradients (PyTorch gives NaN there; burn-nn's `MultiHeadAttention`
+///   fills masked scores with -10000 and so spreads such a row uniformly over the masked keys);
 /// - dropout is applied to the probabilities after softmax and only when autodiff is enabled
 ///   (training). burn-nn's `MultiHeadAttention` drops out the scores *before* the softmax,
 ///   which neither keeps rows summing to one in expectation nor matches the Transformer paper;

@@ -2,6 +2,7 @@
 
 use burn::config::Config;
 use burn::module::Module;
+use burn::nn::Initializer;
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig};
 use burn::tensor::{Int, Tensor, backend::Backend};
 use focal_attention::{SinusoidalPositionalEncoding, SinusoidalPositionalEncodingConfig};
@@ -39,6 +40,19 @@ impl TokenEmbeddingConfig {
         SinusoidalPositionalEncodingConfig::new(self.d_model).with_max_len(self.max_len)
     }
 
+    /// N(0, 1/d) when the embeddings are scaled by `√d` (fairseq's Transformer and the paper's
+    /// convention), so that the scaled embeddings have unit variance like the positions; burn's
+    /// default N(0, 1) otherwise. With N(0, 1) and the `√d` scale the token embeddings would
+    /// have standard deviation `√d` and drown the positional signal.
+    fn initializer(&self) -> Initializer {
+        let std = if self.scale_by_sqrt_d {
+            1.0 / (self.d_model as f64).sqrt()
+        } else {
+            1.0
+        };
+        Initializer::Normal { mean: 0.0, std }
+    }
+
     /// Builds the module, or says which value is wrong.
     pub fn try_init<B: Backend>(
         &self,
@@ -46,7 +60,9 @@ impl TokenEmbeddingConfig {
     ) -> Result<TokenEmbedding<B>, ConfigError> {
         self.validate()?;
         Ok(TokenEmbedding {
-            tokens: EmbeddingConfig::new(self.vocab_size, self.d_model).init(device),
+            tokens: EmbeddingConfig::new(self.vocab_size, self.d_model)
+                .with_initializer(self.initializer())
+                .init(device),
             positions: self.positions().init(device),
             dropout: DropoutConfig::new(self.dropout).init(),
             scale: if self.scale_by_sqrt_d {
@@ -101,6 +117,7 @@ impl<B: Backend> TokenEmbedding<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::ElementConversion;
     use focal_attention::sinusoidal_table;
     use focal_backend::assert_close;
 
@@ -117,5 +134,17 @@ mod tests {
         assert_close(y, expected.unsqueeze::<3>(), 1e-6);
     }
 
-    focal_backend::backend_tests!(scaled_tokens_plus_positions);
+    /// Scaled embeddings have unit variance, like the positions.
+    fn scaled_embeddings_have_unit_variance<B: Backend>(device: &B::Device) {
+        focal_backend::seed::<B>(device, 5);
+        let embedding = TokenEmbeddingConfig::new(1000, 64).init::<B>(device);
+        let scaled = embedding.tokens.weight.val() * 8.0;
+        let var: f32 = scaled.var(1).mean().into_scalar().elem();
+        assert!((0.9..1.1).contains(&var), "variance {var}");
+    }
+
+    focal_backend::backend_tests!(
+        scaled_tokens_plus_positions,
+        scaled_embeddings_have_unit_variance
+    );
 }

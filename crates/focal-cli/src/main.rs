@@ -45,7 +45,7 @@ struct TrainArgs {
     /// The task: reverse (reverse a sequence of 4 to 12 digits).
     #[arg(long)]
     task: String,
-    /// Optimiser steps (default: the task's recipe, 2000 for reverse).
+    /// Optimiser steps (default: the task's recipe, 1000 for reverse).
     #[arg(long)]
     steps: Option<usize>,
     /// Examples per step (default: the task's recipe, 64 for reverse).
@@ -212,22 +212,19 @@ fn translate(backend: BackendKind, args: TranslateArgs, json: bool) -> anyhow::R
                 let ids = vocabulary
                     .encode(text)
                     .with_context(|| format!("input \"{text}\""))?;
-                if ids.len() > model.max_len() {
+                if ids.len() > artifact.max_input_len {
                     bail!(
-                        "input \"{text}\" has {} tokens; the model accepts at most {}",
+                        "input \"{text}\" has {} tokens; this model takes at most {}",
                         ids.len(),
-                        model.max_len()
+                        artifact.max_input_len
                     );
                 }
                 sources.push(ids);
             }
             let specials = vocabulary.specials();
             let sources: Vec<&[usize]> = sources.iter().map(Vec::as_slice).collect();
-            let (source, valid) = focal::train::batch::source_tensors::<B::InnerBackend>(
-                &sources,
-                specials.pad,
-                &device,
-            );
+            let (source, valid) =
+                focal::train::batch::source_tensors::<B::InnerBackend>(&sources, specials, &device);
             let outputs = model.greedy_decode(source, valid, specials, artifact.max_output_len);
             Ok(outputs.iter().map(|ids| vocabulary.decode(ids)).collect())
         }

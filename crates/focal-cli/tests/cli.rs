@@ -139,6 +139,9 @@ fn train_then_translate_round_trip() {
         );
     }
 
+    let out = focal(&["translate", "--model", run_str, "1 2 3 4 5 6 7 8 9 0 1 2 3"]);
+    assert_one_line_error(&out, "has 13 tokens; this model takes at most 12");
+
     let out = focal(&["translate", "--model", run_str, "3 x 4"]);
     assert_one_line_error(&out, "token 'x' (position 2) is not in the vocabulary");
 

@@ -231,7 +231,8 @@ impl<B: Backend> Seq2SeqTransformer<B> {
                 sequence[1..]
                     .iter()
                     .copied()
-                    .take_while(|&t| t != specials.eos && t != specials.pad)
+                    // Finished rows hold <eos> then padding; the cut happens at <eos> only.
+                    .take_while(|&t| t != specials.eos)
                     .collect()
             })
             .collect()

@@ -29,21 +29,35 @@ fn padded<B: Backend>(rows: Vec<Vec<usize>>, pad: usize, device: &B::Device) -> 
     Tensor::from_data(TensorData::new(flat, [rows.len(), width]), device)
 }
 
-/// Source ids and their validity mask, padded.
+/// Source ids, each followed by `<eos>` (as fairseq and T5 do, so the model sees where every
+/// source ends), padded, and their validity mask.
+///
+/// Training, evaluation and `focal translate` all build sources here, so they agree.
 ///
 /// # Panics
 ///
 /// When `sources` is empty.
 pub fn source_tensors<B: Backend>(
     sources: &[&[usize]],
-    pad: usize,
+    specials: SpecialTokens,
     device: &B::Device,
 ) -> (Tensor<B, 2, Int>, Tensor<B, 2, Bool>) {
     assert!(!sources.is_empty(), "cannot build a batch of no sequences");
-    let lengths: Vec<usize> = sources.iter().map(|s| s.len()).collect();
+    let rows: Vec<Vec<usize>> = sources
+        .iter()
+        .map(|s| {
+            s.iter()
+                .copied()
+                .chain(std::iter::once(specials.eos))
+                .collect()
+        })
+        .collect();
+    let lengths: Vec<usize> = rows.iter().map(Vec::len).collect();
     let width = lengths.iter().copied().max().unwrap_or(0);
-    let ids = padded(sources.iter().map(|s| s.to_vec()).collect(), pad, device);
-    (ids, padding_mask_from_lengths(&lengths, width, device))
+    (
+        padded(rows, specials.pad, device),
+        padding_mask_from_lengths(&lengths, width, device),
+    )
 }
 
 impl<B: Backend> Seq2SeqBatch<B> {
@@ -54,7 +68,7 @@ impl<B: Backend> Seq2SeqBatch<B> {
     /// When `examples` is empty.
     pub fn new(examples: &[Example], specials: SpecialTokens, device: &B::Device) -> Self {
         let sources: Vec<&[usize]> = examples.iter().map(|e| e.source.as_slice()).collect();
-        let (source, source_valid) = source_tensors(&sources, specials.pad, device);
+        let (source, source_valid) = source_tensors(&sources, specials, device);
         let target_in = examples
             .iter()
             .map(|e| {
@@ -108,11 +122,11 @@ mod tests {
         let batch = Seq2SeqBatch::<NdArray>::new(&examples, specials, &device);
         let ids =
             |t: Tensor<NdArray, 2, Int>| t.into_data().convert::<i64>().to_vec::<i64>().unwrap();
-        assert_eq!(ids(batch.source), vec![5, 6, 7, 8, 0, 0]);
+        assert_eq!(ids(batch.source), vec![5, 6, 7, 2, 8, 2, 0, 0]);
         assert_eq!(ids(batch.target_in), vec![1, 7, 6, 5, 1, 8, 0, 0]);
         assert_eq!(ids(batch.target_out), vec![7, 6, 5, 2, 8, 2, 0, 0]);
         batch.source_valid.into_data().assert_eq(
-            &TensorData::from([[true, true, true], [true, false, false]]),
+            &TensorData::from([[true, true, true, true], [true, true, false, false]]),
             false,
         );
     }

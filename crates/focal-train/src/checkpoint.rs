@@ -31,16 +31,20 @@ pub struct ModelArtifact {
     pub model: Seq2SeqConfig,
     /// Source and target vocabulary.
     pub vocabulary: Vocabulary,
+    /// The longest input (in tokens) the model was trained on; longer inputs are refused.
+    pub max_input_len: usize,
     /// The longest output decoding produces.
     pub max_output_len: usize,
 }
 
 impl ModelArtifact {
-    /// Describes a model trained on `task`.
+    /// Describes a model trained on `task` with inputs of at most `max_input_len` tokens, whose
+    /// outputs are cut at `max_output_len` tokens.
     pub fn new(
         task: &str,
         model: Seq2SeqConfig,
         vocabulary: Vocabulary,
+        max_input_len: usize,
         max_output_len: usize,
     ) -> Self {
         Self {
@@ -49,6 +53,7 @@ impl ModelArtifact {
             task: task.to_string(),
             model,
             vocabulary,
+            max_input_len,
             max_output_len,
         }
     }
@@ -66,6 +71,13 @@ impl ModelArtifact {
             return Err(format!(
                 "the vocabulary has {vocab} tokens but the model expects {} source and {} target tokens",
                 self.model.src_vocab_size, self.model.tgt_vocab_size
+            ));
+        }
+        // Sources get an <eos>, targets a <bos>.
+        if self.max_input_len >= self.model.max_len {
+            return Err(format!(
+                "max_input_len ({}) must be below the model's max_len ({})",
+                self.max_input_len, self.model.max_len
             ));
         }
         if self.max_output_len >= self.model.max_len {
@@ -284,7 +296,7 @@ mod tests {
             .with_n_encoder_layers(1)
             .with_n_decoder_layers(1)
             .with_max_len(16);
-        ModelArtifact::new("reverse", model, vocabulary, 13)
+        ModelArtifact::new("reverse", model, vocabulary, 12, 13)
     }
 
     #[test]

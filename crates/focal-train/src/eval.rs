@@ -33,7 +33,7 @@ pub fn evaluate<B: Backend>(
     let mut total_tokens = 0usize;
     for chunk in examples.chunks(batch_size.max(1)) {
         let sources: Vec<&[usize]> = chunk.iter().map(|e| e.source.as_slice()).collect();
-        let (source, valid) = source_tensors::<B>(&sources, specials.pad, device);
+        let (source, valid) = source_tensors::<B>(&sources, specials, device);
         let longest = chunk.iter().map(|e| e.target.len()).max().unwrap_or(0);
         // One step more than the longest target, so a model that fails to stop is caught.
         let max_new = (longest + 1).min(model.max_len() - 1);

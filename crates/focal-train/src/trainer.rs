@@ -57,13 +57,14 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
-    /// The default recipe for `task`: reaches ≥ 99% exact match on `reverse` in a few minutes on
-    /// two CPU cores.
+    /// The default recipe for `task`: a small post-norm Transformer (d 64, 4 heads, 2 + 2
+    /// layers, feed-forward 256) that reaches 100% held-out exact match on `reverse` in about
+    /// 300 steps; 1000 steps take about two minutes on two CPU cores.
     pub fn for_task(task: TaskKind) -> Self {
         let vocab = task.build().vocabulary().len();
         Self {
             task: task.name().to_string(),
-            steps: 2000,
+            steps: 1000,
             batch_size: 64,
             learning_rate: 1e-3,
             warmup_steps: 200,
@@ -73,11 +74,11 @@ impl TrainConfig {
             held_out: 500,
             seed: 42,
             model: Seq2SeqConfig::new(vocab, vocab)
-                .with_d_model(128)
+                .with_d_model(64)
                 .with_n_heads(4)
                 .with_n_encoder_layers(2)
                 .with_n_decoder_layers(2)
-                .with_d_ff(512)
+                .with_d_ff(256)
                 .with_dropout(0.0)
                 .with_max_len(32),
         }
@@ -183,6 +184,7 @@ pub fn train<B: AutodiffBackend>(
         task.name(),
         config.model.clone(),
         vocabulary,
+        task.max_source_len(),
         task.max_target_len() + 1,
     );
 
@@ -260,12 +262,18 @@ pub fn train<B: AutodiffBackend>(
                 held_out: metrics,
             };
             (loss_sum, loss_count) = (0.0, 0);
-            bar.println(format!(
+            let line = format!(
                 "step {step:>6}  train loss {:.4}  held-out exact match {:.2}%  token accuracy {:.2}%",
                 point.train_loss,
                 100.0 * metrics.exact_match,
                 100.0 * metrics.token_accuracy
-            ));
+            );
+            // A hidden bar (stderr is not a terminal) drops `println`; the line must still show.
+            if bar.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                bar.println(line);
+            }
             tracing::info!(
                 step,
                 loss = point.train_loss,
