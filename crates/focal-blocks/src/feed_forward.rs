@@ -11,7 +11,7 @@ use focal_backend::ConfigError;
 pub enum Activation {
     /// `max(0, x)`, as in the original Transformer.
     Relu,
-    /// The exact GELU, `x Φ(x)` (BERT, GPT-2 use its tanh approximation; see the blocks issue).
+    /// The exact GELU, `x Φ(x)`, as in BERT and PyTorch's `nn.GELU()`.
     Gelu,
 }
 
