@@ -25,5 +25,5 @@ pub use checkpoint::{
     CheckpointError, ModelArtifact, load_checkpoint, save_checkpoint, write_atomic,
 };
 pub use eval::{EvalMetrics, evaluate};
-pub use task::{Example, ReverseTask, Seq2SeqTask, TaskKind};
+pub use task::{Example, ReverseTask, Seq2SeqTask, TaskKind, TrainingStream};
 pub use trainer::{EvalPoint, TrainConfig, TrainError, TrainOptions, TrainReport, train};

@@ -54,6 +54,37 @@ pub trait Seq2SeqTask: Send + Sync {
     }
 }
 
+/// Training examples drawn from a task, skipping every example whose source is in the held-out
+/// set, so that held-out accuracy measures generalisation to sequences never seen in training.
+pub struct TrainingStream<'a> {
+    task: &'a dyn Seq2SeqTask,
+    excluded: HashSet<Vec<usize>>,
+    rng: StdRng,
+}
+
+impl<'a> TrainingStream<'a> {
+    /// A stream over `task` that never yields a source of `held_out`, drawing with `rng`.
+    pub fn new(task: &'a dyn Seq2SeqTask, held_out: &[Example], rng: StdRng) -> Self {
+        Self {
+            task,
+            excluded: held_out.iter().map(|e| e.source.clone()).collect(),
+            rng,
+        }
+    }
+
+    /// The next `n` examples.
+    pub fn batch(&mut self, n: usize) -> Vec<Example> {
+        let mut examples = Vec::with_capacity(n);
+        while examples.len() < n {
+            let example = self.task.sample(&mut self.rng);
+            if !self.excluded.contains(&example.source) {
+                examples.push(example);
+            }
+        }
+        examples
+    }
+}
+
 /// The tasks `focal train --task` knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TaskKind {
@@ -175,6 +206,24 @@ mod tests {
         assert_eq!(a, task.held_out(500, 7));
         let distinct: HashSet<_> = a.iter().map(|e| &e.source).collect();
         assert_eq!(distinct.len(), 500);
+    }
+
+    #[test]
+    fn training_never_sees_a_held_out_source() {
+        // 2 to 3 digits: 1100 possible sources, 300 of them held out.
+        let task = ReverseTask {
+            min_len: 2,
+            max_len: 3,
+        };
+        let held_out = task.held_out(300, 1);
+        let mut stream = TrainingStream::new(&task, &held_out, StdRng::seed_from_u64(2));
+        let excluded: HashSet<_> = held_out.iter().map(|e| e.source.clone()).collect();
+        let drawn = stream.batch(5000);
+        assert_eq!(drawn.len(), 5000);
+        assert!(drawn.iter().all(|e| !excluded.contains(&e.source)));
+        // The stream still covers the rest of the space.
+        let distinct: HashSet<_> = drawn.iter().map(|e| e.source.clone()).collect();
+        assert!(distinct.len() > 700, "{} distinct sources", distinct.len());
     }
 
     #[test]

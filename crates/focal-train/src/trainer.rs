@@ -5,7 +5,7 @@ use crate::checkpoint::{
     CheckpointError, METRICS_FILE, ModelArtifact, save_checkpoint, write_atomic,
 };
 use crate::eval::{EvalMetrics, evaluate};
-use crate::task::{Example, TaskKind};
+use crate::task::{TaskKind, TrainingStream};
 use burn::grad_clipping::GradientClippingConfig;
 use burn::lr_scheduler::LrScheduler;
 use burn::lr_scheduler::composed::ComposedLrSchedulerConfig;
@@ -20,7 +20,6 @@ use focal_backend::ConfigError;
 use focal_heads::Seq2SeqConfig;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -189,8 +188,8 @@ pub fn train<B: AutodiffBackend>(
     );
 
     let held_out = task.held_out(config.held_out, HELD_OUT_SEED);
-    let held_out_sources: HashSet<&Vec<usize>> = held_out.iter().map(|e| &e.source).collect();
-    let mut rng = focal_backend::seed::<B>(device, config.seed);
+    let rng = focal_backend::seed::<B>(device, config.seed);
+    let mut stream = TrainingStream::new(task.as_ref(), &held_out, rng);
     let mut model = config.model.init::<B>(device);
     let mut optimizer = AdamWConfig::new()
         .with_weight_decay(config.weight_decay)
@@ -222,10 +221,7 @@ pub fn train<B: AutodiffBackend>(
 
     for step in 1..=config.steps {
         let step_started = Instant::now();
-        let examples: Vec<Example> = std::iter::repeat_with(|| task.sample(&mut rng))
-            .filter(|e| !held_out_sources.contains(&e.source))
-            .take(config.batch_size)
-            .collect();
+        let examples = stream.batch(config.batch_size);
         let batch = Seq2SeqBatch::<B>::new(&examples, specials, device);
         let logits = model.forward(batch.source, batch.source_valid, batch.target_in);
         let [b, l, v] = logits.dims();
