@@ -25,7 +25,10 @@ mod positional;
 mod sdpa;
 
 pub use mask::{AttentionMask, causal_mask, padding_mask_from_lengths};
-pub use mha::{MhaInput, MhaOutput, MultiHeadAttention, MultiHeadAttentionConfig, WeightsMode};
+pub use mha::{
+    MhaInput, MhaOutput, MultiHeadAttention, MultiHeadAttentionConfig, PytorchImportError,
+    WeightsMode,
+};
 pub use positional::{
     SinusoidalPositionalEncoding, SinusoidalPositionalEncodingConfig, sinusoidal_table,
 };

@@ -38,9 +38,11 @@ pub fn padding_mask_from_lengths<B: Backend>(
 
 /// Which (query, key) pairs may attend, as a value that combines parts lazily.
 ///
-/// Parts are combined with logical *and*: a pair may attend only if every part allows it. The
-/// mask is materialised to `[b, h, l, s]` by the attention that uses it, so parts of different
-/// shapes broadcast (a `[b, s]` padding mask, a causal rule, a `[1, 1, l, s]` pattern).
+/// Boolean parts are combined with logical *and*: a pair may attend only if every part allows
+/// it. Additive (float) parts are summed and added to the scaled scores before the softmax, as
+/// PyTorch does with a float `attn_mask`. The mask is materialised to `[b, h, l, s]` by the
+/// attention that uses it, so parts of different shapes broadcast (a `[b, s]` padding mask, a
+/// causal rule, a `[1, 1, l, s]` pattern).
 ///
 /// Convention: `true` = may attend (see the crate docs).
 ///
@@ -59,6 +61,7 @@ pub struct AttentionMask<B: Backend> {
     causal: bool,
     key_padding: Vec<Tensor<B, 2, Bool>>,
     explicit: Vec<Tensor<B, 4, Bool>>,
+    additive: Vec<Tensor<B, 4>>,
 }
 
 impl<B: Backend> Default for AttentionMask<B> {
@@ -74,6 +77,7 @@ impl<B: Backend> AttentionMask<B> {
             causal: false,
             key_padding: Vec::new(),
             explicit: Vec::new(),
+            additive: Vec::new(),
         }
     }
 
@@ -101,11 +105,22 @@ impl<B: Backend> AttentionMask<B> {
         }
     }
 
-    /// Both masks at once: a pair may attend only if both allow it.
+    /// An additive `[b | 1, h | 1, l, s]` float mask (or bias), added to the scaled scores before
+    /// the softmax. Use [`Self::explicit`] to forbid pairs: a fully masked row then gives zeros,
+    /// whereas `-inf` everywhere in a row of an additive mask gives NaN, as in PyTorch.
+    pub fn additive(bias: Tensor<B, 4>) -> Self {
+        Self {
+            additive: vec![bias],
+            ..Self::none()
+        }
+    }
+
+    /// Both masks at once: a pair may attend only if both allow it; additive parts add up.
     pub fn and(mut self, other: Self) -> Self {
         self.causal |= other.causal;
         self.key_padding.extend(other.key_padding);
         self.explicit.extend(other.explicit);
+        self.additive.extend(other.additive);
         self
     }
 
@@ -116,10 +131,35 @@ impl<B: Backend> AttentionMask<B> {
 
     /// Whether the mask allows everything (no part at all).
     pub fn is_none(&self) -> bool {
-        !self.causal && self.key_padding.is_empty() && self.explicit.is_empty()
+        !self.causal
+            && self.key_padding.is_empty()
+            && self.explicit.is_empty()
+            && self.additive.is_empty()
     }
 
-    /// The full `[b, h, l, s]` mask, `true` = may attend, or `None` when nothing is masked.
+    /// The sum of the additive parts, expanded to `[b, h, l, s]`, or `None` when there is none.
+    ///
+    /// # Panics
+    ///
+    /// When a part does not fit `[b, h, l, s]`; the message names both shapes.
+    pub fn materialize_additive(
+        &self,
+        b: usize,
+        h: usize,
+        l: usize,
+        s: usize,
+    ) -> Option<Tensor<B, 4>> {
+        self.additive
+            .iter()
+            .map(|bias| {
+                check_broadcast("additive mask", bias.dims(), [b, h, l, s]);
+                bias.clone().expand([b, h, l, s])
+            })
+            .reduce(|acc, part| acc + part)
+    }
+
+    /// The full boolean `[b, h, l, s]` mask, `true` = may attend, or `None` when no boolean part
+    /// exists (additive parts are materialised by [`Self::materialize_additive`]).
     ///
     /// # Panics
     ///
@@ -149,16 +189,20 @@ impl<B: Backend> AttentionMask<B> {
             parts.push(valid.clone().reshape([b, 1, 1, s]).expand([b, h, l, s]));
         }
         for mask in &self.explicit {
-            let [mb, mh, ml, ms] = mask.dims();
-            assert!(
-                (mb == b || mb == 1) && (mh == h || mh == 1) && ml == l && ms == s,
-                "attention mask has shape {:?}, expected [b|1, h|1, l, s] = [{b}|1, {h}|1, {l}, {s}]",
-                [mb, mh, ml, ms]
-            );
+            check_broadcast("attention mask", mask.dims(), [b, h, l, s]);
             parts.push(mask.clone().expand([b, h, l, s]));
         }
         parts.into_iter().reduce(|acc, part| acc.bool_and(part))
     }
+}
+
+/// Panics unless `dims` broadcasts to `[b, h, l, s]` over batch and heads.
+fn check_broadcast(what: &str, dims: [usize; 4], [b, h, l, s]: [usize; 4]) {
+    let [mb, mh, ml, ms] = dims;
+    assert!(
+        (mb == b || mb == 1) && (mh == h || mh == 1) && ml == l && ms == s,
+        "{what} has shape {dims:?}, expected [b|1, h|1, l, s] = [{b}|1, {h}|1, {l}, {s}]"
+    );
 }
 
 #[cfg(test)]

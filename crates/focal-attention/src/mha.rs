@@ -5,17 +5,29 @@ use crate::{
 };
 use burn::config::Config;
 use burn::module::Module;
+use burn::module::Param;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::{Tensor, TensorData, backend::Backend};
 use focal_backend::ConfigError;
+use std::collections::HashMap;
 
 /// Configuration of [`MultiHeadAttention`].
 #[derive(Config, Debug)]
 pub struct MultiHeadAttentionConfig {
-    /// Model width `d`: the width of the input and of the output.
+    /// Model width `d`: the width of the query input and of the output.
     pub d_model: usize,
-    /// Number of heads `h`; `d_model` must be divisible by it (`d_h = d_model / h`).
+    /// Number of query heads `h`; `d_model` must be divisible by it (`d_h = d_model / h`).
     pub n_heads: usize,
+    /// Number of key/value heads `h_kv`, dividing `n_heads`: `n_heads` for standard attention
+    /// (the default, `None`), fewer for grouped-query attention, 1 for multi-query attention.
+    #[config(default = "None")]
+    pub n_kv_heads: Option<usize>,
+    /// Width of the key input (PyTorch's `kdim`). Default `d_model`.
+    #[config(default = "None")]
+    pub kdim: Option<usize>,
+    /// Width of the value input (PyTorch's `vdim`). Default `d_model`.
+    #[config(default = "None")]
+    pub vdim: Option<usize>,
     /// Dropout on the attention probabilities (after softmax). Default 0.
     #[config(default = 0.0)]
     pub dropout: f64,
@@ -25,6 +37,14 @@ pub struct MultiHeadAttentionConfig {
 }
 
 impl MultiHeadAttentionConfig {
+    fn kv_heads(&self) -> usize {
+        self.n_kv_heads.unwrap_or(self.n_heads)
+    }
+
+    fn head_dim(&self) -> usize {
+        self.d_model / self.n_heads
+    }
+
     /// Checks the configuration; the error names the offending values.
     pub fn validate(&self) -> Result<(), ConfigError> {
         const NAME: &str = "MultiHeadAttentionConfig";
@@ -36,6 +56,16 @@ impl MultiHeadAttentionConfig {
                 self.d_model, self.n_heads
             )
         })?;
+        ConfigError::ensure_positive(NAME, "n_kv_heads", self.kv_heads())?;
+        ConfigError::ensure(self.n_heads.is_multiple_of(self.kv_heads()), NAME, || {
+            format!(
+                "n_heads ({}) is not divisible by n_kv_heads ({})",
+                self.n_heads,
+                self.kv_heads()
+            )
+        })?;
+        ConfigError::ensure_positive(NAME, "kdim", self.kdim.unwrap_or(self.d_model))?;
+        ConfigError::ensure_positive(NAME, "vdim", self.vdim.unwrap_or(self.d_model))?;
         ConfigError::ensure_dropout(NAME, "dropout", self.dropout)
     }
 
@@ -45,20 +75,22 @@ impl MultiHeadAttentionConfig {
         device: &B::Device,
     ) -> Result<MultiHeadAttention<B>, ConfigError> {
         self.validate()?;
-        let linear = || {
-            LinearConfig::new(self.d_model, self.d_model)
+        let linear = |d_in: usize, d_out: usize| {
+            LinearConfig::new(d_in, d_out)
                 .with_bias(self.bias)
                 .init(device)
         };
+        let kv_width = self.kv_heads() * self.head_dim();
         Ok(MultiHeadAttention {
-            query: linear(),
-            key: linear(),
-            value: linear(),
-            output: linear(),
+            query: linear(self.d_model, self.d_model),
+            key: linear(self.kdim.unwrap_or(self.d_model), kv_width),
+            value: linear(self.vdim.unwrap_or(self.d_model), kv_width),
+            output: linear(self.d_model, self.d_model),
             attention: ScaledDotProductAttentionConfig::new()
                 .with_dropout(self.dropout)
                 .init(),
             n_heads: self.n_heads,
+            n_kv_heads: self.kv_heads(),
         })
     }
 
@@ -72,10 +104,12 @@ impl MultiHeadAttentionConfig {
     }
 }
 
-/// Multi-head attention (Vaswani et al., 2017), for self- and cross-attention.
+/// Multi-head attention (Vaswani et al., 2017), for self- and cross-attention, with optional
+/// grouped-query key/value heads.
 ///
-/// Projects query, key and value to `h` heads of width `d_h = d / h`, attends with
-/// [`ScaledDotProductAttention`] in each head, concatenates the heads and projects back to `d`.
+/// Projects the query to `h` heads and key and value to `h_kv` heads of width
+/// `d_h = d / h`, attends with [`ScaledDotProductAttention`] in each head, concatenates the
+/// heads and projects back to `d`.
 #[derive(Module, Debug)]
 pub struct MultiHeadAttention<B: Backend> {
     query: Linear<B>,
@@ -84,6 +118,7 @@ pub struct MultiHeadAttention<B: Backend> {
     output: Linear<B>,
     attention: ScaledDotProductAttention,
     n_heads: usize,
+    n_kv_heads: usize,
 }
 
 /// Which attention weights [`MultiHeadAttention`] returns.
@@ -119,7 +154,7 @@ impl<B: Backend> MhaInput<B> {
         Self::new(query, memory.clone(), memory)
     }
 
-    /// Separate query `[b, l, d]`, key `[b, s, d]` and value `[b, s, d]`.
+    /// Separate query `[b, l, d]`, key `[b, s, kdim]` and value `[b, s, vdim]`.
     pub fn new(query: Tensor<B, 3>, key: Tensor<B, 3>, value: Tensor<B, 3>) -> Self {
         Self {
             query,
@@ -163,25 +198,26 @@ impl<B: Backend> MultiHeadAttention<B> {
     ///
     /// # Shapes
     ///
-    /// - query `[b, l, d]`, key `[b, s, d]`, value `[b, s, d]`
+    /// - query `[b, l, d]`, key `[b, s, kdim]`, value `[b, s, vdim]`
     /// - context `[b, l, d]`; weights `[b, h, l, s]` or `[b, 1, l, s]`
     ///
     /// # Panics
     ///
-    /// When the inputs' shapes disagree with each other or with the mask.
+    /// When the inputs' shapes disagree with each other, the configured widths, or the mask.
     pub fn forward(&self, input: MhaInput<B>) -> MhaOutput<B> {
         let [b, l, d] = input.query.dims();
-        let [kb, s, kd] = input.key.dims();
+        let [kb, s, _] = input.key.dims();
+        let [vb, vs, _] = input.value.dims();
         assert!(
-            [kb, kd] == [b, d] && input.value.dims() == [b, s, d],
-            "multi-head attention shapes disagree: query {:?} [b, l, d], key {:?} [b, s, d], value {:?} [b, s, d]",
+            kb == b && [vb, vs] == [b, s],
+            "multi-head attention shapes disagree: query {:?} [b, l, d], key {:?} [b, s, kdim], value {:?} [b, s, vdim]",
             input.query.dims(),
             input.key.dims(),
             input.value.dims()
         );
-        let q = self.split_heads(self.query.forward(input.query)); // [b, h, l, d_h]
-        let k = self.split_heads(self.key.forward(input.key)); // [b, h, s, d_h]
-        let v = self.split_heads(self.value.forward(input.value)); // [b, h, s, d_h]
+        let q = split_heads(self.query.forward(input.query), self.n_heads); // [b, h, l, d_h]
+        let k = split_heads(self.key.forward(input.key), self.n_kv_heads); // [b, h_kv, s, d_h]
+        let v = split_heads(self.value.forward(input.value), self.n_kv_heads); // [b, h_kv, s, d_h]
 
         let attended = self.attention.forward(
             AttentionInput::new(q, k, v)
@@ -200,12 +236,143 @@ impl<B: Backend> MultiHeadAttention<B> {
         }
     }
 
-    /// `[b, n, d]` → `[b, h, n, d_h]`.
-    fn split_heads(&self, x: Tensor<B, 3>) -> Tensor<B, 4> {
-        let [b, n, d] = x.dims();
-        x.reshape([b, n, self.n_heads, d / self.n_heads]) // [b, n, h, d_h]
-            .swap_dims(1, 2) // [b, h, n, d_h]
+    /// Builds the module from the state dict of a PyTorch `nn.MultiheadAttention`, given as
+    /// its keys and tensors: `in_proj_weight` (packed `[3d, d]`, split into query, key and
+    /// value) or `q_proj_weight` / `k_proj_weight` / `v_proj_weight` (when `kdim` or `vdim`
+    /// differ from `d`), `in_proj_bias` (packed), `out_proj.weight`, `out_proj.bias`. PyTorch
+    /// stores linear weights as `[out, in]`; they are transposed to burn's `[in, out]`.
+    ///
+    /// Every tensor the configuration needs must be present with the right shape, and every
+    /// tensor given must be used; otherwise the error names the key and both shapes.
+    pub fn from_pytorch(
+        config: &MultiHeadAttentionConfig,
+        state: &HashMap<String, TensorData>,
+        device: &B::Device,
+    ) -> Result<Self, PytorchImportError> {
+        config.validate()?;
+        if config.kv_heads() != config.n_heads {
+            return Err(PytorchImportError::Unsupported(format!(
+                "nn.MultiheadAttention has no grouped-query attention (n_kv_heads {} != n_heads {})",
+                config.kv_heads(),
+                config.n_heads
+            )));
+        }
+        let d = config.d_model;
+        let (kdim, vdim) = (config.kdim.unwrap_or(d), config.vdim.unwrap_or(d));
+        let mut used = Vec::new();
+        let mut take = |key: &str, shape: &[usize]| -> Result<Tensor<B, 2>, PytorchImportError> {
+            let data = state
+                .get(key)
+                .ok_or_else(|| PytorchImportError::Missing(key.to_string()))?;
+            if data.shape.as_slice() != shape {
+                return Err(PytorchImportError::Shape {
+                    key: key.to_string(),
+                    expected: shape.to_vec(),
+                    found: data.shape.to_vec(),
+                });
+            }
+            used.push(key.to_string());
+            // 1-D tensors (biases) are read as one column; callers reshape.
+            let rows = shape[0];
+            let cols = shape.get(1).copied().unwrap_or(1);
+            let values = data
+                .clone()
+                .convert::<f32>()
+                .to_vec::<f32>()
+                .expect("float tensor data converts to f32");
+            Ok(Tensor::from_data(
+                TensorData::new(values, [rows, cols]),
+                device,
+            ))
+        };
+
+        let packed = kdim == d && vdim == d;
+        let (wq, wk, wv) = if packed {
+            let w = take("in_proj_weight", &[3 * d, d])?;
+            (
+                w.clone().slice([0..d, 0..d]),
+                w.clone().slice([d..2 * d, 0..d]),
+                w.slice([2 * d..3 * d, 0..d]),
+            )
+        } else {
+            (
+                take("q_proj_weight", &[d, d])?,
+                take("k_proj_weight", &[d, kdim])?,
+                take("v_proj_weight", &[d, vdim])?,
+            )
+        };
+        let wo = take("out_proj.weight", &[d, d])?;
+        let (bq, bk, bv, bo) = if config.bias {
+            let b_in = take("in_proj_bias", &[3 * d])?.reshape([3 * d]);
+            (
+                Some(b_in.clone().narrow(0, 0, d)),
+                Some(b_in.clone().narrow(0, d, d)),
+                Some(b_in.narrow(0, 2 * d, d)),
+                Some(take("out_proj.bias", &[d])?.reshape([d])),
+            )
+        } else {
+            (None, None, None, None)
+        };
+        let mut unexpected: Vec<String> = state
+            .keys()
+            .filter(|k| !used.contains(k))
+            .cloned()
+            .collect();
+        if !unexpected.is_empty() {
+            unexpected.sort();
+            return Err(PytorchImportError::Unexpected(unexpected));
+        }
+
+        let linear = |w: Tensor<B, 2>, b: Option<Tensor<B, 1>>| Linear {
+            weight: Param::from_tensor(w.transpose()), // [out, in] -> [in, out]
+            bias: b.map(Param::from_tensor),
+        };
+        Ok(Self {
+            query: linear(wq, bq),
+            key: linear(wk, bk),
+            value: linear(wv, bv),
+            output: linear(wo, bo),
+            attention: ScaledDotProductAttentionConfig::new()
+                .with_dropout(config.dropout)
+                .init(),
+            n_heads: config.n_heads,
+            n_kv_heads: config.n_heads,
+        })
     }
+}
+
+/// `[b, n, heads · d_h]` → `[b, heads, n, d_h]`.
+fn split_heads<B: Backend>(x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
+    let [b, n, width] = x.dims();
+    x.reshape([b, n, heads, width / heads]) // [b, n, heads, d_h]
+        .swap_dims(1, 2) // [b, heads, n, d_h]
+}
+
+/// Why PyTorch `nn.MultiheadAttention` weights could not be imported.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PytorchImportError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The configuration has no PyTorch counterpart.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// A tensor the configuration needs is absent.
+    #[error("missing tensor '{0}'")]
+    Missing(String),
+    /// A tensor has the wrong shape.
+    #[error("tensor '{key}' has shape {found:?}, expected {expected:?}")]
+    Shape {
+        /// The state-dict key.
+        key: String,
+        /// The shape the configuration implies.
+        expected: Vec<usize>,
+        /// The shape found.
+        found: Vec<usize>,
+    },
+    /// Tensors were given that the configuration does not use.
+    #[error("unexpected tensors: {}", .0.join(", "))]
+    Unexpected(Vec<String>),
 }
 
 #[cfg(test)]
@@ -287,6 +454,65 @@ mod tests {
             err.to_string(),
             "invalid MultiHeadAttentionConfig: d_model (100) is not divisible by n_heads (8)"
         );
+    }
+
+    #[test]
+    fn kv_heads_must_divide_heads() {
+        let err = MultiHeadAttentionConfig::new(24, 6)
+            .with_n_kv_heads(Some(4))
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid MultiHeadAttentionConfig: n_heads (6) is not divisible by n_kv_heads (4)"
+        );
+    }
+
+    #[test]
+    fn pytorch_import_names_missing_misshaped_and_unexpected_tensors() {
+        type B = focal_backend::NdArray;
+        let device = Default::default();
+        let config = MultiHeadAttentionConfig::new(4, 2);
+        let zeros =
+            |shape: &[usize]| TensorData::new(vec![0f32; shape.iter().product()], shape.to_vec());
+        let mut state: HashMap<String, TensorData> = [
+            ("in_proj_weight", zeros(&[12, 4])),
+            ("in_proj_bias", zeros(&[12])),
+            ("out_proj.weight", zeros(&[4, 4])),
+            ("out_proj.bias", zeros(&[4])),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        assert!(MultiHeadAttention::<B>::from_pytorch(&config, &state, &device).is_ok());
+
+        state.insert("extra".into(), zeros(&[1]));
+        let err = MultiHeadAttention::<B>::from_pytorch(&config, &state, &device).unwrap_err();
+        assert_eq!(err.to_string(), "unexpected tensors: extra");
+        state.remove("extra");
+
+        state.insert("out_proj.weight".into(), zeros(&[4, 5]));
+        let err = MultiHeadAttention::<B>::from_pytorch(&config, &state, &device).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "tensor 'out_proj.weight' has shape [4, 5], expected [4, 4]"
+        );
+
+        state.remove("in_proj_bias");
+        let no_bias = config.clone().with_bias(false);
+        let err = MultiHeadAttention::<B>::from_pytorch(&no_bias, &state, &device).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "tensor 'out_proj.weight' has shape [4, 5], expected [4, 4]"
+        );
+        let err = MultiHeadAttention::<B>::from_pytorch(&config, &state, &device).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "tensor 'out_proj.weight' has shape [4, 5], expected [4, 4]"
+        );
+        state.insert("out_proj.weight".into(), zeros(&[4, 4]));
+        let err = MultiHeadAttention::<B>::from_pytorch(&config, &state, &device).unwrap_err();
+        assert_eq!(err, PytorchImportError::Missing("in_proj_bias".into()));
     }
 
     #[test]

@@ -43,7 +43,7 @@ impl ScaledDotProductAttentionConfig {
     }
 }
 
-/// `softmax(q kᵀ · scale + mask) v` over heads.
+/// `softmax(q kᵀ · scale + additive mask) v` over heads, with boolean masks.
 ///
 /// Semantics (PyTorch's `scaled_dot_product_attention` unless noted):
 /// - the default scale is `1 / sqrt(d_h)`;
@@ -71,7 +71,10 @@ pub struct AttentionInput<B: Backend> {
 }
 
 impl<B: Backend> AttentionInput<B> {
-    /// Query `[b, h, l, d_h]`, key `[b, h, s, d_h]`, value `[b, h, s, d_v]`; no mask.
+    /// Query `[b, h, l, d_h]`, key `[b, h_kv, s, d_h]`, value `[b, h_kv, s, d_v]`; no mask.
+    ///
+    /// With `h_kv < h` (grouped-query or multi-query attention) each key/value head serves
+    /// `h / h_kv` consecutive query heads.
     pub fn new(query: Tensor<B, 4>, key: Tensor<B, 4>, value: Tensor<B, 4>) -> Self {
         Self {
             query,
@@ -116,7 +119,8 @@ impl ScaledDotProductAttention {
     ///
     /// # Shapes
     ///
-    /// - query `[b, h, l, d_h]`, key `[b, h, s, d_h]`, value `[b, h, s, d_v]`
+    /// - query `[b, h, l, d_h]`, key `[b, h_kv, s, d_h]`, value `[b, h_kv, s, d_v]` (`h_kv`
+    ///   divides `h`)
     /// - context `[b, h, l, d_v]`, weights `[b, h, l, s]`
     ///
     /// # Panics
@@ -124,22 +128,24 @@ impl ScaledDotProductAttention {
     /// When the shapes of query, key, value or mask disagree; the message names them.
     pub fn forward<B: Backend>(&self, input: AttentionInput<B>) -> AttentionOutput<B> {
         let [b, h, l, d_h] = input.query.dims();
-        let [kb, kh, s, kd] = input.key.dims();
+        let [kb, h_kv, s, kd] = input.key.dims();
         let [vb, vh, vs, _d_v] = input.value.dims();
         assert!(
-            [kb, kh, kd] == [b, h, d_h] && [vb, vh, vs] == [b, h, s],
-            "attention shapes disagree: query {:?} [b, h, l, d_h], key {:?} [b, h, s, d_h], value {:?} [b, h, s, d_v]",
+            [kb, kd] == [b, d_h] && [vb, vh, vs] == [b, h_kv, s] && h_kv > 0 && h % h_kv == 0,
+            "attention shapes disagree: query {:?} [b, h, l, d_h], key {:?} [b, h_kv, s, d_h], value {:?} [b, h_kv, s, d_v], with h_kv dividing h",
             input.query.dims(),
             input.key.dims(),
             input.value.dims()
         );
         let device = input.query.device();
         let scale = input.scale.unwrap_or(1.0 / (d_h as f64).sqrt());
+        let key = repeat_kv_heads(input.key, h / h_kv); // [b, h, s, d_h]
+        let value = repeat_kv_heads(input.value, h / h_kv); // [b, h, s, d_v]
 
-        let scores = input
-            .query
-            .matmul(input.key.swap_dims(2, 3))
-            .mul_scalar(scale); // [b, h, l, s]
+        let mut scores = input.query.matmul(key.swap_dims(2, 3)).mul_scalar(scale); // [b, h, l, s]
+        if let Some(bias) = input.mask.materialize_additive(b, h, l, s) {
+            scores = scores + bias;
+        }
         let probs = match input.mask.materialize(b, h, l, s, &device) {
             Some(allowed) => {
                 let blocked = allowed.bool_not();
@@ -149,9 +155,23 @@ impl ScaledDotProductAttention {
             None => softmax(scores, 3),
         };
         let weights = input.need_weights.then(|| probs.clone());
-        let context = self.dropout.forward(probs).matmul(input.value); // [b, h, l, d_v]
+        let context = self.dropout.forward(probs).matmul(value); // [b, h, l, d_v]
         AttentionOutput { context, weights }
     }
+}
+
+/// Grouped-query attention: each key/value head serves `groups` consecutive query heads
+/// (query head `i` uses key/value head `i / groups`, as PyTorch's `enable_gqa`).
+///
+/// `[b, h_kv, s, d]` → `[b, h_kv · groups, s, d]`; a no-op when `groups == 1`.
+fn repeat_kv_heads<B: Backend>(x: Tensor<B, 4>, groups: usize) -> Tensor<B, 4> {
+    if groups == 1 {
+        return x;
+    }
+    let [b, h_kv, s, d] = x.dims();
+    x.unsqueeze_dim::<5>(2) // [b, h_kv, 1, s, d]
+        .expand([b, h_kv, groups, s, d])
+        .reshape([b, h_kv * groups, s, d])
 }
 
 #[cfg(test)]
@@ -265,7 +285,54 @@ mod tests {
         assert_close(upper, Tensor::zeros([2, 3, 1, 3], device), 0.0);
     }
 
+    /// Grouped-query attention equals standard attention with each key/value head repeated for
+    /// its group of query heads.
+    fn grouped_query_attention_equals_repeated_heads<B: Backend>(device: &B::Device) {
+        focal_backend::seed::<B>(device, 5);
+        let n = Distribution::Normal(0.0, 1.0);
+        let q = Tensor::<B, 4>::random([2, 4, 3, 8], n, device);
+        let k = Tensor::<B, 4>::random([2, 2, 5, 8], n, device);
+        let v = Tensor::<B, 4>::random([2, 2, 5, 8], n, device);
+        let attn = ScaledDotProductAttentionConfig::new().init();
+        let grouped = attn.forward(AttentionInput::new(q.clone(), k.clone(), v.clone()));
+        let repeat = |t: Tensor<B, 4>| {
+            let heads: Vec<_> = (0..4)
+                .map(|i| t.clone().slice([0..2, i / 2..i / 2 + 1, 0..5, 0..8]))
+                .collect();
+            Tensor::cat(heads, 1)
+        };
+        let full = attn.forward(AttentionInput::new(q, repeat(k), repeat(v)));
+        assert_close(grouped.context, full.context, 1e-6);
+    }
+
+    /// An additive mask is added to the scaled scores: a bias of `ln 2` on one key doubles its
+    /// unnormalised weight.
+    fn additive_mask_is_added_to_the_scores<B: Backend>(device: &B::Device) {
+        let q = Tensor::<B, 4>::zeros([1, 1, 1, 2], device);
+        let k = Tensor::<B, 4>::zeros([1, 1, 2, 2], device);
+        let v = Tensor::<B, 4>::from_floats([[[[0.0, 0.0], [3.0, 3.0]]]], device);
+        let bias = Tensor::<B, 4>::from_floats([[[[0.0, std::f32::consts::LN_2]]]], device);
+        let out = ScaledDotProductAttentionConfig::new().init().forward(
+            AttentionInput::new(q, k, v)
+                .mask(AttentionMask::additive(bias))
+                .need_weights(true),
+        );
+        let third = 1.0 / 3.0;
+        assert_close(
+            out.weights.unwrap(),
+            Tensor::from_floats([[[[third, 2.0 * third]]]], device),
+            1e-6,
+        );
+        assert_close(
+            out.context,
+            Tensor::from_floats([[[[2.0, 2.0]]]], device),
+            1e-5,
+        );
+    }
+
     focal_backend::backend_tests!(
+        grouped_query_attention_equals_repeated_heads,
+        additive_mask_is_added_to_the_scores,
         matches_hand_computed_values,
         padding_invariance,
         fully_masked_row_gives_zeros,

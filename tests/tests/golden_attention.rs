@@ -1,0 +1,178 @@
+//! Golden parity with PyTorch: scaled dot-product attention and `nn.MultiheadAttention`.
+//!
+//! The fixture `tests/fixtures/attention.safetensors` holds inputs, weights and PyTorch's
+//! outputs. Regenerate it from the repository root with
+//!
+//! ```sh
+//! pip install torch safetensors
+//! python tests/fixtures/generate_attention.py
+//! ```
+//!
+//! Mask conventions are converted here: PyTorch's `key_padding_mask` and boolean `attn_mask` of
+//! `nn.MultiheadAttention` mean `true` = masked; Focal's mean `true` = may attend.
+
+use focal::attention::{
+    AttentionInput, AttentionMask, MhaInput, MultiHeadAttention, MultiHeadAttentionConfig,
+    ScaledDotProductAttentionConfig, WeightsMode,
+};
+use focal::backend::{Tolerance, assert_close};
+use focal::burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+const TOLERANCE: f64 = 1e-5;
+
+fn fixture() -> &'static HashMap<String, TensorData> {
+    static TENSORS: OnceLock<HashMap<String, TensorData>> = OnceLock::new();
+    TENSORS.get_or_init(|| {
+        let bytes = include_bytes!("../fixtures/attention.safetensors");
+        let file = safetensors::SafeTensors::deserialize(bytes).expect("fixture parses");
+        file.tensors()
+            .into_iter()
+            .map(|(name, view)| {
+                assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
+                let values: Vec<f32> = view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                (name, TensorData::new(values, view.shape().to_vec()))
+            })
+            .collect()
+    })
+}
+
+fn tensor<B: Backend, const D: usize>(key: &str, device: &B::Device) -> Tensor<B, D> {
+    let data = fixture()
+        .get(key)
+        .unwrap_or_else(|| panic!("fixture has no tensor '{key}'"));
+    Tensor::from_data(data.clone(), device)
+}
+
+/// A 0/1 float tensor of the fixture as a boolean tensor.
+fn flag<B: Backend, const D: usize>(key: &str, device: &B::Device) -> Tensor<B, D, Bool> {
+    tensor::<B, D>(key, device).greater_elem(0.5)
+}
+
+/// The state dict stored under `prefix.state.`.
+fn state(prefix: &str) -> HashMap<String, TensorData> {
+    let prefix = format!("{prefix}.state.");
+    fixture()
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|k| (k.to_string(), v.clone())))
+        .collect()
+}
+
+fn sdpa<B: Backend>(
+    case: &str,
+    device: &B::Device,
+    build: impl FnOnce(AttentionInput<B>) -> AttentionInput<B>,
+) {
+    let input = AttentionInput::new(
+        tensor(&format!("{case}.q"), device),
+        tensor(&format!("{case}.k"), device),
+        tensor(&format!("{case}.v"), device),
+    );
+    let out = ScaledDotProductAttentionConfig::new()
+        .init()
+        .forward(build(input));
+    assert_close(
+        out.context,
+        tensor(&format!("{case}.out"), device),
+        TOLERANCE,
+    );
+}
+
+fn sdpa_bool_mask_matches_pytorch<B: Backend>(device: &B::Device) {
+    let allowed = flag::<B, 4>("sdpa_bool.mask", device);
+    sdpa::<B>("sdpa_bool", device, |i| {
+        i.mask(AttentionMask::explicit(allowed))
+    });
+}
+
+fn sdpa_float_mask_matches_pytorch<B: Backend>(device: &B::Device) {
+    let bias = tensor::<B, 4>("sdpa_float.mask", device);
+    sdpa::<B>("sdpa_float", device, |i| {
+        i.mask(AttentionMask::additive(bias))
+    });
+}
+
+/// Bottom-right causal with l < s, as PyTorch's `causal_lower_right`.
+fn sdpa_causal_with_fewer_queries_matches_pytorch<B: Backend>(device: &B::Device) {
+    sdpa::<B>("sdpa_causal", device, |i| i.mask(AttentionMask::causal()));
+}
+
+fn sdpa_custom_scale_matches_pytorch<B: Backend>(device: &B::Device) {
+    sdpa::<B>("sdpa_scale", device, |i| i.scale(0.3));
+}
+
+fn sdpa_grouped_query_matches_pytorch_enable_gqa<B: Backend>(device: &B::Device) {
+    sdpa::<B>("sdpa_gqa", device, |i| i);
+}
+
+/// `nn.MultiheadAttention` with PyTorch's weights: key padding plus a boolean attention mask.
+fn mha<B: Backend>(
+    case: &str,
+    config: MultiHeadAttentionConfig,
+    weights: WeightsMode,
+    device: &B::Device,
+) {
+    let mha = MultiHeadAttention::<B>::from_pytorch(&config, &state(case), device)
+        .unwrap_or_else(|e| panic!("{case}: {e}"));
+    let key_padding = flag::<B, 2>(&format!("{case}.key_padding_mask"), device).bool_not();
+    let [l, s] = tensor::<B, 2>(&format!("{case}.attn_mask"), device).dims();
+    let allowed = flag::<B, 2>(&format!("{case}.attn_mask"), device)
+        .bool_not()
+        .reshape([1, 1, l, s]);
+    let mask = AttentionMask::key_padding(key_padding).and(AttentionMask::explicit(allowed));
+    let out = mha.forward(
+        MhaInput::new(
+            tensor(&format!("{case}.query"), device),
+            tensor(&format!("{case}.key"), device),
+            tensor(&format!("{case}.value"), device),
+        )
+        .mask(mask)
+        .weights(weights),
+    );
+    let tolerance = Tolerance::new(TOLERANCE, 1e-5);
+    assert_close(
+        out.context,
+        tensor(&format!("{case}.context"), device),
+        tolerance,
+    );
+    let expected: Tensor<B, 4> = match weights {
+        // PyTorch averages to [b, l, s]; ours keeps the head axis: [b, 1, l, s].
+        WeightsMode::Averaged => {
+            tensor::<B, 3>(&format!("{case}.weights"), device).unsqueeze_dim(1)
+        }
+        _ => tensor(&format!("{case}.weights"), device),
+    };
+    assert_close(out.weights.unwrap(), expected, tolerance);
+}
+
+fn mha_with_bias_and_averaged_weights_matches_pytorch<B: Backend>(device: &B::Device) {
+    mha::<B>(
+        "mha_bias",
+        MultiHeadAttentionConfig::new(16, 4),
+        WeightsMode::Averaged,
+        device,
+    );
+}
+
+fn mha_kdim_vdim_without_bias_matches_pytorch<B: Backend>(device: &B::Device) {
+    let config = MultiHeadAttentionConfig::new(16, 2)
+        .with_bias(false)
+        .with_kdim(Some(12))
+        .with_vdim(Some(10));
+    mha::<B>("mha_kdim_vdim", config, WeightsMode::PerHead, device);
+}
+
+focal::backend::backend_tests!(
+    sdpa_bool_mask_matches_pytorch,
+    sdpa_float_mask_matches_pytorch,
+    sdpa_causal_with_fewer_queries_matches_pytorch,
+    sdpa_custom_scale_matches_pytorch,
+    sdpa_grouped_query_matches_pytorch_enable_gqa,
+    mha_with_bias_and_averaged_weights_matches_pytorch,
+    mha_kdim_vdim_without_bias_matches_pytorch,
+);
