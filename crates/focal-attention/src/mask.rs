@@ -8,8 +8,62 @@ use burn::tensor::{Bool, Int, Tensor, backend::Backend};
 /// of known keys) the last query sees every key; with `s < l` the first `l - s` queries see
 /// nothing, and attention gives them zeros.
 pub fn causal_mask<B: Backend>(l: usize, s: usize, device: &B::Device) -> Tensor<B, 2, Bool> {
-    // burn's tril_mask marks (true) the entries strictly above the shifted diagonal.
-    Tensor::<B, 2, Bool>::tril_mask([l, s], s as i64 - l as i64, device).bool_not()
+    Pattern::Causal.mask(l, s, device)
+}
+
+/// A rule on (query position, key position) pairs. Query `i` of `l` sits at position
+/// `p = i + (s - l)` among the `s` keys (bottom-right alignment, as for the causal mask).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pattern {
+    /// `j <= p`.
+    Causal,
+    /// `p - window < j <= p`: the query and the `window - 1` keys before it.
+    SlidingWindow { window: usize },
+    /// `|j - p| < window`: `window - 1` keys on each side and the query's own.
+    BidirectionalWindow { window: usize },
+    /// Sparse Transformer "fixed" pattern: keys in the query's block of `block` positions, plus
+    /// the last `summary` positions of every block.
+    BlockSparse { block: usize, summary: usize },
+}
+
+impl Pattern {
+    /// The `[l, s]` mask of the pattern, `true` = may attend.
+    fn mask<B: Backend>(self, l: usize, s: usize, device: &B::Device) -> Tensor<B, 2, Bool> {
+        let offset = s as i64 - l as i64;
+        let query = Tensor::<B, 1, Int>::arange(0..l as i64, device)
+            .add_scalar(offset)
+            .reshape([l, 1])
+            .expand([l, s]); // p, [l, s]
+        let key = Tensor::<B, 1, Int>::arange(0..s as i64, device)
+            .reshape([1, s])
+            .expand([l, s]); // j, [l, s]
+        match self {
+            Pattern::Causal => key.lower_equal(query),
+            Pattern::SlidingWindow { window } => key
+                .clone()
+                .lower_equal(query.clone())
+                .bool_and(key.greater(query.sub_scalar(window as i64))),
+            Pattern::BidirectionalWindow { window } => key
+                .clone()
+                .greater(query.clone().sub_scalar(window as i64))
+                .bool_and(key.lower(query.add_scalar(window as i64))),
+            Pattern::BlockSparse { block, summary } => {
+                // Shift by whole blocks so positions are non-negative (integer division of
+                // negatives truncates towards zero).
+                let shift = (block * l.div_ceil(block)) as i64;
+                let block = block as i64;
+                let same_block = key
+                    .clone()
+                    .add_scalar(shift)
+                    .div_scalar(block)
+                    .equal(query.add_scalar(shift).div_scalar(block));
+                let summary_column = key
+                    .remainder_scalar(block)
+                    .greater_equal_elem(block - summary as i64);
+                same_block.bool_or(summary_column)
+            }
+        }
+    }
 }
 
 /// A boolean `[b, s]` key mask from sequence lengths, `true` = real token (may be attended).
@@ -58,7 +112,7 @@ pub fn padding_mask_from_lengths<B: Backend>(
 /// ```
 #[derive(Clone, Debug)]
 pub struct AttentionMask<B: Backend> {
-    causal: bool,
+    patterns: Vec<Pattern>,
     key_padding: Vec<Tensor<B, 2, Bool>>,
     explicit: Vec<Tensor<B, 4, Bool>>,
     additive: Vec<Tensor<B, 4>>,
@@ -74,7 +128,7 @@ impl<B: Backend> AttentionMask<B> {
     /// Every query may attend every key.
     pub fn none() -> Self {
         Self {
-            causal: false,
+            patterns: Vec::new(),
             key_padding: Vec::new(),
             explicit: Vec::new(),
             additive: Vec::new(),
@@ -83,8 +137,56 @@ impl<B: Backend> AttentionMask<B> {
 
     /// Causal, aligned bottom-right (see [`causal_mask`]).
     pub fn causal() -> Self {
+        Self::pattern(Pattern::Causal)
+    }
+
+    /// Causal sliding window (Longformer, Mistral): each query sees its own position and the
+    /// `window - 1` keys before it. Positions are aligned bottom-right, as for [`Self::causal`].
+    ///
+    /// # Panics
+    ///
+    /// When `window` is 0.
+    pub fn sliding_window(window: usize) -> Self {
+        assert!(
+            window > 0,
+            "sliding window must cover at least 1 key, got 0"
+        );
+        Self::pattern(Pattern::SlidingWindow { window })
+    }
+
+    /// Bidirectional sliding window: each query sees the keys less than `window` positions away
+    /// on either side (its own included).
+    ///
+    /// # Panics
+    ///
+    /// When `window` is 0.
+    pub fn bidirectional_window(window: usize) -> Self {
+        assert!(
+            window > 0,
+            "bidirectional window must cover at least 1 key, got 0"
+        );
+        Self::pattern(Pattern::BidirectionalWindow { window })
+    }
+
+    /// Block-sparse attention, the "fixed" pattern of Sparse Transformers (Child et al., 2019):
+    /// each query sees the keys of its own block of `block` positions, and the last `summary`
+    /// positions of every block, which carry information across blocks. Combine with
+    /// [`Self::causal`] for autoregressive models.
+    ///
+    /// # Panics
+    ///
+    /// When `block` is 0 or `summary` exceeds `block`.
+    pub fn block_sparse(block: usize, summary: usize) -> Self {
+        assert!(
+            block > 0 && summary <= block,
+            "block-sparse mask needs 1 <= block and summary <= block, got block {block}, summary {summary}"
+        );
+        Self::pattern(Pattern::BlockSparse { block, summary })
+    }
+
+    fn pattern(pattern: Pattern) -> Self {
         Self {
-            causal: true,
+            patterns: vec![pattern],
             ..Self::none()
         }
     }
@@ -117,7 +219,7 @@ impl<B: Backend> AttentionMask<B> {
 
     /// Both masks at once: a pair may attend only if both allow it; additive parts add up.
     pub fn and(mut self, other: Self) -> Self {
-        self.causal |= other.causal;
+        self.patterns.extend(other.patterns);
         self.key_padding.extend(other.key_padding);
         self.explicit.extend(other.explicit);
         self.additive.extend(other.additive);
@@ -126,12 +228,12 @@ impl<B: Backend> AttentionMask<B> {
 
     /// Whether this mask includes the causal rule.
     pub fn is_causal(&self) -> bool {
-        self.causal
+        self.patterns.contains(&Pattern::Causal)
     }
 
     /// Whether the mask allows everything (no part at all).
     pub fn is_none(&self) -> bool {
-        !self.causal
+        self.patterns.is_empty()
             && self.key_padding.is_empty()
             && self.explicit.is_empty()
             && self.additive.is_empty()
@@ -173,9 +275,10 @@ impl<B: Backend> AttentionMask<B> {
         device: &B::Device,
     ) -> Option<Tensor<B, 4, Bool>> {
         let mut parts: Vec<Tensor<B, 4, Bool>> = Vec::new();
-        if self.causal {
+        for pattern in &self.patterns {
             parts.push(
-                causal_mask::<B>(l, s, device)
+                pattern
+                    .mask::<B>(l, s, device)
                     .reshape([1, 1, l, s])
                     .expand([b, h, l, s]),
             );
@@ -270,11 +373,81 @@ mod tests {
         );
     }
 
+    /// The `[l, s]` pattern of a mask (batch 1, head 1).
+    fn pattern_of<B: Backend>(
+        mask: AttentionMask<B>,
+        l: usize,
+        s: usize,
+        device: &B::Device,
+    ) -> TensorData {
+        mask.materialize(1, 1, l, s, device)
+            .unwrap()
+            .reshape([l, s])
+            .into_data()
+    }
+
+    fn windows_see_the_right_keys<B: Backend>(device: &B::Device) {
+        let (t, f) = (true, false);
+        pattern_of(AttentionMask::<B>::sliding_window(2), 4, 4, device).assert_eq(
+            &TensorData::from([[t, f, f, f], [t, t, f, f], [f, t, t, f], [f, f, t, t]]),
+            false,
+        );
+        // Bottom-right alignment with s > l: query 0 sits at key position 2.
+        pattern_of(AttentionMask::<B>::sliding_window(2), 2, 4, device)
+            .assert_eq(&TensorData::from([[f, t, t, f], [f, f, t, t]]), false);
+        pattern_of(AttentionMask::<B>::bidirectional_window(2), 4, 4, device).assert_eq(
+            &TensorData::from([[t, t, f, f], [t, t, t, f], [f, t, t, t], [f, f, t, t]]),
+            false,
+        );
+    }
+
+    /// Blocks of 3 with 1 summary column (positions 2 and 5), combined with causal.
+    fn block_sparse_sees_its_block_and_the_summaries<B: Backend>(device: &B::Device) {
+        let (t, f) = (true, false);
+        pattern_of(AttentionMask::<B>::block_sparse(3, 1), 6, 6, device).assert_eq(
+            &TensorData::from([
+                [t, t, t, f, f, t],
+                [t, t, t, f, f, t],
+                [t, t, t, f, f, t],
+                [f, f, t, t, t, t],
+                [f, f, t, t, t, t],
+                [f, f, t, t, t, t],
+            ]),
+            false,
+        );
+        let causal = AttentionMask::<B>::block_sparse(3, 1).and(AttentionMask::causal());
+        pattern_of(causal, 6, 6, device).assert_eq(
+            &TensorData::from([
+                [t, f, f, f, f, f],
+                [t, t, f, f, f, f],
+                [t, t, t, f, f, f],
+                [f, f, t, t, f, f],
+                [f, f, t, t, t, f],
+                [f, f, t, t, t, t],
+            ]),
+            false,
+        );
+    }
+
     focal_backend::backend_tests!(
+        windows_see_the_right_keys,
+        block_sparse_sees_its_block_and_the_summaries,
         causal_is_bottom_right_aligned,
         lengths_give_padding_masks,
         parts_combine_with_and
     );
+
+    #[test]
+    #[should_panic(expected = "sliding window must cover at least 1 key, got 0")]
+    fn zero_window_is_refused() {
+        AttentionMask::<focal_backend::NdArray>::sliding_window(0);
+    }
+
+    #[test]
+    #[should_panic(expected = "got block 4, summary 5")]
+    fn summary_wider_than_block_is_refused() {
+        AttentionMask::<focal_backend::NdArray>::block_sparse(4, 5);
+    }
 
     #[test]
     #[should_panic(expected = "key padding mask has shape [1, 3], expected [b, s] = [2, 3]")]

@@ -43,7 +43,7 @@ impl ScaledDotProductAttentionConfig {
     }
 }
 
-/// `softmax(q kᵀ · scale + additive mask) v` over heads, with boolean masks.
+/// `softmax(softcap(q kᵀ · scale) + additive mask) v` over heads, with boolean masks.
 ///
 /// Semantics (PyTorch's `scaled_dot_product_attention` unless noted):
 /// - the default scale is `1 / sqrt(d_h)`;
@@ -67,6 +67,7 @@ pub struct AttentionInput<B: Backend> {
     value: Tensor<B, 4>,
     mask: AttentionMask<B>,
     scale: Option<f64>,
+    softcap: Option<f64>,
     need_weights: bool,
 }
 
@@ -82,6 +83,7 @@ impl<B: Backend> AttentionInput<B> {
             value,
             mask: AttentionMask::none(),
             scale: None,
+            softcap: None,
             need_weights: false,
         }
     }
@@ -95,6 +97,18 @@ impl<B: Backend> AttentionInput<B> {
     /// Replaces the default scale `1 / sqrt(d_h)`.
     pub fn scale(mut self, scale: f64) -> Self {
         self.scale = Some(scale);
+        self
+    }
+
+    /// Soft-caps the scaled scores to `(-cap, cap)` with `cap · tanh(score / cap)` before masks
+    /// and biases are added (Gemma 2).
+    ///
+    /// # Panics
+    ///
+    /// When `cap` is not positive.
+    pub fn softcap(mut self, cap: f64) -> Self {
+        assert!(cap > 0.0, "softcap must be positive, got {cap}");
+        self.softcap = Some(cap);
         self
     }
 
@@ -143,6 +157,9 @@ impl ScaledDotProductAttention {
         let value = repeat_kv_heads(input.value, h / h_kv); // [b, h, s, d_v]
 
         let mut scores = input.query.matmul(key.swap_dims(2, 3)).mul_scalar(scale); // [b, h, l, s]
+        if let Some(cap) = input.softcap {
+            scores = scores.div_scalar(cap).tanh().mul_scalar(cap);
+        }
         if let Some(bias) = input.mask.materialize_additive(b, h, l, s) {
             scores = scores + bias;
         }
@@ -330,7 +347,27 @@ mod tests {
         );
     }
 
+    /// Soft-capping bounds the scores: with a cap of 1, a huge score difference gives weights of
+    /// at most `e^1 / (e^1 + e^-1)`.
+    fn softcap_bounds_the_scores<B: Backend>(device: &B::Device) {
+        let q = Tensor::<B, 4>::from_floats([[[[100.0]]]], device);
+        let k = Tensor::<B, 4>::from_floats([[[[1.0], [-1.0]]]], device);
+        let v = Tensor::<B, 4>::from_floats([[[[1.0], [0.0]]]], device);
+        let out = ScaledDotProductAttentionConfig::new()
+            .init()
+            .forward(AttentionInput::new(q, k, v).softcap(1.0).need_weights(true));
+        // tanh(±100) = ±1 (in f32): weights softmax([1, -1]).
+        let e = std::f32::consts::E;
+        let top = e / (e + 1.0 / e);
+        assert_close(
+            out.weights.unwrap(),
+            Tensor::from_floats([[[[top, 1.0 - top]]]], device),
+            1e-6,
+        );
+    }
+
     focal_backend::backend_tests!(
+        softcap_bounds_the_scores,
         grouped_query_attention_equals_repeated_heads,
         additive_mask_is_added_to_the_scores,
         matches_hand_computed_values,
