@@ -176,3 +176,35 @@ focal::backend::backend_tests!(
     mha_with_bias_and_averaged_weights_matches_pytorch,
     mha_kdim_vdim_without_bias_matches_pytorch,
 );
+
+/// RoPE at positions 3..8 against the rotate-half formula (Hugging Face LLaMA / GPT-NeoX).
+fn rope_with_offset_matches_the_reference<B: Backend>(device: &B::Device) {
+    let rope = focal::attention::RotaryEncodingConfig::new(8)
+        .with_max_len(16)
+        .init::<B>(device);
+    let out = rope.forward(tensor("rope.x", device), 3);
+    assert_close(out, tensor("rope.out", device), TOLERANCE);
+}
+
+/// ALiBi slopes and bias for a power-of-two and another head count, against the paper's code.
+fn alibi_matches_the_reference<B: Backend>(device: &B::Device) {
+    for heads in [8, 6] {
+        let slopes: Vec<f32> = focal::attention::alibi_slopes(heads)
+            .into_iter()
+            .map(|m| m as f32)
+            .collect();
+        let slopes = Tensor::<B, 1>::from_data(TensorData::new(slopes, [heads]), device);
+        assert_close(
+            slopes,
+            tensor(&format!("alibi{heads}.slopes"), device),
+            1e-7,
+        );
+        let bias = focal::attention::alibi_bias::<B>(heads, 3, 5, device);
+        assert_close(bias, tensor(&format!("alibi{heads}.bias"), device), 1e-7);
+    }
+}
+
+focal::backend::backend_tests!(
+    rope_with_offset_matches_the_reference,
+    alibi_matches_the_reference
+);

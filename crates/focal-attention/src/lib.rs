@@ -6,7 +6,9 @@
 //!   masks, dropout on the probabilities after softmax, zeros for fully masked rows, and opt-in
 //!   attention weights.
 //! - [`MultiHeadAttention`]: the projections around it, for self- and cross-attention.
-//! - [`SinusoidalPositionalEncoding`]: the fixed positions of "Attention Is All You Need".
+//! - Positions: [`SinusoidalPositionalEncoding`] (fixed, "Attention Is All You Need"),
+//!   [`LearnedPositionalEmbedding`] (absolute, learned), [`RotaryEncoding`] (RoPE, with a
+//!   position offset for cached decoding) and [`alibi_bias`] (ALiBi, any head count).
 //!
 //! # Mask convention
 //!
@@ -19,19 +21,24 @@
 //! Fixed names throughout: `b` batch, `h` heads, `l` query length, `s` key length, `d` model
 //! width, `d_h` head width.
 
+mod alibi;
 mod mask;
 mod mha;
 mod positional;
+mod rotary;
 mod sdpa;
 
+pub use alibi::{alibi_bias, alibi_slopes};
 pub use mask::{AttentionMask, causal_mask, padding_mask_from_lengths};
 pub use mha::{
     MhaInput, MhaOutput, MultiHeadAttention, MultiHeadAttentionConfig, PytorchImportError,
     WeightsMode,
 };
 pub use positional::{
-    SinusoidalPositionalEncoding, SinusoidalPositionalEncodingConfig, sinusoidal_table,
+    LearnedPositionalEmbedding, LearnedPositionalEmbeddingConfig, SinusoidalPositionalEncoding,
+    SinusoidalPositionalEncodingConfig, sinusoidal_table,
 };
+pub use rotary::{RotaryEncoding, RotaryEncodingConfig};
 pub use sdpa::{
     AttentionInput, AttentionOutput, ScaledDotProductAttention, ScaledDotProductAttentionConfig,
 };

@@ -1,7 +1,8 @@
-//! Fixed sinusoidal positional encodings.
+//! Absolute positional encodings: fixed sinusoidal and learned.
 
 use burn::config::Config;
 use burn::module::Module;
+use burn::nn::{Embedding, EmbeddingConfig, Initializer};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use focal_backend::ConfigError;
 
@@ -102,6 +103,88 @@ impl<B: Backend> SinusoidalPositionalEncoding<B> {
     }
 }
 
+/// Configuration of [`LearnedPositionalEmbedding`].
+#[derive(Config, Debug)]
+pub struct LearnedPositionalEmbeddingConfig {
+    /// Model width `d`.
+    pub d_model: usize,
+    /// Number of positions (the longest sequence plus offset).
+    pub max_len: usize,
+    /// Standard deviation of the normal initialisation. Default 0.02 (BERT, GPT-2).
+    #[config(default = 0.02)]
+    pub init_std: f64,
+}
+
+impl LearnedPositionalEmbeddingConfig {
+    /// Checks the configuration.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        const NAME: &str = "LearnedPositionalEmbeddingConfig";
+        ConfigError::ensure_positive(NAME, "d_model", self.d_model)?;
+        ConfigError::ensure_positive(NAME, "max_len", self.max_len)?;
+        ConfigError::ensure(self.init_std > 0.0, NAME, || {
+            format!("init_std ({}) must be positive", self.init_std)
+        })
+    }
+
+    /// Builds the module, or says which value is wrong.
+    pub fn try_init<B: Backend>(
+        &self,
+        device: &B::Device,
+    ) -> Result<LearnedPositionalEmbedding<B>, ConfigError> {
+        self.validate()?;
+        Ok(LearnedPositionalEmbedding {
+            positions: EmbeddingConfig::new(self.max_len, self.d_model)
+                .with_initializer(Initializer::Normal {
+                    mean: 0.0,
+                    std: self.init_std,
+                })
+                .init(device),
+        })
+    }
+
+    /// Builds the module.
+    ///
+    /// # Panics
+    ///
+    /// When the configuration is invalid.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> LearnedPositionalEmbedding<B> {
+        self.try_init(device).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+/// Adds a learned vector per absolute position (BERT, GPT-2).
+#[derive(Module, Debug)]
+pub struct LearnedPositionalEmbedding<B: Backend> {
+    positions: Embedding<B>,
+}
+
+impl<B: Backend> LearnedPositionalEmbedding<B> {
+    /// Adds the embeddings of positions `offset .. offset + l` to `x`.
+    ///
+    /// # Shapes
+    ///
+    /// - x `[b, l, d]` → `[b, l, d]`
+    ///
+    /// # Panics
+    ///
+    /// When `offset + l` exceeds `max_len` or the widths differ.
+    pub fn forward(&self, x: Tensor<B, 3>, offset: usize) -> Tensor<B, 3> {
+        let [_, l, d] = x.dims();
+        let [max_len, d_table] = self.positions.weight.dims();
+        assert!(
+            offset + l <= max_len && d == d_table,
+            "learned positions: positions {offset}..{} of width {d} requested, table has {max_len} positions of width {d_table}",
+            offset + l
+        );
+        let table = self
+            .positions
+            .weight
+            .val()
+            .slice([offset..offset + l, 0..d]);
+        x + table.unsqueeze::<3>() // [1, l, d] broadcast over the batch
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +211,32 @@ mod tests {
         assert_close(late, all.slice([0..1, 3..5, 0..4]), 1e-7);
     }
 
-    focal_backend::backend_tests!(table_matches_the_formula, offset_selects_later_positions);
+    /// Learned positions are added row by row, from the offset on, and receive gradients.
+    fn learned_positions_are_added_and_trained<B: Backend>(device: &B::Device) {
+        type A<B> = burn::backend::Autodiff<B>;
+        let positions = LearnedPositionalEmbeddingConfig::new(4, 6).init::<A<B>>(device);
+        let x = Tensor::<A<B>, 3>::zeros([2, 3, 4], device);
+        let y = positions.forward(x, 2);
+        let table = positions.positions.weight.val().slice([2..5, 0..4]);
+        assert_close(
+            y.clone().slice([1..2, 0..3, 0..4]).inner(),
+            table.inner().unsqueeze(),
+            0.0,
+        );
+        let grads = y.sum().backward();
+        let grad = positions.positions.weight.grad(&grads).unwrap(); // [6, 4]
+        // Rows 2..5 were used by both batch rows; rows 0, 1 and 5 not at all.
+        assert_close(
+            grad.clone().slice([2..5, 0..4]),
+            Tensor::full([3, 4], 2.0, device),
+            0.0,
+        );
+        assert_close(grad.slice([0..2, 0..4]), Tensor::zeros([2, 4], device), 0.0);
+    }
+
+    focal_backend::backend_tests!(
+        table_matches_the_formula,
+        offset_selects_later_positions,
+        learned_positions_are_added_and_trained
+    );
 }
