@@ -5,7 +5,9 @@
 //! - [`ScaledDotProductAttention`]: `softmax(q kᵀ · scale) v` over `[b, h, l, d_h]` tensors, with
 //!   masks, dropout on the probabilities after softmax, zeros for fully masked rows, and opt-in
 //!   attention weights.
-//! - [`MultiHeadAttention`]: the projections around it, for self- and cross-attention.
+//! - [`MultiHeadAttention`]: the projections around it, for self- and cross-attention, with
+//!   grouped-query heads, `kdim`/`vdim`, PyTorch weight import, and cached decoding through
+//!   [`KvCache`].
 //! - Positions: [`SinusoidalPositionalEncoding`] (fixed, "Attention Is All You Need"),
 //!   [`LearnedPositionalEmbedding`] (absolute, learned), [`RotaryEncoding`] (RoPE, with a
 //!   position offset for cached decoding) and [`alibi_bias`] (ALiBi, any head count).
@@ -22,6 +24,7 @@
 //! width, `d_h` head width.
 
 mod alibi;
+mod kv_cache;
 mod mask;
 mod mha;
 mod positional;
@@ -29,6 +32,7 @@ mod rotary;
 mod sdpa;
 
 pub use alibi::{alibi_bias, alibi_slopes};
+pub use kv_cache::KvCache;
 pub use mask::{AttentionMask, causal_mask, padding_mask_from_lengths};
 pub use mha::{
     MhaInput, MhaOutput, MultiHeadAttention, MultiHeadAttentionConfig, PytorchImportError,

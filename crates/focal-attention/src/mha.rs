@@ -1,7 +1,8 @@
 //! Multi-head attention: projections around scaled dot-product attention.
 
 use crate::{
-    AttentionInput, AttentionMask, ScaledDotProductAttention, ScaledDotProductAttentionConfig,
+    AttentionInput, AttentionMask, AttentionOutput, KvCache, ScaledDotProductAttention,
+    ScaledDotProductAttentionConfig,
 };
 use burn::config::Config;
 use burn::module::Module;
@@ -224,8 +225,19 @@ impl<B: Backend> MultiHeadAttention<B> {
                 .mask(input.mask)
                 .need_weights(input.weights != WeightsMode::None),
         );
+        self.merge_heads(attended, input.weights, [b, l, d])
+    }
+
+    /// Concatenates the heads `[b, h, l, d_h]` → `[b, l, d]`, projects them, and shapes the
+    /// weights as requested.
+    fn merge_heads(
+        &self,
+        attended: AttentionOutput<B>,
+        mode: WeightsMode,
+        [b, l, d]: [usize; 3],
+    ) -> MhaOutput<B> {
         let context = attended.context.swap_dims(1, 2).reshape([b, l, d]); // [b, l, d]
-        let weights = match input.weights {
+        let weights = match mode {
             WeightsMode::None => None,
             WeightsMode::PerHead => attended.weights,
             WeightsMode::Averaged => attended.weights.map(|w| w.mean_dim(1)),
@@ -234,6 +246,45 @@ impl<B: Backend> MultiHeadAttention<B> {
             context: self.output.forward(context),
             weights,
         }
+    }
+
+    /// Causal self-attention for incremental decoding: projects only the `n` new positions,
+    /// appends their keys and values to `cache`, and attends the new queries to every cached
+    /// position. The causal rule is applied (bottom-right aligned, so new positions see the
+    /// whole cache and each other causally); `input`'s mask is combined with it and must fit
+    /// `[b, h, n, cache.len()]` after the append.
+    ///
+    /// Decoding a sequence position by position this way gives the same outputs as one causal
+    /// pass over it, at a cost per step that grows linearly with the cached length.
+    ///
+    /// # Shapes
+    ///
+    /// - input: self-attention on x `[b, n, d]` (query, key and value the same)
+    /// - context `[b, n, d]`; weights `[b, h, n, len]`
+    ///
+    /// # Panics
+    ///
+    /// As [`Self::forward`], and when the cache's shape does not fit the module.
+    pub fn forward_cached(&self, input: MhaInput<B>, cache: &mut KvCache<B>) -> MhaOutput<B> {
+        let [b, n, d] = input.query.dims();
+        let q = split_heads(self.query.forward(input.query), self.n_heads); // [b, h, n, d_h]
+        let k = split_heads(self.key.forward(input.key), self.n_kv_heads); // [b, h_kv, n, d_h]
+        let v = split_heads(self.value.forward(input.value), self.n_kv_heads); // [b, h_kv, n, d_h]
+        let (k, v) = cache.append(k, v); // [b, h_kv, len, d_h]
+
+        let attended = self.attention.forward(
+            AttentionInput::new(q, k, v)
+                .mask(input.mask.and(AttentionMask::causal()))
+                .need_weights(input.weights != WeightsMode::None),
+        );
+        self.merge_heads(attended, input.weights, [b, n, d])
+    }
+
+    /// An empty [`KvCache`] sized for this module: `batch` sequences, `capacity` positions.
+    pub fn new_cache(&self, batch: usize, capacity: usize, device: &B::Device) -> KvCache<B> {
+        let [_, d] = self.query.weight.dims();
+        let d_h = d / self.n_heads;
+        KvCache::new(batch, self.n_kv_heads, capacity, d_h, d_h, device)
     }
 
     /// Builds the module from the state dict of a PyTorch `nn.MultiheadAttention`, given as
@@ -439,7 +490,67 @@ mod tests {
         );
     }
 
+    /// Decoding position by position with the cache equals one causal pass, at every step.
+    fn cached_decoding_equals_the_full_pass<B: Backend>(device: &B::Device) {
+        focal_backend::seed::<B>(device, 13);
+        let mha = MultiHeadAttentionConfig::new(16, 4)
+            .with_n_kv_heads(Some(2))
+            .init::<B>(device);
+        let x = Tensor::<B, 3>::random([2, 7, 16], Distribution::Normal(0.0, 1.0), device);
+        let full = mha
+            .forward(MhaInput::self_attn(x.clone()).mask(AttentionMask::causal()))
+            .context;
+        let mut cache = mha.new_cache(2, 8, device);
+        // A prompt of 3 positions at once, then one position per step.
+        let prompt = mha.forward_cached(
+            MhaInput::self_attn(x.clone().slice([0..2, 0..3, 0..16])),
+            &mut cache,
+        );
+        assert_close(
+            prompt.context,
+            full.clone().slice([0..2, 0..3, 0..16]),
+            1e-5,
+        );
+        for t in 3..7 {
+            let step = mha.forward_cached(
+                MhaInput::self_attn(x.clone().slice([0..2, t..t + 1, 0..16])),
+                &mut cache,
+            );
+            assert_close(
+                step.context,
+                full.clone().slice([0..2, t..t + 1, 0..16]),
+                1e-5,
+            );
+        }
+        assert_eq!((cache.len(), cache.position()), (7, 7));
+    }
+
+    /// A rolling cache of 3 positions equals one pass with a causal sliding window of 3.
+    fn rolling_cache_equals_a_sliding_window<B: Backend>(device: &B::Device) {
+        focal_backend::seed::<B>(device, 14);
+        let mha = config().init::<B>(device);
+        let x = Tensor::<B, 3>::random([1, 8, 16], Distribution::Normal(0.0, 1.0), device);
+        let full = mha
+            .forward(MhaInput::self_attn(x.clone()).mask(AttentionMask::sliding_window(3)))
+            .context;
+        let mut cache = mha.new_cache(1, 3, device).rolling();
+        for t in 0..8 {
+            let step = mha.forward_cached(
+                MhaInput::self_attn(x.clone().slice([0..1, t..t + 1, 0..16])),
+                &mut cache,
+            );
+            assert_close(
+                step.context,
+                full.clone().slice([0..1, t..t + 1, 0..16]),
+                1e-5,
+            );
+        }
+        assert_eq!((cache.len(), cache.position()), (3, 8));
+    }
+
     focal_backend::backend_tests!(
+        cached_decoding_equals_the_full_pass,
+        rolling_cache_equals_a_sliding_window,
         weights_per_head_and_averaged,
         cross_attention_padding_invariance,
         causal_self_attention_ignores_the_future
@@ -454,6 +565,21 @@ mod tests {
             err.to_string(),
             "invalid MultiHeadAttentionConfig: d_model (100) is not divisible by n_heads (8)"
         );
+    }
+
+    #[test]
+    #[should_panic(expected = "KvCache overflow: 2 cached + 1 new positions exceed the capacity 2")]
+    fn full_cache_without_rolling_window_panics_with_its_sizes() {
+        type B = focal_backend::NdArray;
+        let device = Default::default();
+        let mha = config().init::<B>(&device);
+        let mut cache = mha.new_cache(1, 2, &device);
+        for _ in 0..3 {
+            mha.forward_cached(
+                MhaInput::self_attn(Tensor::zeros([1, 1, 16], &device)),
+                &mut cache,
+            );
+        }
     }
 
     #[test]
