@@ -208,3 +208,32 @@ focal::backend::backend_tests!(
     rope_with_offset_matches_the_reference,
     alibi_matches_the_reference
 );
+
+/// T5 buckets for relative positions -300..=300 against Hugging Face's formula, both
+/// directions, T5's default sizes and a small configuration.
+#[test]
+fn t5_relative_position_buckets_match_hugging_face() {
+    for bidirectional in [true, false] {
+        for (buckets, distance) in [(32, 128), (16, 20)] {
+            let name = format!(
+                "t5_buckets_{}_{buckets}_{distance}",
+                if bidirectional { "bi" } else { "causal" }
+            );
+            let relative = fixture()[&format!("{name}.relative")]
+                .to_vec::<f32>()
+                .unwrap();
+            let expected = fixture()[&format!("{name}.buckets")]
+                .to_vec::<f32>()
+                .unwrap();
+            for (&r, &e) in relative.iter().zip(&expected) {
+                let ours = focal::attention::relative_position_bucket(
+                    r as i64,
+                    bidirectional,
+                    buckets,
+                    distance,
+                );
+                assert_eq!(ours, e as usize, "{name}: relative position {r}");
+            }
+        }
+    }
+}

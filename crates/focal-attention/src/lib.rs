@@ -10,7 +10,8 @@
 //!   [`KvCache`].
 //! - Positions: [`SinusoidalPositionalEncoding`] (fixed, "Attention Is All You Need"),
 //!   [`LearnedPositionalEmbedding`] (absolute, learned), [`RotaryEncoding`] (RoPE, with a
-//!   position offset for cached decoding) and [`alibi_bias`] (ALiBi, any head count).
+//!   position offset for cached decoding), [`alibi_bias`] (ALiBi, any head count) and
+//!   [`RelativePositionBias`] (T5's learned, bucketed relative positions).
 //!
 //! # Mask convention
 //!
@@ -28,6 +29,7 @@ mod kv_cache;
 mod mask;
 mod mha;
 mod positional;
+mod relative;
 mod rotary;
 mod sdpa;
 
@@ -42,6 +44,7 @@ pub use positional::{
     LearnedPositionalEmbedding, LearnedPositionalEmbeddingConfig, SinusoidalPositionalEncoding,
     SinusoidalPositionalEncodingConfig, sinusoidal_table,
 };
+pub use relative::{RelativePositionBias, RelativePositionBiasConfig, relative_position_bucket};
 pub use rotary::{RotaryEncoding, RotaryEncodingConfig};
 pub use sdpa::{
     AttentionInput, AttentionOutput, ScaledDotProductAttention, ScaledDotProductAttentionConfig,
