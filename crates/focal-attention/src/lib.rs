@@ -5,6 +5,8 @@
 //! - [`ScaledDotProductAttention`]: `softmax(q kᵀ · scale) v` over `[b, h, l, d_h]` tensors, with
 //!   masks, dropout on the probabilities after softmax, zeros for fully masked rows, and opt-in
 //!   attention weights.
+//! - [`ScoreFunction`] / [`ScoredAttention`]: dot, scaled dot, cosine (fixed or learned
+//!   temperature), additive (Bahdanau) and bilinear (Luong) scores, and attention built on any.
 //! - [`MultiHeadAttention`]: the projections around it, for self- and cross-attention, with
 //!   grouped-query heads, `kdim`/`vdim`, PyTorch weight import, and cached decoding through
 //!   [`KvCache`].
@@ -31,6 +33,7 @@ mod mha;
 mod positional;
 mod relative;
 mod rotary;
+mod score;
 mod sdpa;
 
 pub use alibi::{alibi_bias, alibi_slopes};
@@ -46,6 +49,9 @@ pub use positional::{
 };
 pub use relative::{RelativePositionBias, RelativePositionBiasConfig, relative_position_bucket};
 pub use rotary::{RotaryEncoding, RotaryEncodingConfig};
+pub use score::{
+    ScoreFunction, ScoreFunctionConfig, ScoreKind, ScoredAttention, ScoredAttentionConfig,
+};
 pub use sdpa::{
     AttentionInput, AttentionOutput, ScaledDotProductAttention, ScaledDotProductAttentionConfig,
 };

@@ -119,6 +119,28 @@ impl<B: Backend> AttentionInput<B> {
     }
 }
 
+impl<B: Backend> AttentionInput<B> {
+    /// Query, key, value, mask and whether weights are wanted (for attention variants that do
+    /// not use the scaled dot product's scale and soft-cap).
+    pub(crate) fn into_parts(
+        self,
+    ) -> (
+        Tensor<B, 4>,
+        Tensor<B, 4>,
+        Tensor<B, 4>,
+        AttentionMask<B>,
+        bool,
+    ) {
+        (
+            self.query,
+            self.key,
+            self.value,
+            self.mask,
+            self.need_weights,
+        )
+    }
+}
+
 /// The output of attention.
 #[derive(Clone, Debug)]
 pub struct AttentionOutput<B: Backend> {
@@ -141,7 +163,7 @@ impl ScaledDotProductAttention {
     ///
     /// When the shapes of query, key, value or mask disagree; the message names them.
     pub fn forward<B: Backend>(&self, input: AttentionInput<B>) -> AttentionOutput<B> {
-        let [b, h, l, d_h] = input.query.dims();
+        let [b, h, _, d_h] = input.query.dims();
         let [kb, h_kv, s, kd] = input.key.dims();
         let [vb, vh, vs, _d_v] = input.value.dims();
         assert!(
@@ -151,7 +173,6 @@ impl ScaledDotProductAttention {
             input.key.dims(),
             input.value.dims()
         );
-        let device = input.query.device();
         let scale = input.scale.unwrap_or(1.0 / (d_h as f64).sqrt());
         let key = repeat_kv_heads(input.key, h / h_kv); // [b, h, s, d_h]
         let value = repeat_kv_heads(input.value, h / h_kv); // [b, h, s, d_v]
@@ -160,28 +181,54 @@ impl ScaledDotProductAttention {
         if let Some(cap) = input.softcap {
             scores = scores.div_scalar(cap).tanh().mul_scalar(cap);
         }
-        if let Some(bias) = input.mask.materialize_additive(b, h, l, s) {
-            scores = scores + bias;
-        }
-        let probs = match input.mask.materialize(b, h, l, s, &device) {
-            Some(allowed) => {
-                let blocked = allowed.bool_not();
-                let scores = scores.mask_fill(blocked.clone(), MASKED_SCORE);
-                softmax(scores, 3).mask_fill(blocked, 0.0)
-            }
-            None => softmax(scores, 3),
-        };
-        let weights = input.need_weights.then(|| probs.clone());
-        let context = self.dropout.forward(probs).matmul(value); // [b, h, l, d_v]
-        AttentionOutput { context, weights }
+        attend(
+            scores,
+            value,
+            &input.mask,
+            &self.dropout,
+            input.need_weights,
+        )
     }
+}
+
+/// The part every attention shares once scores exist: additive mask parts, boolean masks
+/// (masked pairs get probability 0; fully masked rows give zeros), softmax, dropout on the
+/// probabilities, and the weighted sum of the values.
+///
+/// # Shapes
+///
+/// - scores `[b, h, l, s]`, value `[b, h, s, d_v]` → context `[b, h, l, d_v]`
+pub(crate) fn attend<B: Backend>(
+    scores: Tensor<B, 4>,
+    value: Tensor<B, 4>,
+    mask: &AttentionMask<B>,
+    dropout: &Dropout,
+    need_weights: bool,
+) -> AttentionOutput<B> {
+    let [b, h, l, s] = scores.dims();
+    let device = scores.device();
+    let scores = match mask.materialize_additive(b, h, l, s) {
+        Some(bias) => scores + bias,
+        None => scores,
+    };
+    let probs = match mask.materialize(b, h, l, s, &device) {
+        Some(allowed) => {
+            let blocked = allowed.bool_not();
+            let scores = scores.mask_fill(blocked.clone(), MASKED_SCORE);
+            softmax(scores, 3).mask_fill(blocked, 0.0)
+        }
+        None => softmax(scores, 3),
+    };
+    let weights = need_weights.then(|| probs.clone());
+    let context = dropout.forward(probs).matmul(value); // [b, h, l, d_v]
+    AttentionOutput { context, weights }
 }
 
 /// Grouped-query attention: each key/value head serves `groups` consecutive query heads
 /// (query head `i` uses key/value head `i / groups`, as PyTorch's `enable_gqa`).
 ///
 /// `[b, h_kv, s, d]` → `[b, h_kv · groups, s, d]`; a no-op when `groups == 1`.
-fn repeat_kv_heads<B: Backend>(x: Tensor<B, 4>, groups: usize) -> Tensor<B, 4> {
+pub(crate) fn repeat_kv_heads<B: Backend>(x: Tensor<B, 4>, groups: usize) -> Tensor<B, 4> {
     if groups == 1 {
         return x;
     }
