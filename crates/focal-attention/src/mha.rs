@@ -32,9 +32,22 @@ pub struct MultiHeadAttentionConfig {
     /// Dropout on the attention probabilities (after softmax). Default 0.
     #[config(default = 0.0)]
     pub dropout: f64,
-    /// Whether the four projections have a bias. Default true, as in PyTorch.
+    /// Whether the projections have a bias, unless overridden below. Default true, as in
+    /// PyTorch.
     #[config(default = true)]
     pub bias: bool,
+    /// Bias of the query projection; `None` (default) follows `bias`.
+    #[config(default = "None")]
+    pub query_bias: Option<bool>,
+    /// Bias of the key projection (Whisper has none); `None` (default) follows `bias`.
+    #[config(default = "None")]
+    pub key_bias: Option<bool>,
+    /// Bias of the value projection; `None` (default) follows `bias`.
+    #[config(default = "None")]
+    pub value_bias: Option<bool>,
+    /// Bias of the output projection; `None` (default) follows `bias`.
+    #[config(default = "None")]
+    pub output_bias: Option<bool>,
 }
 
 impl MultiHeadAttentionConfig {
@@ -76,17 +89,17 @@ impl MultiHeadAttentionConfig {
         device: &B::Device,
     ) -> Result<MultiHeadAttention<B>, ConfigError> {
         self.validate()?;
-        let linear = |d_in: usize, d_out: usize| {
+        let linear = |d_in: usize, d_out: usize, bias: Option<bool>| {
             LinearConfig::new(d_in, d_out)
-                .with_bias(self.bias)
+                .with_bias(bias.unwrap_or(self.bias))
                 .init(device)
         };
         let kv_width = self.kv_heads() * self.head_dim();
         Ok(MultiHeadAttention {
-            query: linear(self.d_model, self.d_model),
-            key: linear(self.kdim.unwrap_or(self.d_model), kv_width),
-            value: linear(self.vdim.unwrap_or(self.d_model), kv_width),
-            output: linear(self.d_model, self.d_model),
+            query: linear(self.d_model, self.d_model, self.query_bias),
+            key: linear(self.kdim.unwrap_or(self.d_model), kv_width, self.key_bias),
+            value: linear(self.vdim.unwrap_or(self.d_model), kv_width, self.value_bias),
+            output: linear(self.d_model, self.d_model, self.output_bias),
             attention: ScaledDotProductAttentionConfig::new()
                 .with_dropout(self.dropout)
                 .init(),
@@ -307,6 +320,17 @@ impl<B: Backend> MultiHeadAttention<B> {
                 config.kv_heads(),
                 config.n_heads
             )));
+        }
+        let overrides = [
+            config.query_bias,
+            config.key_bias,
+            config.value_bias,
+            config.output_bias,
+        ];
+        if overrides.iter().flatten().any(|&b| b != config.bias) {
+            return Err(PytorchImportError::Unsupported(
+                "nn.MultiheadAttention has one bias switch for all projections; per-projection biases differ".to_string(),
+            ));
         }
         let d = config.d_model;
         let (kdim, vdim) = (config.kdim.unwrap_or(d), config.vdim.unwrap_or(d));
@@ -580,6 +604,21 @@ mod tests {
                 &mut cache,
             );
         }
+    }
+
+    #[test]
+    fn biases_can_be_switched_per_projection() {
+        type B = focal_backend::NdArray;
+        let mha = MultiHeadAttentionConfig::new(8, 2)
+            .with_key_bias(Some(false))
+            .init::<B>(&Default::default());
+        assert!(mha.query.bias.is_some() && mha.value.bias.is_some() && mha.output.bias.is_some());
+        assert!(mha.key.bias.is_none());
+        let mha = MultiHeadAttentionConfig::new(8, 2)
+            .with_bias(false)
+            .with_output_bias(Some(true))
+            .init::<B>(&Default::default());
+        assert!(mha.query.bias.is_none() && mha.output.bias.is_some());
     }
 
     #[test]
