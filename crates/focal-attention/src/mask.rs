@@ -1,6 +1,7 @@
 //! Attention masks as values.
 
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
+use std::ops::Range;
 
 /// A boolean `[l, s]` causal mask, `true` = may attend, aligned bottom-right.
 ///
@@ -8,7 +9,7 @@ use burn::tensor::{Bool, Int, Tensor, backend::Backend};
 /// of known keys) the last query sees every key; with `s < l` the first `l - s` queries see
 /// nothing, and attention gives them zeros.
 pub fn causal_mask<B: Backend>(l: usize, s: usize, device: &B::Device) -> Tensor<B, 2, Bool> {
-    Pattern::Causal.mask(l, s, device)
+    Pattern::Causal.mask(l, s, 0..s, device)
 }
 
 /// A rule on (query position, key position) pairs. Query `i` of `l` sits at position
@@ -27,16 +28,24 @@ enum Pattern {
 }
 
 impl Pattern {
-    /// The `[l, s]` mask of the pattern, `true` = may attend.
-    fn mask<B: Backend>(self, l: usize, s: usize, device: &B::Device) -> Tensor<B, 2, Bool> {
+    /// The `[l, n]` mask of the pattern for the keys `keys` (`n` of them) out of `s`,
+    /// `true` = may attend.
+    fn mask<B: Backend>(
+        self,
+        l: usize,
+        s: usize,
+        keys: Range<usize>,
+        device: &B::Device,
+    ) -> Tensor<B, 2, Bool> {
+        let n = keys.len();
         let offset = s as i64 - l as i64;
         let query = Tensor::<B, 1, Int>::arange(0..l as i64, device)
             .add_scalar(offset)
             .reshape([l, 1])
-            .expand([l, s]); // p, [l, s]
-        let key = Tensor::<B, 1, Int>::arange(0..s as i64, device)
-            .reshape([1, s])
-            .expand([l, s]); // j, [l, s]
+            .expand([l, n]); // p, [l, n]
+        let key = Tensor::<B, 1, Int>::arange(keys.start as i64..keys.end as i64, device)
+            .reshape([1, n])
+            .expand([l, n]); // j, [l, n]
         match self {
             Pattern::Causal => key.lower_equal(query),
             Pattern::SlidingWindow { window } => key
@@ -251,11 +260,25 @@ impl<B: Backend> AttentionMask<B> {
         l: usize,
         s: usize,
     ) -> Option<Tensor<B, 4>> {
+        self.materialize_additive_keys(b, h, l, s, 0..s)
+    }
+
+    /// [`Self::materialize_additive`] for the keys `keys` only: `[b, h, l, keys.len()]`.
+    pub fn materialize_additive_keys(
+        &self,
+        b: usize,
+        h: usize,
+        l: usize,
+        s: usize,
+        keys: Range<usize>,
+    ) -> Option<Tensor<B, 4>> {
         self.additive
             .iter()
             .map(|bias| {
-                check_broadcast("additive mask", bias.dims(), [b, h, l, s]);
-                bias.clone().expand([b, h, l, s])
+                let [mb, mh, _, _] = check_broadcast("additive mask", bias.dims(), [b, h, l, s]);
+                bias.clone()
+                    .slice([0..mb, 0..mh, 0..l, keys.clone()])
+                    .expand([b, h, l, keys.len()])
             })
             .reduce(|acc, part| acc + part)
     }
@@ -274,13 +297,28 @@ impl<B: Backend> AttentionMask<B> {
         s: usize,
         device: &B::Device,
     ) -> Option<Tensor<B, 4, Bool>> {
+        self.materialize_keys(b, h, l, s, 0..s, device)
+    }
+
+    /// [`Self::materialize`] for the keys `keys` only: `[b, h, l, keys.len()]`. The
+    /// memory-efficient path builds the mask one block of keys at a time with it.
+    pub fn materialize_keys(
+        &self,
+        b: usize,
+        h: usize,
+        l: usize,
+        s: usize,
+        keys: Range<usize>,
+        device: &B::Device,
+    ) -> Option<Tensor<B, 4, Bool>> {
+        let n = keys.len();
         let mut parts: Vec<Tensor<B, 4, Bool>> = Vec::new();
         for pattern in &self.patterns {
             parts.push(
                 pattern
-                    .mask::<B>(l, s, device)
-                    .reshape([1, 1, l, s])
-                    .expand([b, h, l, s]),
+                    .mask::<B>(l, s, keys.clone(), device)
+                    .reshape([1, 1, l, n])
+                    .expand([b, h, l, n]),
             );
         }
         for valid in &self.key_padding {
@@ -289,23 +327,26 @@ impl<B: Backend> AttentionMask<B> {
                 dims == [b, s],
                 "key padding mask has shape {dims:?}, expected [b, s] = [{b}, {s}]"
             );
-            parts.push(valid.clone().reshape([b, 1, 1, s]).expand([b, h, l, s]));
+            let valid = valid.clone().slice([0..b, keys.clone()]);
+            parts.push(valid.reshape([b, 1, 1, n]).expand([b, h, l, n]));
         }
         for mask in &self.explicit {
-            check_broadcast("attention mask", mask.dims(), [b, h, l, s]);
-            parts.push(mask.clone().expand([b, h, l, s]));
+            let [mb, mh, _, _] = check_broadcast("attention mask", mask.dims(), [b, h, l, s]);
+            let mask = mask.clone().slice([0..mb, 0..mh, 0..l, keys.clone()]);
+            parts.push(mask.expand([b, h, l, n]));
         }
         parts.into_iter().reduce(|acc, part| acc.bool_and(part))
     }
 }
 
-/// Panics unless `dims` broadcasts to `[b, h, l, s]` over batch and heads.
-fn check_broadcast(what: &str, dims: [usize; 4], [b, h, l, s]: [usize; 4]) {
+/// Panics unless `dims` broadcasts to `[b, h, l, s]` over batch and heads; returns `dims`.
+fn check_broadcast(what: &str, dims: [usize; 4], [b, h, l, s]: [usize; 4]) -> [usize; 4] {
     let [mb, mh, ml, ms] = dims;
     assert!(
         (mb == b || mb == 1) && (mh == h || mh == 1) && ml == l && ms == s,
         "{what} has shape {dims:?}, expected [b|1, h|1, l, s] = [{b}|1, {h}|1, {l}, {s}]"
     );
+    dims
 }
 
 #[cfg(test)]

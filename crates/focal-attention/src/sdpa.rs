@@ -17,12 +17,21 @@ pub struct ScaledDotProductAttentionConfig {
     /// Dropout probability on the attention probabilities (after softmax), in training only.
     #[config(default = 0.0)]
     pub dropout: f64,
+    /// The memory-efficient path is taken when weights are not requested and there are at least
+    /// this many keys. Default 1024; 0 always takes it, `usize::MAX` never.
+    #[config(default = 1024)]
+    pub memory_efficient_from: usize,
+    /// Keys per block of the memory-efficient path. Default 256.
+    #[config(default = 256)]
+    pub key_block: usize,
 }
 
 impl ScaledDotProductAttentionConfig {
     /// Checks the configuration.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        ConfigError::ensure_dropout("ScaledDotProductAttentionConfig", "dropout", self.dropout)
+        const NAME: &str = "ScaledDotProductAttentionConfig";
+        ConfigError::ensure_positive(NAME, "key_block", self.key_block)?;
+        ConfigError::ensure_dropout(NAME, "dropout", self.dropout)
     }
 
     /// Builds the module, or says which value is wrong.
@@ -30,6 +39,8 @@ impl ScaledDotProductAttentionConfig {
         self.validate()?;
         Ok(ScaledDotProductAttention {
             dropout: DropoutConfig::new(self.dropout).init(),
+            memory_efficient_from: self.memory_efficient_from,
+            key_block: self.key_block,
         })
     }
 
@@ -57,6 +68,8 @@ impl ScaledDotProductAttentionConfig {
 #[derive(Module, Clone, Debug)]
 pub struct ScaledDotProductAttention {
     dropout: Dropout,
+    memory_efficient_from: usize,
+    key_block: usize,
 }
 
 /// The input of [`ScaledDotProductAttention::forward`]: query, key, value and options.
@@ -177,10 +190,22 @@ impl ScaledDotProductAttention {
         let key = repeat_kv_heads(input.key, h / h_kv); // [b, h, s, d_h]
         let value = repeat_kv_heads(input.value, h / h_kv); // [b, h, s, d_v]
 
-        let mut scores = input.query.matmul(key.swap_dims(2, 3)).mul_scalar(scale); // [b, h, l, s]
-        if let Some(cap) = input.softcap {
-            scores = scores.div_scalar(cap).tanh().mul_scalar(cap);
+        if !input.need_weights && s >= self.memory_efficient_from {
+            let context = memory_efficient(
+                input.query,
+                key,
+                value,
+                &input.mask,
+                |q, k| scaled_scores(q, k, scale, input.softcap),
+                &self.dropout,
+                self.key_block,
+            );
+            return AttentionOutput {
+                context,
+                weights: None,
+            };
         }
+        let scores = scaled_scores(input.query, key, scale, input.softcap); // [b, h, l, s]
         attend(
             scores,
             value,
@@ -189,6 +214,76 @@ impl ScaledDotProductAttention {
             input.need_weights,
         )
     }
+}
+
+/// `softcap(q kᵀ · scale)`: `[b, h, l, d_h] × [b, h, s, d_h] → [b, h, l, s]`.
+fn scaled_scores<B: Backend>(
+    query: Tensor<B, 4>,
+    key: Tensor<B, 4>,
+    scale: f64,
+    softcap: Option<f64>,
+) -> Tensor<B, 4> {
+    let scores = query.matmul(key.swap_dims(2, 3)).mul_scalar(scale);
+    match softcap {
+        Some(cap) => scores.div_scalar(cap).tanh().mul_scalar(cap),
+        None => scores,
+    }
+}
+
+/// Attention over blocks of `block` keys with an online softmax (running maximum and running
+/// sum per query, as FlashAttention), so that no `[l, s]` matrix exists: memory is
+/// `O(l · (block + d_v))` per head instead of `O(l · s)`. Gives the plain path's results, with
+/// its masking rules (masked pairs get probability 0, a query with no allowed key gets zeros)
+/// and dropout on the probabilities.
+///
+/// Built from tensor ops, so it runs and differentiates on every backend; autodiff still keeps
+/// each block's intermediates for the backward pass.
+///
+/// # Shapes
+///
+/// - query `[b, h, l, d_h]`, key `[b, h, s, d_h]`, value `[b, h, s, d_v]` → `[b, h, l, d_v]`
+pub(crate) fn memory_efficient<B: Backend>(
+    query: Tensor<B, 4>,
+    key: Tensor<B, 4>,
+    value: Tensor<B, 4>,
+    mask: &AttentionMask<B>,
+    score: impl Fn(Tensor<B, 4>, Tensor<B, 4>) -> Tensor<B, 4>,
+    dropout: &Dropout,
+    block: usize,
+) -> Tensor<B, 4> {
+    let [b, h, l, d_k] = query.dims();
+    let [_, _, s, d_v] = value.dims();
+    let device = query.device();
+    let mut running_max = Tensor::<B, 4>::full([b, h, l, 1], MASKED_SCORE, &device);
+    let mut running_sum = Tensor::<B, 4>::zeros([b, h, l, 1], &device);
+    let mut context = Tensor::<B, 4>::zeros([b, h, l, d_v], &device);
+    for start in (0..s).step_by(block) {
+        let keys = start..(start + block).min(s);
+        let k = key.clone().slice([0..b, 0..h, keys.clone(), 0..d_k]);
+        let v = value.clone().slice([0..b, 0..h, keys.clone(), 0..d_v]);
+        let mut scores = score(query.clone(), k); // [b, h, l, n]
+        if let Some(bias) = mask.materialize_additive_keys(b, h, l, s, keys.clone()) {
+            scores = scores + bias;
+        }
+        let blocked = mask
+            .materialize_keys(b, h, l, s, keys, &device)
+            .map(Tensor::bool_not);
+        if let Some(blocked) = &blocked {
+            scores = scores.mask_fill(blocked.clone(), MASKED_SCORE);
+        }
+        let new_max = running_max.clone().max_pair(scores.clone().max_dim(3)); // [b, h, l, 1]
+        let mut p = (scores - new_max.clone()).exp(); // [b, h, l, n]
+        if let Some(blocked) = blocked {
+            // Rows whose keys so far are all masked have new_max = MASKED_SCORE and p = 1.
+            p = p.mask_fill(blocked, 0.0);
+        }
+        let correction = (running_max - new_max.clone()).exp();
+        running_sum = running_sum * correction.clone() + p.clone().sum_dim(3);
+        context = context * correction + dropout.forward(p).matmul(v);
+        running_max = new_max;
+    }
+    // A query with no allowed key has a zero sum and a zero context: it stays zero.
+    context / running_sum.clamp_min(f32::MIN_POSITIVE)
 }
 
 /// The part every attention shares once scores exist: additive mask parts, boolean masks
@@ -478,7 +573,64 @@ mod tests {
         check_gradients::<B>(device, 1e-2, 2e-3);
     }
 
+    /// The memory-efficient path gives the plain path's outputs and gradients, with every mask
+    /// kind, soft-capping, grouped heads, `l != s`, blocks that do not divide `s`, and a query
+    /// with no allowed key.
+    fn memory_efficient_path_equals_the_plain_path<B: Backend>(device: &B::Device) {
+        type A<B> = Autodiff<B>;
+        focal_backend::seed::<B>(device, 18);
+        let n = Distribution::Normal(0.0, 1.0);
+        let (b, l, s) = (2, 5, 11);
+        let q = Tensor::<A<B>, 4>::random([b, 4, l, 8], n, device).require_grad();
+        let k = Tensor::<A<B>, 4>::random([b, 2, s, 8], n, device).require_grad();
+        let v = Tensor::<A<B>, 4>::random([b, 2, s, 6], n, device).require_grad();
+        let bias = Tensor::<A<B>, 4>::random([1, 4, l, s], n, device);
+        let mut explicit =
+            Tensor::<A<B>, 4>::random([b, 1, l, s], Distribution::Uniform(0.0, 1.0), device)
+                .greater_elem(0.2);
+        // Query 0 of batch 0 may attend nothing.
+        explicit = explicit.slice_assign(
+            [0..1, 0..1, 0..1, 0..s],
+            Tensor::<A<B>, 4>::zeros([1, 1, 1, s], device).greater_elem(1.0),
+        );
+        let masks = [
+            AttentionMask::none(),
+            AttentionMask::causal(),
+            AttentionMask::key_padding(padding_mask_from_lengths(&[11, 6], s, device))
+                .and(AttentionMask::sliding_window(4)),
+            AttentionMask::explicit(explicit).and(AttentionMask::additive(bias)),
+            AttentionMask::block_sparse(3, 1).and(AttentionMask::causal()),
+        ];
+        for (i, mask) in masks.into_iter().enumerate() {
+            let run = |from: usize| {
+                let attention = ScaledDotProductAttentionConfig::new()
+                    .with_memory_efficient_from(from)
+                    .with_key_block(4)
+                    .init();
+                let out = attention.forward(
+                    AttentionInput::new(q.clone(), k.clone(), v.clone())
+                        .mask(mask.clone())
+                        .softcap(3.0),
+                );
+                let grads = (out.context.clone() * out.context.clone()).sum().backward();
+                let g = |t: &Tensor<A<B>, 4>| t.grad(&grads).unwrap();
+                (out.context.inner(), g(&q), g(&k), g(&v))
+            };
+            let (plain, pq, pk, pv) = run(usize::MAX);
+            let (blocked, bq, bk, bv) = run(0);
+            if i == 3 {
+                let row = blocked.clone().slice([0..1, 0..4, 0..1, 0..6]);
+                assert_close(row, Tensor::zeros([1, 4, 1, 6], device), 0.0);
+            }
+            assert_close(blocked, plain, 1e-5);
+            assert_close(bq, pq, 1e-4);
+            assert_close(bk, pk, 1e-4);
+            assert_close(bv, pv, 1e-4);
+        }
+    }
+
     focal_backend::backend_tests!(
+        memory_efficient_path_equals_the_plain_path,
         gradients_match_finite_differences,
         softcap_bounds_the_scores,
         grouped_query_attention_equals_repeated_heads,
