@@ -1,6 +1,6 @@
 //! Score functions: how a query is compared with a key, and attention built on any of them.
 
-use crate::sdpa::{attend, repeat_kv_heads};
+use crate::sdpa::{attend, shared_kv_heads};
 use crate::{AttentionInput, AttentionOutput};
 use burn::config::Config;
 use burn::module::{Module, Param};
@@ -235,17 +235,7 @@ impl<B: Backend> ScoredAttention<B> {
     /// When the shapes disagree.
     pub fn forward(&self, input: AttentionInput<B>) -> AttentionOutput<B> {
         let (query, key, value, mask, need_weights) = input.into_parts();
-        let [b, h, _, d_h] = query.dims();
-        let [kb, h_kv, s, kd] = key.dims();
-        assert!(
-            [kb, kd] == [b, d_h] && value.dims()[..3] == [b, h_kv, s] && h_kv > 0 && h % h_kv == 0,
-            "attention shapes disagree: query {:?}, key {:?}, value {:?}",
-            query.dims(),
-            key.dims(),
-            value.dims()
-        );
-        let key = repeat_kv_heads(key, h / h_kv);
-        let value = repeat_kv_heads(value, h / h_kv);
+        let (key, value) = shared_kv_heads(&query, key, value);
         let scores = self.score.forward(query, key);
         attend(scores, value, &mask, &self.dropout, need_weights)
     }

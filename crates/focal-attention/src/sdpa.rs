@@ -176,19 +176,10 @@ impl ScaledDotProductAttention {
     ///
     /// When the shapes of query, key, value or mask disagree; the message names them.
     pub fn forward<B: Backend>(&self, input: AttentionInput<B>) -> AttentionOutput<B> {
-        let [b, h, _, d_h] = input.query.dims();
-        let [kb, h_kv, s, kd] = input.key.dims();
-        let [vb, vh, vs, _d_v] = input.value.dims();
-        assert!(
-            [kb, kd] == [b, d_h] && [vb, vh, vs] == [b, h_kv, s] && h_kv > 0 && h % h_kv == 0,
-            "attention shapes disagree: query {:?} [b, h, l, d_h], key {:?} [b, h_kv, s, d_h], value {:?} [b, h_kv, s, d_v], with h_kv dividing h",
-            input.query.dims(),
-            input.key.dims(),
-            input.value.dims()
-        );
+        let [_, _, _, d_h] = input.query.dims();
+        let (key, value) = shared_kv_heads(&input.query, input.key, input.value); // [b, h, s, _]
+        let [_, _, s, _] = key.dims();
         let scale = input.scale.unwrap_or(1.0 / (d_h as f64).sqrt());
-        let key = repeat_kv_heads(input.key, h / h_kv); // [b, h, s, d_h]
-        let value = repeat_kv_heads(input.value, h / h_kv); // [b, h, s, d_v]
 
         if !input.need_weights && s >= self.memory_efficient_from {
             let context = memory_efficient(
@@ -319,11 +310,38 @@ pub(crate) fn attend<B: Backend>(
     AttentionOutput { context, weights }
 }
 
+/// Checks query `[b, h, l, d_h]`, key `[b, h_kv, s, d_h]` and value `[b, h_kv, s, d_v]`
+/// (`h_kv` dividing `h`) and gives key and value `h` heads (see [`repeat_kv_heads`]).
+///
+/// # Panics
+///
+/// When the shapes disagree; the message names all three.
+pub(crate) fn shared_kv_heads<B: Backend>(
+    query: &Tensor<B, 4>,
+    key: Tensor<B, 4>,
+    value: Tensor<B, 4>,
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let [b, h, _, d_h] = query.dims();
+    let [kb, h_kv, s, kd] = key.dims();
+    let [vb, vh, vs, _] = value.dims();
+    assert!(
+        [kb, kd] == [b, d_h] && [vb, vh, vs] == [b, h_kv, s] && h_kv > 0 && h % h_kv == 0,
+        "attention shapes disagree: query {:?} [b, h, l, d_h], key {:?} [b, h_kv, s, d_h], value {:?} [b, h_kv, s, d_v], with h_kv dividing h",
+        query.dims(),
+        key.dims(),
+        value.dims()
+    );
+    (
+        repeat_kv_heads(key, h / h_kv),
+        repeat_kv_heads(value, h / h_kv),
+    )
+}
+
 /// Grouped-query attention: each key/value head serves `groups` consecutive query heads
 /// (query head `i` uses key/value head `i / groups`, as PyTorch's `enable_gqa`).
 ///
 /// `[b, h_kv, s, d]` → `[b, h_kv · groups, s, d]`; a no-op when `groups == 1`.
-pub(crate) fn repeat_kv_heads<B: Backend>(x: Tensor<B, 4>, groups: usize) -> Tensor<B, 4> {
+fn repeat_kv_heads<B: Backend>(x: Tensor<B, 4>, groups: usize) -> Tensor<B, 4> {
     if groups == 1 {
         return x;
     }
