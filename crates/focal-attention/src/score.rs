@@ -98,7 +98,12 @@ impl ScoreFunctionConfig {
                 );
             }
             ScoreKind::Bilinear => {
-                let w = Initializer::XavierUniform { gain: 1.0 }.init([d, d], device);
+                let w = Initializer::XavierUniform { gain: 1.0 }.init_with(
+                    [d, d],
+                    Some(d),
+                    Some(d),
+                    device,
+                );
                 score.bilinear = Some(w);
             }
             _ => {}
@@ -244,7 +249,7 @@ impl<B: Backend> ScoredAttention<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AttentionMask, ScaledDotProductAttentionConfig};
+    use crate::{AttentionMask, ScaledDotProductAttentionConfig, padding_mask_from_lengths};
     use burn::backend::Autodiff;
     use burn::tensor::Distribution;
     use focal_backend::assert_close;
@@ -360,7 +365,45 @@ mod tests {
         assert_close(scored.weights.unwrap(), plain.weights.unwrap(), 1e-6);
     }
 
+    /// For every score kind: changing padded keys and values changes nothing, and a query with
+    /// no allowed key gets zeros.
+    fn every_score_kind_respects_masks<B: Backend>(device: &B::Device) {
+        let kinds = [
+            ScoreKind::Dot,
+            ScoreKind::ScaledDot,
+            ScoreKind::Cosine {
+                temperature: 0.2,
+                learnable: true,
+            },
+            ScoreKind::Additive { d_attention: 6 },
+            ScoreKind::Bilinear,
+        ];
+        for kind in kinds {
+            focal_backend::seed::<B>(device, 19);
+            let attention = ScoredAttentionConfig::new(ScoreFunctionConfig::new(4, kind.clone()))
+                .init::<B>(device);
+            let n = Distribution::Normal(0.0, 1.0);
+            let q = Tensor::<B, 4>::random([2, 2, 4, 4], n, device);
+            let k = Tensor::<B, 4>::random([2, 2, 3, 4], n, device);
+            let v = Tensor::<B, 4>::random([2, 2, 3, 4], n, device);
+            // Batch 1 has one real key; with causal s < l, query 0 sees no key at all.
+            let mask = AttentionMask::key_padding(padding_mask_from_lengths(&[3, 1], 3, device))
+                .and(AttentionMask::causal());
+            let out = attention
+                .forward(AttentionInput::new(q.clone(), k.clone(), v.clone()).mask(mask.clone()));
+            let noise =
+                Tensor::<B, 4>::random([1, 2, 2, 4], Distribution::Normal(0.0, 9.0), device);
+            let k2 = k.slice_assign([1..2, 0..2, 1..3, 0..4], noise.clone());
+            let v2 = v.slice_assign([1..2, 0..2, 1..3, 0..4], noise);
+            let out2 = attention.forward(AttentionInput::new(q, k2, v2).mask(mask));
+            assert_close(out.context.clone(), out2.context, 1e-5);
+            let first_row = out.context.slice([0..2, 0..2, 0..1, 0..4]);
+            assert_close(first_row, Tensor::zeros([2, 2, 1, 4], device), 0.0);
+        }
+    }
+
     focal_backend::backend_tests!(
+        every_score_kind_respects_masks,
         dot_scores_follow_their_formulas,
         cosine_scores_are_bounded_by_the_temperature,
         learnable_temperature_is_trained,
