@@ -1,6 +1,7 @@
 //! ALiBi: attention with linear biases (Press et al., 2022).
 
-use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+use crate::mask::aligned_positions;
+use burn::tensor::{Tensor, TensorData, backend::Backend};
 
 /// The ALiBi slope of every head, as in the paper's reference code: for `n` a power of two, the
 /// geometric sequence starting at `2^(-8/n)` with that ratio; otherwise the slopes of the
@@ -47,13 +48,7 @@ pub fn alibi_bias<B: Backend>(
         .collect();
     let slopes = Tensor::<B, 1>::from_data(TensorData::new(slopes, [n_heads]), device)
         .reshape([1, n_heads, 1, 1]);
-    let query = Tensor::<B, 1, Int>::arange(0..l as i64, device)
-        .add_scalar(s as i64 - l as i64)
-        .reshape([l, 1])
-        .expand([l, s]);
-    let key = Tensor::<B, 1, Int>::arange(0..s as i64, device)
-        .reshape([1, s])
-        .expand([l, s]);
+    let (query, key) = aligned_positions::<B>(l, s, 0..s, device);
     let distance = (query - key).abs().float().reshape([1, 1, l, s]); // |p - j|
     slopes.neg() * distance
 }

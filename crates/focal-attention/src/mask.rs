@@ -1,6 +1,6 @@
 //! Attention masks as values.
 
-use burn::tensor::{Bool, Int, Tensor, backend::Backend};
+use burn::tensor::{BasicOps, Bool, Int, Tensor, backend::Backend};
 use std::ops::Range;
 
 /// A boolean `[l, s]` causal mask, `true` = may attend, aligned bottom-right.
@@ -37,15 +37,7 @@ impl Pattern {
         keys: Range<usize>,
         device: &B::Device,
     ) -> Tensor<B, 2, Bool> {
-        let n = keys.len();
-        let offset = s as i64 - l as i64;
-        let query = Tensor::<B, 1, Int>::arange(0..l as i64, device)
-            .add_scalar(offset)
-            .reshape([l, 1])
-            .expand([l, n]); // p, [l, n]
-        let key = Tensor::<B, 1, Int>::arange(keys.start as i64..keys.end as i64, device)
-            .reshape([1, n])
-            .expand([l, n]); // j, [l, n]
+        let (query, key) = aligned_positions::<B>(l, s, keys, device);
         match self {
             Pattern::Causal => key.lower_equal(query),
             Pattern::SlidingWindow { window } => key
@@ -73,6 +65,25 @@ impl Pattern {
             }
         }
     }
+}
+
+/// The positions of `l` queries and of the keys `keys` out of `s`, as two `[l, n]` grids:
+/// query `i` sits at `p = i + (s - l)` (bottom-right alignment), key `j` at `j`.
+pub(crate) fn aligned_positions<B: Backend>(
+    l: usize,
+    s: usize,
+    keys: Range<usize>,
+    device: &B::Device,
+) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
+    let n = keys.len();
+    let query = Tensor::<B, 1, Int>::arange(0..l as i64, device)
+        .add_scalar(s as i64 - l as i64)
+        .reshape([l, 1])
+        .expand([l, n]); // p, [l, n]
+    let key = Tensor::<B, 1, Int>::arange(keys.start as i64..keys.end as i64, device)
+        .reshape([1, n])
+        .expand([l, n]); // j, [l, n]
+    (query, key)
 }
 
 /// A boolean `[b, s]` key mask from sequence lengths, `true` = real token (may be attended).
@@ -274,12 +285,7 @@ impl<B: Backend> AttentionMask<B> {
     ) -> Option<Tensor<B, 4>> {
         self.additive
             .iter()
-            .map(|bias| {
-                let [mb, mh, _, _] = check_broadcast("additive mask", bias.dims(), [b, h, l, s]);
-                bias.clone()
-                    .slice([0..mb, 0..mh, 0..l, keys.clone()])
-                    .expand([b, h, l, keys.len()])
-            })
+            .map(|bias| key_range("additive mask", bias, [b, h, l, s], keys.clone()))
             .reduce(|acc, part| acc + part)
     }
 
@@ -331,22 +337,39 @@ impl<B: Backend> AttentionMask<B> {
             parts.push(valid.reshape([b, 1, 1, n]).expand([b, h, l, n]));
         }
         for mask in &self.explicit {
-            let [mb, mh, _, _] = check_broadcast("attention mask", mask.dims(), [b, h, l, s]);
-            let mask = mask.clone().slice([0..mb, 0..mh, 0..l, keys.clone()]);
-            parts.push(mask.expand([b, h, l, n]));
+            parts.push(key_range(
+                "attention mask",
+                mask,
+                [b, h, l, s],
+                keys.clone(),
+            ));
         }
         parts.into_iter().reduce(|acc, part| acc.bool_and(part))
     }
 }
 
-/// Panics unless `dims` broadcasts to `[b, h, l, s]` over batch and heads; returns `dims`.
-fn check_broadcast(what: &str, dims: [usize; 4], [b, h, l, s]: [usize; 4]) -> [usize; 4] {
+/// The keys `keys` of a `[b|1, h|1, l, s]` mask part (boolean or float), expanded to
+/// `[b, h, l, keys.len()]`.
+///
+/// # Panics
+///
+/// Unless the part broadcasts to `[b, h, l, s]`; the message names both shapes.
+fn key_range<B: Backend, K: BasicOps<B>>(
+    what: &str,
+    part: &Tensor<B, 4, K>,
+    [b, h, l, s]: [usize; 4],
+    keys: Range<usize>,
+) -> Tensor<B, 4, K> {
+    let dims = part.dims();
     let [mb, mh, ml, ms] = dims;
     assert!(
         (mb == b || mb == 1) && (mh == h || mh == 1) && ml == l && ms == s,
         "{what} has shape {dims:?}, expected [b|1, h|1, l, s] = [{b}|1, {h}|1, {l}, {s}]"
     );
-    dims
+    let n = keys.len();
+    part.clone()
+        .slice([0..mb, 0..mh, 0..l, keys])
+        .expand([b, h, l, n])
 }
 
 #[cfg(test)]
