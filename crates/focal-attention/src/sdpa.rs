@@ -4,8 +4,9 @@ use crate::AttentionMask;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig};
-use burn::tensor::{Tensor, activation::softmax, backend::Backend};
+use burn::tensor::{Bool, Tensor, activation::softmax, backend::Backend};
 use focal_backend::ConfigError;
+use std::ops::Range;
 
 /// Score given to masked pairs before the softmax: finite, so that a fully masked row never
 /// produces `inf - inf = NaN`; its probabilities are then set to zero explicitly.
@@ -130,9 +131,7 @@ impl<B: Backend> AttentionInput<B> {
         self.need_weights = need;
         self
     }
-}
 
-impl<B: Backend> AttentionInput<B> {
     /// Query, key, value, mask and whether weights are wanted (for attention variants that do
     /// not use the scaled dot product's scale and soft-cap).
     pub(crate) fn into_parts(
@@ -252,22 +251,11 @@ pub(crate) fn memory_efficient<B: Backend>(
         let keys = start..(start + block).min(s);
         let k = key.clone().slice([0..b, 0..h, keys.clone(), 0..d_k]);
         let v = value.clone().slice([0..b, 0..h, keys.clone(), 0..d_v]);
-        let mut scores = score(query.clone(), k); // [b, h, l, n]
-        if let Some(bias) = mask.materialize_additive_keys(b, h, l, s, keys.clone()) {
-            scores = scores + bias;
-        }
-        let blocked = mask
-            .materialize_keys(b, h, l, s, keys, &device)
-            .map(Tensor::bool_not);
-        if let Some(blocked) = &blocked {
-            scores = scores.mask_fill(blocked.clone(), MASKED_SCORE);
-        }
+        let (scores, blocked) = apply_mask(score(query.clone(), k), mask, s, keys); // [b, h, l, n]
         let new_max = running_max.clone().max_pair(scores.clone().max_dim(3)); // [b, h, l, 1]
-        let mut p = (scores - new_max.clone()).exp(); // [b, h, l, n]
-        if let Some(blocked) = blocked {
-            // Rows whose keys so far are all masked have new_max = MASKED_SCORE and p = 1.
-            p = p.mask_fill(blocked, 0.0);
-        }
+        // Rows whose keys so far are all masked have new_max = MASKED_SCORE and exp(0) = 1
+        // before the blocked pairs are zeroed.
+        let p = zero_blocked((scores - new_max.clone()).exp(), blocked); // [b, h, l, n]
         let correction = (running_max - new_max.clone()).exp();
         running_sum = running_sum * correction.clone() + p.clone().sum_dim(3);
         context = context * correction + dropout.forward(p).matmul(v);
@@ -291,23 +279,53 @@ pub(crate) fn attend<B: Backend>(
     dropout: &Dropout,
     need_weights: bool,
 ) -> AttentionOutput<B> {
-    let [b, h, l, s] = scores.dims();
-    let device = scores.device();
-    let scores = match mask.materialize_additive(b, h, l, s) {
-        Some(bias) => scores + bias,
-        None => scores,
-    };
-    let probs = match mask.materialize(b, h, l, s, &device) {
-        Some(allowed) => {
-            let blocked = allowed.bool_not();
-            let scores = scores.mask_fill(blocked.clone(), MASKED_SCORE);
-            softmax(scores, 3).mask_fill(blocked, 0.0)
-        }
-        None => softmax(scores, 3),
-    };
+    let [_, _, _, s] = scores.dims();
+    let (scores, blocked) = apply_mask(scores, mask, s, 0..s);
+    let probs = zero_blocked(softmax(scores, 3), blocked);
     let weights = need_weights.then(|| probs.clone());
     let context = dropout.forward(probs).matmul(value); // [b, h, l, d_v]
     AttentionOutput { context, weights }
+}
+
+/// Applies `mask` to the scores of the keys `keys` (of `s`): adds its additive parts and gives
+/// blocked pairs `MASKED_SCORE`. Returns the scores and the blocked pairs (`true` = masked),
+/// whose probabilities [`zero_blocked`] then sets to exactly zero.
+///
+/// # Shapes
+///
+/// - scores `[b, h, l, n]` with `n = keys.len()`; blocked `[b, h, l, n]`
+fn apply_mask<B: Backend>(
+    scores: Tensor<B, 4>,
+    mask: &AttentionMask<B>,
+    s: usize,
+    keys: Range<usize>,
+) -> (Tensor<B, 4>, Option<Tensor<B, 4, Bool>>) {
+    let [b, h, l, _] = scores.dims();
+    let device = scores.device();
+    let scores = match mask.materialize_additive_keys(b, h, l, s, keys.clone()) {
+        Some(bias) => scores + bias,
+        None => scores,
+    };
+    let blocked = mask
+        .materialize_keys(b, h, l, s, keys, &device)
+        .map(Tensor::bool_not);
+    let scores = match &blocked {
+        Some(blocked) => scores.mask_fill(blocked.clone(), MASKED_SCORE),
+        None => scores,
+    };
+    (scores, blocked)
+}
+
+/// Sets the blocked pairs of `probs` to zero, so a fully masked row gives zeros (not the
+/// uniform distribution that the finite `MASKED_SCORE` leaves).
+fn zero_blocked<B: Backend>(
+    probs: Tensor<B, 4>,
+    blocked: Option<Tensor<B, 4, Bool>>,
+) -> Tensor<B, 4> {
+    match blocked {
+        Some(blocked) => probs.mask_fill(blocked, 0.0),
+        None => probs,
+    }
 }
 
 /// Checks query `[b, h, l, d_h]`, key `[b, h_kv, s, d_h]` and value `[b, h_kv, s, d_v]`
