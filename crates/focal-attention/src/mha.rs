@@ -229,16 +229,28 @@ impl<B: Backend> MultiHeadAttention<B> {
             input.key.dims(),
             input.value.dims()
         );
-        let q = split_heads(self.query.forward(input.query), self.n_heads); // [b, h, l, d_h]
-        let k = split_heads(self.key.forward(input.key), self.n_kv_heads); // [b, h_kv, s, d_h]
-        let v = split_heads(self.value.forward(input.value), self.n_kv_heads); // [b, h_kv, s, d_h]
-
+        let (q, k, v) = self.project(input.query, input.key, input.value);
         let attended = self.attention.forward(
             AttentionInput::new(q, k, v)
                 .mask(input.mask)
                 .need_weights(input.weights != WeightsMode::None),
         );
         self.merge_heads(attended, input.weights, [b, l, d])
+    }
+
+    /// Projects and splits into heads: query `[b, l, d]` → `[b, h, l, d_h]`, key
+    /// `[b, s, kdim]` and value `[b, s, vdim]` → `[b, h_kv, s, d_h]`.
+    fn project(
+        &self,
+        query: Tensor<B, 3>,
+        key: Tensor<B, 3>,
+        value: Tensor<B, 3>,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+        (
+            split_heads(self.query.forward(query), self.n_heads),
+            split_heads(self.key.forward(key), self.n_kv_heads),
+            split_heads(self.value.forward(value), self.n_kv_heads),
+        )
     }
 
     /// Concatenates the heads `[b, h, l, d_h]` → `[b, l, d]`, projects them, and shapes the
@@ -280,9 +292,7 @@ impl<B: Backend> MultiHeadAttention<B> {
     /// As [`Self::forward`], and when the cache's shape does not fit the module.
     pub fn forward_cached(&self, input: MhaInput<B>, cache: &mut KvCache<B>) -> MhaOutput<B> {
         let [b, n, d] = input.query.dims();
-        let q = split_heads(self.query.forward(input.query), self.n_heads); // [b, h, n, d_h]
-        let k = split_heads(self.key.forward(input.key), self.n_kv_heads); // [b, h_kv, n, d_h]
-        let v = split_heads(self.value.forward(input.value), self.n_kv_heads); // [b, h_kv, n, d_h]
+        let (q, k, v) = self.project(input.query, input.key, input.value); // n new positions
         let (k, v) = cache.append(k, v); // [b, h_kv, len, d_h]
 
         let attended = self.attention.forward(
@@ -402,16 +412,14 @@ impl<B: Backend> MultiHeadAttention<B> {
             weight: Param::from_tensor(w.transpose()), // [out, in] -> [in, out]
             bias: b.map(Param::from_tensor),
         };
+        // Everything but the projections as `init` builds it; burn initialises parameters
+        // lazily, so the replaced ones are never computed.
         Ok(Self {
             query: linear(wq, bq),
             key: linear(wk, bk),
             value: linear(wv, bv),
             output: linear(wo, bo),
-            attention: ScaledDotProductAttentionConfig::new()
-                .with_dropout(config.dropout)
-                .init(),
-            n_heads: config.n_heads,
-            n_kv_heads: config.n_heads,
+            ..config.try_init(device)?
         })
     }
 }
