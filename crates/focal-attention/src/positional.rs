@@ -31,6 +31,28 @@ pub fn sinusoidal_table<B: Backend>(
     Tensor::from_data(TensorData::new(values, [max_len, d_model]), device)
 }
 
+/// Rows `offset .. offset + l` of a `[max_len, d]` table of positions: `[l, d]`.
+///
+/// # Panics
+///
+/// When `offset + l` exceeds `max_len` or the table's width is not `d`; the message starts
+/// with `what`.
+pub(crate) fn position_rows<B: Backend>(
+    what: &str,
+    table: Tensor<B, 2>,
+    offset: usize,
+    l: usize,
+    d: usize,
+) -> Tensor<B, 2> {
+    let [max_len, d_table] = table.dims();
+    assert!(
+        offset + l <= max_len && d == d_table,
+        "{what}: positions {offset}..{} of width {d} requested, table has {max_len} positions of width {d_table}",
+        offset + l
+    );
+    table.slice([offset..offset + l, 0..d])
+}
+
 /// Configuration of [`SinusoidalPositionalEncoding`].
 #[derive(Config, Debug)]
 pub struct SinusoidalPositionalEncodingConfig {
@@ -89,17 +111,8 @@ impl<B: Backend> SinusoidalPositionalEncoding<B> {
     /// When `offset + l` exceeds `max_len` or the widths differ.
     pub fn forward(&self, x: Tensor<B, 3>, offset: usize) -> Tensor<B, 3> {
         let [_, l, d] = x.dims();
-        let [max_len, d_table] = self.table.dims();
-        assert!(
-            offset + l <= max_len && d == d_table,
-            "positional encoding: positions {offset}..{} of width {d} requested, table has {max_len} positions of width {d_table}",
-            offset + l
-        );
-        x + self
-            .table
-            .clone()
-            .slice([offset..offset + l, 0..d])
-            .unsqueeze::<3>() // [1, l, d]
+        let rows = position_rows("positional encoding", self.table.clone(), offset, l, d);
+        x + rows.unsqueeze::<3>() // [1, l, d] broadcast over the batch
     }
 }
 
@@ -170,18 +183,14 @@ impl<B: Backend> LearnedPositionalEmbedding<B> {
     /// When `offset + l` exceeds `max_len` or the widths differ.
     pub fn forward(&self, x: Tensor<B, 3>, offset: usize) -> Tensor<B, 3> {
         let [_, l, d] = x.dims();
-        let [max_len, d_table] = self.positions.weight.dims();
-        assert!(
-            offset + l <= max_len && d == d_table,
-            "learned positions: positions {offset}..{} of width {d} requested, table has {max_len} positions of width {d_table}",
-            offset + l
+        let rows = position_rows(
+            "learned positions",
+            self.positions.weight.val(),
+            offset,
+            l,
+            d,
         );
-        let table = self
-            .positions
-            .weight
-            .val()
-            .slice([offset..offset + l, 0..d]);
-        x + table.unsqueeze::<3>() // [1, l, d] broadcast over the batch
+        x + rows.unsqueeze::<3>() // [1, l, d] broadcast over the batch
     }
 }
 

@@ -1,5 +1,6 @@
 //! Rotary position embeddings (RoPE, Su et al., 2021).
 
+use crate::positional::position_rows;
 use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
@@ -92,22 +93,10 @@ impl<B: Backend> RotaryEncoding<B> {
     /// When `offset + l` exceeds `max_len` or the head width differs from the configured one.
     pub fn forward(&self, x: Tensor<B, 4>, offset: usize) -> Tensor<B, 4> {
         let [b, h, l, d] = x.dims();
-        let [max_len, d_table] = self.cos.dims();
-        assert!(
-            offset + l <= max_len && d == d_table,
-            "rotary encoding: positions {offset}..{} of width {d} requested, table has {max_len} positions of width {d_table}",
-            offset + l
-        );
-        let cos = self
-            .cos
-            .clone()
-            .slice([offset..offset + l, 0..d])
-            .reshape([1, 1, l, d]);
-        let sin = self
-            .sin
-            .clone()
-            .slice([offset..offset + l, 0..d])
-            .reshape([1, 1, l, d]);
+        let rows = |table: &Tensor<B, 2>| {
+            position_rows("rotary encoding", table.clone(), offset, l, d).reshape([1, 1, l, d])
+        };
+        let (cos, sin) = (rows(&self.cos), rows(&self.sin));
         let half = d / 2;
         let first = x.clone().slice([0..b, 0..h, 0..l, 0..half]);
         let second = x.clone().slice([0..b, 0..h, 0..l, half..d]);
