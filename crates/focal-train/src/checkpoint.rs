@@ -73,18 +73,17 @@ impl ModelArtifact {
                 self.model.src_vocab_size, self.model.tgt_vocab_size
             ));
         }
-        // Sources get an <eos>, targets a <bos>.
-        if self.max_input_len >= self.model.max_len {
-            return Err(format!(
-                "max_input_len ({}) must be below the model's max_len ({})",
-                self.max_input_len, self.model.max_len
-            ));
-        }
-        if self.max_output_len >= self.model.max_len {
-            return Err(format!(
-                "max_output_len ({}) must be below the model's max_len ({})",
-                self.max_output_len, self.model.max_len
-            ));
+        // Sources get an <eos>, targets a <bos>: both must leave one position free.
+        for (name, len) in [
+            ("max_input_len", self.max_input_len),
+            ("max_output_len", self.max_output_len),
+        ] {
+            if len >= self.model.max_len {
+                return Err(format!(
+                    "{name} ({len}) must be below the model's max_len ({})",
+                    self.model.max_len
+                ));
+            }
         }
         Ok(())
     }
