@@ -3,9 +3,9 @@
 //! Weights travel through the model directory format (`save_checkpoint` on ndarray,
 //! `load_checkpoint` on wgpu), which checks that path across backends as well.
 
-use focal::attention::padding_mask_from_lengths;
+use focal::attention::{FusedAttentionBackend, padding_mask_from_lengths};
 use focal::backend::{NdArray, assert_data_close};
-use focal::burn::tensor::{Int, Tensor, backend::Backend};
+use focal::burn::tensor::{Int, Tensor};
 use focal::heads::Seq2SeqConfig;
 use focal::train::{ModelArtifact, load_checkpoint, save_checkpoint};
 use std::path::Path;
@@ -21,7 +21,7 @@ fn artifact() -> ModelArtifact {
 }
 
 /// Logits and greedy outputs of a batch with padding, on backend `B`.
-fn run<B: Backend>(dir: &Path) -> (focal::burn::tensor::TensorData, Vec<Vec<usize>>) {
+fn run<B: FusedAttentionBackend>(dir: &Path) -> (focal::burn::tensor::TensorData, Vec<Vec<usize>>) {
     let device = Default::default();
     let (artifact, model) = load_checkpoint::<B>(dir, &device).unwrap();
     let src = Tensor::<B, 2, Int>::from_ints([[4, 5, 6, 7, 8], [9, 10, 3, 0, 0]], &device);

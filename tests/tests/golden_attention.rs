@@ -12,8 +12,8 @@
 //! `nn.MultiheadAttention` mean `true` = masked; Focal's mean `true` = may attend.
 
 use focal::attention::{
-    AttentionInput, AttentionMask, MhaInput, MultiHeadAttention, MultiHeadAttentionConfig,
-    ScaledDotProductAttentionConfig, WeightsMode,
+    AttentionInput, AttentionMask, FusedAttentionBackend, MhaInput, MultiHeadAttention,
+    MultiHeadAttentionConfig, ScaledDotProductAttentionConfig, WeightsMode,
 };
 use focal::backend::{Tolerance, assert_close};
 use focal::burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
@@ -63,7 +63,7 @@ fn state(prefix: &str) -> HashMap<String, TensorData> {
         .collect()
 }
 
-fn sdpa<B: Backend>(
+fn sdpa<B: FusedAttentionBackend>(
     case: &str,
     device: &B::Device,
     build: impl FnOnce(AttentionInput<B>) -> AttentionInput<B>,
@@ -83,14 +83,14 @@ fn sdpa<B: Backend>(
     );
 }
 
-fn sdpa_bool_mask_matches_pytorch<B: Backend>(device: &B::Device) {
+fn sdpa_bool_mask_matches_pytorch<B: FusedAttentionBackend>(device: &B::Device) {
     let allowed = flag::<B, 4>("sdpa_bool.mask", device);
     sdpa::<B>("sdpa_bool", device, |i| {
         i.mask(AttentionMask::explicit(allowed))
     });
 }
 
-fn sdpa_float_mask_matches_pytorch<B: Backend>(device: &B::Device) {
+fn sdpa_float_mask_matches_pytorch<B: FusedAttentionBackend>(device: &B::Device) {
     let bias = tensor::<B, 4>("sdpa_float.mask", device);
     sdpa::<B>("sdpa_float", device, |i| {
         i.mask(AttentionMask::additive(bias))
@@ -98,20 +98,20 @@ fn sdpa_float_mask_matches_pytorch<B: Backend>(device: &B::Device) {
 }
 
 /// Bottom-right causal with l < s, as PyTorch's `causal_lower_right`.
-fn sdpa_causal_with_fewer_queries_matches_pytorch<B: Backend>(device: &B::Device) {
+fn sdpa_causal_with_fewer_queries_matches_pytorch<B: FusedAttentionBackend>(device: &B::Device) {
     sdpa::<B>("sdpa_causal", device, |i| i.mask(AttentionMask::causal()));
 }
 
-fn sdpa_custom_scale_matches_pytorch<B: Backend>(device: &B::Device) {
+fn sdpa_custom_scale_matches_pytorch<B: FusedAttentionBackend>(device: &B::Device) {
     sdpa::<B>("sdpa_scale", device, |i| i.scale(0.3));
 }
 
-fn sdpa_grouped_query_matches_pytorch_enable_gqa<B: Backend>(device: &B::Device) {
+fn sdpa_grouped_query_matches_pytorch_enable_gqa<B: FusedAttentionBackend>(device: &B::Device) {
     sdpa::<B>("sdpa_gqa", device, |i| i);
 }
 
 /// `nn.MultiheadAttention` with PyTorch's weights: key padding plus a boolean attention mask.
-fn mha<B: Backend>(
+fn mha<B: FusedAttentionBackend>(
     case: &str,
     config: MultiHeadAttentionConfig,
     weights: WeightsMode,
@@ -150,7 +150,9 @@ fn mha<B: Backend>(
     assert_close(out.weights.unwrap(), expected, tolerance);
 }
 
-fn mha_with_bias_and_averaged_weights_matches_pytorch<B: Backend>(device: &B::Device) {
+fn mha_with_bias_and_averaged_weights_matches_pytorch<B: FusedAttentionBackend>(
+    device: &B::Device,
+) {
     mha::<B>(
         "mha_bias",
         MultiHeadAttentionConfig::new(16, 4),
@@ -159,7 +161,7 @@ fn mha_with_bias_and_averaged_weights_matches_pytorch<B: Backend>(device: &B::De
     );
 }
 
-fn mha_kdim_vdim_without_bias_matches_pytorch<B: Backend>(device: &B::Device) {
+fn mha_kdim_vdim_without_bias_matches_pytorch<B: FusedAttentionBackend>(device: &B::Device) {
     let config = MultiHeadAttentionConfig::new(16, 2)
         .with_bias(false)
         .with_kdim(Some(12))

@@ -3,6 +3,9 @@
 //! - `cargo xtask test-all`: format check, clippy (warnings denied), tests on ndarray, tests on
 //!   wgpu, doc tests, rustdoc (warnings denied). One summary line per step; stops at the first
 //!   failure with a non-zero exit code.
+//! - `cargo xtask bench NAME [ARGS…]`: a benchmark of `focal-bench` in a release build (e.g.
+//!   `cargo xtask bench attention`, `cargo xtask bench attention --lengths 512,1024`); the table
+//!   is printed and written with JSON figures under `target/bench/`.
 
 use std::process::{Command, ExitCode};
 use std::time::Instant;
@@ -58,9 +61,37 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("test-all") => run_steps(&test_all()),
+        Some("bench") if args.len() > 1 => bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask test-all");
+            eprintln!(
+                "usage: cargo xtask test-all | cargo xtask bench NAME [ARGS…] (NAME: attention)"
+            );
             ExitCode::from(2)
+        }
+    }
+}
+
+/// `cargo run --release -p focal-bench -- ARGS…`.
+fn bench(args: &[String]) -> ExitCode {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let status = Command::new(cargo)
+        .args([
+            "run",
+            "--release",
+            "--package",
+            "focal-bench",
+            "--features",
+            "wgpu",
+            "--",
+        ])
+        .args(args)
+        .status();
+    match status {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("could not run cargo: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -4,7 +4,9 @@
 //!   combine with `and` and broadcast over batch and heads.
 //! - [`ScaledDotProductAttention`]: `softmax(q kᵀ · scale) v` over `[b, h, l, d_h]` tensors, with
 //!   masks, dropout on the probabilities after softmax, zeros for fully masked rows, and opt-in
-//!   attention weights.
+//!   attention weights. Without weights it runs through [`FusedAttentionBackend`], the backend
+//!   extension where a backend's own attention kernel slots in (generic default for every
+//!   backend: the plain path, or a chunked online-softmax path for long key sequences).
 //! - [`ScoreFunction`] / [`ScoredAttention`]: dot, scaled dot, cosine (fixed or learned
 //!   temperature), additive (Bahdanau) and bilinear (Luong) scores, and attention built on any.
 //! - [`MultiHeadAttention`]: the projections around it, for self- and cross-attention, with
@@ -27,6 +29,7 @@
 //! width, `d_h` head width.
 
 mod alibi;
+mod fused;
 mod kv_cache;
 mod mask;
 mod mha;
@@ -37,6 +40,9 @@ mod score;
 mod sdpa;
 
 pub use alibi::{alibi_bias, alibi_slopes};
+pub use fused::{
+    FusedAttentionBackend, FusedAttentionOptions, FusedAutodiffBackend, generic_fused_attention,
+};
 pub use kv_cache::KvCache;
 pub use mask::{AttentionMask, causal_mask, padding_mask_from_lengths};
 pub use mha::{

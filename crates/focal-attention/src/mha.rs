@@ -1,5 +1,6 @@
 //! Multi-head attention: projections around scaled dot-product attention.
 
+use crate::fused::FusedAttentionBackend;
 use crate::{
     AttentionInput, AttentionMask, AttentionOutput, KvCache, ScaledDotProductAttention,
     ScaledDotProductAttentionConfig,
@@ -202,12 +203,7 @@ pub struct MhaOutput<B: Backend> {
     pub weights: Option<Tensor<B, 4>>,
 }
 
-impl<B: Backend> MultiHeadAttention<B> {
-    /// Number of heads `h`.
-    pub fn n_heads(&self) -> usize {
-        self.n_heads
-    }
-
+impl<B: FusedAttentionBackend> MultiHeadAttention<B> {
     /// Attends the queries to the keys.
     ///
     /// # Shapes
@@ -236,6 +232,43 @@ impl<B: Backend> MultiHeadAttention<B> {
                 .need_weights(input.weights != WeightsMode::None),
         );
         self.merge_heads(attended, input.weights, [b, l, d])
+    }
+
+    /// Causal self-attention for incremental decoding: projects only the `n` new positions,
+    /// appends their keys and values to `cache`, and attends the new queries to every cached
+    /// position. The causal rule is applied (bottom-right aligned, so new positions see the
+    /// whole cache and each other causally); `input`'s mask is combined with it and must fit
+    /// `[b, h, n, cache.len()]` after the append.
+    ///
+    /// Decoding a sequence position by position this way gives the same outputs as one causal
+    /// pass over it, at a cost per step that grows linearly with the cached length.
+    ///
+    /// # Shapes
+    ///
+    /// - input: self-attention on x `[b, n, d]` (query, key and value the same)
+    /// - context `[b, n, d]`; weights `[b, h, n, len]`
+    ///
+    /// # Panics
+    ///
+    /// As [`Self::forward`], and when the cache's shape does not fit the module.
+    pub fn forward_cached(&self, input: MhaInput<B>, cache: &mut KvCache<B>) -> MhaOutput<B> {
+        let [b, n, d] = input.query.dims();
+        let (q, k, v) = self.project(input.query, input.key, input.value); // n new positions
+        let (k, v) = cache.append(k, v); // [b, h_kv, len, d_h]
+
+        let attended = self.attention.forward(
+            AttentionInput::new(q, k, v)
+                .mask(input.mask.and(AttentionMask::causal()))
+                .need_weights(input.weights != WeightsMode::None),
+        );
+        self.merge_heads(attended, input.weights, [b, n, d])
+    }
+}
+
+impl<B: Backend> MultiHeadAttention<B> {
+    /// Number of heads `h`.
+    pub fn n_heads(&self) -> usize {
+        self.n_heads
     }
 
     /// Projects and splits into heads: query `[b, l, d]` → `[b, h, l, d_h]`, key
@@ -271,36 +304,6 @@ impl<B: Backend> MultiHeadAttention<B> {
             context: self.output.forward(context),
             weights,
         }
-    }
-
-    /// Causal self-attention for incremental decoding: projects only the `n` new positions,
-    /// appends their keys and values to `cache`, and attends the new queries to every cached
-    /// position. The causal rule is applied (bottom-right aligned, so new positions see the
-    /// whole cache and each other causally); `input`'s mask is combined with it and must fit
-    /// `[b, h, n, cache.len()]` after the append.
-    ///
-    /// Decoding a sequence position by position this way gives the same outputs as one causal
-    /// pass over it, at a cost per step that grows linearly with the cached length.
-    ///
-    /// # Shapes
-    ///
-    /// - input: self-attention on x `[b, n, d]` (query, key and value the same)
-    /// - context `[b, n, d]`; weights `[b, h, n, len]`
-    ///
-    /// # Panics
-    ///
-    /// As [`Self::forward`], and when the cache's shape does not fit the module.
-    pub fn forward_cached(&self, input: MhaInput<B>, cache: &mut KvCache<B>) -> MhaOutput<B> {
-        let [b, n, d] = input.query.dims();
-        let (q, k, v) = self.project(input.query, input.key, input.value); // n new positions
-        let (k, v) = cache.append(k, v); // [b, h_kv, len, d_h]
-
-        let attended = self.attention.forward(
-            AttentionInput::new(q, k, v)
-                .mask(input.mask.and(AttentionMask::causal()))
-                .need_weights(input.weights != WeightsMode::None),
-        );
-        self.merge_heads(attended, input.weights, [b, n, d])
     }
 
     /// An empty [`KvCache`] sized for this module: `batch` sequences, `capacity` positions.
@@ -461,6 +464,7 @@ pub enum PytorchImportError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::FusedAttentionBackend;
     use crate::padding_mask_from_lengths;
     use burn::tensor::Distribution;
     use focal_backend::assert_close;
@@ -470,7 +474,7 @@ mod tests {
     }
 
     /// Per-head weights are a distribution, and their mean is what `Averaged` returns.
-    fn weights_per_head_and_averaged<B: Backend>(device: &B::Device) {
+    fn weights_per_head_and_averaged<B: FusedAttentionBackend>(device: &B::Device) {
         focal_backend::seed::<B>(device, 10);
         let mha = config().init::<B>(device);
         let x = Tensor::<B, 3>::random([2, 5, 16], Distribution::Normal(0.0, 1.0), device);
@@ -492,7 +496,7 @@ mod tests {
     }
 
     /// Cross-attention: changing padded memory positions changes nothing.
-    fn cross_attention_padding_invariance<B: Backend>(device: &B::Device) {
+    fn cross_attention_padding_invariance<B: FusedAttentionBackend>(device: &B::Device) {
         focal_backend::seed::<B>(device, 11);
         let mha = config().init::<B>(device);
         let n = Distribution::Normal(0.0, 1.0);
@@ -507,7 +511,7 @@ mod tests {
     }
 
     /// Causal self-attention: the outputs of a prefix do not depend on later positions.
-    fn causal_self_attention_ignores_the_future<B: Backend>(device: &B::Device) {
+    fn causal_self_attention_ignores_the_future<B: FusedAttentionBackend>(device: &B::Device) {
         focal_backend::seed::<B>(device, 12);
         let mha = config().init::<B>(device);
         let x = Tensor::<B, 3>::random([1, 6, 16], Distribution::Normal(0.0, 1.0), device);
@@ -523,7 +527,7 @@ mod tests {
     }
 
     /// Decoding position by position with the cache equals one causal pass, at every step.
-    fn cached_decoding_equals_the_full_pass<B: Backend>(device: &B::Device) {
+    fn cached_decoding_equals_the_full_pass<B: FusedAttentionBackend>(device: &B::Device) {
         focal_backend::seed::<B>(device, 13);
         let mha = MultiHeadAttentionConfig::new(16, 4)
             .with_n_kv_heads(Some(2))
@@ -558,7 +562,7 @@ mod tests {
     }
 
     /// A rolling cache of 3 positions equals one pass with a causal sliding window of 3.
-    fn rolling_cache_equals_a_sliding_window<B: Backend>(device: &B::Device) {
+    fn rolling_cache_equals_a_sliding_window<B: FusedAttentionBackend>(device: &B::Device) {
         focal_backend::seed::<B>(device, 14);
         let mha = config().init::<B>(device);
         let x = Tensor::<B, 3>::random([1, 8, 16], Distribution::Normal(0.0, 1.0), device);

@@ -249,16 +249,21 @@ impl<B: Backend> ScoredAttention<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::FusedAttentionBackend;
     use crate::{AttentionMask, ScaledDotProductAttentionConfig, padding_mask_from_lengths};
     use burn::backend::Autodiff;
     use burn::tensor::Distribution;
     use focal_backend::assert_close;
 
-    fn score<B: Backend>(kind: ScoreKind, d: usize, device: &B::Device) -> ScoreFunction<B> {
+    fn score<B: FusedAttentionBackend>(
+        kind: ScoreKind,
+        d: usize,
+        device: &B::Device,
+    ) -> ScoreFunction<B> {
         ScoreFunctionConfig::new(d, kind).init(device)
     }
 
-    fn dot_scores_follow_their_formulas<B: Backend>(device: &B::Device) {
+    fn dot_scores_follow_their_formulas<B: FusedAttentionBackend>(device: &B::Device) {
         let q = Tensor::<B, 4>::from_floats([[[[1.0, 2.0, 0.0, 0.0]]]], device);
         let k =
             Tensor::<B, 4>::from_floats([[[[3.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]]]], device);
@@ -268,7 +273,7 @@ mod tests {
         assert_close(scaled, Tensor::from_floats([[[[2.5, 0.0]]]], device), 1e-6);
     }
 
-    fn cosine_scores_are_bounded_by_the_temperature<B: Backend>(device: &B::Device) {
+    fn cosine_scores_are_bounded_by_the_temperature<B: FusedAttentionBackend>(device: &B::Device) {
         let q = Tensor::<B, 4>::from_floats([[[[2.0, 0.0]]]], device);
         let k = Tensor::<B, 4>::from_floats([[[[5.0, 0.0], [0.0, 3.0], [-1.0, 0.0]]]], device);
         let kind = ScoreKind::Cosine {
@@ -284,7 +289,7 @@ mod tests {
     }
 
     /// The learned temperature receives a gradient.
-    fn learnable_temperature_is_trained<B: Backend>(device: &B::Device) {
+    fn learnable_temperature_is_trained<B: FusedAttentionBackend>(device: &B::Device) {
         type A<B> = Autodiff<B>;
         let kind = ScoreKind::Cosine {
             temperature: 1.0,
@@ -300,7 +305,7 @@ mod tests {
     }
 
     /// Additive scores equal `vᵀ tanh(W_q q + W_k k)` computed pair by pair.
-    fn additive_scores_follow_bahdanau<B: Backend>(device: &B::Device) {
+    fn additive_scores_follow_bahdanau<B: FusedAttentionBackend>(device: &B::Device) {
         focal_backend::seed::<B>(device, 16);
         let additive = score::<B>(ScoreKind::Additive { d_attention: 5 }, 3, device);
         let n = Distribution::Normal(0.0, 1.0);
@@ -324,7 +329,7 @@ mod tests {
     }
 
     /// With `W = I` the bilinear score is the dot product.
-    fn bilinear_with_identity_is_the_dot_product<B: Backend>(device: &B::Device) {
+    fn bilinear_with_identity_is_the_dot_product<B: FusedAttentionBackend>(device: &B::Device) {
         let mut bilinear = score::<B>(ScoreKind::Bilinear, 4, device);
         let eye = Tensor::<B, 2>::from_floats(
             [
@@ -344,7 +349,7 @@ mod tests {
     }
 
     /// Scored attention with the scaled dot product is scaled dot-product attention.
-    fn scaled_dot_scored_attention_equals_sdpa<B: Backend>(device: &B::Device) {
+    fn scaled_dot_scored_attention_equals_sdpa<B: FusedAttentionBackend>(device: &B::Device) {
         focal_backend::seed::<B>(device, 17);
         let n = Distribution::Normal(0.0, 1.0);
         let q = Tensor::<B, 4>::random([2, 4, 3, 8], n, device);
@@ -367,7 +372,7 @@ mod tests {
 
     /// For every score kind: changing padded keys and values changes nothing, and a query with
     /// no allowed key gets zeros.
-    fn every_score_kind_respects_masks<B: Backend>(device: &B::Device) {
+    fn every_score_kind_respects_masks<B: FusedAttentionBackend>(device: &B::Device) {
         let kinds = [
             ScoreKind::Dot,
             ScoreKind::ScaledDot,

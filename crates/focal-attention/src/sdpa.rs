@@ -1,6 +1,7 @@
 //! Scaled dot-product attention.
 
 use crate::AttentionMask;
+use crate::fused::{FusedAttentionBackend, FusedAttentionOptions};
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig};
@@ -10,7 +11,7 @@ use std::ops::Range;
 
 /// Score given to masked pairs before the softmax: finite, so that a fully masked row never
 /// produces `inf - inf = NaN`; its probabilities are then set to zero explicitly.
-const MASKED_SCORE: f32 = -1.0e30;
+pub(crate) const MASKED_SCORE: f32 = -1.0e30;
 
 /// Configuration of [`ScaledDotProductAttention`].
 #[derive(Config, Debug)]
@@ -174,40 +175,39 @@ impl ScaledDotProductAttention {
     /// # Panics
     ///
     /// When the shapes of query, key, value or mask disagree; the message names them.
-    pub fn forward<B: Backend>(&self, input: AttentionInput<B>) -> AttentionOutput<B> {
+    pub fn forward<B: FusedAttentionBackend>(
+        &self,
+        input: AttentionInput<B>,
+    ) -> AttentionOutput<B> {
         let [_, _, _, d_h] = input.query.dims();
-        let (key, value) = shared_kv_heads(&input.query, input.key, input.value); // [b, h, s, _]
-        let [_, _, s, _] = key.dims();
         let scale = input.scale.unwrap_or(1.0 / (d_h as f64).sqrt());
-
-        if !input.need_weights && s >= self.memory_efficient_from {
-            let context = memory_efficient(
+        if !input.need_weights {
+            let context = B::fused_attention(
                 input.query,
-                key,
-                value,
-                &input.mask,
-                |q, k| scaled_scores(q, k, scale, input.softcap),
-                &self.dropout,
-                self.key_block,
+                input.key,
+                input.value,
+                FusedAttentionOptions {
+                    mask: &input.mask,
+                    scale,
+                    softcap: input.softcap,
+                    dropout: &self.dropout,
+                    memory_efficient_from: self.memory_efficient_from,
+                    key_block: self.key_block,
+                },
             );
             return AttentionOutput {
                 context,
                 weights: None,
             };
         }
+        let (key, value) = shared_kv_heads(&input.query, input.key, input.value); // [b, h, s, _]
         let scores = scaled_scores(input.query, key, scale, input.softcap); // [b, h, l, s]
-        attend(
-            scores,
-            value,
-            &input.mask,
-            &self.dropout,
-            input.need_weights,
-        )
+        attend(scores, value, &input.mask, &self.dropout, true)
     }
 }
 
 /// `softcap(q kᵀ · scale)`: `[b, h, l, d_h] × [b, h, s, d_h] → [b, h, l, s]`.
-fn scaled_scores<B: Backend>(
+pub(crate) fn scaled_scores<B: Backend>(
     query: Tensor<B, 4>,
     key: Tensor<B, 4>,
     scale: f64,
@@ -372,12 +372,13 @@ fn repeat_kv_heads<B: Backend>(x: Tensor<B, 4>, groups: usize) -> Tensor<B, 4> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::FusedAttentionBackend;
     use crate::padding_mask_from_lengths;
     use burn::backend::Autodiff;
     use burn::tensor::{Distribution, Element, ElementConversion, TensorData};
     use focal_backend::{Tolerance, assert_close};
 
-    fn qkv<B: Backend>(
+    fn qkv<B: FusedAttentionBackend>(
         b: usize,
         h: usize,
         l: usize,
@@ -394,7 +395,7 @@ mod tests {
     }
 
     /// A hand-computed case: one query, two keys, scale 1/sqrt(2).
-    fn matches_hand_computed_values<B: Backend>(device: &B::Device) {
+    fn matches_hand_computed_values<B: FusedAttentionBackend>(device: &B::Device) {
         let q = Tensor::<B, 4>::from_floats([[[[1.0, 0.0]]]], device);
         let k = Tensor::<B, 4>::from_floats([[[[1.0, 0.0], [0.0, 1.0]]]], device);
         let v = Tensor::<B, 4>::from_floats([[[[1.0, 2.0], [3.0, 4.0]]]], device);
@@ -413,7 +414,7 @@ mod tests {
     }
 
     /// Changing the keys and values at padded positions changes nothing.
-    fn padding_invariance<B: Backend>(device: &B::Device) {
+    fn padding_invariance<B: FusedAttentionBackend>(device: &B::Device) {
         focal_backend::seed::<B>(device, 1);
         let (q, k, v) = qkv::<B>(2, 2, 3, 5, 4, device);
         let mask = AttentionMask::key_padding(padding_mask_from_lengths(&[5, 3], 5, device));
@@ -429,7 +430,7 @@ mod tests {
     }
 
     /// A query with every key masked gets zeros, and zero gradients, never NaN.
-    fn fully_masked_row_gives_zeros<B: Backend>(device: &B::Device) {
+    fn fully_masked_row_gives_zeros<B: FusedAttentionBackend>(device: &B::Device) {
         type A<B> = Autodiff<B>;
         focal_backend::seed::<B>(device, 2);
         let (q, k, v) = qkv::<A<B>>(1, 2, 3, 2, 4, device);
@@ -461,7 +462,7 @@ mod tests {
     }
 
     /// Weights are a distribution over the allowed keys.
-    fn weights_sum_to_one_over_allowed_keys<B: Backend>(device: &B::Device) {
+    fn weights_sum_to_one_over_allowed_keys<B: FusedAttentionBackend>(device: &B::Device) {
         focal_backend::seed::<B>(device, 3);
         let (q, k, v) = qkv::<B>(2, 3, 4, 4, 8, device);
         let out = ScaledDotProductAttentionConfig::new().init().forward(
@@ -482,7 +483,7 @@ mod tests {
 
     /// Grouped-query attention equals standard attention with each key/value head repeated for
     /// its group of query heads.
-    fn grouped_query_attention_equals_repeated_heads<B: Backend>(device: &B::Device) {
+    fn grouped_query_attention_equals_repeated_heads<B: FusedAttentionBackend>(device: &B::Device) {
         focal_backend::seed::<B>(device, 5);
         let n = Distribution::Normal(0.0, 1.0);
         let q = Tensor::<B, 4>::random([2, 4, 3, 8], n, device);
@@ -502,7 +503,7 @@ mod tests {
 
     /// An additive mask is added to the scaled scores: a bias of `ln 2` on one key doubles its
     /// unnormalised weight.
-    fn additive_mask_is_added_to_the_scores<B: Backend>(device: &B::Device) {
+    fn additive_mask_is_added_to_the_scores<B: FusedAttentionBackend>(device: &B::Device) {
         let q = Tensor::<B, 4>::zeros([1, 1, 1, 2], device);
         let k = Tensor::<B, 4>::zeros([1, 1, 2, 2], device);
         let v = Tensor::<B, 4>::from_floats([[[[0.0, 0.0], [3.0, 3.0]]]], device);
@@ -527,7 +528,7 @@ mod tests {
 
     /// Soft-capping bounds the scores: with a cap of 1, a huge score difference gives weights of
     /// at most `e^1 / (e^1 + e^-1)`.
-    fn softcap_bounds_the_scores<B: Backend>(device: &B::Device) {
+    fn softcap_bounds_the_scores<B: FusedAttentionBackend>(device: &B::Device) {
         let q = Tensor::<B, 4>::from_floats([[[[100.0]]]], device);
         let k = Tensor::<B, 4>::from_floats([[[[1.0], [-1.0]]]], device);
         let v = Tensor::<B, 4>::from_floats([[[[1.0], [0.0]]]], device);
@@ -547,7 +548,7 @@ mod tests {
     /// Compares autodiff gradients of `sum(attention(q, k, v) ⊙ r)` with central finite
     /// differences, for every element of q, k and v, with key padding, a causal mask, grouped
     /// key/value heads and soft-capping all active.
-    fn check_gradients<B: Backend>(device: &B::Device, eps: f64, tolerance: f64) {
+    fn check_gradients<B: FusedAttentionBackend>(device: &B::Device, eps: f64, tolerance: f64) {
         type A<B> = Autodiff<B>;
         focal_backend::seed::<B>(device, 15);
         // burn 0.21 keeps one default float dtype per device for the whole process, shared by
@@ -605,14 +606,14 @@ mod tests {
     /// In f32 the central difference with `eps = 1e-2` has a truncation error of order
     /// `eps² · f'''` ≈ 1e-4 and a rounding error of order `1e-7 / eps` = 1e-5 on values of order
     /// one; 2e-3 (absolute and relative) leaves a margin of ten over both.
-    fn gradients_match_finite_differences<B: Backend>(device: &B::Device) {
+    fn gradients_match_finite_differences<B: FusedAttentionBackend>(device: &B::Device) {
         check_gradients::<B>(device, 1e-2, 2e-3);
     }
 
     /// The memory-efficient path gives the plain path's outputs and gradients, with every mask
     /// kind, soft-capping, grouped heads, `l != s`, blocks that do not divide `s`, and a query
     /// with no allowed key.
-    fn memory_efficient_path_equals_the_plain_path<B: Backend>(device: &B::Device) {
+    fn memory_efficient_path_equals_the_plain_path<B: FusedAttentionBackend>(device: &B::Device) {
         type A<B> = Autodiff<B>;
         focal_backend::seed::<B>(device, 18);
         let n = Distribution::Normal(0.0, 1.0);

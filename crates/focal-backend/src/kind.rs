@@ -27,17 +27,48 @@ pub enum BackendError {
     NoAdapter(String),
 }
 
-/// Generic code to run on the backend chosen at run time.
+/// Generic code to run on the backend chosen at run time: what it returns.
 ///
 /// Closures cannot be generic over a backend, so the CLI expresses each command as a type
-/// implementing this trait and hands it to [`BackendKind::run`].
+/// implementing this trait and [`RunOn`] for every backend (one generic impl, with whatever
+/// bounds the job needs, e.g. `impl<B: FusedAutodiffBackend> RunOn<B> for TrainJob`), and
+/// hands it to [`BackendKind::run`]. The compiler then checks that each enabled backend meets
+/// the job's bounds.
 pub trait BackendJob {
     /// What the job returns.
     type Output;
-
-    /// Runs the job on backend `B` (with autodiff, for training) and its device.
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
 }
+
+/// A [`BackendJob`] for backend `B` (an autodiff backend, for training; its inner backend
+/// serves inference).
+pub trait RunOn<B: AutodiffBackend>: BackendJob {
+    /// Runs the job on backend `B` and its device.
+    fn run(self, device: B::Device) -> Self::Output;
+}
+
+/// A job that runs on every backend enabled in this build; implemented for every such job.
+#[cfg(all(feature = "ndarray", feature = "wgpu"))]
+pub trait RunsOnEnabled: RunOn<crate::NdArrayAutodiff> + RunOn<crate::WgpuAutodiff> {}
+#[cfg(all(feature = "ndarray", feature = "wgpu"))]
+impl<J: RunOn<crate::NdArrayAutodiff> + RunOn<crate::WgpuAutodiff>> RunsOnEnabled for J {}
+
+/// A job that runs on every backend enabled in this build; implemented for every such job.
+#[cfg(all(feature = "ndarray", not(feature = "wgpu")))]
+pub trait RunsOnEnabled: RunOn<crate::NdArrayAutodiff> {}
+#[cfg(all(feature = "ndarray", not(feature = "wgpu")))]
+impl<J: RunOn<crate::NdArrayAutodiff>> RunsOnEnabled for J {}
+
+/// A job that runs on every backend enabled in this build; implemented for every such job.
+#[cfg(all(not(feature = "ndarray"), feature = "wgpu"))]
+pub trait RunsOnEnabled: RunOn<crate::WgpuAutodiff> {}
+#[cfg(all(not(feature = "ndarray"), feature = "wgpu"))]
+impl<J: RunOn<crate::WgpuAutodiff>> RunsOnEnabled for J {}
+
+/// A job that runs on every backend enabled in this build; implemented for every such job.
+#[cfg(not(any(feature = "ndarray", feature = "wgpu")))]
+pub trait RunsOnEnabled: BackendJob {}
+#[cfg(not(any(feature = "ndarray", feature = "wgpu")))]
+impl<J: BackendJob> RunsOnEnabled for J {}
 
 impl BackendKind {
     /// Every backend, enabled or not.
@@ -68,14 +99,17 @@ impl BackendKind {
     ///
     /// For wgpu the adapter is set up first, so a machine without one gets
     /// [`BackendError::NoAdapter`] instead of a panic deep inside the runtime.
-    pub fn run<J: BackendJob>(self, job: J) -> Result<J::Output, BackendError> {
+    pub fn run<J: RunsOnEnabled>(self, job: J) -> Result<J::Output, BackendError> {
         match self {
             #[cfg(feature = "ndarray")]
-            BackendKind::NdArray => Ok(job.run::<crate::NdArrayAutodiff>(Default::default())),
+            BackendKind::NdArray => Ok(RunOn::<crate::NdArrayAutodiff>::run(
+                job,
+                Default::default(),
+            )),
             #[cfg(feature = "wgpu")]
             BackendKind::Wgpu => {
                 wgpu_adapter_info()?;
-                Ok(job.run::<crate::WgpuAutodiff>(Default::default()))
+                Ok(RunOn::<crate::WgpuAutodiff>::run(job, Default::default()))
             }
             #[allow(unreachable_patterns)]
             other => Err(BackendError::NotEnabled(other)),
@@ -195,7 +229,9 @@ mod tests {
     struct ParamCount;
     impl BackendJob for ParamCount {
         type Output = usize;
-        fn run<B: AutodiffBackend>(self, device: B::Device) -> usize {
+    }
+    impl<B: AutodiffBackend> RunOn<B> for ParamCount {
+        fn run(self, device: B::Device) -> usize {
             let x = burn::tensor::Tensor::<B, 2>::ones([2, 3], &device);
             x.shape().num_elements()
         }

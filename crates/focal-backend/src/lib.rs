@@ -5,7 +5,8 @@
 //!
 //! - aliases for the CPU ([`NdArray`]) and GPU ([`Wgpu`]) backends and their autodiff forms;
 //! - [`BackendKind`], the backend chosen at run time (`ndarray` or `wgpu`), and
-//!   [`BackendKind::run`], which runs one generic [`BackendJob`] on it;
+//!   [`BackendKind::run`], which runs one generic [`BackendJob`] on it (the job states its own
+//!   backend bounds through [`RunOn`]);
 //! - [`backend_tests!`], which expands one generic test into one `#[test]` per enabled backend;
 //! - [`assert_close`] / [`assert_data_close`], tolerance asserts that explain a mismatch;
 //! - [`seed`], deterministic seeding of a backend and of a host-side random generator;
@@ -18,7 +19,9 @@ mod testing;
 
 pub use assert::{Tolerance, assert_close, assert_data_close, compare_data};
 pub use config_error::ConfigError;
-pub use kind::{BackendError, BackendJob, BackendKind, WgpuAdapterInfo, wgpu_adapter_info};
+pub use kind::{
+    BackendError, BackendJob, BackendKind, RunOn, RunsOnEnabled, WgpuAdapterInfo, wgpu_adapter_info,
+};
 pub use testing::seed;
 
 /// The CPU backend: burn-ndarray with `f32` floats.

@@ -5,7 +5,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::LayerNorm;
 use burn::tensor::{Tensor, backend::Backend};
-use focal_attention::{AttentionMask, MhaInput, MultiHeadAttention};
+use focal_attention::{AttentionMask, FusedAttentionBackend, MhaInput, MultiHeadAttention};
 use focal_backend::ConfigError;
 
 /// One decoder layer: masked self-attention, cross-attention to the encoder's output (the
@@ -32,7 +32,9 @@ impl<B: Backend> DecoderLayer<B> {
             feed_forward_residual: config.init_residual(device),
         }
     }
+}
 
+impl<B: FusedAttentionBackend> DecoderLayer<B> {
     /// # Shapes
     ///
     /// - x `[b, l, d]`, memory `[b, s, d]` → `[b, l, d]`
@@ -110,7 +112,7 @@ pub struct TransformerDecoder<B: Backend> {
     final_norm: Option<LayerNorm<B>>,
 }
 
-impl<B: Backend> TransformerDecoder<B> {
+impl<B: FusedAttentionBackend> TransformerDecoder<B> {
     /// # Shapes
     ///
     /// - x `[b, l, d]`, memory `[b, s, d]` → `[b, l, d]`; masks as in [`DecoderLayer::forward`]
@@ -141,7 +143,7 @@ mod tests {
 
     /// With a causal self-mask, the outputs for a prefix do not depend on later target tokens;
     /// with the memory's padding masked, padded memory positions change nothing.
-    fn causal_and_memory_padding_invariance<B: Backend>(device: &B::Device) {
+    fn causal_and_memory_padding_invariance<B: FusedAttentionBackend>(device: &B::Device) {
         for norm in [NormPlacement::Post, NormPlacement::Pre] {
             focal_backend::seed::<B>(device, 30);
             let decoder = TransformerDecoderConfig::new(

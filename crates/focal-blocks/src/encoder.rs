@@ -5,7 +5,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::LayerNorm;
 use burn::tensor::{Tensor, backend::Backend};
-use focal_attention::{AttentionMask, MhaInput, MultiHeadAttention};
+use focal_attention::{AttentionMask, FusedAttentionBackend, MhaInput, MultiHeadAttention};
 use focal_backend::ConfigError;
 
 /// One encoder layer: self-attention, then feed-forward, each wrapped in a [`ResidualNorm`].
@@ -27,7 +27,9 @@ impl<B: Backend> EncoderLayer<B> {
             feed_forward_residual: config.init_residual(device),
         }
     }
+}
 
+impl<B: FusedAttentionBackend> EncoderLayer<B> {
     /// # Shapes
     ///
     /// - x `[b, l, d]` → `[b, l, d]`; `mask` must fit `[b, h, l, l]`
@@ -93,7 +95,7 @@ pub struct TransformerEncoder<B: Backend> {
     final_norm: Option<LayerNorm<B>>,
 }
 
-impl<B: Backend> TransformerEncoder<B> {
+impl<B: FusedAttentionBackend> TransformerEncoder<B> {
     /// # Shapes
     ///
     /// - x `[b, l, d]` → `[b, l, d]`; `mask` must fit `[b, h, l, l]` (typically key padding)
@@ -119,7 +121,7 @@ mod tests {
 
     /// Changing padded positions changes nothing at the real positions, through two layers, in
     /// both norm placements.
-    fn padding_invariance_through_the_stack<B: Backend>(device: &B::Device) {
+    fn padding_invariance_through_the_stack<B: FusedAttentionBackend>(device: &B::Device) {
         for norm in [NormPlacement::Post, NormPlacement::Pre] {
             focal_backend::seed::<B>(device, 20);
             let encoder = TransformerEncoderConfig::new(

@@ -4,9 +4,9 @@
 //! results on stdout and leaves logs on stderr.
 
 use anyhow::{Context, bail};
-use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, Parser, Subcommand};
-use focal::backend::{BackendJob, BackendKind};
+use focal::attention::FusedAutodiffBackend;
+use focal::backend::{BackendJob, BackendKind, RunOn};
 use focal::train::{TaskKind, TrainConfig, TrainOptions, TrainReport};
 use serde_json::json;
 use std::path::PathBuf;
@@ -155,7 +155,9 @@ fn train(backend: BackendKind, args: TrainArgs, json: bool) -> anyhow::Result<()
     }
     impl BackendJob for TrainJob {
         type Output = Result<TrainReport, focal::train::TrainError>;
-        fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+    }
+    impl<B: FusedAutodiffBackend> RunOn<B> for TrainJob {
+        fn run(self, device: B::Device) -> Self::Output {
             focal::train::train::<B>(&self.config, &device, &self.out, &self.options)
         }
     }
@@ -203,7 +205,9 @@ fn translate(backend: BackendKind, args: TranslateArgs, json: bool) -> anyhow::R
     }
     impl BackendJob for TranslateJob {
         type Output = anyhow::Result<Vec<String>>;
-        fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+    }
+    impl<B: FusedAutodiffBackend> RunOn<B> for TranslateJob {
+        fn run(self, device: B::Device) -> Self::Output {
             let (artifact, model) =
                 focal::train::load_checkpoint::<B::InnerBackend>(&self.dir, &device)?;
             let vocabulary = &artifact.vocabulary;

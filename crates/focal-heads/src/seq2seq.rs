@@ -5,7 +5,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
-use focal_attention::AttentionMask;
+use focal_attention::{AttentionMask, FusedAttentionBackend};
 use focal_backend::ConfigError;
 use focal_blocks::{
     Activation, NormPlacement, TokenEmbedding, TokenEmbeddingConfig, TransformerDecoder,
@@ -119,7 +119,7 @@ pub struct Seq2SeqTransformer<B: Backend> {
     max_len: usize,
 }
 
-impl<B: Backend> Seq2SeqTransformer<B> {
+impl<B: FusedAttentionBackend> Seq2SeqTransformer<B> {
     /// The longest source or target sequence the model accepts.
     pub fn max_len(&self) -> usize {
         self.max_len
@@ -262,7 +262,7 @@ mod tests {
     }
 
     /// Logits have the target vocabulary's width and padding in the source changes nothing.
-    fn source_padding_invariance<B: Backend>(device: &B::Device) {
+    fn source_padding_invariance<B: FusedAttentionBackend>(device: &B::Device) {
         focal_backend::seed::<B>(device, 40);
         let model = tiny().init::<B>(device);
         let valid = padding_mask_from_lengths::<B>(&[4, 2], 4, device);
@@ -279,7 +279,7 @@ mod tests {
 
     /// Greedy decoding picks, at each step, the argmax of the teacher-forced logits of its own
     /// prefix.
-    fn greedy_decoding_follows_the_argmax<B: Backend>(device: &B::Device) {
+    fn greedy_decoding_follows_the_argmax<B: FusedAttentionBackend>(device: &B::Device) {
         focal_backend::seed::<B>(device, 41);
         let model = tiny().init::<B>(device);
         let specials = SpecialTokens {
@@ -308,7 +308,7 @@ mod tests {
         }
     }
 
-    fn dropout_is_off_in_inference<B: Backend>(device: &B::Device) {
+    fn dropout_is_off_in_inference<B: FusedAttentionBackend>(device: &B::Device) {
         focal_backend::seed::<B>(device, 42);
         let model = tiny().with_dropout(0.3).init::<B>(device);
         let src = Tensor::<B, 2>::random([2, 4], Distribution::Uniform(3.0, 10.0), device).int();

@@ -2,7 +2,7 @@
 
 use crate::Example;
 use crate::batch::source_tensors;
-use burn::tensor::backend::Backend;
+use focal_attention::FusedAttentionBackend;
 use focal_heads::{Seq2SeqTransformer, SpecialTokens};
 use serde::{Deserialize, Serialize};
 
@@ -21,7 +21,7 @@ pub struct EvalMetrics {
 ///
 /// Run it on an inference backend (`model.valid()` during training): decoding needs no
 /// gradients.
-pub fn evaluate<B: Backend>(
+pub fn evaluate<B: FusedAttentionBackend>(
     model: &Seq2SeqTransformer<B>,
     examples: &[Example],
     specials: SpecialTokens,

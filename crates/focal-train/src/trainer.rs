@@ -15,7 +15,7 @@ use burn::module::AutodiffModule;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::ElementConversion;
-use burn::tensor::backend::AutodiffBackend;
+use focal_attention::FusedAutodiffBackend;
 use focal_backend::ConfigError;
 use focal_heads::Seq2SeqConfig;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -168,7 +168,7 @@ pub enum TrainError {
 /// Every `eval_every` steps and at the end, the model is evaluated on the held-out set by
 /// greedy decoding and `out` is updated atomically (`config.json`, `model.safetensors`,
 /// `metrics.json`), so an interrupted run leaves its last evaluated model behind.
-pub fn train<B: AutodiffBackend>(
+pub fn train<B: FusedAutodiffBackend>(
     config: &TrainConfig,
     device: &B::Device,
     out: &Path,
@@ -328,10 +328,12 @@ mod tests {
     use super::*;
     use crate::checkpoint::load_checkpoint;
     use burn::backend::Autodiff;
-    use burn::tensor::backend::Backend;
+    use focal_attention::FusedAttentionBackend;
 
     /// A short run on a tiny model: the loss falls, and the directory it writes loads back.
-    fn short_run_lowers_the_loss_and_writes_a_loadable_model<B: Backend>(device: &B::Device) {
+    fn short_run_lowers_the_loss_and_writes_a_loadable_model<B: FusedAttentionBackend>(
+        device: &B::Device,
+    ) {
         let mut config = TrainConfig::for_task(TaskKind::Reverse);
         config.steps = 40;
         config.eval_every = 20;

@@ -1,0 +1,131 @@
+//! The backend extension behind attention without weights.
+//!
+//! Every attention call that does not ask for the probabilities goes through
+//! [`FusedAttentionBackend::fused_attention`]. Its default implementation, shared by every
+//! backend, is built from tensor ops: the plain path for short key sequences and the chunked
+//! online-softmax path ([`memory_efficient`](crate::sdpa)) from
+//! [`FusedAttentionOptions::memory_efficient_from`] keys on. A backend with its own kernel
+//! (a hand-written CPU kernel for ndarray, burn's fused `attention` op on wgpu) overrides the
+//! method and falls back to [`generic_fused_attention`] for the options it does not handle; the
+//! callers (`ScaledDotProductAttention`, `MultiHeadAttention` and everything built on them) do
+//! not change.
+//!
+//! Code that is generic over the backend and runs attention names `B: FusedAttentionBackend`
+//! instead of `B: Backend`; training code names [`FusedAutodiffBackend`].
+
+use crate::AttentionMask;
+use crate::sdpa::{attend, memory_efficient, scaled_scores, shared_kv_heads};
+use burn::nn::Dropout;
+use burn::tensor::Tensor;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+
+/// Everything attention needs besides query, key and value when no weights are returned.
+#[derive(Clone, Copy, Debug)]
+pub struct FusedAttentionOptions<'a, B: Backend> {
+    /// Which pairs may attend, and additive biases.
+    pub mask: &'a AttentionMask<B>,
+    /// Factor on `q kᵀ` (usually `1 / sqrt(d_h)`).
+    pub scale: f64,
+    /// Soft-capping of the scaled scores, `cap · tanh(score / cap)`, before masks and biases.
+    pub softcap: Option<f64>,
+    /// Dropout on the probabilities (active only under autodiff).
+    pub dropout: &'a Dropout,
+    /// The generic implementation switches from the plain path to the chunked one at this many
+    /// keys; kernels with their own memory behaviour may ignore it.
+    pub memory_efficient_from: usize,
+    /// Keys per block of the chunked path.
+    pub key_block: usize,
+}
+
+/// A backend that can run attention without returning weights, possibly with its own kernel.
+///
+/// The default method is correct on every backend; implementing the trait with an empty body
+/// (`impl FusedAttentionBackend for MyBackend {}`) is enough to run Focal's models on it.
+pub trait FusedAttentionBackend: Backend {
+    /// `softmax(softcap(q kᵀ · scale) + bias, masked) v` without materialising weights.
+    ///
+    /// Semantics are those of [`ScaledDotProductAttention`](crate::ScaledDotProductAttention):
+    /// masked pairs get probability 0, a query with no allowed key gets a zero row (and zero
+    /// gradients), dropout acts on the probabilities.
+    ///
+    /// # Shapes
+    ///
+    /// - query `[b, h, l, d_h]`, key `[b, h_kv, s, d_h]`, value `[b, h_kv, s, d_v]`, with
+    ///   `h_kv` dividing `h` (each key/value head serves `h / h_kv` consecutive query heads)
+    /// - returns `[b, h, l, d_v]`
+    ///
+    /// # Panics
+    ///
+    /// When the shapes disagree; the message names all three.
+    fn fused_attention(
+        query: Tensor<Self, 4>,
+        key: Tensor<Self, 4>,
+        value: Tensor<Self, 4>,
+        options: FusedAttentionOptions<'_, Self>,
+    ) -> Tensor<Self, 4> {
+        generic_fused_attention(query, key, value, options)
+    }
+}
+
+/// The tensor-op implementation of [`FusedAttentionBackend::fused_attention`], for every
+/// backend: the plain path below [`FusedAttentionOptions::memory_efficient_from`] keys, the
+/// chunked online-softmax path from there on (memory `O(l · (key_block + d_v))` per head
+/// instead of `O(l · s)`). Kernels call it for the options they do not support.
+pub fn generic_fused_attention<B: Backend>(
+    query: Tensor<B, 4>,
+    key: Tensor<B, 4>,
+    value: Tensor<B, 4>,
+    options: FusedAttentionOptions<'_, B>,
+) -> Tensor<B, 4> {
+    let (key, value) = shared_kv_heads(&query, key, value); // [b, h, s, _]
+    let [_, _, s, _] = key.dims();
+    let score = |q, k| scaled_scores(q, k, options.scale, options.softcap);
+    if s >= options.memory_efficient_from {
+        memory_efficient(
+            query,
+            key,
+            value,
+            options.mask,
+            score,
+            options.dropout,
+            options.key_block,
+        )
+    } else {
+        attend(
+            score(query, key),
+            value,
+            options.mask,
+            options.dropout,
+            false,
+        )
+        .context
+    }
+}
+
+/// An autodiff backend whose forward and inner (inference) backends both run fused attention:
+/// the bound for training code. Implemented for every such backend.
+pub trait FusedAutodiffBackend:
+    AutodiffBackend<InnerBackend: FusedAttentionBackend> + FusedAttentionBackend
+{
+}
+
+impl<B> FusedAutodiffBackend for B
+where
+    B: AutodiffBackend + FusedAttentionBackend,
+    B::InnerBackend: FusedAttentionBackend,
+{
+}
+
+impl<B: FusedAttentionBackend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy>
+    FusedAttentionBackend for burn::backend::Autodiff<B, C>
+{
+}
+
+#[cfg(feature = "ndarray")]
+impl FusedAttentionBackend for burn::backend::NdArray<f32> {}
+
+#[cfg(feature = "ndarray")]
+impl FusedAttentionBackend for burn::backend::NdArray<f64> {}
+
+#[cfg(feature = "wgpu")]
+impl FusedAttentionBackend for focal_backend::Wgpu {}

@@ -1,0 +1,108 @@
+//! Timing and peak-memory measurement shared by every benchmark.
+
+use peak_alloc::PeakAlloc;
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// Counts every heap allocation of the process, so that a benchmark can report the peak bytes
+/// one operation allocated (exact for ndarray, whose tensors live on the heap; on wgpu the
+/// tensors live in device memory and only host-side bookkeeping is counted).
+#[global_allocator]
+static ALLOCATOR: PeakAlloc = PeakAlloc;
+
+/// One measured operation.
+#[derive(Clone, Debug, Serialize)]
+pub struct Measurement {
+    /// Median wall-clock seconds of one run (the first run is a warm-up when there are more).
+    pub seconds: f64,
+    /// Timed runs behind the median.
+    pub runs: usize,
+    /// Most bytes allocated at once during the first run, above what was allocated before it.
+    pub peak_bytes: usize,
+}
+
+/// Runs `f` once to measure its peak memory, then again until `budget` is spent (at least once
+/// more when the first run was shorter than a third of the budget, at most 25 times), and
+/// reports the median time of the repeated runs (or the first run's time when there are none).
+///
+/// `f` must finish its work before returning (read its result back), so that asynchronous
+/// backends are timed fully.
+pub fn measure(budget: Duration, mut f: impl FnMut()) -> Measurement {
+    let before = ALLOCATOR.current_usage();
+    ALLOCATOR.reset_peak_usage();
+    let started = Instant::now();
+    f();
+    let first = started.elapsed();
+    let peak_bytes = ALLOCATOR.peak_usage().saturating_sub(before);
+
+    let mut times = Vec::new();
+    if first < budget / 3 {
+        let started = Instant::now();
+        while times.len() < 25 && (times.is_empty() || started.elapsed() < budget) {
+            let run = Instant::now();
+            f();
+            times.push(run.elapsed().as_secs_f64());
+        }
+    }
+    if times.is_empty() {
+        times.push(first.as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Measurement {
+        seconds: times[times.len() / 2],
+        runs: times.len(),
+        peak_bytes,
+    }
+}
+
+/// `1536` → `"1.5 KiB"`.
+pub fn format_bytes(bytes: usize) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// `0.0123` → `"12.3 ms"`.
+pub fn format_seconds(seconds: f64) -> String {
+    if seconds >= 1.0 {
+        format!("{seconds:.2} s")
+    } else if seconds >= 1e-3 {
+        format!("{:.1} ms", seconds * 1e3)
+    } else {
+        format!("{:.0} µs", seconds * 1e6)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_sizes_and_times() {
+        assert_eq!(format_bytes(512), "512 B");
+        assert_eq!(format_bytes(1536), "1.5 KiB");
+        assert_eq!(format_bytes(3 << 30), "3.0 GiB");
+        assert_eq!(format_seconds(2.5), "2.50 s");
+        assert_eq!(format_seconds(0.0123), "12.3 ms");
+        assert_eq!(format_seconds(0.000_045), "45 µs");
+    }
+
+    #[test]
+    fn counts_the_peak_of_one_run() {
+        let m = measure(Duration::from_millis(1), || {
+            let v = vec![1u8; 1 << 20];
+            std::hint::black_box(&v);
+        });
+        assert!(m.peak_bytes >= 1 << 20, "peak {} bytes", m.peak_bytes);
+        assert!(m.runs >= 1);
+    }
+}
