@@ -121,11 +121,13 @@ impl<B: FusedAttentionBackend, C: burn::backend::autodiff::checkpoint::strategy:
 {
 }
 
-#[cfg(feature = "ndarray")]
-impl FusedAttentionBackend for burn::backend::NdArray<f32> {}
+// The backends are those focal-backend was built with (its cfg, not this crate's: another
+// crate of the build may switch a backend on in focal-backend alone).
+focal_backend::if_ndarray! {
+    impl FusedAttentionBackend for burn::backend::NdArray<f32> {}
+    impl FusedAttentionBackend for burn::backend::NdArray<f64> {}
+}
 
-#[cfg(feature = "ndarray")]
-impl FusedAttentionBackend for burn::backend::NdArray<f64> {}
-
-#[cfg(feature = "wgpu")]
-impl FusedAttentionBackend for focal_backend::Wgpu {}
+focal_backend::if_wgpu! {
+    impl FusedAttentionBackend for focal_backend::Wgpu {}
+}

@@ -46,8 +46,8 @@ pub use fused::{
 pub use kv_cache::KvCache;
 pub use mask::{AttentionMask, causal_mask, padding_mask_from_lengths};
 pub use mha::{
-    MhaInput, MhaOutput, MultiHeadAttention, MultiHeadAttentionConfig, PytorchImportError,
-    WeightsMode,
+    MhaInput, MhaOutput, MultiHeadAttention, MultiHeadAttentionConfig, ProjectedMemory,
+    PytorchImportError, WeightsMode,
 };
 pub use positional::{
     LearnedPositionalEmbedding, LearnedPositionalEmbeddingConfig, SinusoidalPositionalEncoding,

@@ -2,8 +2,8 @@
 
 use crate::fused::FusedAttentionBackend;
 use crate::{
-    AttentionInput, AttentionMask, AttentionOutput, KvCache, ScaledDotProductAttention,
-    ScaledDotProductAttentionConfig,
+    AttentionInput, AttentionMask, AttentionOutput, KvCache, RotaryEncoding, RotaryEncodingConfig,
+    ScaledDotProductAttention, ScaledDotProductAttentionConfig,
 };
 use burn::config::Config;
 use burn::module::Module;
@@ -49,6 +49,14 @@ pub struct MultiHeadAttentionConfig {
     /// Bias of the output projection; `None` (default) follows `bias`.
     #[config(default = "None")]
     pub output_bias: Option<bool>,
+    /// Rotary position encoding of queries and keys (RoPE); its `d_head` must be
+    /// `d_model / n_heads`. Default none.
+    #[config(default = "None")]
+    pub rotary: Option<RotaryEncodingConfig>,
+    /// Without weights, attention takes the memory-efficient path from this many keys on (see
+    /// [`ScaledDotProductAttentionConfig::memory_efficient_from`]). Default 1024.
+    #[config(default = 1024)]
+    pub memory_efficient_from: usize,
 }
 
 impl MultiHeadAttentionConfig {
@@ -81,7 +89,20 @@ impl MultiHeadAttentionConfig {
         })?;
         ConfigError::ensure_positive(NAME, "kdim", self.kdim.unwrap_or(self.d_model))?;
         ConfigError::ensure_positive(NAME, "vdim", self.vdim.unwrap_or(self.d_model))?;
-        ConfigError::ensure_dropout(NAME, "dropout", self.dropout)
+        ConfigError::ensure_dropout(NAME, "dropout", self.dropout)?;
+        if let Some(rotary) = &self.rotary {
+            rotary.validate()?;
+            ConfigError::ensure(rotary.d_head == self.head_dim(), NAME, || {
+                format!(
+                    "rotary.d_head ({}) differs from the head width d_model / n_heads ({} / {} = {})",
+                    rotary.d_head,
+                    self.d_model,
+                    self.n_heads,
+                    self.head_dim()
+                )
+            })?;
+        }
+        Ok(())
     }
 
     /// Builds the module, or says which value is wrong.
@@ -103,7 +124,9 @@ impl MultiHeadAttentionConfig {
             output: linear(self.d_model, self.d_model, self.output_bias),
             attention: ScaledDotProductAttentionConfig::new()
                 .with_dropout(self.dropout)
+                .with_memory_efficient_from(self.memory_efficient_from)
                 .init(),
+            rotary: self.rotary.as_ref().map(|r| r.init(device)),
             n_heads: self.n_heads,
             n_kv_heads: self.kv_heads(),
         })
@@ -132,8 +155,29 @@ pub struct MultiHeadAttention<B: Backend> {
     value: Linear<B>,
     output: Linear<B>,
     attention: ScaledDotProductAttention,
+    rotary: Option<RotaryEncoding<B>>,
     n_heads: usize,
     n_kv_heads: usize,
+}
+
+/// The key and value heads of a memory, projected once by
+/// [`MultiHeadAttention::project_memory`].
+#[derive(Clone, Debug)]
+pub struct ProjectedMemory<B: Backend> {
+    key: Tensor<B, 4>,
+    value: Tensor<B, 4>,
+}
+
+impl<B: Backend> ProjectedMemory<B> {
+    /// Number of memory positions `s`.
+    pub fn len(&self) -> usize {
+        self.key.dims()[2]
+    }
+
+    /// Whether the memory has no position.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Which attention weights [`MultiHeadAttention`] returns.
@@ -226,12 +270,56 @@ impl<B: FusedAttentionBackend> MultiHeadAttention<B> {
             input.value.dims()
         );
         let (q, k, v) = self.project(input.query, input.key, input.value);
+        let (q, k) = self.rotate(q, k, 0);
+        self.attend(q, k, v, input.mask, input.weights, [b, l, d])
+    }
+
+    /// Cross-attention to a memory projected once with [`Self::project_memory`]: equal to
+    /// `forward(MhaInput::cross(query, memory))`, without projecting the memory again (the
+    /// encoder-decoder's decoding steps reuse it).
+    ///
+    /// # Shapes
+    ///
+    /// - query `[b, l, d]`; context `[b, l, d]`; weights `[b, h, l, s]` or `[b, 1, l, s]`
+    ///
+    /// # Panics
+    ///
+    /// When the query's batch differs from the memory's, or the mask does not fit.
+    pub fn forward_memory(
+        &self,
+        query: Tensor<B, 3>,
+        memory: &ProjectedMemory<B>,
+        mask: AttentionMask<B>,
+        weights: WeightsMode,
+    ) -> MhaOutput<B> {
+        let [b, l, d] = query.dims();
+        let q = split_heads(self.query.forward(query), self.n_heads);
+        self.attend(
+            q,
+            memory.key.clone(),
+            memory.value.clone(),
+            mask,
+            weights,
+            [b, l, d],
+        )
+    }
+
+    /// Scaled dot-product attention over projected heads, then the output projection.
+    fn attend(
+        &self,
+        q: Tensor<B, 4>,
+        k: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+        mask: AttentionMask<B>,
+        weights: WeightsMode,
+        dims: [usize; 3],
+    ) -> MhaOutput<B> {
         let attended = self.attention.forward(
             AttentionInput::new(q, k, v)
-                .mask(input.mask)
-                .need_weights(input.weights != WeightsMode::None),
+                .mask(mask)
+                .need_weights(weights != WeightsMode::None),
         );
-        self.merge_heads(attended, input.weights, [b, l, d])
+        self.merge_heads(attended, weights, dims)
     }
 
     /// Causal self-attention for incremental decoding: projects only the `n` new positions,
@@ -254,14 +342,10 @@ impl<B: FusedAttentionBackend> MultiHeadAttention<B> {
     pub fn forward_cached(&self, input: MhaInput<B>, cache: &mut KvCache<B>) -> MhaOutput<B> {
         let [b, n, d] = input.query.dims();
         let (q, k, v) = self.project(input.query, input.key, input.value); // n new positions
+        let (q, k) = self.rotate(q, k, cache.position());
         let (k, v) = cache.append(k, v); // [b, h_kv, len, d_h]
-
-        let attended = self.attention.forward(
-            AttentionInput::new(q, k, v)
-                .mask(input.mask.and(AttentionMask::causal()))
-                .need_weights(input.weights != WeightsMode::None),
-        );
-        self.merge_heads(attended, input.weights, [b, n, d])
+        let mask = input.mask.and(AttentionMask::causal());
+        self.attend(q, k, v, mask, input.weights, [b, n, d])
     }
 }
 
@@ -269,6 +353,33 @@ impl<B: Backend> MultiHeadAttention<B> {
     /// Number of heads `h`.
     pub fn n_heads(&self) -> usize {
         self.n_heads
+    }
+
+    /// Projects a memory (e.g. the encoder's output) into key and value heads once, for
+    /// [`Self::forward_memory`].
+    ///
+    /// # Shapes
+    ///
+    /// - memory `[b, s, kdim]` (with `kdim == vdim`) → key and value `[b, h_kv, s, d_h]`
+    pub fn project_memory(&self, memory: Tensor<B, 3>) -> ProjectedMemory<B> {
+        ProjectedMemory {
+            key: split_heads(self.key.forward(memory.clone()), self.n_kv_heads),
+            value: split_heads(self.value.forward(memory), self.n_kv_heads),
+        }
+    }
+
+    /// Applies the rotary encoding, if any, to queries and keys whose first row sits at
+    /// position `offset`.
+    fn rotate(
+        &self,
+        q: Tensor<B, 4>,
+        k: Tensor<B, 4>,
+        offset: usize,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        match &self.rotary {
+            Some(rope) => (rope.forward(q, offset), rope.forward(k, offset)),
+            None => (q, k),
+        }
     }
 
     /// Projects and splits into heads: query `[b, l, d]` → `[b, h, l, d_h]`, key
@@ -529,36 +640,63 @@ mod tests {
     /// Decoding position by position with the cache equals one causal pass, at every step.
     fn cached_decoding_equals_the_full_pass<B: FusedAttentionBackend>(device: &B::Device) {
         focal_backend::seed::<B>(device, 13);
-        let mha = MultiHeadAttentionConfig::new(16, 4)
-            .with_n_kv_heads(Some(2))
-            .init::<B>(device);
-        let x = Tensor::<B, 3>::random([2, 7, 16], Distribution::Normal(0.0, 1.0), device);
-        let full = mha
-            .forward(MhaInput::self_attn(x.clone()).mask(AttentionMask::causal()))
-            .context;
-        let mut cache = mha.new_cache(2, 8, device);
-        // A prompt of 3 positions at once, then one position per step.
-        let prompt = mha.forward_cached(
-            MhaInput::self_attn(x.clone().slice([0..2, 0..3, 0..16])),
-            &mut cache,
-        );
-        assert_close(
-            prompt.context,
-            full.clone().slice([0..2, 0..3, 0..16]),
-            1e-5,
-        );
-        for t in 3..7 {
-            let step = mha.forward_cached(
-                MhaInput::self_attn(x.clone().slice([0..2, t..t + 1, 0..16])),
+        // Without and with rotary positions (applied at each step's absolute position).
+        for rotary in [None, Some(RotaryEncodingConfig::new(4).with_max_len(16))] {
+            let mha = MultiHeadAttentionConfig::new(16, 4)
+                .with_n_kv_heads(Some(2))
+                .with_rotary(rotary)
+                .init::<B>(device);
+            let x = Tensor::<B, 3>::random([2, 7, 16], Distribution::Normal(0.0, 1.0), device);
+            let full = mha
+                .forward(MhaInput::self_attn(x.clone()).mask(AttentionMask::causal()))
+                .context;
+            let mut cache = mha.new_cache(2, 8, device);
+            // A prompt of 3 positions at once, then one position per step.
+            let prompt = mha.forward_cached(
+                MhaInput::self_attn(x.clone().slice([0..2, 0..3, 0..16])),
                 &mut cache,
             );
             assert_close(
-                step.context,
-                full.clone().slice([0..2, t..t + 1, 0..16]),
+                prompt.context,
+                full.clone().slice([0..2, 0..3, 0..16]),
                 1e-5,
             );
+            for t in 3..7 {
+                let step = mha.forward_cached(
+                    MhaInput::self_attn(x.clone().slice([0..2, t..t + 1, 0..16])),
+                    &mut cache,
+                );
+                assert_close(
+                    step.context,
+                    full.clone().slice([0..2, t..t + 1, 0..16]),
+                    1e-5,
+                );
+            }
+            assert_eq!((cache.len(), cache.position()), (7, 7));
         }
-        assert_eq!((cache.len(), cache.position()), (7, 7));
+    }
+
+    /// Cross-attention to a memory projected once equals cross-attention to the memory.
+    fn projected_memory_equals_cross_attention<B: FusedAttentionBackend>(device: &B::Device) {
+        focal_backend::seed::<B>(device, 16);
+        let mha = MultiHeadAttentionConfig::new(16, 4)
+            .with_kdim(Some(6))
+            .with_vdim(Some(6))
+            .init::<B>(device);
+        let n = Distribution::Normal(0.0, 1.0);
+        let query = Tensor::<B, 3>::random([2, 3, 16], n, device);
+        let memory = Tensor::<B, 3>::random([2, 5, 6], n, device);
+        let mask = AttentionMask::key_padding(padding_mask_from_lengths(&[5, 2], 5, device));
+        let direct = mha.forward(
+            MhaInput::cross(query.clone(), memory.clone())
+                .mask(mask.clone())
+                .weights(WeightsMode::PerHead),
+        );
+        let projected = mha.project_memory(memory);
+        assert_eq!(projected.len(), 5);
+        let reused = mha.forward_memory(query, &projected, mask, WeightsMode::PerHead);
+        assert_close(reused.context, direct.context, 1e-6);
+        assert_close(reused.weights.unwrap(), direct.weights.unwrap(), 1e-6);
     }
 
     /// A rolling cache of 3 positions equals one pass with a causal sliding window of 3.
@@ -586,6 +724,7 @@ mod tests {
 
     focal_backend::backend_tests!(
         cached_decoding_equals_the_full_pass,
+        projected_memory_equals_cross_attention,
         rolling_cache_equals_a_sliding_window,
         weights_per_head_and_averaged,
         cross_attention_padding_invariance,
