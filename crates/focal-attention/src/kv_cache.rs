@@ -62,6 +62,17 @@ impl<B: Backend> KvCache<B> {
         self.key.dims()[2]
     }
 
+    /// Positions held after appending `n` more: `len + n`, or at most the capacity with a
+    /// rolling window. (Masks for a decoding step are built for this many keys.)
+    pub fn len_after(&self, n: usize) -> usize {
+        let len = self.len + n;
+        if self.rolling {
+            len.min(self.capacity())
+        } else {
+            len
+        }
+    }
+
     /// Positions appended since creation, evicted ones included: the position of the next
     /// token (the offset for rotary encodings).
     pub fn position(&self) -> usize {
@@ -107,15 +118,15 @@ impl<B: Backend> KvCache<B> {
             self.value = shift_front(self.value.clone(), from, keep);
             self.len = keep;
         }
+        // Move the buffers out so that this cache holds the only reference and the assignment
+        // writes in place (a shared buffer would be copied whole at every step).
         let range = self.len..self.len + n;
-        self.key = self
-            .key
-            .clone()
-            .slice_assign([0..b, 0..h, range.clone(), 0..d_k], key);
-        self.value = self
-            .value
-            .clone()
-            .slice_assign([0..b, 0..h, range, 0..cd_v], value);
+        let device = key.device();
+        let placeholder = || Tensor::<B, 4>::zeros([1, 1, 1, 1], &device);
+        let cached_key = std::mem::replace(&mut self.key, placeholder());
+        self.key = cached_key.slice_assign([0..b, 0..h, range.clone(), 0..d_k], key);
+        let cached_value = std::mem::replace(&mut self.value, placeholder());
+        self.value = cached_value.slice_assign([0..b, 0..h, range, 0..cd_v], value);
         self.len += n;
         self.seen += n;
         (

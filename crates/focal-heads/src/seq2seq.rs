@@ -8,8 +8,8 @@ use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 use focal_attention::{AttentionMask, FusedAttentionBackend};
 use focal_backend::ConfigError;
 use focal_blocks::{
-    Activation, NormPlacement, TokenEmbedding, TokenEmbeddingConfig, TransformerDecoder,
-    TransformerDecoderConfig, TransformerEncoder, TransformerEncoderConfig, TransformerLayerConfig,
+    Activation, NormPlacement, StackInput, TokenEmbedding, TokenEmbeddingConfig, Transformer,
+    TransformerConfig, TransformerLayerConfig, TransformerStackConfig,
 };
 
 /// Configuration of [`Seq2SeqTransformer`].
@@ -62,22 +62,21 @@ impl Seq2SeqConfig {
             .with_dropout(self.dropout)
     }
 
-    fn encoder(&self) -> TransformerEncoderConfig {
-        TransformerEncoderConfig::new(self.layer(), self.n_encoder_layers)
-            .with_final_norm(self.norm == NormPlacement::Pre)
-    }
-
-    fn decoder(&self) -> TransformerDecoderConfig {
-        TransformerDecoderConfig::new(self.layer(), self.n_decoder_layers)
-            .with_final_norm(self.norm == NormPlacement::Pre)
+    fn transformer(&self) -> TransformerConfig {
+        let pre_norm = self.norm == NormPlacement::Pre;
+        TransformerConfig::new(
+            TransformerStackConfig::encoder(self.layer(), self.n_encoder_layers)
+                .with_final_norm(pre_norm),
+            TransformerStackConfig::decoder(self.layer(), self.d_model, self.n_decoder_layers)
+                .with_final_norm(pre_norm),
+        )
     }
 
     /// Checks the configuration; the error names the offending values.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.embedding(self.src_vocab_size).validate()?;
         self.embedding(self.tgt_vocab_size).validate()?;
-        self.encoder().validate()?;
-        self.decoder().validate()
+        self.transformer().validate()
     }
 
     /// Builds the model, or says which value is wrong.
@@ -89,8 +88,7 @@ impl Seq2SeqConfig {
         Ok(Seq2SeqTransformer {
             source_embedding: self.embedding(self.src_vocab_size).init(device),
             target_embedding: self.embedding(self.tgt_vocab_size).init(device),
-            encoder: self.encoder().init(device),
-            decoder: self.decoder().init(device),
+            transformer: self.transformer().init(device),
             generator: LinearConfig::new(self.d_model, self.tgt_vocab_size).init(device),
             max_len: self.max_len,
         })
@@ -113,8 +111,7 @@ impl Seq2SeqConfig {
 pub struct Seq2SeqTransformer<B: Backend> {
     source_embedding: TokenEmbedding<B>,
     target_embedding: TokenEmbedding<B>,
-    encoder: TransformerEncoder<B>,
-    decoder: TransformerDecoder<B>,
+    transformer: Transformer<B>,
     generator: Linear<B>,
     max_len: usize,
 }
@@ -132,8 +129,9 @@ impl<B: FusedAttentionBackend> Seq2SeqTransformer<B> {
     /// - src `[b, s]` ids, src_valid `[b, s]` (`true` = real token) → memory `[b, s, d]`
     pub fn encode(&self, src: Tensor<B, 2, Int>, src_valid: Tensor<B, 2, Bool>) -> Tensor<B, 3> {
         let x = self.source_embedding.forward(src, 0); // [b, s, d]
-        self.encoder
-            .forward(x, &AttentionMask::key_padding(src_valid))
+        self.transformer
+            .encode(StackInput::new(x).mask(AttentionMask::key_padding(src_valid)))
+            .hidden
     }
 
     /// Predicts the next target token at every position.
@@ -149,13 +147,12 @@ impl<B: FusedAttentionBackend> Seq2SeqTransformer<B> {
         src_valid: Tensor<B, 2, Bool>,
     ) -> Tensor<B, 3> {
         let y = self.target_embedding.forward(tgt, 0); // [b, l, d]
-        let y = self.decoder.forward(
-            y,
-            memory,
-            &AttentionMask::causal(),
-            &AttentionMask::key_padding(src_valid),
+        let y = self.transformer.decode(
+            StackInput::new(y)
+                .memory(memory)
+                .memory_mask(AttentionMask::key_padding(src_valid)),
         );
-        self.generator.forward(y)
+        self.generator.forward(y.hidden)
     }
 
     /// Teacher-forced forward pass: logits for every target position.
@@ -176,9 +173,9 @@ impl<B: FusedAttentionBackend> Seq2SeqTransformer<B> {
     /// Greedy decoding of a batch: starts from `<bos>` and appends the most likely token until
     /// every sequence has produced `<eos>` or `max_new_tokens` tokens.
     ///
-    /// Returns one id sequence per source, without `<bos>` and cut before `<eos>`. The prefix
-    /// is recomputed at every step (fine for short outputs; cached decoding comes with the
-    /// decoder's KV cache).
+    /// Returns one id sequence per source, without `<bos>` and cut before `<eos>`. Each step
+    /// embeds and decodes only the newest token against the decoder's cache (the source's
+    /// cross-attention keys and values are projected once).
     ///
     /// # Shapes
     ///
@@ -202,15 +199,21 @@ impl<B: FusedAttentionBackend> Seq2SeqTransformer<B> {
         let [b, _] = src.dims();
         let device = src.device();
         let memory = self.encode(src, src_valid.clone());
+        let memory_mask = AttentionMask::key_padding(src_valid);
+        let mut cache = self.transformer.new_cache(memory, max_new_tokens);
         let mut sequences: Vec<Vec<usize>> = vec![vec![specials.bos]; b];
         let mut finished = vec![false; b];
-        for step in 1..=max_new_tokens {
-            let ids: Vec<i64> = sequences.iter().flatten().map(|&t| t as i64).collect();
-            let tgt = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [b, step]), &device);
-            let logits = self.decode(tgt, memory.clone(), src_valid.clone()); // [b, step, V]
-            let [_, _, vocab] = logits.dims();
-            let next = logits
-                .slice([0..b, step - 1..step, 0..vocab])
+        for step in 0..max_new_tokens {
+            let last: Vec<i64> = sequences.iter().map(|s| s[step] as i64).collect();
+            let tgt = Tensor::<B, 2, Int>::from_data(TensorData::new(last, [b, 1]), &device);
+            let y = self.target_embedding.forward(tgt, step); // [b, 1, d]
+            let y = self.transformer.decode_cached(
+                StackInput::new(y).memory_mask(memory_mask.clone()),
+                &mut cache,
+            );
+            let next = self
+                .generator
+                .forward(y.hidden) // [b, 1, V]
                 .argmax(2) // [b, 1, 1]
                 .into_data()
                 .convert::<i64>()
