@@ -22,45 +22,24 @@ use std::sync::OnceLock;
 
 const TOLERANCE: f64 = 1e-5;
 
-fn fixture() -> &'static HashMap<String, TensorData> {
-    static TENSORS: OnceLock<HashMap<String, TensorData>> = OnceLock::new();
-    TENSORS.get_or_init(|| {
-        let bytes = include_bytes!("../fixtures/attention.safetensors");
-        let file = safetensors::SafeTensors::deserialize(bytes).expect("fixture parses");
-        file.tensors()
-            .into_iter()
-            .map(|(name, view)| {
-                assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
-                let values: Vec<f32> = view
-                    .data()
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect();
-                (name, TensorData::new(values, view.shape().to_vec()))
-            })
-            .collect()
-    })
+mod common;
+
+fn fixture() -> &'static common::Fixture {
+    static FIXTURE: OnceLock<common::Fixture> = OnceLock::new();
+    FIXTURE
+        .get_or_init(|| common::Fixture::parse(include_bytes!("../fixtures/attention.safetensors")))
 }
 
 fn tensor<B: Backend, const D: usize>(key: &str, device: &B::Device) -> Tensor<B, D> {
-    let data = fixture()
-        .get(key)
-        .unwrap_or_else(|| panic!("fixture has no tensor '{key}'"));
-    Tensor::from_data(data.clone(), device)
+    fixture().tensor(key, device)
 }
 
-/// A 0/1 float tensor of the fixture as a boolean tensor.
 fn flag<B: Backend, const D: usize>(key: &str, device: &B::Device) -> Tensor<B, D, Bool> {
-    tensor::<B, D>(key, device).greater_elem(0.5)
+    fixture().flag(key, device)
 }
 
-/// The state dict stored under `prefix.state.`.
 fn state(prefix: &str) -> HashMap<String, TensorData> {
-    let prefix = format!("{prefix}.state.");
-    fixture()
-        .iter()
-        .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|k| (k.to_string(), v.clone())))
-        .collect()
+    fixture().state(prefix)
 }
 
 fn sdpa<B: FusedAttentionBackend>(
@@ -221,12 +200,8 @@ fn t5_relative_position_buckets_match_hugging_face() {
                 "t5_buckets_{}_{buckets}_{distance}",
                 if bidirectional { "bi" } else { "causal" }
             );
-            let relative = fixture()[&format!("{name}.relative")]
-                .to_vec::<f32>()
-                .unwrap();
-            let expected = fixture()[&format!("{name}.buckets")]
-                .to_vec::<f32>()
-                .unwrap();
+            let relative = fixture().values(&format!("{name}.relative"));
+            let expected = fixture().values(&format!("{name}.buckets"));
             for (&r, &e) in relative.iter().zip(&expected) {
                 let ours = focal::attention::relative_position_bucket(
                     r as i64,

@@ -1,0 +1,71 @@
+//! Reading the golden fixtures written by the scripts in `tests/fixtures/`.
+
+// Each test binary uses a part of these helpers.
+#![allow(dead_code)]
+
+use focal::burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
+use std::collections::HashMap;
+
+/// A fixture file: every tensor by name (all float32).
+pub struct Fixture(HashMap<String, TensorData>);
+
+impl Fixture {
+    /// Parses a safetensors file of float32 tensors.
+    pub fn parse(bytes: &[u8]) -> Self {
+        let file = safetensors::SafeTensors::deserialize(bytes).expect("fixture parses");
+        Self(
+            file.tensors()
+                .into_iter()
+                .map(|(name, view)| {
+                    assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
+                    let values: Vec<f32> = view
+                        .data()
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect();
+                    (name, TensorData::new(values, view.shape().to_vec()))
+                })
+                .collect(),
+        )
+    }
+
+    /// The values of tensor `key`, flattened.
+    pub fn values(&self, key: &str) -> Vec<f32> {
+        self.0
+            .get(key)
+            .unwrap_or_else(|| panic!("fixture has no tensor '{key}'"))
+            .to_vec::<f32>()
+            .expect("fixture tensors are f32")
+    }
+
+    /// The tensor `key`.
+    pub fn tensor<B: Backend, const D: usize>(
+        &self,
+        key: &str,
+        device: &B::Device,
+    ) -> Tensor<B, D> {
+        let data = self
+            .0
+            .get(key)
+            .unwrap_or_else(|| panic!("fixture has no tensor '{key}'"));
+        Tensor::from_data(data.clone(), device)
+    }
+
+    /// A 0/1 float tensor as a boolean tensor.
+    pub fn flag<B: Backend, const D: usize>(
+        &self,
+        key: &str,
+        device: &B::Device,
+    ) -> Tensor<B, D, Bool> {
+        self.tensor::<B, D>(key, device).greater_elem(0.5)
+    }
+
+    /// The state dict stored under `prefix.state.`, keys without that prefix.
+    pub fn state(&self, prefix: &str) -> HashMap<String, TensorData> {
+        let prefix = format!("{prefix}.state.");
+        self.0
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|k| (k.to_string(), v.clone())))
+            .collect()
+    }
+}
