@@ -5,11 +5,13 @@
 //! measured in the same process, and reports that ratio next to the absolute figures.
 
 mod attention;
+mod decoding;
 mod measure;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
-use focal::backend::BackendKind;
+use focal::attention::FusedAutodiffBackend;
+use focal::backend::{BackendJob, BackendKind, RunOn};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -37,33 +39,69 @@ enum Bench {
         #[arg(long, value_delimiter = ',', default_value = "512,2048,8192")]
         lengths: Vec<usize>,
     },
+    /// Per-token cached decoding through a 6-layer decoder, Focal vs burn-nn.
+    Decoding {
+        /// Positions already decoded, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "64,256,1024")]
+        positions: Vec<usize>,
+        /// Tokens timed at each position.
+        #[arg(long, default_value_t = 8)]
+        steps: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let budget = Duration::from_secs_f64(cli.budget);
-    match cli.bench {
+    let backend = cli.backend.name();
+    let (name, table, json) = match cli.bench {
         Bench::Attention { lengths } => {
-            let rows = match cli.backend {
-                #[cfg(feature = "ndarray")]
-                BackendKind::NdArray => {
-                    attention::run::<focal::backend::NdArray>(&lengths, budget, &Default::default())
-                }
-                #[cfg(feature = "wgpu")]
-                BackendKind::Wgpu => {
-                    focal::backend::wgpu_adapter_info()?;
-                    attention::run::<focal::backend::Wgpu>(&lengths, budget, &Default::default())
-                }
-                #[allow(unreachable_patterns)]
-                other => bail!("backend '{other}' is not enabled in this build"),
-            };
+            let rows = cli.backend.run(AttentionJob { lengths, budget })?;
             let memory_counted = cli.backend == BackendKind::NdArray;
-            let table = attention::markdown(&rows, cli.backend.name(), memory_counted);
-            write(&cli.out, "attention", &table, &rows)?;
-            println!("{table}");
+            let table = attention::markdown(&rows, backend, memory_counted);
+            ("attention", table, serde_json::to_string_pretty(&rows)?)
         }
-    }
+        Bench::Decoding { positions, steps } => {
+            let rows = cli.backend.run(DecodingJob { positions, steps })?;
+            let table = decoding::markdown(&rows, backend);
+            ("decoding", table, serde_json::to_string_pretty(&rows)?)
+        }
+    };
+    write(&cli.out, name, &table, &json)?;
+    println!("{table}");
     Ok(())
+}
+
+/// The benchmarks run on the inference backend of the one chosen (`RunOn` hands over the
+/// autodiff form, for training jobs).
+struct AttentionJob {
+    lengths: Vec<usize>,
+    budget: Duration,
+}
+
+impl BackendJob for AttentionJob {
+    type Output = Vec<attention::Row>;
+}
+
+impl<B: FusedAutodiffBackend> RunOn<B> for AttentionJob {
+    fn run(self, device: B::Device) -> Self::Output {
+        attention::run::<B::InnerBackend>(&self.lengths, self.budget, &device)
+    }
+}
+
+struct DecodingJob {
+    positions: Vec<usize>,
+    steps: usize,
+}
+
+impl BackendJob for DecodingJob {
+    type Output = Vec<decoding::Row>;
+}
+
+impl<B: FusedAutodiffBackend> RunOn<B> for DecodingJob {
+    fn run(self, device: B::Device) -> Self::Output {
+        decoding::run::<B::InnerBackend>(&self.positions, self.steps, &device)
+    }
 }
 
 /// Writes `NAME.md` and `NAME.json` under `dir`, each atomically.

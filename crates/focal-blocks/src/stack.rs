@@ -587,6 +587,12 @@ mod tests {
                 "invalid MultiHeadAttentionConfig: n_heads (4) is not divisible by n_kv_heads (3)",
             ),
             (
+                layer()
+                    .with_rotary(Some(RotaryEncodingConfig::new(8)))
+                    .validate(),
+                "invalid MultiHeadAttentionConfig: rotary.d_head (8) differs from the head width d_model / n_heads (16 / 4 = 4)",
+            ),
+            (
                 TransformerStackConfig::encoder(layer(), 0).validate(),
                 "invalid TransformerStackConfig: n_layers must be at least 1, got 0",
             ),
