@@ -1,6 +1,6 @@
 //! Key/value cache for incremental decoding.
 
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
 /// The keys and values of the positions decoded so far, for one attention layer.
 ///
@@ -60,6 +60,25 @@ impl<B: Backend> KvCache<B> {
     /// Positions the cache can hold.
     pub fn capacity(&self) -> usize {
         self.key.dims()[2]
+    }
+
+    /// Keeps the sequences `rows` of the batch, in that order (repeats allowed): beam search
+    /// reorders its hypotheses' caches this way after each step.
+    ///
+    /// # Panics
+    ///
+    /// When a row is out of range.
+    pub fn select_batch(&mut self, rows: &[usize]) {
+        let [b, _, _, _] = self.key.dims();
+        assert!(
+            rows.iter().all(|&r| r < b),
+            "KvCache::select_batch: rows {rows:?} out of range for a batch of {b}"
+        );
+        let device = self.key.device();
+        let ids: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [rows.len()]), &device);
+        self.key = self.key.clone().select(0, ids.clone());
+        self.value = self.value.clone().select(0, ids);
     }
 
     /// Positions held after appending `n` more: `len + n`, or at most the capacity with a

@@ -178,6 +178,18 @@ impl<B: Backend> ProjectedMemory<B> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Keeps the sequences `rows` of the batch, in that order (repeats allowed).
+    pub fn select_batch(&mut self, rows: &[usize]) {
+        let device = self.key.device();
+        let ids: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        let ids = Tensor::<B, 1, burn::tensor::Int>::from_data(
+            TensorData::new(ids, [rows.len()]),
+            &device,
+        );
+        self.key = self.key.clone().select(0, ids.clone());
+        self.value = self.value.clone().select(0, ids);
+    }
 }
 
 /// Which attention weights [`MultiHeadAttention`] returns.
@@ -526,14 +538,68 @@ impl<B: Backend> MultiHeadAttention<B> {
             weight: Param::from_tensor(w.transpose()), // [out, in] -> [in, out]
             bias: b.map(Param::from_tensor),
         };
+        Self::from_projections(
+            config,
+            [
+                linear(wq, bq),
+                linear(wk, bk),
+                linear(wv, bv),
+                linear(wo, bo),
+            ],
+            device,
+        )
+    }
+
+    /// Builds the module around given query, key, value and output projections (burn's `[in,
+    /// out]` layout), e.g. weights read from a checkpoint. Each projection's weight shape and
+    /// bias presence must be what the configuration implies; the error names the projection.
+    pub fn from_projections(
+        config: &MultiHeadAttentionConfig,
+        [query, key, value, output]: [Linear<B>; 4],
+        device: &B::Device,
+    ) -> Result<Self, PytorchImportError> {
         // Everything but the projections as `init` builds it; burn initialises parameters
         // lazily, so the replaced ones are never computed.
+        let built = config.try_init(device)?;
+        for (name, given, expected) in [
+            ("query", &query, &built.query),
+            ("key", &key, &built.key),
+            ("value", &value, &built.value),
+            ("output", &output, &built.output),
+        ] {
+            let (found, want) = (
+                given.weight.dims().to_vec(),
+                expected.weight.dims().to_vec(),
+            );
+            if found != want {
+                return Err(PytorchImportError::Shape {
+                    key: format!("{name} projection weight ([in, out])"),
+                    expected: want,
+                    found,
+                });
+            }
+            if given.bias.is_some() != expected.bias.is_some() {
+                return Err(PytorchImportError::Unsupported(format!(
+                    "the {name} projection {} a bias, the configuration {}",
+                    if given.bias.is_some() {
+                        "has"
+                    } else {
+                        "has no"
+                    },
+                    if expected.bias.is_some() {
+                        "wants one"
+                    } else {
+                        "none"
+                    }
+                )));
+            }
+        }
         Ok(Self {
-            query: linear(wq, bq),
-            key: linear(wk, bk),
-            value: linear(wv, bv),
-            output: linear(wo, bo),
-            ..config.try_init(device)?
+            query,
+            key,
+            value,
+            output,
+            ..built
         })
     }
 }

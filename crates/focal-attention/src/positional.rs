@@ -168,7 +168,8 @@ impl LearnedPositionalEmbeddingConfig {
 /// Adds a learned vector per absolute position (BERT, GPT-2).
 #[derive(Module, Debug)]
 pub struct LearnedPositionalEmbedding<B: Backend> {
-    positions: Embedding<B>,
+    /// The table `[max_len, d]`, one row per position.
+    pub positions: Embedding<B>,
 }
 
 impl<B: Backend> LearnedPositionalEmbedding<B> {

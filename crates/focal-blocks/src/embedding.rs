@@ -133,9 +133,12 @@ pub enum Positions<B: Backend> {
 /// `dropout(embedding(ids) · scale + positions + segments)`, and the tied output projection.
 #[derive(Module, Debug)]
 pub struct TokenEmbedding<B: Backend> {
-    pub(crate) tokens: Embedding<B>,
-    positions: Option<Positions<B>>,
-    segments: Option<Embedding<B>>,
+    /// The token table `[vocab, d]` (also the tied output projection).
+    pub tokens: Embedding<B>,
+    /// The absolute positions, if any.
+    pub positions: Option<Positions<B>>,
+    /// The segment (token type) table, if any.
+    pub segments: Option<Embedding<B>>,
     dropout: Dropout,
     scale: f64,
     vocab_size: usize,

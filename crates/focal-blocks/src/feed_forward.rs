@@ -21,7 +21,8 @@ pub enum Activation {
 }
 
 impl Activation {
-    pub(crate) fn apply<B: Backend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
+    /// Applies the activation element-wise.
+    pub fn apply<B: Backend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self {
             Activation::Relu => activation::relu(x),
             Activation::Gelu => activation::gelu(x),
@@ -115,8 +116,10 @@ impl FeedForwardConfig {
 /// The position-wise feed-forward network, plain or gated (see [`FeedForwardConfig`]).
 #[derive(Module, Debug)]
 pub struct FeedForward<B: Backend> {
-    pub(crate) expand: Linear<B>,
-    pub(crate) contract: Linear<B>,
+    /// `d → d_ff` (for gated networks the gate half first, then the value half).
+    pub expand: Linear<B>,
+    /// `d_ff → d` (`d_ff / 2 → d` when gated).
+    pub contract: Linear<B>,
     dropout: Dropout,
     #[module(skip)]
     activation: Activation,

@@ -155,11 +155,13 @@ impl TransformerLayerConfig {
             .with_memory_efficient_from(self.memory_efficient_from)
     }
 
-    pub(crate) fn self_attention(&self) -> MultiHeadAttentionConfig {
+    /// The self-attention's configuration.
+    pub fn self_attention(&self) -> MultiHeadAttentionConfig {
         self.attention().with_rotary(self.rotary.clone())
     }
 
-    pub(crate) fn cross_attention(&self) -> Option<MultiHeadAttentionConfig> {
+    /// The cross-attention's configuration (decoder layers).
+    pub fn cross_attention(&self) -> Option<MultiHeadAttentionConfig> {
         (self.kind == LayerKind::Decoder).then(|| {
             self.attention()
                 .with_kdim(self.d_memory)
@@ -167,7 +169,8 @@ impl TransformerLayerConfig {
         })
     }
 
-    pub(crate) fn feed_forward(&self) -> FeedForwardConfig {
+    /// The feed-forward network's configuration.
+    pub fn feed_forward(&self) -> FeedForwardConfig {
         FeedForwardConfig::new(self.d_model, self.d_ff)
             .with_activation(self.activation)
             .with_gated(self.gated)
@@ -175,7 +178,8 @@ impl TransformerLayerConfig {
             .with_dropout(self.dropout)
     }
 
-    pub(crate) fn norm_config(&self) -> NormConfig {
+    /// The norms' configuration.
+    pub fn norm_config(&self) -> NormConfig {
         NormConfig::new(self.d_model)
             .with_kind(self.norm_kind)
             .with_eps(self.norm_eps)
@@ -191,8 +195,10 @@ impl TransformerLayerConfig {
 /// Cross-attention and its residual wiring.
 #[derive(Module, Debug)]
 pub struct CrossAttention<B: Backend> {
-    pub(crate) attention: MultiHeadAttention<B>,
-    pub(crate) residual: ResidualNorm<B>,
+    /// The attention (queries from the layer, keys and values from the memory).
+    pub attention: MultiHeadAttention<B>,
+    /// Residual wiring and norm around it.
+    pub residual: ResidualNorm<B>,
 }
 
 /// One Transformer layer: self-attention, cross-attention (decoders), feed-forward, each in a
@@ -200,11 +206,16 @@ pub struct CrossAttention<B: Backend> {
 /// sublayer's output before the residual addition, as PyTorch places it.
 #[derive(Module, Debug)]
 pub struct TransformerLayer<B: Backend> {
-    pub(crate) self_attention: MultiHeadAttention<B>,
-    pub(crate) self_attention_residual: ResidualNorm<B>,
-    pub(crate) cross_attention: Option<CrossAttention<B>>,
-    pub(crate) feed_forward: FeedForward<B>,
-    pub(crate) feed_forward_residual: ResidualNorm<B>,
+    /// Self-attention.
+    pub self_attention: MultiHeadAttention<B>,
+    /// Residual wiring and norm around self-attention.
+    pub self_attention_residual: ResidualNorm<B>,
+    /// Cross-attention to the memory (decoder layers).
+    pub cross_attention: Option<CrossAttention<B>>,
+    /// The feed-forward network.
+    pub feed_forward: FeedForward<B>,
+    /// Residual wiring and norm around the feed-forward network.
+    pub feed_forward_residual: ResidualNorm<B>,
     #[module(skip)]
     kind: LayerKind,
     #[module(skip)]
@@ -234,6 +245,14 @@ impl<B: Backend> LayerCache<B> {
     /// The self-attention cache.
     pub fn self_attention(&self) -> &KvCache<B> {
         &self.self_attention
+    }
+
+    /// Keeps the sequences `rows` of the batch (see [`KvCache::select_batch`]).
+    pub fn select_batch(&mut self, rows: &[usize]) {
+        self.self_attention.select_batch(rows);
+        if let Some(memory) = &mut self.memory {
+            memory.select_batch(rows);
+        }
     }
 }
 

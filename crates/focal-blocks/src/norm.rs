@@ -133,7 +133,8 @@ impl ResidualNormConfig {
 /// A sublayer wrapped in a residual connection and a norm, pre- or post-norm.
 #[derive(Module, Debug)]
 pub struct ResidualNorm<B: Backend> {
-    pub(crate) norm: Norm<B>,
+    /// The norm.
+    pub norm: Norm<B>,
     dropout: Dropout,
     #[module(skip)]
     placement: NormPlacement,

@@ -34,21 +34,34 @@ use focal_attention::{MultiHeadAttention, MultiHeadAttentionConfig, PytorchImpor
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 
-/// A state dict being consumed: which keys were used.
-struct State<'a> {
+/// How a checkpoint stores a linear layer's weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// `[out, in]`: PyTorch's `nn.Linear` (transposed on load).
+    OutIn,
+    /// `[in, out]`: GPT-2's `Conv1D`, and burn's own layout.
+    InOut,
+}
+
+/// A state dict being consumed: tensors are taken by key with their expected shapes, and
+/// [`StateDict::finish`] fails when some were never taken. Loaders of other checkpoint formats
+/// (Hugging Face directories) build on it.
+pub struct StateDict<'a> {
     tensors: &'a HashMap<String, TensorData>,
     used: RefCell<BTreeSet<String>>,
 }
 
-impl<'a> State<'a> {
-    fn new(tensors: &'a HashMap<String, TensorData>) -> Self {
+impl<'a> StateDict<'a> {
+    /// Starts consuming `tensors`.
+    pub fn new(tensors: &'a HashMap<String, TensorData>) -> Self {
         Self {
             tensors,
             used: RefCell::new(BTreeSet::new()),
         }
     }
 
-    fn tensor<B: Backend, const D: usize>(
+    /// The tensor `key`, which must have `shape`.
+    pub fn tensor<B: Backend, const D: usize>(
         &self,
         key: &str,
         shape: [usize; D],
@@ -69,28 +82,60 @@ impl<'a> State<'a> {
         Ok(Tensor::from_data(data.clone().convert::<f32>(), device))
     }
 
-    fn linear<B: Backend>(
+    /// PyTorch's `nn.Linear` `{prefix}.weight` `[out, in]` and `{prefix}.bias`.
+    pub fn linear<B: Backend>(
+        &self,
+        prefix: &str,
+        dims: [usize; 2],
+        device: &B::Device,
+    ) -> Result<Linear<B>, PytorchImportError> {
+        self.linear_with(prefix, dims, WeightLayout::OutIn, true, device)
+    }
+
+    /// A linear layer `d_in → d_out` from `{prefix}.weight` stored in `layout` and, when `bias`,
+    /// `{prefix}.bias`.
+    pub fn linear_with<B: Backend>(
         &self,
         prefix: &str,
         [d_in, d_out]: [usize; 2],
+        layout: WeightLayout,
+        bias: bool,
         device: &B::Device,
     ) -> Result<Linear<B>, PytorchImportError> {
-        let weight = self.tensor::<B, 2>(&format!("{prefix}.weight"), [d_out, d_in], device)?;
-        let bias = self.tensor::<B, 1>(&format!("{prefix}.bias"), [d_out], device)?;
+        let key = format!("{prefix}.weight");
+        let weight = match layout {
+            WeightLayout::OutIn => self
+                .tensor::<B, 2>(&key, [d_out, d_in], device)?
+                .transpose(),
+            WeightLayout::InOut => self.tensor::<B, 2>(&key, [d_in, d_out], device)?,
+        };
+        let bias = if bias {
+            Some(Param::from_tensor(self.tensor::<B, 1>(
+                &format!("{prefix}.bias"),
+                [d_out],
+                device,
+            )?))
+        } else {
+            None
+        };
         Ok(Linear {
-            weight: Param::from_tensor(weight.transpose()),
-            bias: Some(Param::from_tensor(bias)),
+            weight: Param::from_tensor(weight),
+            bias,
         })
     }
 
-    fn layer_norm<B: Backend>(
+    /// A LayerNorm's `{prefix}.weight` and `{prefix}.bias` into `norm` (which must be a
+    /// LayerNorm).
+    pub fn layer_norm<B: Backend>(
         &self,
         prefix: &str,
         norm: Norm<B>,
         d: usize,
     ) -> Result<Norm<B>, PytorchImportError> {
         let Norm::LayerNorm(mut layer_norm) = norm else {
-            unreachable!("checked by `supported`: PyTorch's Transformer layers use LayerNorm")
+            return Err(PytorchImportError::Unsupported(format!(
+                "'{prefix}' is a LayerNorm in the checkpoint, not in the configuration"
+            )));
         };
         let device = layer_norm.gamma.device();
         layer_norm.gamma =
@@ -104,7 +149,7 @@ impl<'a> State<'a> {
     }
 
     /// An `nn.MultiheadAttention` under `prefix` (its keys handed over without the prefix).
-    fn attention<B: Backend>(
+    pub fn attention<B: Backend>(
         &self,
         prefix: &str,
         config: &MultiHeadAttentionConfig,
@@ -141,8 +186,8 @@ impl<'a> State<'a> {
         Ok(attention)
     }
 
-    /// Fails when some tensors were not used.
-    fn finish(self) -> Result<(), PytorchImportError> {
+    /// Fails when some tensors were not used, naming them.
+    pub fn finish(self) -> Result<(), PytorchImportError> {
         let used = self.used.into_inner();
         let mut unexpected: Vec<String> = self
             .tensors
@@ -181,7 +226,7 @@ fn supported(config: &TransformerLayerConfig) -> Result<(), PytorchImportError> 
 }
 
 fn import_layer<B: Backend>(
-    state: &State<'_>,
+    state: &StateDict<'_>,
     prefix: &str,
     config: &TransformerLayerConfig,
     device: &B::Device,
@@ -212,7 +257,7 @@ fn import_layer<B: Backend>(
 }
 
 fn import_stack<B: Backend>(
-    state: &State<'_>,
+    state: &StateDict<'_>,
     prefix: &str,
     config: &TransformerStackConfig,
     device: &B::Device,
@@ -247,7 +292,7 @@ impl<B: Backend> TransformerLayer<B> {
         state: &HashMap<String, TensorData>,
         device: &B::Device,
     ) -> Result<Self, PytorchImportError> {
-        let state = State::new(state);
+        let state = StateDict::new(state);
         let layer = import_layer(&state, "", config, device)?;
         state.finish()?;
         Ok(layer)
@@ -262,7 +307,7 @@ impl<B: Backend> TransformerStack<B> {
         state: &HashMap<String, TensorData>,
         device: &B::Device,
     ) -> Result<Self, PytorchImportError> {
-        let state = State::new(state);
+        let state = StateDict::new(state);
         let stack = import_stack(&state, "", config, device)?;
         state.finish()?;
         Ok(stack)
@@ -278,7 +323,7 @@ impl<B: Backend> Transformer<B> {
         device: &B::Device,
     ) -> Result<Self, PytorchImportError> {
         config.validate()?;
-        let state = State::new(state);
+        let state = StateDict::new(state);
         let model = Transformer {
             encoder: import_stack(&state, "encoder.", &config.encoder, device)?,
             decoder: import_stack(&state, "decoder.", &config.decoder, device)?,

@@ -105,9 +105,12 @@ impl TransformerStackConfig {
 /// position bias shared by the layers.
 #[derive(Module, Debug)]
 pub struct TransformerStack<B: Backend> {
-    pub(crate) layers: Vec<TransformerLayer<B>>,
-    pub(crate) final_norm: Option<Norm<B>>,
-    pub(crate) relative_bias: Option<RelativePositionBias<B>>,
+    /// The layers, first first.
+    pub layers: Vec<TransformerLayer<B>>,
+    /// The norm after the last layer.
+    pub final_norm: Option<Norm<B>>,
+    /// T5's relative position bias, shared by the layers.
+    pub relative_bias: Option<RelativePositionBias<B>>,
     alibi: bool,
     n_heads: usize,
     #[module(skip)]
@@ -211,6 +214,14 @@ impl<B: Backend> StackCache<B> {
     /// The cache of each layer.
     pub fn layers(&self) -> &[LayerCache<B>] {
         &self.layers
+    }
+
+    /// Keeps the sequences `rows` of the batch, in that order (repeats allowed), in every layer
+    /// (the memory too): beam search reorders its hypotheses this way.
+    pub fn select_batch(&mut self, rows: &[usize]) {
+        for layer in &mut self.layers {
+            layer.select_batch(rows);
+        }
     }
 }
 

@@ -4,9 +4,13 @@
 //!   forced training and batched greedy decoding.
 //! - [`Vocabulary`]: a word-level vocabulary with padding, begin and end tokens, which turns
 //!   whitespace-separated text into ids and back, refusing unknown tokens.
+//! - [`generate`]: text generation for any [`CausalLm`]: greedy, sampling (temperature, top-k,
+//!   top-p, min-p), repetition penalty, no-repeat n-grams, beam search, stop tokens, streaming.
 
+pub mod generate;
 mod seq2seq;
 mod vocab;
 
+pub use generate::{CausalLm, GenerationConfig, GenerationError, Strategy, generate};
 pub use seq2seq::{Seq2SeqConfig, Seq2SeqTransformer};
 pub use vocab::{SpecialTokens, Vocabulary, VocabularyError};
