@@ -6,7 +6,8 @@
 //! - [`backend`]: backend aliases, run-time backend choice, test helpers;
 //! - [`attention`]: masks, scaled dot-product and multi-head attention, positional encodings;
 //! - [`blocks`]: feed-forward, residual norms, encoder/decoder layers and stacks, embeddings;
-//! - [`heads`]: task models (sequence-to-sequence) and vocabularies;
+//! - [`heads`]: task models (sequence-to-sequence), vocabularies, text generation;
+//! - [`pretrained`]: Hugging Face model directories (BERT, GPT-2) into Focal's models;
 //! - [`train`]: tasks, the training loop, evaluation, checkpoints;
 //! - [`burn`]: the burn version Focal is built on, so users need not pin it themselves.
 //!
@@ -27,6 +28,7 @@ pub use focal_attention as attention;
 pub use focal_backend as backend;
 pub use focal_blocks as blocks;
 pub use focal_heads as heads;
+pub use focal_pretrained as pretrained;
 pub use focal_train as train;
 
 /// The burn version Focal is built on.

@@ -1,0 +1,527 @@
+//! BERT: embeddings, post-norm encoder, pooler, masked-LM head; sentence-transformers pooling.
+
+use crate::PretrainedError;
+use crate::hf::{file, parse_config, read_config_json, read_weights};
+use burn::module::{Module, Param};
+use burn::nn::Linear;
+use burn::tensor::{Bool, Int, Tensor, backend::Backend};
+use focal_attention::{AttentionMask, FusedAttentionBackend, PytorchImportError};
+use focal_blocks::pytorch::StateDict;
+use focal_blocks::{
+    Activation, Norm, NormConfig, PositionKind, Positions, StackInput, TokenEmbedding,
+    TokenEmbeddingConfig, TransformerLayerConfig, TransformerStack, TransformerStackConfig,
+};
+use serde::Deserialize;
+use std::path::Path;
+
+fn default_act() -> String {
+    "gelu".to_string()
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+fn default_positions() -> String {
+    "absolute".to_string()
+}
+
+/// BERT's `config.json`, with Hugging Face's field names.
+#[derive(Clone, Debug, Deserialize)]
+pub struct BertConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Model width.
+    pub hidden_size: usize,
+    /// Encoder layers.
+    pub num_hidden_layers: usize,
+    /// Attention heads.
+    pub num_attention_heads: usize,
+    /// Feed-forward width.
+    pub intermediate_size: usize,
+    /// Feed-forward activation: `gelu` (exact), `gelu_new` / `gelu_pytorch_tanh`, `relu`,
+    /// `silu`.
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    /// Dropout on embeddings and sublayer outputs (training only).
+    #[serde(default)]
+    pub hidden_dropout_prob: f64,
+    /// Longest sequence.
+    pub max_position_embeddings: usize,
+    /// Number of token types (segments).
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    /// LayerNorm epsilon.
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    /// Only `absolute` is supported.
+    #[serde(default = "default_positions")]
+    pub position_embedding_type: String,
+    /// Padding token id.
+    #[serde(default)]
+    pub pad_token_id: usize,
+}
+
+/// Hugging Face's activation names.
+pub(crate) fn activation(
+    name: &str,
+    path: &Path,
+    option: &str,
+) -> Result<Activation, PretrainedError> {
+    Ok(match name {
+        "gelu" => Activation::Gelu,
+        "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
+        "relu" => Activation::Relu,
+        "silu" | "swish" => Activation::Silu,
+        other => {
+            return Err(PretrainedError::Unsupported {
+                path: path.to_path_buf(),
+                option: option.to_string(),
+                value: format!("\"{other}\""),
+            });
+        }
+    })
+}
+
+impl BertConfig {
+    fn embedding(&self) -> TokenEmbeddingConfig {
+        TokenEmbeddingConfig::new(self.vocab_size, self.hidden_size)
+            .with_max_len(self.max_position_embeddings)
+            .with_scale_by_sqrt_d(false)
+            .with_positions(PositionKind::Learned)
+            .with_n_segments(self.type_vocab_size)
+            .with_dropout(self.hidden_dropout_prob)
+    }
+
+    fn encoder(&self, activation: Activation) -> TransformerStackConfig {
+        let layer = TransformerLayerConfig::new(
+            self.hidden_size,
+            self.num_attention_heads,
+            self.intermediate_size,
+        )
+        .with_activation(activation)
+        .with_norm_eps(self.layer_norm_eps)
+        .with_dropout(self.hidden_dropout_prob);
+        TransformerStackConfig::encoder(layer, self.num_hidden_layers)
+    }
+
+    fn norm(&self) -> NormConfig {
+        NormConfig::new(self.hidden_size).with_eps(self.layer_norm_eps)
+    }
+}
+
+/// The masked-LM head: `dense → activation → LayerNorm → tied decoder + bias`.
+#[derive(Module, Debug)]
+pub struct MaskedLmHead<B: Backend> {
+    /// `cls.predictions.transform.dense`.
+    pub transform: Linear<B>,
+    /// `cls.predictions.transform.LayerNorm`.
+    pub norm: Norm<B>,
+    /// `cls.predictions.bias`, `[vocab]`.
+    pub bias: Param<Tensor<B, 1>>,
+    #[module(skip)]
+    activation: Activation,
+}
+
+/// BERT (`BertModel`, optionally with its pooler and the masked-LM head of `BertForMaskedLM`).
+#[derive(Module, Debug)]
+pub struct Bert<B: Backend> {
+    /// Word, position and token-type embeddings.
+    pub embedding: TokenEmbedding<B>,
+    /// `embeddings.LayerNorm`.
+    pub embedding_norm: Norm<B>,
+    /// The post-norm encoder.
+    pub encoder: TransformerStack<B>,
+    /// `pooler.dense` (tanh of the first token's state), when the checkpoint has it.
+    pub pooler: Option<Linear<B>>,
+    /// The masked-LM head, when the checkpoint has it.
+    pub mlm: Option<MaskedLmHead<B>>,
+    max_len: usize,
+}
+
+/// What [`Bert::forward`] returns.
+#[derive(Clone, Debug)]
+pub struct BertOutput<B: Backend> {
+    /// `[b, l, d]`.
+    pub last_hidden_state: Tensor<B, 3>,
+    /// `tanh(dense(h[:, 0]))`, `[b, d]`, when the model has a pooler.
+    pub pooler_output: Option<Tensor<B, 2>>,
+}
+
+impl<B: Backend> Bert<B> {
+    /// Reads a Hugging Face BERT directory (`config.json`, `model.safetensors` or
+    /// `pytorch_model.bin`).
+    ///
+    /// Key map (Hugging Face name, with an optional `bert.` prefix → Focal module):
+    ///
+    /// | Hugging Face | Focal |
+    /// |---|---|
+    /// | `embeddings.word_embeddings.weight` | `embedding.tokens` |
+    /// | `embeddings.position_embeddings.weight` | `embedding.positions` |
+    /// | `embeddings.token_type_embeddings.weight` | `embedding.segments` |
+    /// | `embeddings.LayerNorm` | `embedding_norm` |
+    /// | `encoder.layer.{i}.attention.self.{query,key,value}` | `encoder.layers[i].self_attention` projections (transposed) |
+    /// | `encoder.layer.{i}.attention.output.dense` | `encoder.layers[i].self_attention` output projection |
+    /// | `encoder.layer.{i}.attention.output.LayerNorm` | `encoder.layers[i].self_attention_residual.norm` |
+    /// | `encoder.layer.{i}.intermediate.dense` | `encoder.layers[i].feed_forward.expand` |
+    /// | `encoder.layer.{i}.output.dense` | `encoder.layers[i].feed_forward.contract` |
+    /// | `encoder.layer.{i}.output.LayerNorm` | `encoder.layers[i].feed_forward_residual.norm` |
+    /// | `pooler.dense` | `pooler` |
+    /// | `cls.predictions.transform.dense` / `.LayerNorm` | `mlm.transform` / `mlm.norm` |
+    /// | `cls.predictions.bias` (and `decoder.bias`) | `mlm.bias` |
+    /// | `cls.predictions.decoder.weight` | tied to `embedding.tokens` (must equal it) |
+    pub fn load(dir: &Path, device: &B::Device) -> Result<(Self, BertConfig), PretrainedError> {
+        let (model_type, json, config_path) = read_config_json(dir)?;
+        if model_type != "bert" {
+            return Err(PretrainedError::ModelType {
+                path: config_path,
+                found: model_type,
+                expected: "bert",
+            });
+        }
+        let config: BertConfig = parse_config(json, &config_path)?;
+        if config.position_embedding_type != "absolute" {
+            return Err(PretrainedError::Unsupported {
+                path: config_path,
+                option: "position_embedding_type".to_string(),
+                value: format!("\"{}\"", config.position_embedding_type),
+            });
+        }
+        let act = activation(&config.hidden_act, &config_path, "hidden_act")?;
+        let invalid = |source| PretrainedError::Config {
+            path: config_path.clone(),
+            source,
+        };
+        let mut embedding = config.embedding().try_init::<B>(device).map_err(invalid)?;
+        let mut encoder = config.encoder(act).try_init::<B>(device).map_err(invalid)?;
+
+        let (tensors, weights_path) = read_weights(dir)?;
+        let state = StateDict::new(&tensors);
+        let fill = || -> Result<Bert<B>, PytorchImportError> {
+            let p = if tensors.contains_key("bert.embeddings.word_embeddings.weight") {
+                "bert."
+            } else {
+                ""
+            };
+            let (d, v) = (config.hidden_size, config.vocab_size);
+            let table = |key: &str, rows: usize| {
+                state
+                    .tensor::<B, 2>(&format!("{p}embeddings.{key}.weight"), [rows, d], device)
+                    .map(Param::from_tensor)
+            };
+            embedding.tokens.weight = table("word_embeddings", v)?;
+            if let Some(Positions::Learned(positions)) = &mut embedding.positions {
+                positions.positions.weight =
+                    table("position_embeddings", config.max_position_embeddings)?;
+            }
+            if let Some(segments) = &mut embedding.segments {
+                segments.weight = table("token_type_embeddings", config.type_vocab_size)?;
+            }
+            let embedding_norm = state.layer_norm(
+                &format!("{p}embeddings.LayerNorm"),
+                config.norm().init(device),
+                d,
+            )?;
+            let attention_config = config.encoder(act).layer.self_attention();
+            for (i, layer) in encoder.layers.iter_mut().enumerate() {
+                let key = |name: &str| format!("{p}encoder.layer.{i}.{name}");
+                let linear = |name: &str, dims| state.linear::<B>(&key(name), dims, device);
+                layer.self_attention = focal_attention::MultiHeadAttention::from_projections(
+                    &attention_config,
+                    [
+                        linear("attention.self.query", [d, d])?,
+                        linear("attention.self.key", [d, d])?,
+                        linear("attention.self.value", [d, d])?,
+                        linear("attention.output.dense", [d, d])?,
+                    ],
+                    device,
+                )?;
+                let ff = config.intermediate_size;
+                layer.feed_forward.expand = linear("intermediate.dense", [d, ff])?;
+                layer.feed_forward.contract = linear("output.dense", [ff, d])?;
+                let norm = layer.self_attention_residual.norm.clone();
+                layer.self_attention_residual.norm =
+                    state.layer_norm(&key("attention.output.LayerNorm"), norm, d)?;
+                let norm = layer.feed_forward_residual.norm.clone();
+                layer.feed_forward_residual.norm =
+                    state.layer_norm(&key("output.LayerNorm"), norm, d)?;
+            }
+            let pooler = if tensors.contains_key(&format!("{p}pooler.dense.weight")) {
+                Some(state.linear::<B>(&format!("{p}pooler.dense"), [d, d], device)?)
+            } else {
+                None
+            };
+            let mlm = if tensors.contains_key("cls.predictions.bias") {
+                let head = "cls.predictions";
+                let bias = state.tensor::<B, 1>(&format!("{head}.bias"), [v], device)?;
+                if tensors.contains_key(&format!("{head}.decoder.bias")) {
+                    state.tensor::<B, 1>(&format!("{head}.decoder.bias"), [v], device)?;
+                }
+                if tensors.contains_key(&format!("{head}.decoder.weight")) {
+                    let decoder =
+                        state.tensor::<B, 2>(&format!("{head}.decoder.weight"), [v, d], device)?;
+                    let tied = embedding.tokens.weight.val();
+                    let diff: f32 = (decoder - tied).abs().max().into_scalar().elem();
+                    if diff > 0.0 {
+                        return Err(PytorchImportError::Unsupported(format!(
+                            "{head}.decoder.weight differs from the word embeddings (untied MLM decoder)"
+                        )));
+                    }
+                }
+                Some(MaskedLmHead {
+                    transform: state.linear::<B>(
+                        &format!("{head}.transform.dense"),
+                        [d, d],
+                        device,
+                    )?,
+                    norm: state.layer_norm(
+                        &format!("{head}.transform.LayerNorm"),
+                        config.norm().init(device),
+                        d,
+                    )?,
+                    bias: Param::from_tensor(bias),
+                    activation: act,
+                })
+            } else {
+                None
+            };
+            Ok(Bert {
+                embedding,
+                embedding_norm,
+                encoder,
+                pooler,
+                mlm,
+                max_len: config.max_position_embeddings,
+            })
+        };
+        let tensors_error = |source| PretrainedError::Tensors {
+            path: weights_path.clone(),
+            source,
+        };
+        let model = fill().map_err(tensors_error)?;
+        state.finish().map_err(tensors_error)?;
+        Ok((model, config))
+    }
+
+    /// The longest sequence the model takes.
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+}
+
+use burn::tensor::ElementConversion;
+
+impl<B: FusedAttentionBackend> Bert<B> {
+    /// The encoder over token ids.
+    ///
+    /// # Shapes
+    ///
+    /// - ids, token types `[b, l]`, valid `[b, l]` (`true` = real token, not padding)
+    pub fn forward(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        token_types: Tensor<B, 2, Int>,
+        valid: Tensor<B, 2, Bool>,
+    ) -> BertOutput<B> {
+        let x = self.embedding.forward_with_segments(ids, token_types, 0);
+        let x = self.embedding_norm.forward(x);
+        let h = self
+            .encoder
+            .forward(StackInput::new(x).mask(AttentionMask::key_padding(valid)))
+            .hidden;
+        let pooler_output = self.pooler.as_ref().map(|pooler| {
+            let [b, _, d] = h.dims();
+            let first = h.clone().slice([0..b, 0..1, 0..d]).reshape([b, d]);
+            pooler.forward(first).tanh()
+        });
+        BertOutput {
+            last_hidden_state: h,
+            pooler_output,
+        }
+    }
+
+    /// Masked-LM logits `[b, l, vocab]` from the encoder's output.
+    ///
+    /// # Panics
+    ///
+    /// When the checkpoint had no masked-LM head.
+    pub fn mlm_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        let head = self
+            .mlm
+            .as_ref()
+            .expect("this BERT checkpoint has no masked-LM head (cls.predictions)");
+        let t = head
+            .norm
+            .forward(head.activation.apply(head.transform.forward(hidden)));
+        self.embedding.logits(t) + head.bias.val().unsqueeze::<3>()
+    }
+}
+
+/// How a sentence-transformers model pools token states into one vector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pooling {
+    /// Mean over the real tokens.
+    Mean,
+    /// The first token (`[CLS]`).
+    Cls,
+    /// Element-wise maximum over the real tokens.
+    Max,
+}
+
+impl std::str::FromStr for Pooling {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "mean" => Ok(Pooling::Mean),
+            "cls" => Ok(Pooling::Cls),
+            "max" => Ok(Pooling::Max),
+            other => Err(format!(
+                "unknown pooling '{other}': expected mean, cls or max"
+            )),
+        }
+    }
+}
+
+/// A BERT with the pooling (and normalisation) of a sentence-transformers directory.
+#[derive(Debug)]
+pub struct SentenceEmbedder<B: Backend> {
+    /// The encoder.
+    pub bert: Bert<B>,
+    /// The pooling.
+    pub pooling: Pooling,
+    /// Whether embeddings are L2-normalised.
+    pub normalize: bool,
+}
+
+#[derive(Deserialize)]
+struct ModuleEntry {
+    path: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(Deserialize)]
+struct PoolingConfig {
+    #[serde(default)]
+    pooling_mode_cls_token: bool,
+    #[serde(default)]
+    pooling_mode_mean_tokens: bool,
+    #[serde(default)]
+    pooling_mode_max_tokens: bool,
+}
+
+impl<B: Backend> SentenceEmbedder<B> {
+    /// Reads a sentence-transformers directory: the BERT at its root, the pooling of the
+    /// `Pooling` module listed in `modules.json` (its `config.json`), and whether a `Normalize`
+    /// module follows. A plain BERT directory (no `modules.json`) gets mean pooling and no
+    /// normalisation.
+    pub fn load(dir: &Path, device: &B::Device) -> Result<Self, PretrainedError> {
+        let (bert, _) = Bert::load(dir, device)?;
+        let modules_path = dir.join("modules.json");
+        if !modules_path.is_file() {
+            return Ok(Self {
+                bert,
+                pooling: Pooling::Mean,
+                normalize: false,
+            });
+        }
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).map_err(|source| PretrainedError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let json = |path: &Path, text: String| {
+            serde_json::from_str::<serde_json::Value>(&text).map_err(|source| {
+                PretrainedError::Json {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })
+        };
+        let modules: Vec<ModuleEntry> =
+            parse_config(json(&modules_path, read(&modules_path)?)?, &modules_path)?;
+        let mut pooling = Pooling::Mean;
+        let mut normalize = false;
+        for module in &modules {
+            if module.kind.ends_with(".Pooling") {
+                let path = file(
+                    &dir.join(&module.path),
+                    "config.json",
+                    "the pooling config.json",
+                )?;
+                let config: PoolingConfig = parse_config(json(&path, read(&path)?)?, &path)?;
+                pooling = match (
+                    config.pooling_mode_mean_tokens,
+                    config.pooling_mode_cls_token,
+                    config.pooling_mode_max_tokens,
+                ) {
+                    (true, false, false) => Pooling::Mean,
+                    (false, true, false) => Pooling::Cls,
+                    (false, false, true) => Pooling::Max,
+                    _ => {
+                        return Err(PretrainedError::Unsupported {
+                            path,
+                            option: "pooling modes".to_string(),
+                            value: "a combination other than exactly one of mean / cls / max"
+                                .to_string(),
+                        });
+                    }
+                };
+            } else if module.kind.ends_with(".Normalize") {
+                normalize = true;
+            }
+        }
+        Ok(Self {
+            bert,
+            pooling,
+            normalize,
+        })
+    }
+}
+
+impl<B: FusedAttentionBackend> SentenceEmbedder<B> {
+    /// Sentence embeddings `[b, d]`.
+    ///
+    /// # Shapes
+    ///
+    /// - ids, token types, valid `[b, l]`
+    pub fn embed(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        token_types: Tensor<B, 2, Int>,
+        valid: Tensor<B, 2, Bool>,
+    ) -> Tensor<B, 2> {
+        let h = self
+            .bert
+            .forward(ids, token_types, valid.clone())
+            .last_hidden_state; // [b, l, d]
+        let [b, l, d] = h.dims();
+        let weights = valid.float().reshape([b, l, 1]); // 1 = real token
+        let pooled = match self.pooling {
+            Pooling::Cls => h.slice([0..b, 0..1, 0..d]).reshape([b, d]),
+            Pooling::Mean => {
+                let counts = weights.clone().sum_dim(1).clamp_min(1e-9); // [b, 1, 1]
+                (h * weights).sum_dim(1).div(counts).reshape([b, d])
+            }
+            Pooling::Max => {
+                // Padding gets -1e9 so it never wins (sentence-transformers' rule).
+                let masked = h.mask_fill(weights.equal_elem(0.0).expand([b, l, d]), -1e9);
+                masked.max_dim(1).reshape([b, d])
+            }
+        };
+        if self.normalize {
+            let norm = pooled
+                .clone()
+                .powi_scalar(2)
+                .sum_dim(1)
+                .sqrt()
+                .clamp_min(1e-12);
+            pooled / norm
+        } else {
+            pooled
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! GPT-2: learned positions, pre-norm decoder-only blocks, final LayerNorm, tied LM head.
+
+use crate::PretrainedError;
+use crate::bert::activation;
+use crate::hf::{parse_config, read_config_json, read_weights};
+use burn::module::{Module, Param};
+use burn::nn::Linear;
+use burn::tensor::{ElementConversion, Int, Tensor, backend::Backend};
+use focal_attention::{FusedAttentionBackend, MultiHeadAttention, PytorchImportError};
+use focal_blocks::pytorch::{StateDict, WeightLayout};
+use focal_blocks::{
+    NormPlacement, PositionKind, Positions, StackCache, StackInput, TokenEmbedding,
+    TokenEmbeddingConfig, TransformerLayerConfig, TransformerStack, TransformerStackConfig,
+};
+use focal_heads::CausalLm;
+use serde::Deserialize;
+use std::path::Path;
+
+fn default_act() -> String {
+    "gelu_new".to_string()
+}
+fn default_eps() -> f64 {
+    1e-5
+}
+
+/// GPT-2's `config.json`, with Hugging Face's field names.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Gpt2Config {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Longest sequence.
+    pub n_positions: usize,
+    /// Model width.
+    pub n_embd: usize,
+    /// Layers.
+    pub n_layer: usize,
+    /// Attention heads.
+    pub n_head: usize,
+    /// Feed-forward width (default `4 · n_embd`).
+    #[serde(default)]
+    pub n_inner: Option<usize>,
+    /// Activation (default `gelu_new`, the tanh approximation).
+    #[serde(default = "default_act")]
+    pub activation_function: String,
+    /// Dropout on sublayer outputs (training only).
+    #[serde(default)]
+    pub resid_pdrop: f64,
+    /// LayerNorm epsilon.
+    #[serde(default = "default_eps")]
+    pub layer_norm_epsilon: f64,
+    /// End-of-text token, the default stop token.
+    #[serde(default)]
+    pub eos_token_id: Option<usize>,
+    /// Must be false (Mistral-style per-layer scaling is not implemented).
+    #[serde(default)]
+    pub scale_attn_by_inverse_layer_idx: bool,
+    /// Must be false.
+    #[serde(default)]
+    pub add_cross_attention: bool,
+}
+
+impl Gpt2Config {
+    fn d_ff(&self) -> usize {
+        self.n_inner.unwrap_or(4 * self.n_embd)
+    }
+}
+
+/// GPT-2 (`GPT2LMHeadModel`): a decoder-only stack with a tied LM head.
+#[derive(Module, Debug)]
+pub struct Gpt2<B: Backend> {
+    /// Token (`wte`) and position (`wpe`) embeddings; its table is also the LM head.
+    pub embedding: TokenEmbedding<B>,
+    /// The pre-norm decoder-only stack with `ln_f` as its final norm.
+    pub decoder: TransformerStack<B>,
+    max_len: usize,
+}
+
+impl<B: Backend> Gpt2<B> {
+    /// Reads a Hugging Face GPT-2 directory.
+    ///
+    /// Key map (Hugging Face name, with an optional `transformer.` prefix → Focal module). GPT-2
+    /// stores its projections as `Conv1D`, `[in, out]`, so nothing is transposed; `c_attn`
+    /// packs query, key and value along its output columns and is split.
+    ///
+    /// | Hugging Face | Focal |
+    /// |---|---|
+    /// | `wte.weight` | `embedding.tokens` (and the tied LM head) |
+    /// | `wpe.weight` | `embedding.positions` |
+    /// | `h.{i}.ln_1` | `decoder.layers[i].self_attention_residual.norm` |
+    /// | `h.{i}.attn.c_attn` (`[d, 3d]`) | `decoder.layers[i].self_attention` query / key / value |
+    /// | `h.{i}.attn.c_proj` | `decoder.layers[i].self_attention` output projection |
+    /// | `h.{i}.ln_2` | `decoder.layers[i].feed_forward_residual.norm` |
+    /// | `h.{i}.mlp.c_fc` / `h.{i}.mlp.c_proj` | `decoder.layers[i].feed_forward.expand` / `.contract` |
+    /// | `ln_f` | `decoder.final_norm` |
+    /// | `lm_head.weight` | tied to `wte` (must equal it) |
+    /// | `h.{i}.attn.bias`, `h.{i}.attn.masked_bias` | causal-mask buffers of old checkpoints, not weights |
+    pub fn load(dir: &Path, device: &B::Device) -> Result<(Self, Gpt2Config), PretrainedError> {
+        let (model_type, json, config_path) = read_config_json(dir)?;
+        if model_type != "gpt2" {
+            return Err(PretrainedError::ModelType {
+                path: config_path,
+                found: model_type,
+                expected: "gpt2",
+            });
+        }
+        let config: Gpt2Config = parse_config(json, &config_path)?;
+        for (option, on) in [
+            (
+                "scale_attn_by_inverse_layer_idx",
+                config.scale_attn_by_inverse_layer_idx,
+            ),
+            ("add_cross_attention", config.add_cross_attention),
+        ] {
+            if on {
+                return Err(PretrainedError::Unsupported {
+                    path: config_path,
+                    option: option.to_string(),
+                    value: "true".to_string(),
+                });
+            }
+        }
+        let act = activation(
+            &config.activation_function,
+            &config_path,
+            "activation_function",
+        )?;
+        let (d, v, ff) = (config.n_embd, config.vocab_size, config.d_ff());
+        let layer = TransformerLayerConfig::new(d, config.n_head, ff)
+            .with_activation(act)
+            .with_norm(NormPlacement::Pre)
+            .with_norm_eps(config.layer_norm_epsilon)
+            .with_dropout(config.resid_pdrop);
+        let stack = TransformerStackConfig::decoder_only(layer.clone(), config.n_layer)
+            .with_final_norm(true);
+        let invalid = |source| PretrainedError::Config {
+            path: config_path.clone(),
+            source,
+        };
+        let mut embedding = TokenEmbeddingConfig::new(v, d)
+            .with_max_len(config.n_positions)
+            .with_scale_by_sqrt_d(false)
+            .with_positions(PositionKind::Learned)
+            .try_init::<B>(device)
+            .map_err(invalid)?;
+        let mut decoder = stack.try_init::<B>(device).map_err(invalid)?;
+
+        let (tensors, weights_path) = read_weights(dir)?;
+        let state = StateDict::new(&tensors);
+        let mut fill = || -> Result<(), PytorchImportError> {
+            let p = if tensors.contains_key("transformer.wte.weight") {
+                "transformer."
+            } else {
+                ""
+            };
+            embedding.tokens.weight =
+                Param::from_tensor(state.tensor(&format!("{p}wte.weight"), [v, d], device)?);
+            if let Some(Positions::Learned(positions)) = &mut embedding.positions {
+                positions.positions.weight = Param::from_tensor(state.tensor(
+                    &format!("{p}wpe.weight"),
+                    [config.n_positions, d],
+                    device,
+                )?);
+            }
+            let attention = layer.self_attention();
+            let conv = |key: String, dims| {
+                state.linear_with::<B>(&key, dims, WeightLayout::InOut, true, device)
+            };
+            for (i, block) in decoder.layers.iter_mut().enumerate() {
+                let key = |name: &str| format!("{p}h.{i}.{name}");
+                for buffer in ["attn.bias", "attn.masked_bias"] {
+                    if let Some(data) = tensors.get(&key(buffer)) {
+                        let shape: [usize; 4] = data.shape.as_slice().try_into().unwrap_or([0; 4]);
+                        state.tensor::<B, 4>(&key(buffer), shape, device)?;
+                    }
+                }
+                let packed = conv(key("attn.c_attn"), [d, 3 * d])?;
+                let weight = packed.weight.val(); // [d, 3d]
+                let bias = packed.bias.expect("loaded with a bias").val(); // [3d]
+                let part = |j: usize| Linear {
+                    weight: Param::from_tensor(weight.clone().narrow(1, j * d, d)),
+                    bias: Some(Param::from_tensor(bias.clone().narrow(0, j * d, d))),
+                };
+                block.self_attention = MultiHeadAttention::from_projections(
+                    &attention,
+                    [part(0), part(1), part(2), conv(key("attn.c_proj"), [d, d])?],
+                    device,
+                )?;
+                block.feed_forward.expand = conv(key("mlp.c_fc"), [d, ff])?;
+                block.feed_forward.contract = conv(key("mlp.c_proj"), [ff, d])?;
+                let norm = block.self_attention_residual.norm.clone();
+                block.self_attention_residual.norm = state.layer_norm(&key("ln_1"), norm, d)?;
+                let norm = block.feed_forward_residual.norm.clone();
+                block.feed_forward_residual.norm = state.layer_norm(&key("ln_2"), norm, d)?;
+            }
+            let norm = decoder.final_norm.take().expect("built with a final norm");
+            decoder.final_norm = Some(state.layer_norm(&format!("{p}ln_f"), norm, d)?);
+            if tensors.contains_key("lm_head.weight") {
+                let head = state.tensor::<B, 2>("lm_head.weight", [v, d], device)?;
+                let diff: f32 = (head - embedding.tokens.weight.val())
+                    .abs()
+                    .max()
+                    .into_scalar()
+                    .elem();
+                if diff > 0.0 {
+                    return Err(PytorchImportError::Unsupported(
+                        "lm_head.weight differs from wte.weight (untied LM head)".to_string(),
+                    ));
+                }
+            }
+            Ok(())
+        };
+        let tensors_error = |source| PretrainedError::Tensors {
+            path: weights_path.clone(),
+            source,
+        };
+        fill().map_err(tensors_error)?;
+        state.finish().map_err(tensors_error)?;
+        Ok((
+            Gpt2 {
+                embedding,
+                decoder,
+                max_len: config.n_positions,
+            },
+            config,
+        ))
+    }
+}
+
+impl<B: FusedAttentionBackend> Gpt2<B> {
+    /// Logits `[b, l, vocab]` of a whole sequence of ids `[b, l]`.
+    pub fn forward(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let x = self.embedding.forward(ids, 0);
+        self.embedding
+            .logits(self.decoder.forward(StackInput::new(x)).hidden)
+    }
+}
+
+impl<B: FusedAttentionBackend> CausalLm<B> for Gpt2<B> {
+    type Cache = StackCache<B>;
+
+    fn new_cache(&self, batch: usize, capacity: usize, device: &B::Device) -> StackCache<B> {
+        self.decoder.new_cache(batch, capacity, None, device)
+    }
+
+    fn forward_cached(&self, ids: Tensor<B, 2, Int>, cache: &mut StackCache<B>) -> Tensor<B, 3> {
+        let x = self.embedding.forward(ids, cache.position());
+        let h = self
+            .decoder
+            .forward_cached(StackInput::new(x), cache)
+            .hidden;
+        self.embedding.logits(h)
+    }
+
+    fn select_cache_rows(&self, cache: &mut StackCache<B>, rows: &[usize]) {
+        cache.select_batch(rows);
+    }
+
+    fn max_len(&self) -> usize {
+        self.max_len
+    }
+}

@@ -1,0 +1,124 @@
+//! Reading a Hugging Face model directory as it is: `config.json`, the weights
+//! (`model.safetensors`, else `pytorch_model.bin`, both through burn-store's readers) and
+//! `tokenizer.json` (through the `tokenizers` crate).
+
+use crate::PretrainedError;
+use burn::tensor::TensorData;
+use burn_store::pytorch::PytorchReader;
+use burn_store::{ModuleStore, SafetensorsStore};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams, TruncationStrategy};
+
+/// `dir/name`, which must exist.
+pub(crate) fn file(dir: &Path, name: &str, what: &'static str) -> Result<PathBuf, PretrainedError> {
+    let path = dir.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(PretrainedError::MissingFile { path, what })
+    }
+}
+
+/// The `model_type` of `dir/config.json` and the file's JSON.
+pub fn read_config_json(
+    dir: &Path,
+) -> Result<(String, serde_json::Value, PathBuf), PretrainedError> {
+    let path = file(dir, "config.json", "config.json")?;
+    let text = std::fs::read_to_string(&path).map_err(|source| PretrainedError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|source| PretrainedError::Json {
+            path: path.clone(),
+            source,
+        })?;
+    let model_type = json
+        .get("model_type")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string();
+    Ok((model_type, json, path))
+}
+
+/// Parses a config JSON into a family's struct.
+pub(crate) fn parse_config<T: serde::de::DeserializeOwned>(
+    json: serde_json::Value,
+    path: &Path,
+) -> Result<T, PretrainedError> {
+    serde_json::from_value(json).map_err(|source| PretrainedError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Every tensor of the directory's weights, by Hugging Face name, and the file read.
+pub fn read_weights(dir: &Path) -> Result<(HashMap<String, TensorData>, PathBuf), PretrainedError> {
+    let safetensors = dir.join("model.safetensors");
+    let bin = dir.join("pytorch_model.bin");
+    let weights_error = |path: &Path, message: String| PretrainedError::Weights {
+        path: path.to_path_buf(),
+        message,
+    };
+    if safetensors.is_file() {
+        let mut store = SafetensorsStore::from_file(&safetensors);
+        let snapshots = store
+            .get_all_snapshots()
+            .map_err(|e| weights_error(&safetensors, e.to_string()))?;
+        let mut tensors = HashMap::with_capacity(snapshots.len());
+        for (name, snapshot) in snapshots {
+            let data = snapshot
+                .to_data()
+                .map_err(|e| weights_error(&safetensors, format!("tensor '{name}': {e}")))?;
+            tensors.insert(name.clone(), data);
+        }
+        Ok((tensors, safetensors))
+    } else if bin.is_file() {
+        let reader = PytorchReader::new(&bin).map_err(|e| weights_error(&bin, e.to_string()))?;
+        let mut tensors = HashMap::new();
+        for (name, snapshot) in reader.into_tensors() {
+            let data = snapshot
+                .to_data()
+                .map_err(|e| weights_error(&bin, format!("tensor '{name}': {e}")))?;
+            tensors.insert(name, data);
+        }
+        Ok((tensors, bin))
+    } else {
+        Err(PretrainedError::MissingFile {
+            path: safetensors,
+            what: "model.safetensors or pytorch_model.bin",
+        })
+    }
+}
+
+/// `dir/tokenizer.json`, truncating to `max_len` tokens (specials included) and padding
+/// batches to their longest sequence with `pad_id`.
+pub fn read_tokenizer(
+    dir: &Path,
+    max_len: usize,
+    pad: Option<(u32, String)>,
+) -> Result<Tokenizer, PretrainedError> {
+    let path = file(dir, "tokenizer.json", "tokenizer.json")?;
+    let error = |message: String| PretrainedError::Tokenizer {
+        path: path.clone(),
+        message,
+    };
+    let mut tokenizer = Tokenizer::from_file(&path).map_err(|e| error(e.to_string()))?;
+    tokenizer
+        .with_truncation(Some(TruncationParams {
+            max_length: max_len,
+            strategy: TruncationStrategy::LongestFirst,
+            ..Default::default()
+        }))
+        .map_err(|e| error(e.to_string()))?;
+    if let Some((pad_id, pad_token)) = pad {
+        tokenizer.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::BatchLongest,
+            pad_id,
+            pad_token,
+            ..Default::default()
+        }));
+    }
+    Ok(tokenizer)
+}
