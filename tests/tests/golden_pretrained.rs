@@ -262,3 +262,40 @@ fn wrong_shapes_and_missing_tensors_are_named() {
         "{message}"
     );
 }
+
+/// all-MiniLM-L6-v2 (not committed): `FOCAL_MINILM_DIR` names its sentence-transformers
+/// directory; the reference embeddings come from the sentence-transformers library (see
+/// `tests/fixtures/generate_minilm_reference.py` for how to get the model and rerun).
+#[test]
+#[ignore = "needs the all-MiniLM-L6-v2 directory in FOCAL_MINILM_DIR"]
+fn minilm_matches_sentence_transformers() {
+    use focal::pretrained::{SentenceEmbedder, TextTokenizer};
+    let dir = PathBuf::from(
+        std::env::var("FOCAL_MINILM_DIR").expect("set FOCAL_MINILM_DIR to the model directory"),
+    );
+    let device = Default::default();
+    let embedder = SentenceEmbedder::<B>::load(&dir, &device).unwrap();
+    let reference: serde_json::Value =
+        serde_json::from_str(include_str!("../fixtures/minilm_reference.json")).unwrap();
+    let texts: Vec<String> = serde_json::from_value(reference["texts"].clone()).unwrap();
+    let expected: Vec<Vec<f32>> = serde_json::from_value(reference["embeddings"].clone()).unwrap();
+    let tokenizer = TextTokenizer::load(&dir, embedder.max_len, Some((0, "[PAD]".into()))).unwrap();
+    let batch = tokenizer.encode_batch(&texts).unwrap();
+    let to_rows = |rows: &[Vec<u32>]| -> Vec<Vec<i64>> {
+        rows.iter()
+            .map(|r| r.iter().map(|&t| t as i64).collect())
+            .collect()
+    };
+    let ids = int_tensor::<B>(&to_rows(&batch.ids), &device);
+    let types = int_tensor::<B>(&to_rows(&batch.type_ids), &device);
+    let valid = int_tensor::<B>(&to_rows(&batch.attention_mask), &device).equal_elem(1);
+    let ours = embedder.embed(ids, types, valid);
+    let [_, d] = ours.dims();
+    let ours = ours.into_data().to_vec::<f32>().unwrap();
+    for (row, (text, want)) in ours.chunks(d).zip(texts.iter().zip(&expected)) {
+        let dot: f32 = row.iter().zip(want).map(|(a, b)| a * b).sum();
+        let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let cosine = dot / (norm(row) * norm(want));
+        assert!(cosine >= 0.9999, "{text}: cosine {cosine}");
+    }
+}

@@ -186,6 +186,11 @@ impl<'a> StateDict<'a> {
         Ok(attention)
     }
 
+    /// Counts `key` as used without reading it as a weight (buffers checked by the caller).
+    pub fn mark_used(&self, key: &str) {
+        self.used.borrow_mut().insert(key.to_string());
+    }
+
     /// Fails when some tensors were not used, naming them.
     pub fn finish(self) -> Result<(), PytorchImportError> {
         let used = self.used.into_inner();

@@ -12,6 +12,8 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod pretrained;
+
 /// Attention mechanisms and Transformer models, in Rust, on the CPU (ndarray) or the GPU (wgpu).
 #[derive(Parser, Debug)]
 #[command(name = "focal", version, about)]
@@ -36,6 +38,12 @@ enum Command {
     Train(TrainArgs),
     /// Run a trained sequence-to-sequence model on inputs, one output line per input.
     Translate(TranslateArgs),
+    /// Sentence embeddings from a BERT / sentence-transformers directory.
+    Embed(pretrained::EmbedArgs),
+    /// The most likely tokens for the [MASK] of a text, from a BERT masked-LM directory.
+    FillMask(pretrained::FillMaskArgs),
+    /// Continue a prompt with a GPT-2 directory, streaming tokens as they come.
+    Generate(pretrained::GenerateArgs),
     /// Show the enabled backends, the wgpu adapter in use, and versions.
     Info,
 }
@@ -132,6 +140,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Train(args) => train(backend, args, cli.json),
         Command::Translate(args) => translate(backend, args, cli.json),
+        Command::Embed(args) => pretrained::embed(backend, args, cli.json),
+        Command::FillMask(args) => pretrained::fill_mask(backend, args, cli.json),
+        Command::Generate(args) => pretrained::generate_text(backend, args, cli.json),
         Command::Info => info(cli.json),
     }
 }

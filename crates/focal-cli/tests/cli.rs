@@ -151,3 +151,117 @@ fn train_then_translate_round_trip() {
     let out = focal(&["translate", "--model", run_str, "1 2"]);
     assert_one_line_error(&out, "model.safetensors: corrupt weights");
 }
+
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn json_stdout(output: &Output) -> serde_json::Value {
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON on stdout")
+}
+
+#[test]
+fn embed_prints_one_vector_per_text() {
+    let model = fixture("bert");
+    let out = json_stdout(&focal(&[
+        "--json",
+        "embed",
+        "--model",
+        &model,
+        "--normalize",
+        "he was here .",
+        "the city",
+    ]));
+    let embeddings = out["embeddings"].as_array().unwrap();
+    assert_eq!(embeddings.len(), 2);
+    for e in embeddings {
+        let v: Vec<f64> = serde_json::from_value(e.clone()).unwrap();
+        assert_eq!(v.len(), 32);
+        let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "norm {norm}");
+    }
+}
+
+#[test]
+fn fill_mask_ranks_candidates() {
+    let model = fixture("bert-mlm");
+    let out = json_stdout(&focal(&[
+        "--json",
+        "fill-mask",
+        "--model",
+        &model,
+        "paris is the [MASK] of france .",
+    ]));
+    let candidates = out["candidates"].as_array().unwrap();
+    assert_eq!(candidates.len(), 5);
+    let scores: Vec<f64> = candidates
+        .iter()
+        .map(|c| c["score"].as_f64().unwrap())
+        .collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    let no_mask = focal(&["fill-mask", "--model", &model, "paris is the capital"]);
+    assert_one_line_error(&no_mask, "exactly one [MASK], found 0");
+}
+
+#[test]
+fn generate_continues_greedily_like_hugging_face() {
+    let model = fixture("gpt2");
+    let reference: serde_json::Value = serde_json::from_str(include_str!(
+        "../../../tests/fixtures/pretrained_reference.json"
+    ))
+    .unwrap();
+    let out = json_stdout(&focal(&[
+        "--json",
+        "generate",
+        "--model",
+        &model,
+        "--prompt",
+        "the capital of france",
+        "--max-new-tokens",
+        "12",
+    ]));
+    assert_eq!(out["token_ids"], reference["gpt2"]["greedy"]);
+
+    // Streaming mode prints the prompt and its continuation on stdout.
+    let streamed = focal(&[
+        "generate",
+        "--model",
+        &model,
+        "--prompt",
+        "the capital of france",
+        "--max-new-tokens",
+        "4",
+    ]);
+    assert!(streamed.status.success());
+    assert!(String::from_utf8_lossy(&streamed.stdout).starts_with("the capital of france"));
+}
+
+#[test]
+fn pretrained_errors_are_one_line() {
+    let out = focal(&["embed", "--model", "/nonexistent/bert", "hello"]);
+    assert_one_line_error(&out, "/nonexistent/bert/config.json: not found");
+    let out = focal(&["generate", "--model", &fixture("bert"), "--prompt", "hi"]);
+    assert_one_line_error(
+        &out,
+        "model_type 'bert' is not supported here (expected gpt2)",
+    );
+    let out = focal(&[
+        "generate",
+        "--model",
+        &fixture("gpt2"),
+        "--prompt",
+        "the",
+        "--strategy",
+        "magic",
+    ]);
+    assert_one_line_error(&out, "unknown strategy 'magic'");
+}

@@ -171,6 +171,7 @@ impl<B: Backend> Bert<B> {
     /// | `cls.predictions.transform.dense` / `.LayerNorm` | `mlm.transform` / `mlm.norm` |
     /// | `cls.predictions.bias` (and `decoder.bias`) | `mlm.bias` |
     /// | `cls.predictions.decoder.weight` | tied to `embedding.tokens` (must equal it) |
+    /// | `embeddings.position_ids` | a buffer of old checkpoints (must be 0, 1, 2, …), not a weight |
     pub fn load(dir: &Path, device: &B::Device) -> Result<(Self, BertConfig), PretrainedError> {
         let (model_type, json, config_path) = read_config_json(dir)?;
         if model_type != "bert" {
@@ -189,9 +190,9 @@ impl<B: Backend> Bert<B> {
             });
         }
         let act = activation(&config.hidden_act, &config_path, "hidden_act")?;
-        let invalid = |source| PretrainedError::Config {
+        let invalid = |cause| PretrainedError::Config {
             path: config_path.clone(),
-            source,
+            cause,
         };
         let mut embedding = config.embedding().try_init::<B>(device).map_err(invalid)?;
         let mut encoder = config.encoder(act).try_init::<B>(device).map_err(invalid)?;
@@ -217,6 +218,19 @@ impl<B: Backend> Bert<B> {
             }
             if let Some(segments) = &mut embedding.segments {
                 segments.weight = table("token_type_embeddings", config.type_vocab_size)?;
+            }
+            // Older checkpoints carry the position ids `[1, max_len]` as a buffer: not a
+            // weight, but it must be the positions 0, 1, … that the model uses.
+            let ids_key = format!("{p}embeddings.position_ids");
+            if let Some(data) = tensors.get(&ids_key) {
+                let n = data.num_elements();
+                let values: Vec<i64> = data.clone().convert::<i64>().to_vec().unwrap_or_default();
+                if values.len() != n || values.iter().enumerate().any(|(i, &v)| v != i as i64) {
+                    return Err(PytorchImportError::Unsupported(format!(
+                        "{ids_key} is not 0, 1, 2, … (custom position ids)"
+                    )));
+                }
+                state.mark_used(&ids_key);
             }
             let embedding_norm = state.layer_norm(
                 &format!("{p}embeddings.LayerNorm"),
@@ -295,9 +309,9 @@ impl<B: Backend> Bert<B> {
                 max_len: config.max_position_embeddings,
             })
         };
-        let tensors_error = |source| PretrainedError::Tensors {
+        let tensors_error = |cause| PretrainedError::Tensors {
             path: weights_path.clone(),
-            source,
+            cause,
         };
         let model = fill().map_err(tensors_error)?;
         state.finish().map_err(tensors_error)?;
@@ -393,6 +407,14 @@ pub struct SentenceEmbedder<B: Backend> {
     pub pooling: Pooling,
     /// Whether embeddings are L2-normalised.
     pub normalize: bool,
+    /// Longest input in tokens: `sentence_bert_config.json`'s `max_seq_length` when present,
+    /// else the model's.
+    pub max_len: usize,
+}
+
+#[derive(Deserialize)]
+struct SentenceBertConfig {
+    max_seq_length: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -419,25 +441,41 @@ impl<B: Backend> SentenceEmbedder<B> {
     /// normalisation.
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self, PretrainedError> {
         let (bert, _) = Bert::load(dir, device)?;
+        let mut max_len = bert.max_len();
+        let sbert_path = dir.join("sentence_bert_config.json");
+        if sbert_path.is_file() {
+            let text =
+                std::fs::read_to_string(&sbert_path).map_err(|cause| PretrainedError::Io {
+                    path: sbert_path.clone(),
+                    cause,
+                })?;
+            let config: SentenceBertConfig =
+                serde_json::from_str(&text).map_err(|cause| PretrainedError::Json {
+                    path: sbert_path.clone(),
+                    cause,
+                })?;
+            max_len = config.max_seq_length.unwrap_or(max_len).min(max_len);
+        }
         let modules_path = dir.join("modules.json");
         if !modules_path.is_file() {
             return Ok(Self {
                 bert,
                 pooling: Pooling::Mean,
                 normalize: false,
+                max_len,
             });
         }
         let read = |path: &Path| {
-            std::fs::read_to_string(path).map_err(|source| PretrainedError::Io {
+            std::fs::read_to_string(path).map_err(|cause| PretrainedError::Io {
                 path: path.to_path_buf(),
-                source,
+                cause,
             })
         };
         let json = |path: &Path, text: String| {
-            serde_json::from_str::<serde_json::Value>(&text).map_err(|source| {
+            serde_json::from_str::<serde_json::Value>(&text).map_err(|cause| {
                 PretrainedError::Json {
                     path: path.to_path_buf(),
-                    source,
+                    cause,
                 }
             })
         };
@@ -478,6 +516,7 @@ impl<B: Backend> SentenceEmbedder<B> {
             bert,
             pooling,
             normalize,
+            max_len,
         })
     }
 }

@@ -5,7 +5,8 @@ use focal_backend::ConfigError;
 use std::path::PathBuf;
 
 /// Why a Hugging Face directory could not be loaded. Each message is one line naming the file
-/// (and the tensor or option).
+/// (and the tensor or option); the underlying error is part of the message (`cause`), not a
+/// separate `source`, so that printing the chain does not repeat it.
 #[derive(Debug, thiserror::Error)]
 pub enum PretrainedError {
     /// A file the directory needs is absent.
@@ -17,20 +18,20 @@ pub enum PretrainedError {
         what: &'static str,
     },
     /// A file could not be read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A JSON file does not parse or lacks a field.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Json {
         /// The file.
         path: PathBuf,
         /// The error.
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     /// `config.json` names a model type this loader does not read.
     #[error("{path}: model_type '{found}' is not supported here (expected {expected})")]
@@ -53,12 +54,12 @@ pub enum PretrainedError {
         value: String,
     },
     /// The configuration does not make a valid model.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Config {
         /// The config file.
         path: PathBuf,
         /// What is invalid.
-        source: ConfigError,
+        cause: ConfigError,
     },
     /// The weights file cannot be read (truncated, corrupt, wrong format).
     #[error("{path}: cannot read the weights: {message}")]
@@ -69,12 +70,12 @@ pub enum PretrainedError {
         message: String,
     },
     /// The weights do not fit the model: a tensor is missing, unexpected or mis-shaped.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Tensors {
         /// The weights file.
         path: PathBuf,
         /// Which tensor and why.
-        source: PytorchImportError,
+        cause: PytorchImportError,
     },
     /// `tokenizer.json` cannot be read.
     #[error("{path}: cannot read the tokenizer: {message}")]

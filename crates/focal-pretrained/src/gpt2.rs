@@ -132,9 +132,9 @@ impl<B: Backend> Gpt2<B> {
             .with_dropout(config.resid_pdrop);
         let stack = TransformerStackConfig::decoder_only(layer.clone(), config.n_layer)
             .with_final_norm(true);
-        let invalid = |source| PretrainedError::Config {
+        let invalid = |cause| PretrainedError::Config {
             path: config_path.clone(),
-            source,
+            cause,
         };
         let mut embedding = TokenEmbeddingConfig::new(v, d)
             .with_max_len(config.n_positions)
@@ -209,9 +209,9 @@ impl<B: Backend> Gpt2<B> {
             }
             Ok(())
         };
-        let tensors_error = |source| PretrainedError::Tensors {
+        let tensors_error = |cause| PretrainedError::Tensors {
             path: weights_path.clone(),
-            source,
+            cause,
         };
         fill().map_err(tensors_error)?;
         state.finish().map_err(tensors_error)?;

@@ -25,14 +25,14 @@ pub fn read_config_json(
     dir: &Path,
 ) -> Result<(String, serde_json::Value, PathBuf), PretrainedError> {
     let path = file(dir, "config.json", "config.json")?;
-    let text = std::fs::read_to_string(&path).map_err(|source| PretrainedError::Io {
+    let text = std::fs::read_to_string(&path).map_err(|cause| PretrainedError::Io {
         path: path.clone(),
-        source,
+        cause,
     })?;
     let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|source| PretrainedError::Json {
+        serde_json::from_str(&text).map_err(|cause| PretrainedError::Json {
             path: path.clone(),
-            source,
+            cause,
         })?;
     let model_type = json
         .get("model_type")
@@ -47,9 +47,9 @@ pub(crate) fn parse_config<T: serde::de::DeserializeOwned>(
     json: serde_json::Value,
     path: &Path,
 ) -> Result<T, PretrainedError> {
-    serde_json::from_value(json).map_err(|source| PretrainedError::Json {
+    serde_json::from_value(json).map_err(|cause| PretrainedError::Json {
         path: path.to_path_buf(),
-        source,
+        cause,
     })
 }
 
@@ -121,4 +121,68 @@ pub fn read_tokenizer(
         }));
     }
     Ok(tokenizer)
+}
+
+/// A batch of encoded texts, padded to its longest row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodedBatch {
+    /// Token ids `[b][l]`.
+    pub ids: Vec<Vec<u32>>,
+    /// Token types (segments) `[b][l]`.
+    pub type_ids: Vec<Vec<u32>>,
+    /// 1 for real tokens, 0 for padding, `[b][l]`.
+    pub attention_mask: Vec<Vec<u32>>,
+}
+
+/// A directory's `tokenizer.json` with truncation to the model's length and batch padding.
+pub struct TextTokenizer {
+    tokenizer: Tokenizer,
+    path: PathBuf,
+}
+
+impl TextTokenizer {
+    /// Reads `dir/tokenizer.json` (see [`read_tokenizer`]).
+    pub fn load(
+        dir: &Path,
+        max_len: usize,
+        pad: Option<(u32, String)>,
+    ) -> Result<Self, PretrainedError> {
+        Ok(Self {
+            tokenizer: read_tokenizer(dir, max_len, pad)?,
+            path: dir.join("tokenizer.json"),
+        })
+    }
+
+    fn error(&self, message: impl ToString) -> PretrainedError {
+        PretrainedError::Tokenizer {
+            path: self.path.clone(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Encodes texts with the tokenizer's special tokens, truncated and padded.
+    pub fn encode_batch(&self, texts: &[String]) -> Result<EncodedBatch, PretrainedError> {
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| self.error(e))?;
+        let take = |f: fn(&tokenizers::Encoding) -> &[u32]| {
+            encodings.iter().map(|e| f(e).to_vec()).collect::<Vec<_>>()
+        };
+        Ok(EncodedBatch {
+            ids: take(tokenizers::Encoding::get_ids),
+            type_ids: take(tokenizers::Encoding::get_type_ids),
+            attention_mask: take(tokenizers::Encoding::get_attention_mask),
+        })
+    }
+
+    /// The id of a token of the vocabulary, e.g. `[MASK]`.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.tokenizer.token_to_id(token)
+    }
+
+    /// Text of ids, without special tokens.
+    pub fn decode(&self, ids: &[u32]) -> Result<String, PretrainedError> {
+        self.tokenizer.decode(ids, true).map_err(|e| self.error(e))
+    }
 }

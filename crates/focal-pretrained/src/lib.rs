@@ -20,3 +20,4 @@ pub mod hf;
 pub use bert::{Bert, BertConfig, BertOutput, MaskedLmHead, Pooling, SentenceEmbedder};
 pub use error::PretrainedError;
 pub use gpt2::{Gpt2, Gpt2Config};
+pub use hf::{EncodedBatch, TextTokenizer};

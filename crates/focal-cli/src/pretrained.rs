@@ -1,0 +1,313 @@
+//! `focal embed`, `focal fill-mask`, `focal generate`: Hugging Face model directories.
+
+use anyhow::{Context, bail};
+use clap::Args;
+use focal::attention::{FusedAttentionBackend, FusedAutodiffBackend};
+use focal::backend::{BackendJob, BackendKind, RunOn};
+use focal::burn::tensor::{Bool, Int, Tensor, TensorData, activation::softmax};
+use focal::heads::{GenerationConfig, Strategy, generate};
+use focal::pretrained::{Bert, EncodedBatch, Gpt2, Pooling, SentenceEmbedder, TextTokenizer};
+use serde_json::json;
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct EmbedArgs {
+    /// A BERT or sentence-transformers model directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// Pooling: mean, cls or max (default: the directory's sentence-transformers pooling, else
+    /// mean).
+    #[arg(long)]
+    pooling: Option<Pooling>,
+    /// L2-normalise the embeddings (also on when the directory lists a Normalize module).
+    #[arg(long)]
+    normalize: bool,
+    /// Texts to embed.
+    #[arg(required = true)]
+    text: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct FillMaskArgs {
+    /// A BERT masked-LM directory (`BertForMaskedLM`).
+    #[arg(long)]
+    model: PathBuf,
+    /// Candidates to print.
+    #[arg(long, default_value_t = 5)]
+    top_k: usize,
+    /// A text with one `[MASK]`.
+    text: String,
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// A GPT-2 model directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// The text to continue.
+    #[arg(long)]
+    prompt: String,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 32)]
+    max_new_tokens: usize,
+    /// greedy, sample or beam.
+    #[arg(long, default_value = "greedy")]
+    strategy: String,
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    /// Sample among the k most likely tokens.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Nucleus sampling threshold.
+    #[arg(long)]
+    top_p: Option<f64>,
+    /// Drop tokens less likely than this fraction of the most likely one.
+    #[arg(long)]
+    min_p: Option<f64>,
+    /// Repetition penalty (1 = none).
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f64,
+    /// Forbid repeating n-grams of this size (0 = off).
+    #[arg(long, default_value_t = 0)]
+    no_repeat_ngram_size: usize,
+    /// Beams for --strategy beam.
+    #[arg(long, default_value_t = 4)]
+    beams: usize,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+fn tensor_2d<B: FusedAttentionBackend>(rows: &[Vec<u32>], device: &B::Device) -> Tensor<B, 2, Int> {
+    let l = rows.first().map_or(0, Vec::len);
+    let values: Vec<i64> = rows.iter().flatten().map(|&t| t as i64).collect();
+    Tensor::from_data(TensorData::new(values, [rows.len(), l]), device)
+}
+
+/// Ids, token types and the padding mask of a batch.
+fn inputs<B: FusedAttentionBackend>(
+    batch: &EncodedBatch,
+    device: &B::Device,
+) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>, Tensor<B, 2, Bool>) {
+    (
+        tensor_2d(&batch.ids, device),
+        tensor_2d(&batch.type_ids, device),
+        tensor_2d::<B>(&batch.attention_mask, device).equal_elem(1),
+    )
+}
+
+struct EmbedJob(EmbedArgs);
+
+impl BackendJob for EmbedJob {
+    type Output = anyhow::Result<Vec<Vec<f32>>>;
+}
+
+impl<B: FusedAutodiffBackend> RunOn<B> for EmbedJob {
+    fn run(self, device: B::Device) -> Self::Output {
+        let args = self.0;
+        let mut embedder = SentenceEmbedder::<B::InnerBackend>::load(&args.model, &device)?;
+        if let Some(pooling) = args.pooling {
+            embedder.pooling = pooling;
+        }
+        embedder.normalize |= args.normalize;
+        let tokenizer =
+            TextTokenizer::load(&args.model, embedder.max_len, Some((0, "[PAD]".into())))?;
+        let batch = tokenizer.encode_batch(&args.text)?;
+        let (ids, types, valid) = inputs::<B::InnerBackend>(&batch, &device);
+        let embeddings = embedder.embed(ids, types, valid);
+        let [_, d] = embeddings.dims();
+        let values = embeddings
+            .into_data()
+            .to_vec::<f32>()
+            .expect("f32 embeddings");
+        Ok(values.chunks(d).map(<[f32]>::to_vec).collect())
+    }
+}
+
+pub fn embed(backend: BackendKind, args: EmbedArgs, json_out: bool) -> anyhow::Result<()> {
+    let model = args.model.clone();
+    let texts = args.text.clone();
+    let embeddings = backend.run(EmbedJob(args))??;
+    if json_out {
+        println!("{}", json!({"model": model, "embeddings": embeddings}));
+    } else {
+        for (text, e) in texts.iter().zip(&embeddings) {
+            let shown: Vec<String> = e.iter().take(8).map(|x| format!("{x:.6}")).collect();
+            println!(
+                "{text}\t[{}{}] ({} dims)",
+                shown.join(", "),
+                if e.len() > 8 { ", …" } else { "" },
+                e.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+struct FillMaskJob(FillMaskArgs);
+
+impl BackendJob for FillMaskJob {
+    type Output = anyhow::Result<Vec<(String, f32, String)>>;
+}
+
+impl<B: FusedAutodiffBackend> RunOn<B> for FillMaskJob {
+    fn run(self, device: B::Device) -> Self::Output {
+        let args = self.0;
+        let (bert, config) = Bert::<B::InnerBackend>::load(&args.model, &device)?;
+        if bert.mlm.is_none() {
+            bail!(
+                "{}: this BERT has no masked-LM head (cls.predictions); fill-mask needs a BertForMaskedLM directory",
+                args.model.display()
+            );
+        }
+        let tokenizer = TextTokenizer::load(&args.model, config.max_position_embeddings, None)?;
+        let mask_id = tokenizer.token_id("[MASK]").with_context(|| {
+            format!(
+                "{}: the tokenizer has no [MASK] token",
+                args.model.display()
+            )
+        })?;
+        let batch = tokenizer.encode_batch(std::slice::from_ref(&args.text))?;
+        let positions: Vec<usize> = batch.ids[0]
+            .iter()
+            .enumerate()
+            .filter(|&(_, &t)| t == mask_id)
+            .map(|(i, _)| i)
+            .collect();
+        let &[position] = positions.as_slice() else {
+            bail!(
+                "the text must contain exactly one [MASK], found {}",
+                positions.len()
+            );
+        };
+        let (ids, types, valid) = inputs::<B::InnerBackend>(&batch, &device);
+        let h = bert.forward(ids, types, valid).last_hidden_state;
+        let logits = bert.mlm_logits(h); // [1, l, V]
+        let [_, _, vocab] = logits.dims();
+        let probs = softmax(logits.slice([0..1, position..position + 1, 0..vocab]), 2)
+            .into_data()
+            .to_vec::<f32>()
+            .expect("f32 probabilities");
+        let mut order: Vec<usize> = (0..vocab).collect();
+        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+        let mut out = Vec::new();
+        for &id in order.iter().take(args.top_k) {
+            let token = tokenizer.decode(&[id as u32])?;
+            let mut filled = batch.ids[0].clone();
+            filled[position] = id as u32;
+            out.push((token, probs[id], tokenizer.decode(&filled)?));
+        }
+        Ok(out)
+    }
+}
+
+pub fn fill_mask(backend: BackendKind, args: FillMaskArgs, json_out: bool) -> anyhow::Result<()> {
+    let model = args.model.clone();
+    let candidates = backend.run(FillMaskJob(args))??;
+    if json_out {
+        let items: Vec<_> = candidates
+            .iter()
+            .map(|(token, score, sequence)| json!({"token": token, "score": score, "sequence": sequence}))
+            .collect();
+        println!("{}", json!({"model": model, "candidates": items}));
+    } else {
+        for (token, score, sequence) in candidates {
+            println!("{score:.4}\t{token}\t{sequence}");
+        }
+    }
+    Ok(())
+}
+
+struct GenerateJob {
+    args: GenerateArgs,
+    json: bool,
+}
+
+impl BackendJob for GenerateJob {
+    type Output = anyhow::Result<(String, Vec<usize>)>;
+}
+
+impl<B: FusedAutodiffBackend> RunOn<B> for GenerateJob {
+    fn run(self, device: B::Device) -> Self::Output {
+        let args = self.args;
+        let (gpt2, config) = Gpt2::<B::InnerBackend>::load(&args.model, &device)?;
+        let tokenizer = TextTokenizer::load(&args.model, config.n_positions, None)?;
+        let prompt: Vec<usize> = tokenizer
+            .encode_batch(std::slice::from_ref(&args.prompt))?
+            .ids[0]
+            .iter()
+            .map(|&t| t as usize)
+            .collect();
+        let strategy = match args.strategy.as_str() {
+            "greedy" => Strategy::Greedy,
+            "sample" => Strategy::Sample,
+            "beam" => Strategy::Beam {
+                beams: args.beams,
+                length_penalty: 1.0,
+                early_stopping: true,
+            },
+            other => bail!("unknown strategy '{other}': expected greedy, sample or beam"),
+        };
+        let options = GenerationConfig {
+            max_new_tokens: args.max_new_tokens,
+            strategy,
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            min_p: args.min_p,
+            repetition_penalty: args.repetition_penalty,
+            no_repeat_ngram_size: args.no_repeat_ngram_size,
+            stop_tokens: config.eos_token_id.into_iter().collect(),
+            seed: args.seed,
+        };
+        // Stream the text as it grows: decode everything so far and print what is new (a
+        // token may be part of a multi-byte character, which decodes only once complete).
+        let mut ids: Vec<u32> = Vec::new();
+        let mut printed = String::new();
+        let mut stdout = std::io::stdout();
+        let stream = !self.json;
+        if stream {
+            print!("{}", args.prompt);
+        }
+        let generated = generate(&gpt2, &prompt, &options, &device, |token| {
+            if !stream {
+                return;
+            }
+            ids.push(token as u32);
+            if let Ok(text) = tokenizer.decode(&ids)
+                && !text.ends_with('\u{FFFD}')
+                && let Some(new) = text.strip_prefix(printed.as_str())
+            {
+                print!("{new}");
+                let _ = stdout.flush();
+                printed = text;
+            }
+        })?;
+        if stream {
+            println!();
+        }
+        let ids: Vec<u32> = generated.iter().map(|&t| t as u32).collect();
+        Ok((tokenizer.decode(&ids)?, generated))
+    }
+}
+
+pub fn generate_text(
+    backend: BackendKind,
+    args: GenerateArgs,
+    json_out: bool,
+) -> anyhow::Result<()> {
+    let (model, prompt) = (args.model.clone(), args.prompt.clone());
+    let (text, ids) = backend.run(GenerateJob {
+        args,
+        json: json_out,
+    })??;
+    if json_out {
+        println!(
+            "{}",
+            json!({"model": model, "prompt": prompt, "completion": text, "token_ids": ids})
+        );
+    }
+    Ok(())
+}
