@@ -299,3 +299,28 @@ fn minilm_matches_sentence_transformers() {
         assert!(cosine >= 0.9999, "{text}: cosine {cosine}");
     }
 }
+
+/// The same BERT stored as `pytorch_model.bin` (no safetensors file) reads through burn-store's
+/// PyTorch reader and gives the same outputs.
+#[test]
+fn pytorch_bin_weights_match_hugging_face() {
+    let device = Default::default();
+    let (bert, _) = Bert::<B>::load(&fixtures().join("bert-bin"), &device).unwrap();
+    let json = &ids_json()["bert"];
+    let (ids, mask, types) = (
+        rows(&json["input_ids"]),
+        rows(&json["attention_mask"]),
+        rows(&json["token_type_ids"]),
+    );
+    let valid = int_tensor::<B>(&mask, &device).equal_elem(1);
+    let out = bert.forward(
+        int_tensor(&ids, &device),
+        int_tensor(&types, &device),
+        valid,
+    );
+    assert_close(
+        out.last_hidden_state,
+        reference().tensor("bert.last_hidden_state", &device),
+        Tolerance::new(TOLERANCE, TOLERANCE),
+    );
+}
