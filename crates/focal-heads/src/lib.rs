@@ -12,5 +12,5 @@ mod seq2seq;
 mod vocab;
 
 pub use generate::{CausalLm, GenerationConfig, GenerationError, Strategy, generate};
-pub use seq2seq::{Seq2SeqConfig, Seq2SeqTransformer};
+pub use seq2seq::{Seq2SeqCache, Seq2SeqConfig, Seq2SeqSource, Seq2SeqTransformer};
 pub use vocab::{SpecialTokens, Vocabulary, VocabularyError};

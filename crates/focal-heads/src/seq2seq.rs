@@ -1,6 +1,6 @@
 //! An encoder-decoder Transformer for sequence-to-sequence tasks.
 
-use crate::SpecialTokens;
+use crate::{CausalLm, SpecialTokens};
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
@@ -242,6 +242,78 @@ impl<B: FusedAttentionBackend> Seq2SeqTransformer<B> {
     }
 }
 
+/// One encoded source sequence, decoded as a [`CausalLm`] so that [`crate::generate`] (sampling,
+/// beam search, …) drives the decoder; built by [`Seq2SeqTransformer::for_source`]. The cache
+/// holds the source's cross-attention keys and values, projected once.
+pub struct Seq2SeqSource<'a, B: Backend> {
+    model: &'a Seq2SeqTransformer<B>,
+    memory: Tensor<B, 3>,
+    valid: Tensor<B, 2, Bool>,
+}
+
+impl<B: FusedAttentionBackend> Seq2SeqTransformer<B> {
+    /// Encodes one source (`src`, `src_valid` `[1, s]`) for [`crate::generate`]; the prompt
+    /// is then the target prefix, usually `[<bos>]`.
+    ///
+    /// # Panics
+    ///
+    /// When the batch is not 1.
+    pub fn for_source(
+        &self,
+        src: Tensor<B, 2, Int>,
+        src_valid: Tensor<B, 2, Bool>,
+    ) -> Seq2SeqSource<'_, B> {
+        assert_eq!(src.dims()[0], 1, "for_source takes one source sequence");
+        Seq2SeqSource {
+            model: self,
+            memory: self.encode(src, src_valid.clone()),
+            valid: src_valid,
+        }
+    }
+}
+
+/// Per decoding step: the decoder's cache and the source mask repeated over its rows.
+pub struct Seq2SeqCache<B: Backend> {
+    stack: focal_blocks::StackCache<B>,
+    valid: Tensor<B, 2, Bool>,
+}
+
+impl<B: FusedAttentionBackend> CausalLm<B> for Seq2SeqSource<'_, B> {
+    type Cache = Seq2SeqCache<B>;
+
+    fn new_cache(&self, batch: usize, capacity: usize, _device: &B::Device) -> Seq2SeqCache<B> {
+        let [_, s, d] = self.memory.dims();
+        let memory = self.memory.clone().expand([batch, s, d]);
+        Seq2SeqCache {
+            stack: self.model.transformer.new_cache(memory, capacity),
+            valid: self.valid.clone().expand([batch, s]),
+        }
+    }
+
+    fn forward_cached(&self, ids: Tensor<B, 2, Int>, cache: &mut Seq2SeqCache<B>) -> Tensor<B, 3> {
+        let y = self
+            .model
+            .target_embedding
+            .forward(ids, cache.stack.position());
+        let y = self.model.transformer.decode_cached(
+            StackInput::new(y).memory_mask(AttentionMask::key_padding(cache.valid.clone())),
+            &mut cache.stack,
+        );
+        self.model.generator.forward(y.hidden)
+    }
+
+    fn select_cache_rows(&self, cache: &mut Seq2SeqCache<B>, rows: &[usize]) {
+        cache.stack.select_batch(rows);
+        // Every row holds the same source, so its mask needs no reordering, only the count.
+        let [_, s] = cache.valid.dims();
+        cache.valid = self.valid.clone().expand([rows.len(), s]);
+    }
+
+    fn max_len(&self) -> usize {
+        self.model.max_len
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,6 +383,49 @@ mod tests {
         }
     }
 
+    /// `generate` driving the decoder through `for_source` gives `greedy_decode`'s tokens, and
+    /// beam search with one beam the same.
+    fn generate_through_the_decoder_equals_greedy_decode<B: FusedAttentionBackend>(
+        device: &B::Device,
+    ) {
+        focal_backend::seed::<B>(device, 44);
+        let model = Seq2SeqConfig::new(9, 9)
+            .with_d_model(16)
+            .with_d_ff(32)
+            .with_dropout(0.0)
+            .init::<B>(device);
+        let specials = SpecialTokens {
+            pad: 0,
+            bos: 1,
+            eos: 2,
+        };
+        let src = ids::<B>(&[&[3, 4, 5, 6]], device);
+        let valid = src.clone().not_equal_elem(0);
+        let expected = model.greedy_decode(src.clone(), valid.clone(), specials, 6);
+        let source = model.for_source(src, valid);
+        for strategy in [
+            crate::Strategy::Greedy,
+            crate::Strategy::Beam {
+                beams: 1,
+                length_penalty: 1.0,
+                early_stopping: true,
+            },
+        ] {
+            let config = crate::GenerationConfig {
+                max_new_tokens: 6,
+                strategy,
+                stop_tokens: vec![specials.eos],
+                ..Default::default()
+            };
+            let mut out =
+                crate::generate(&source, &[specials.bos], &config, device, |_| {}).unwrap();
+            if out.last() == Some(&specials.eos) {
+                out.pop();
+            }
+            assert_eq!(out, expected[0]);
+        }
+    }
+
     fn dropout_is_off_in_inference<B: FusedAttentionBackend>(device: &B::Device) {
         focal_backend::seed::<B>(device, 42);
         let model = tiny().with_dropout(0.3).init::<B>(device);
@@ -325,7 +440,8 @@ mod tests {
     focal_backend::backend_tests!(
         source_padding_invariance,
         greedy_decoding_follows_the_argmax,
-        dropout_is_off_in_inference
+        dropout_is_off_in_inference,
+        generate_through_the_decoder_equals_greedy_decode
     );
 
     #[test]
