@@ -124,8 +124,63 @@ impl<B: FusedAttentionBackend, C: burn::backend::autodiff::checkpoint::strategy:
 // The backends are those focal-backend was built with (its cfg, not this crate's: another
 // crate of the build may switch a backend on in focal-backend alone).
 focal_backend::if_ndarray! {
-    impl FusedAttentionBackend for burn::backend::NdArray<f32> {}
+    /// ndarray (inference) runs the tiled CPU kernel of `cpu.rs` for the options it handles and
+    /// the generic path for the others. Under `Autodiff<NdArray>` (training) the generic path
+    /// runs, differentiated through its tensor ops.
+    impl FusedAttentionBackend for burn::backend::NdArray<f32> {
+        fn fused_attention(
+            query: Tensor<Self, 4>,
+            key: Tensor<Self, 4>,
+            value: Tensor<Self, 4>,
+            options: FusedAttentionOptions<'_, Self>,
+        ) -> Tensor<Self, 4> {
+            match cpu_attention(&query, &key, &value, &options) {
+                Some(out) => out,
+                None => generic_fused_attention(query, key, value, options),
+            }
+        }
+    }
     impl FusedAttentionBackend for burn::backend::NdArray<f64> {}
+}
+
+/// The CPU kernel for `options`, or `None` when it does not handle them or the shapes
+/// disagree (the generic path then runs, and reports bad shapes).
+#[allow(dead_code)] // unused when ndarray is off
+fn cpu_attention<B: Backend>(
+    query: &Tensor<B, 4>,
+    key: &Tensor<B, 4>,
+    value: &Tensor<B, 4>,
+    options: &FusedAttentionOptions<'_, B>,
+) -> Option<Tensor<B, 4>> {
+    let [b, h, l, d_k] = query.dims();
+    let [kb, h_kv, s, kd] = key.dims();
+    let [vb, vh, vs, d_v] = value.dims();
+    let shapes_agree =
+        [kb, kd] == [b, d_k] && [vb, vh, vs] == [b, h_kv, s] && h_kv > 0 && h.is_multiple_of(h_kv);
+    if !shapes_agree || s == 0 {
+        return None;
+    }
+    let mask = options.mask.kernel_form(b, s)?;
+    let problem = crate::cpu::Problem {
+        b,
+        h,
+        h_kv,
+        l,
+        s,
+        d_k,
+        d_v,
+        scale: options.scale as f32,
+        softcap: options.softcap.map(|c| c as f32),
+        causal: mask.causal,
+        window: mask.window,
+        key_valid: mask.key_valid,
+    };
+    let read = |t: &Tensor<B, 4>| t.to_data().convert::<f32>().into_vec::<f32>().ok();
+    let out = crate::cpu::attention(&problem, &read(query)?, &read(key)?, &read(value)?);
+    Some(Tensor::from_data(
+        burn::tensor::TensorData::new(out, [b, h, l, d_v]),
+        &query.device(),
+    ))
 }
 
 focal_backend::if_wgpu! {

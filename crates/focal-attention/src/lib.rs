@@ -29,6 +29,7 @@
 //! width, `d_h` head width.
 
 mod alibi;
+mod cpu;
 mod fused;
 mod kv_cache;
 mod mask;

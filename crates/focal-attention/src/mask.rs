@@ -138,6 +138,59 @@ pub struct AttentionMask<B: Backend> {
     additive: Vec<Tensor<B, 4>>,
 }
 
+/// A mask in the form the CPU kernel handles: a causal or sliding-window pattern and key
+/// padding, nothing else.
+pub(crate) struct KernelMask {
+    pub causal: bool,
+    pub window: Option<usize>,
+    /// `[b][s]`, `true` = real key.
+    pub key_valid: Option<Vec<bool>>,
+}
+
+impl<B: Backend> AttentionMask<B> {
+    /// The mask as a [`KernelMask`] for a batch of `b` and `s` keys, or `None` when it has parts
+    /// the kernel does not handle (explicit or additive masks, other patterns).
+    pub(crate) fn kernel_form(&self, b: usize, s: usize) -> Option<KernelMask> {
+        if !self.explicit.is_empty() || !self.additive.is_empty() {
+            return None;
+        }
+        let mut causal = false;
+        let mut window: Option<usize> = None;
+        for pattern in &self.patterns {
+            match *pattern {
+                Pattern::Causal => causal = true,
+                Pattern::SlidingWindow { window: w } => {
+                    causal = true;
+                    window = Some(window.map_or(w, |v| v.min(w)));
+                }
+                _ => return None,
+            }
+        }
+        let key_valid = if self.key_padding.is_empty() {
+            None
+        } else {
+            let mut valid = vec![true; b * s];
+            for padding in &self.key_padding {
+                let [pb, ps] = padding.dims();
+                if ps != s || (pb != b && pb != 1) {
+                    return None; // let the generic path report the shape error
+                }
+                let values = padding.to_data().to_vec::<bool>().ok()?;
+                for (i, v) in valid.iter_mut().enumerate() {
+                    let (row, key) = (i / s, i % s);
+                    *v &= values[(if pb == 1 { 0 } else { row }) * s + key];
+                }
+            }
+            Some(valid)
+        };
+        Some(KernelMask {
+            causal,
+            window,
+            key_valid,
+        })
+    }
+}
+
 impl<B: Backend> Default for AttentionMask<B> {
     fn default() -> Self {
         Self::none()

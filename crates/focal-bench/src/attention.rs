@@ -2,6 +2,8 @@
 //!
 //! For `b = 1, h = 8, d_h = 64` and `l = s` in the chosen lengths, one process measures:
 //!
+//! - Focal's fused path: `ScaledDotProductAttention` without weights, i.e. the backend's
+//!   `FusedAttentionBackend` implementation (the tiled CPU kernel on ndarray);
 //! - Focal's plain path (the `[l, s]` scores materialised, as with `need_weights`);
 //! - Focal's memory-efficient path (keys in blocks of 256 with an online softmax), which is what
 //!   `ScaledDotProductAttention` runs without weights from 1024 keys on;
@@ -13,6 +15,7 @@
 //! counted by the process's allocator; it is exact on ndarray and not available on wgpu.
 
 use crate::measure::{Measurement, format_bytes, format_seconds, measure};
+use burn::nn::DropoutConfig;
 use burn::nn::attention::{
     MhaInput as NnMhaInput, MultiHeadAttentionConfig as NnMultiHeadAttentionConfig,
 };
@@ -20,8 +23,8 @@ use burn::tensor::module::attention as burn_attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Distribution, Tensor};
 use focal::attention::{
-    AttentionInput, FusedAttentionBackend, MhaInput, MultiHeadAttentionConfig,
-    ScaledDotProductAttentionConfig,
+    AttentionInput, AttentionMask, FusedAttentionBackend, FusedAttentionOptions, MhaInput,
+    MultiHeadAttentionConfig, ScaledDotProductAttentionConfig, generic_fused_attention,
 };
 use serde::Serialize;
 use std::time::Duration;
@@ -51,6 +54,7 @@ pub struct Row {
     pub memory_vs_baseline: f64,
 }
 
+const FUSED: &str = "focal fused (backend kernel)";
 const PLAIN: &str = "focal plain";
 const CHUNKED: &str = "focal memory-efficient";
 const BURN_OP: &str = "burn module::attention";
@@ -75,18 +79,33 @@ pub fn run<B: FusedAttentionBackend>(
         let attention_flops = 4.0 * (BATCH * HEADS * length * length * HEAD_DIM) as f64;
         let projection_flops = 8.0 * (BATCH * length * D_MODEL * D_MODEL) as f64;
 
-        let sdpa = |from: usize| {
-            let attention = ScaledDotProductAttentionConfig::new()
-                .with_memory_efficient_from(from)
-                .init();
+        // The generic tensor-op paths, called directly (the backend's own kernel, if any, is
+        // the "focal fused" row).
+        let generic = |from: usize| {
+            let (q, k, v) = (q.clone(), k.clone(), v.clone());
+            let (mask, dropout) = (AttentionMask::none(), DropoutConfig::new(0.0).init());
+            measure(budget, move || {
+                let options = FusedAttentionOptions {
+                    mask: &mask,
+                    scale: 1.0 / (HEAD_DIM as f64).sqrt(),
+                    softcap: None,
+                    dropout: &dropout,
+                    memory_efficient_from: from,
+                    key_block: 256,
+                };
+                generic_fused_attention(q.clone(), k.clone(), v.clone(), options).into_data();
+            })
+        };
+        let plain = generic(usize::MAX);
+        let chunked = generic(0);
+        let fused = {
+            let attention = ScaledDotProductAttentionConfig::new().init();
             let (q, k, v) = (q.clone(), k.clone(), v.clone());
             measure(budget, move || {
                 let out = attention.forward(AttentionInput::new(q.clone(), k.clone(), v.clone()));
                 out.context.into_data();
             })
         };
-        let plain = sdpa(usize::MAX);
-        let chunked = sdpa(0);
         let burn_op = {
             let (q, k, v) = (q.clone(), k.clone(), v.clone());
             measure(budget, move || {
@@ -131,6 +150,7 @@ pub fn run<B: FusedAttentionBackend>(
             memory_vs_baseline: measurement.peak_bytes as f64 / base.peak_bytes.max(1) as f64,
         };
         let mha_flops = attention_flops + projection_flops;
+        rows.push(row(FUSED, &fused, attention_flops, BURN_OP, &burn_op));
         rows.push(row(PLAIN, &plain, attention_flops, BURN_OP, &burn_op));
         rows.push(row(CHUNKED, &chunked, attention_flops, BURN_OP, &burn_op));
         rows.push(row(BURN_OP, &burn_op, attention_flops, BURN_OP, &burn_op));

@@ -50,7 +50,7 @@ pub enum Strategy {
     },
 }
 
-/// Options of [`generate`].
+/// Options of [`generate()`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct GenerationConfig {
     /// Most tokens to produce.

@@ -4,7 +4,7 @@
 //!   forced training and batched greedy decoding.
 //! - [`Vocabulary`]: a word-level vocabulary with padding, begin and end tokens, which turns
 //!   whitespace-separated text into ids and back, refusing unknown tokens.
-//! - [`generate`]: text generation for any [`CausalLm`]: greedy, sampling (temperature, top-k,
+//! - [`generate()`]: text generation for any [`CausalLm`]: greedy, sampling (temperature, top-k,
 //!   top-p, min-p), repetition penalty, no-repeat n-grams, beam search, stop tokens, streaming.
 
 pub mod generate;

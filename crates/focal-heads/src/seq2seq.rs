@@ -242,7 +242,7 @@ impl<B: FusedAttentionBackend> Seq2SeqTransformer<B> {
     }
 }
 
-/// One encoded source sequence, decoded as a [`CausalLm`] so that [`crate::generate`] (sampling,
+/// One encoded source sequence, decoded as a [`CausalLm`] so that [`crate::generate()`] (sampling,
 /// beam search, …) drives the decoder; built by [`Seq2SeqTransformer::for_source`]. The cache
 /// holds the source's cross-attention keys and values, projected once.
 pub struct Seq2SeqSource<'a, B: Backend> {
@@ -252,7 +252,7 @@ pub struct Seq2SeqSource<'a, B: Backend> {
 }
 
 impl<B: FusedAttentionBackend> Seq2SeqTransformer<B> {
-    /// Encodes one source (`src`, `src_valid` `[1, s]`) for [`crate::generate`]; the prompt
+    /// Encodes one source (`src`, `src_valid` `[1, s]`) for [`crate::generate()`]; the prompt
     /// is then the target prefix, usually `[<bos>]`.
     ///
     /// # Panics

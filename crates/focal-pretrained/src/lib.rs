@@ -6,7 +6,7 @@
 //! - [`Bert`]: `model_type` `bert` (`BertModel` with its pooler, `BertForMaskedLM` with its
 //!   masked-LM head), and sentence-transformers directories ([`SentenceEmbedder`]).
 //! - [`Gpt2`]: `model_type` `gpt2` (`GPT2LMHeadModel`), a [`focal_heads::CausalLm`] for
-//!   [`focal_heads::generate`].
+//!   [`focal_heads::generate()`].
 //!
 //! Each family has one key map (Hugging Face name ↔ Focal module), documented on its loader.
 //! After loading, every tensor of the file is used and every parameter of the model is filled,
