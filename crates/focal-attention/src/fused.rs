@@ -14,7 +14,7 @@
 //! instead of `B: Backend`; training code names [`FusedAutodiffBackend`].
 
 use crate::AttentionMask;
-use crate::sdpa::{attend, memory_efficient, scaled_scores, shared_kv_heads};
+use crate::sdpa::{attend, kv_shapes_agree, memory_efficient, scaled_scores, shared_kv_heads};
 use burn::nn::Dropout;
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -153,11 +153,9 @@ fn cpu_attention<B: Backend>(
     options: &FusedAttentionOptions<'_, B>,
 ) -> Option<Tensor<B, 4>> {
     let [b, h, l, d_k] = query.dims();
-    let [kb, h_kv, s, kd] = key.dims();
-    let [vb, vh, vs, d_v] = value.dims();
-    let shapes_agree =
-        [kb, kd] == [b, d_k] && [vb, vh, vs] == [b, h_kv, s] && h_kv > 0 && h.is_multiple_of(h_kv);
-    if !shapes_agree || s == 0 {
+    let [_, h_kv, s, _] = key.dims();
+    let [_, _, _, d_v] = value.dims();
+    if !kv_shapes_agree(query.dims(), key.dims(), value.dims()) || s == 0 {
         return None;
     }
     let mask = options.mask.kernel_form(b, s)?;

@@ -74,11 +74,7 @@ impl<B: Backend> KvCache<B> {
             rows.iter().all(|&r| r < b),
             "KvCache::select_batch: rows {rows:?} out of range for a batch of {b}"
         );
-        let device = self.key.device();
-        let ids: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
-        let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [rows.len()]), &device);
-        self.key = self.key.clone().select(0, ids.clone());
-        self.value = self.value.clone().select(0, ids);
+        (self.key, self.value) = select_rows(self.key.clone(), self.value.clone(), rows);
     }
 
     /// Positions held after appending `n` more: `len + n`, or at most the capacity with a
@@ -153,6 +149,17 @@ impl<B: Backend> KvCache<B> {
             self.value.clone().slice([0..b, 0..h, 0..self.len, 0..cd_v]),
         )
     }
+}
+
+/// Rows `rows` (in that order, repeats allowed) of the batch of key and value, along dim 0.
+pub(crate) fn select_rows<B: Backend>(
+    key: Tensor<B, 4>,
+    value: Tensor<B, 4>,
+    rows: &[usize],
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let ids: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+    let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [rows.len()]), &key.device());
+    (key.select(0, ids.clone()), value.select(0, ids))
 }
 
 /// Copies positions `from .. from + keep` to `0 .. keep` along dim 2.

@@ -181,14 +181,8 @@ impl<B: Backend> ProjectedMemory<B> {
 
     /// Keeps the sequences `rows` of the batch, in that order (repeats allowed).
     pub fn select_batch(&mut self, rows: &[usize]) {
-        let device = self.key.device();
-        let ids: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
-        let ids = Tensor::<B, 1, burn::tensor::Int>::from_data(
-            TensorData::new(ids, [rows.len()]),
-            &device,
-        );
-        self.key = self.key.clone().select(0, ids.clone());
-        self.value = self.value.clone().select(0, ids);
+        (self.key, self.value) =
+            crate::kv_cache::select_rows(self.key.clone(), self.value.clone(), rows);
     }
 }
 

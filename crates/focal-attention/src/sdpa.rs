@@ -339,11 +339,10 @@ pub(crate) fn shared_kv_heads<B: Backend>(
     key: Tensor<B, 4>,
     value: Tensor<B, 4>,
 ) -> (Tensor<B, 4>, Tensor<B, 4>) {
-    let [b, h, _, d_h] = query.dims();
-    let [kb, h_kv, s, kd] = key.dims();
-    let [vb, vh, vs, _] = value.dims();
+    let [_, h, _, _] = query.dims();
+    let [_, h_kv, _, _] = key.dims();
     assert!(
-        [kb, kd] == [b, d_h] && [vb, vh, vs] == [b, h_kv, s] && h_kv > 0 && h % h_kv == 0,
+        kv_shapes_agree(query.dims(), key.dims(), value.dims()),
         "attention shapes disagree: query {:?} [b, h, l, d_h], key {:?} [b, h_kv, s, d_h], value {:?} [b, h_kv, s, d_v], with h_kv dividing h",
         query.dims(),
         key.dims(),
@@ -353,6 +352,16 @@ pub(crate) fn shared_kv_heads<B: Backend>(
         repeat_kv_heads(key, h / h_kv),
         repeat_kv_heads(value, h / h_kv),
     )
+}
+
+/// Whether query `[b, h, l, d_h]`, key `[b, h_kv, s, d_h]` and value `[b, h_kv, s, d_v]` fit
+/// together, with `h_kv` dividing `h`.
+pub(crate) fn kv_shapes_agree(
+    [b, h, _, d_h]: [usize; 4],
+    [kb, h_kv, s, kd]: [usize; 4],
+    [vb, vh, vs, _]: [usize; 4],
+) -> bool {
+    [kb, kd] == [b, d_h] && [vb, vh, vs] == [b, h_kv, s] && h_kv > 0 && h.is_multiple_of(h_kv)
 }
 
 /// Grouped-query attention: each key/value head serves `groups` consecutive query heads
