@@ -39,6 +39,7 @@ mod relative;
 mod rotary;
 mod score;
 mod sdpa;
+mod state_dict;
 
 pub use alibi::{alibi_bias, alibi_slopes};
 pub use fused::{
@@ -62,3 +63,4 @@ pub use score::{
 pub use sdpa::{
     AttentionInput, AttentionOutput, ScaledDotProductAttention, ScaledDotProductAttentionConfig,
 };
+pub use state_dict::{StateDict, WeightLayout};

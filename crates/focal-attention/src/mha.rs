@@ -1,6 +1,7 @@
 //! Multi-head attention: projections around scaled dot-product attention.
 
 use crate::fused::FusedAttentionBackend;
+use crate::state_dict::StateDict;
 use crate::{
     AttentionInput, AttentionMask, AttentionOutput, KvCache, RotaryEncoding, RotaryEncodingConfig,
     ScaledDotProductAttention, ScaledDotProductAttentionConfig,
@@ -443,6 +444,21 @@ impl<B: Backend> MultiHeadAttention<B> {
         state: &HashMap<String, TensorData>,
         device: &B::Device,
     ) -> Result<Self, PytorchImportError> {
+        let state = StateDict::new(state);
+        let attention = Self::from_state(config, &state, "", device)?;
+        state.finish()?;
+        Ok(attention)
+    }
+
+    /// As [`Self::from_pytorch`], reading the module's tensors under `prefix` (e.g.
+    /// `layers.0.self_attn`; empty for none) of a larger state dict, which then records them as
+    /// used.
+    pub fn from_state(
+        config: &MultiHeadAttentionConfig,
+        state: &StateDict<'_>,
+        prefix: &str,
+        device: &B::Device,
+    ) -> Result<Self, PytorchImportError> {
         config.validate()?;
         if config.kv_heads() != config.n_heads {
             return Err(PytorchImportError::Unsupported(format!(
@@ -464,36 +480,13 @@ impl<B: Backend> MultiHeadAttention<B> {
         }
         let d = config.d_model;
         let (kdim, vdim) = (config.kdim.unwrap_or(d), config.vdim.unwrap_or(d));
-        let mut used = Vec::new();
-        let mut take = |key: &str, shape: &[usize]| -> Result<Tensor<B, 2>, PytorchImportError> {
-            let data = state
-                .get(key)
-                .ok_or_else(|| PytorchImportError::Missing(key.to_string()))?;
-            if data.shape.as_slice() != shape {
-                return Err(PytorchImportError::Shape {
-                    key: key.to_string(),
-                    expected: shape.to_vec(),
-                    found: data.shape.to_vec(),
-                });
-            }
-            used.push(key.to_string());
-            // 1-D tensors (biases) are read as one column; callers reshape.
-            let rows = shape[0];
-            let cols = shape.get(1).copied().unwrap_or(1);
-            let values = data
-                .clone()
-                .convert::<f32>()
-                .to_vec::<f32>()
-                .expect("float tensor data converts to f32");
-            Ok(Tensor::from_data(
-                TensorData::new(values, [rows, cols]),
-                device,
-            ))
-        };
+        let key = |name: &str| crate::state_dict::join(prefix, name);
+        let take2 = |name: &str, shape| state.tensor::<B, 2>(&key(name), shape, device);
+        let take1 = |name: &str, shape| state.tensor::<B, 1>(&key(name), shape, device);
 
         let packed = kdim == d && vdim == d;
         let (wq, wk, wv) = if packed {
-            let w = take("in_proj_weight", &[3 * d, d])?;
+            let w = take2("in_proj_weight", [3 * d, d])?;
             (
                 w.clone().slice([0..d, 0..d]),
                 w.clone().slice([d..2 * d, 0..d]),
@@ -501,33 +494,23 @@ impl<B: Backend> MultiHeadAttention<B> {
             )
         } else {
             (
-                take("q_proj_weight", &[d, d])?,
-                take("k_proj_weight", &[d, kdim])?,
-                take("v_proj_weight", &[d, vdim])?,
+                take2("q_proj_weight", [d, d])?,
+                take2("k_proj_weight", [d, kdim])?,
+                take2("v_proj_weight", [d, vdim])?,
             )
         };
-        let wo = take("out_proj.weight", &[d, d])?;
+        let wo = take2("out_proj.weight", [d, d])?;
         let (bq, bk, bv, bo) = if config.bias {
-            let b_in = take("in_proj_bias", &[3 * d])?.reshape([3 * d]);
+            let b_in = take1("in_proj_bias", [3 * d])?;
             (
                 Some(b_in.clone().narrow(0, 0, d)),
                 Some(b_in.clone().narrow(0, d, d)),
                 Some(b_in.narrow(0, 2 * d, d)),
-                Some(take("out_proj.bias", &[d])?.reshape([d])),
+                Some(take1("out_proj.bias", [d])?),
             )
         } else {
             (None, None, None, None)
         };
-        let mut unexpected: Vec<String> = state
-            .keys()
-            .filter(|k| !used.contains(k))
-            .cloned()
-            .collect();
-        if !unexpected.is_empty() {
-            unexpected.sort();
-            return Err(PytorchImportError::Unexpected(unexpected));
-        }
-
         let linear = |w: Tensor<B, 2>, b: Option<Tensor<B, 1>>| Linear {
             weight: Param::from_tensor(w.transpose()), // [out, in] -> [in, out]
             bias: b.map(Param::from_tensor),

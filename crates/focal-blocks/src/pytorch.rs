@@ -28,105 +28,26 @@ use crate::{
     TransformerLayerConfig, TransformerStack, TransformerStackConfig,
 };
 use burn::module::Param;
-use burn::nn::Linear;
-use burn::tensor::{Tensor, TensorData, backend::Backend};
-use focal_attention::{MultiHeadAttention, MultiHeadAttentionConfig, PytorchImportError};
-use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use burn::tensor::{TensorData, backend::Backend};
+use focal_attention::{MultiHeadAttention, PytorchImportError};
+use std::collections::HashMap;
 
-/// How a checkpoint stores a linear layer's weight.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WeightLayout {
-    /// `[out, in]`: PyTorch's `nn.Linear` (transposed on load).
-    OutIn,
-    /// `[in, out]`: GPT-2's `Conv1D`, and burn's own layout.
-    InOut,
-}
+pub use focal_attention::{StateDict, WeightLayout};
 
-/// A state dict being consumed: tensors are taken by key with their expected shapes, and
-/// [`StateDict::finish`] fails when some were never taken. Loaders of other checkpoint formats
-/// (Hugging Face directories) build on it.
-pub struct StateDict<'a> {
-    tensors: &'a HashMap<String, TensorData>,
-    used: RefCell<BTreeSet<String>>,
-}
-
-impl<'a> StateDict<'a> {
-    /// Starts consuming `tensors`.
-    pub fn new(tensors: &'a HashMap<String, TensorData>) -> Self {
-        Self {
-            tensors,
-            used: RefCell::new(BTreeSet::new()),
-        }
-    }
-
-    /// The tensor `key`, which must have `shape`.
-    pub fn tensor<B: Backend, const D: usize>(
-        &self,
-        key: &str,
-        shape: [usize; D],
-        device: &B::Device,
-    ) -> Result<Tensor<B, D>, PytorchImportError> {
-        let data = self
-            .tensors
-            .get(key)
-            .ok_or_else(|| PytorchImportError::Missing(key.to_string()))?;
-        if data.shape.as_slice() != shape {
-            return Err(PytorchImportError::Shape {
-                key: key.to_string(),
-                expected: shape.to_vec(),
-                found: data.shape.to_vec(),
-            });
-        }
-        self.used.borrow_mut().insert(key.to_string());
-        Ok(Tensor::from_data(data.clone().convert::<f32>(), device))
-    }
-
-    /// PyTorch's `nn.Linear` `{prefix}.weight` `[out, in]` and `{prefix}.bias`.
-    pub fn linear<B: Backend>(
-        &self,
-        prefix: &str,
-        dims: [usize; 2],
-        device: &B::Device,
-    ) -> Result<Linear<B>, PytorchImportError> {
-        self.linear_with(prefix, dims, WeightLayout::OutIn, true, device)
-    }
-
-    /// A linear layer `d_in → d_out` from `{prefix}.weight` stored in `layout` and, when `bias`,
-    /// `{prefix}.bias`.
-    pub fn linear_with<B: Backend>(
-        &self,
-        prefix: &str,
-        [d_in, d_out]: [usize; 2],
-        layout: WeightLayout,
-        bias: bool,
-        device: &B::Device,
-    ) -> Result<Linear<B>, PytorchImportError> {
-        let key = format!("{prefix}.weight");
-        let weight = match layout {
-            WeightLayout::OutIn => self
-                .tensor::<B, 2>(&key, [d_out, d_in], device)?
-                .transpose(),
-            WeightLayout::InOut => self.tensor::<B, 2>(&key, [d_in, d_out], device)?,
-        };
-        let bias = if bias {
-            Some(Param::from_tensor(self.tensor::<B, 1>(
-                &format!("{prefix}.bias"),
-                [d_out],
-                device,
-            )?))
-        } else {
-            None
-        };
-        Ok(Linear {
-            weight: Param::from_tensor(weight),
-            bias,
-        })
-    }
-
+/// Reading norms from a [`StateDict`] (the norms live in this crate, the state dict below it).
+pub trait NormWeights {
     /// A LayerNorm's `{prefix}.weight` and `{prefix}.bias` into `norm` (which must be a
     /// LayerNorm).
-    pub fn layer_norm<B: Backend>(
+    fn layer_norm<B: Backend>(
+        &self,
+        prefix: &str,
+        norm: Norm<B>,
+        d: usize,
+    ) -> Result<Norm<B>, PytorchImportError>;
+}
+
+impl NormWeights for StateDict<'_> {
+    fn layer_norm<B: Backend>(
         &self,
         prefix: &str,
         norm: Norm<B>,
@@ -146,65 +67,6 @@ impl<'a> StateDict<'a> {
             &device,
         )?));
         Ok(Norm::LayerNorm(layer_norm))
-    }
-
-    /// An `nn.MultiheadAttention` under `prefix` (its keys handed over without the prefix).
-    pub fn attention<B: Backend>(
-        &self,
-        prefix: &str,
-        config: &MultiHeadAttentionConfig,
-        device: &B::Device,
-    ) -> Result<MultiHeadAttention<B>, PytorchImportError> {
-        let start = format!("{prefix}.");
-        let sub: HashMap<String, TensorData> = self
-            .tensors
-            .iter()
-            .filter_map(|(k, v)| {
-                k.strip_prefix(&start)
-                    .map(|rest| (rest.to_string(), v.clone()))
-            })
-            .collect();
-        let attention =
-            MultiHeadAttention::from_pytorch(config, &sub, device).map_err(|e| match e {
-                PytorchImportError::Missing(k) => {
-                    PytorchImportError::Missing(format!("{start}{k}"))
-                }
-                PytorchImportError::Shape {
-                    key,
-                    expected,
-                    found,
-                } => PytorchImportError::Shape {
-                    key: format!("{start}{key}"),
-                    expected,
-                    found,
-                },
-                other => other,
-            })?;
-        self.used
-            .borrow_mut()
-            .extend(sub.into_keys().map(|k| format!("{start}{k}")));
-        Ok(attention)
-    }
-
-    /// Counts `key` as used without reading it as a weight (buffers checked by the caller).
-    pub fn mark_used(&self, key: &str) {
-        self.used.borrow_mut().insert(key.to_string());
-    }
-
-    /// Fails when some tensors were not used, naming them.
-    pub fn finish(self) -> Result<(), PytorchImportError> {
-        let used = self.used.into_inner();
-        let mut unexpected: Vec<String> = self
-            .tensors
-            .keys()
-            .filter(|k| !used.contains(*k))
-            .cloned()
-            .collect();
-        if unexpected.is_empty() {
-            return Ok(());
-        }
-        unexpected.sort();
-        Err(PytorchImportError::Unexpected(unexpected))
     }
 }
 
@@ -240,14 +102,20 @@ fn import_layer<B: Backend>(
     let key = |name: &str| format!("{prefix}{name}");
     let d = config.d_model;
     let mut layer = config.try_init::<B>(device)?;
-    layer.self_attention = state.attention(&key("self_attn"), &config.self_attention(), device)?;
+    layer.self_attention =
+        MultiHeadAttention::from_state(&config.self_attention(), state, &key("self_attn"), device)?;
     layer.feed_forward.expand = state.linear(&key("linear1"), [d, config.d_ff], device)?;
     layer.feed_forward.contract = state.linear(&key("linear2"), [config.d_ff, d], device)?;
     layer.self_attention_residual.norm =
         state.layer_norm(&key("norm1"), layer.self_attention_residual.norm, d)?;
     match (&mut layer.cross_attention, config.cross_attention()) {
         (Some(cross), Some(cross_config)) => {
-            cross.attention = state.attention(&key("multihead_attn"), &cross_config, device)?;
+            cross.attention = MultiHeadAttention::from_state(
+                &cross_config,
+                state,
+                &key("multihead_attn"),
+                device,
+            )?;
             let norm = cross.residual.norm.clone();
             cross.residual.norm = state.layer_norm(&key("norm2"), norm, d)?;
             layer.feed_forward_residual.norm =

@@ -6,7 +6,7 @@ use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
 use focal_attention::{AttentionMask, FusedAttentionBackend, PytorchImportError};
-use focal_blocks::pytorch::StateDict;
+use focal_blocks::pytorch::{NormWeights, StateDict};
 use focal_blocks::{
     Activation, Norm, NormConfig, PositionKind, Positions, StackInput, TokenEmbedding,
     TokenEmbeddingConfig, TransformerLayerConfig, TransformerStack, TransformerStackConfig,

@@ -7,7 +7,7 @@ use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{ElementConversion, Int, Tensor, backend::Backend};
 use focal_attention::{FusedAttentionBackend, MultiHeadAttention, PytorchImportError};
-use focal_blocks::pytorch::{StateDict, WeightLayout};
+use focal_blocks::pytorch::{NormWeights, StateDict, WeightLayout};
 use focal_blocks::{
     NormPlacement, PositionKind, Positions, StackCache, StackInput, TokenEmbedding,
     TokenEmbeddingConfig, TransformerLayerConfig, TransformerStack, TransformerStackConfig,
