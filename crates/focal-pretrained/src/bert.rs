@@ -1,7 +1,7 @@
 //! BERT: embeddings, post-norm encoder, pooler, masked-LM head; sentence-transformers pooling.
 
 use crate::PretrainedError;
-use crate::hf::{file, parse_config, read_config_json, read_weights};
+use crate::hf::{check_tied, file, read_config, read_json, read_weights};
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
@@ -173,15 +173,7 @@ impl<B: Backend> Bert<B> {
     /// | `cls.predictions.decoder.weight` | tied to `embedding.tokens` (must equal it) |
     /// | `embeddings.position_ids` | a buffer of old checkpoints (must be 0, 1, 2, …), not a weight |
     pub fn load(dir: &Path, device: &B::Device) -> Result<(Self, BertConfig), PretrainedError> {
-        let (model_type, json, config_path) = read_config_json(dir)?;
-        if model_type != "bert" {
-            return Err(PretrainedError::ModelType {
-                path: config_path,
-                found: model_type,
-                expected: "bert",
-            });
-        }
-        let config: BertConfig = parse_config(json, &config_path)?;
+        let (config, config_path): (BertConfig, _) = read_config(dir, "bert")?;
         if config.position_embedding_type != "absolute" {
             return Err(PretrainedError::Unsupported {
                 path: config_path,
@@ -272,16 +264,10 @@ impl<B: Backend> Bert<B> {
                 if tensors.contains_key(&format!("{head}.decoder.bias")) {
                     state.tensor::<B, 1>(&format!("{head}.decoder.bias"), [v], device)?;
                 }
-                if tensors.contains_key(&format!("{head}.decoder.weight")) {
-                    let decoder =
-                        state.tensor::<B, 2>(&format!("{head}.decoder.weight"), [v, d], device)?;
-                    let tied = embedding.tokens.weight.val();
-                    let diff: f32 = (decoder - tied).abs().max().into_scalar().elem();
-                    if diff > 0.0 {
-                        return Err(PytorchImportError::Unsupported(format!(
-                            "{head}.decoder.weight differs from the word embeddings (untied MLM decoder)"
-                        )));
-                    }
+                let decoder = format!("{head}.decoder.weight");
+                if tensors.contains_key(&decoder) {
+                    let words = embedding.tokens.weight.val();
+                    check_tied(&state, &decoder, words, "an untied MLM decoder")?;
                 }
                 Some(MaskedLmHead {
                     transform: state.linear::<B>(
@@ -323,8 +309,6 @@ impl<B: Backend> Bert<B> {
         self.max_len
     }
 }
-
-use burn::tensor::ElementConversion;
 
 impl<B: FusedAttentionBackend> Bert<B> {
     /// The encoder over token ids.
@@ -444,16 +428,7 @@ impl<B: Backend> SentenceEmbedder<B> {
         let mut max_len = bert.max_len();
         let sbert_path = dir.join("sentence_bert_config.json");
         if sbert_path.is_file() {
-            let text =
-                std::fs::read_to_string(&sbert_path).map_err(|cause| PretrainedError::Io {
-                    path: sbert_path.clone(),
-                    cause,
-                })?;
-            let config: SentenceBertConfig =
-                serde_json::from_str(&text).map_err(|cause| PretrainedError::Json {
-                    path: sbert_path.clone(),
-                    cause,
-                })?;
+            let config: SentenceBertConfig = read_json(&sbert_path)?;
             max_len = config.max_seq_length.unwrap_or(max_len).min(max_len);
         }
         let modules_path = dir.join("modules.json");
@@ -465,22 +440,7 @@ impl<B: Backend> SentenceEmbedder<B> {
                 max_len,
             });
         }
-        let read = |path: &Path| {
-            std::fs::read_to_string(path).map_err(|cause| PretrainedError::Io {
-                path: path.to_path_buf(),
-                cause,
-            })
-        };
-        let json = |path: &Path, text: String| {
-            serde_json::from_str::<serde_json::Value>(&text).map_err(|cause| {
-                PretrainedError::Json {
-                    path: path.to_path_buf(),
-                    cause,
-                }
-            })
-        };
-        let modules: Vec<ModuleEntry> =
-            parse_config(json(&modules_path, read(&modules_path)?)?, &modules_path)?;
+        let modules: Vec<ModuleEntry> = read_json(&modules_path)?;
         let mut pooling = Pooling::Mean;
         let mut normalize = false;
         for module in &modules {
@@ -490,7 +450,7 @@ impl<B: Backend> SentenceEmbedder<B> {
                     "config.json",
                     "the pooling config.json",
                 )?;
-                let config: PoolingConfig = parse_config(json(&path, read(&path)?)?, &path)?;
+                let config: PoolingConfig = read_json(&path)?;
                 pooling = match (
                     config.pooling_mode_mean_tokens,
                     config.pooling_mode_cls_token,

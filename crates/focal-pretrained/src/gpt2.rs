@@ -2,10 +2,10 @@
 
 use crate::PretrainedError;
 use crate::bert::activation;
-use crate::hf::{parse_config, read_config_json, read_weights};
+use crate::hf::{check_tied, read_config, read_weights};
 use burn::module::{Module, Param};
 use burn::nn::Linear;
-use burn::tensor::{ElementConversion, Int, Tensor, backend::Backend};
+use burn::tensor::{Int, Tensor, backend::Backend};
 use focal_attention::{FusedAttentionBackend, MultiHeadAttention, PytorchImportError};
 use focal_blocks::pytorch::{NormWeights, StateDict, WeightLayout};
 use focal_blocks::{
@@ -95,15 +95,7 @@ impl<B: Backend> Gpt2<B> {
     /// | `lm_head.weight` | tied to `wte` (must equal it) |
     /// | `h.{i}.attn.bias`, `h.{i}.attn.masked_bias` | causal-mask buffers of old checkpoints, not weights |
     pub fn load(dir: &Path, device: &B::Device) -> Result<(Self, Gpt2Config), PretrainedError> {
-        let (model_type, json, config_path) = read_config_json(dir)?;
-        if model_type != "gpt2" {
-            return Err(PretrainedError::ModelType {
-                path: config_path,
-                found: model_type,
-                expected: "gpt2",
-            });
-        }
-        let config: Gpt2Config = parse_config(json, &config_path)?;
+        let (config, config_path): (Gpt2Config, _) = read_config(dir, "gpt2")?;
         for (option, on) in [
             (
                 "scale_attn_by_inverse_layer_idx",
@@ -195,17 +187,8 @@ impl<B: Backend> Gpt2<B> {
             let norm = decoder.final_norm.take().expect("built with a final norm");
             decoder.final_norm = Some(state.layer_norm(&format!("{p}ln_f"), norm, d)?);
             if tensors.contains_key("lm_head.weight") {
-                let head = state.tensor::<B, 2>("lm_head.weight", [v, d], device)?;
-                let diff: f32 = (head - embedding.tokens.weight.val())
-                    .abs()
-                    .max()
-                    .into_scalar()
-                    .elem();
-                if diff > 0.0 {
-                    return Err(PytorchImportError::Unsupported(
-                        "lm_head.weight differs from wte.weight (untied LM head)".to_string(),
-                    ));
-                }
+                let words = embedding.tokens.weight.val();
+                check_tied(&state, "lm_head.weight", words, "an untied LM head")?;
             }
             Ok(())
         };

@@ -3,9 +3,10 @@
 //! `tokenizer.json` (through the `tokenizers` crate).
 
 use crate::PretrainedError;
-use burn::tensor::TensorData;
+use burn::tensor::{ElementConversion, Tensor, TensorData, backend::Backend};
 use burn_store::pytorch::PytorchReader;
-use burn_store::{ModuleStore, SafetensorsStore};
+use burn_store::{ModuleStore, SafetensorsStore, TensorSnapshot};
+use focal_attention::{PytorchImportError, StateDict};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams, TruncationStrategy};
@@ -20,37 +21,43 @@ pub(crate) fn file(dir: &Path, name: &str, what: &'static str) -> Result<PathBuf
     }
 }
 
-/// The `model_type` of `dir/config.json` and the file's JSON.
-pub fn read_config_json(
-    dir: &Path,
-) -> Result<(String, serde_json::Value, PathBuf), PretrainedError> {
-    let path = file(dir, "config.json", "config.json")?;
-    let text = std::fs::read_to_string(&path).map_err(|cause| PretrainedError::Io {
-        path: path.clone(),
+/// A JSON file parsed into `T` (a missing field or a wrong type is a `Json` error naming the
+/// file).
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, PretrainedError> {
+    let text = std::fs::read_to_string(path).map_err(|cause| PretrainedError::Io {
+        path: path.to_path_buf(),
         cause,
     })?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|cause| PretrainedError::Json {
-            path: path.clone(),
-            cause,
-        })?;
-    let model_type = json
-        .get("model_type")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_string();
-    Ok((model_type, json, path))
-}
-
-/// Parses a config JSON into a family's struct.
-pub(crate) fn parse_config<T: serde::de::DeserializeOwned>(
-    json: serde_json::Value,
-    path: &Path,
-) -> Result<T, PretrainedError> {
-    serde_json::from_value(json).map_err(|cause| PretrainedError::Json {
+    serde_json::from_str(&text).map_err(|cause| PretrainedError::Json {
         path: path.to_path_buf(),
         cause,
     })
+}
+
+/// `dir/config.json` parsed into a family's struct, after checking its `model_type`; also
+/// returns the file's path for later errors.
+pub fn read_config<T: serde::de::DeserializeOwned>(
+    dir: &Path,
+    model_type: &'static str,
+) -> Result<(T, PathBuf), PretrainedError> {
+    let path = file(dir, "config.json", "config.json")?;
+    let json: serde_json::Value = read_json(&path)?;
+    let found = json
+        .get("model_type")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    if found != model_type {
+        return Err(PretrainedError::ModelType {
+            path,
+            found: found.to_string(),
+            expected: model_type,
+        });
+    }
+    let config = serde_json::from_value(json).map_err(|cause| PretrainedError::Json {
+        path: path.clone(),
+        cause,
+    })?;
+    Ok((config, path))
 }
 
 /// Every tensor of the directory's weights, by Hugging Face name, and the file read.
@@ -61,28 +68,29 @@ pub fn read_weights(dir: &Path) -> Result<(HashMap<String, TensorData>, PathBuf)
         path: path.to_path_buf(),
         message,
     };
+    // Every snapshot read into memory; a truncated or corrupt file fails here.
+    let data = |path: &Path, name: &str, snapshot: &TensorSnapshot| {
+        snapshot
+            .to_data()
+            .map_err(|e| weights_error(path, format!("tensor '{name}': {e}")))
+    };
     if safetensors.is_file() {
         let mut store = SafetensorsStore::from_file(&safetensors);
         let snapshots = store
             .get_all_snapshots()
             .map_err(|e| weights_error(&safetensors, e.to_string()))?;
-        let mut tensors = HashMap::with_capacity(snapshots.len());
-        for (name, snapshot) in snapshots {
-            let data = snapshot
-                .to_data()
-                .map_err(|e| weights_error(&safetensors, format!("tensor '{name}': {e}")))?;
-            tensors.insert(name.clone(), data);
-        }
+        let tensors = snapshots
+            .iter()
+            .map(|(name, s)| Ok((name.clone(), data(&safetensors, name, s)?)))
+            .collect::<Result<_, PretrainedError>>()?;
         Ok((tensors, safetensors))
     } else if bin.is_file() {
         let reader = PytorchReader::new(&bin).map_err(|e| weights_error(&bin, e.to_string()))?;
-        let mut tensors = HashMap::new();
-        for (name, snapshot) in reader.into_tensors() {
-            let data = snapshot
-                .to_data()
-                .map_err(|e| weights_error(&bin, format!("tensor '{name}': {e}")))?;
-            tensors.insert(name, data);
-        }
+        let tensors = reader
+            .tensors()
+            .iter()
+            .map(|(name, s)| Ok((name.clone(), data(&bin, name, s)?)))
+            .collect::<Result<_, PretrainedError>>()?;
         Ok((tensors, bin))
     } else {
         Err(PretrainedError::MissingFile {
@@ -121,6 +129,24 @@ pub fn read_tokenizer(
         }));
     }
     Ok(tokenizer)
+}
+
+/// Checks that the checkpoint's copy `key` of a tied matrix equals `table` (the tensor it is
+/// tied to) and records it as used; `what` names the untied layer in the error.
+pub(crate) fn check_tied<B: Backend>(
+    state: &StateDict<'_>,
+    key: &str,
+    table: Tensor<B, 2>,
+    what: &str,
+) -> Result<(), PytorchImportError> {
+    let copy = state.tensor::<B, 2>(key, table.dims(), &table.device())?;
+    let diff: f32 = (copy - table).abs().max().into_scalar().elem();
+    if diff > 0.0 {
+        return Err(PytorchImportError::Unsupported(format!(
+            "{key} differs from the tensor it should be tied to ({what})"
+        )));
+    }
+    Ok(())
 }
 
 /// A batch of encoded texts, padded to its longest row.
