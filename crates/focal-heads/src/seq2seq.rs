@@ -206,14 +206,8 @@ impl<B: FusedAttentionBackend> Seq2SeqTransformer<B> {
         for step in 0..max_new_tokens {
             let last: Vec<i64> = sequences.iter().map(|s| s[step] as i64).collect();
             let tgt = Tensor::<B, 2, Int>::from_data(TensorData::new(last, [b, 1]), &device);
-            let y = self.target_embedding.forward(tgt, step); // [b, 1, d]
-            let y = self.transformer.decode_cached(
-                StackInput::new(y).memory_mask(memory_mask.clone()),
-                &mut cache,
-            );
             let next = self
-                .generator
-                .forward(y.hidden) // [b, 1, V]
+                .decode_step(tgt, &mut cache, memory_mask.clone()) // [b, 1, V]
                 .argmax(2) // [b, 1, 1]
                 .into_data()
                 .convert::<i64>()
@@ -239,6 +233,23 @@ impl<B: FusedAttentionBackend> Seq2SeqTransformer<B> {
                     .collect()
             })
             .collect()
+    }
+}
+
+impl<B: FusedAttentionBackend> Seq2SeqTransformer<B> {
+    /// Logits `[b, n, V]` of `n` new target tokens `[b, n]` decoded against `cache` (their
+    /// positions follow the cached ones), the source's mask restricting cross-attention.
+    fn decode_step(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        cache: &mut focal_blocks::StackCache<B>,
+        memory_mask: AttentionMask<B>,
+    ) -> Tensor<B, 3> {
+        let y = self.target_embedding.forward(ids, cache.position()); // [b, n, d]
+        let y = self
+            .transformer
+            .decode_cached(StackInput::new(y).memory_mask(memory_mask), cache);
+        self.generator.forward(y.hidden)
     }
 }
 
@@ -291,15 +302,8 @@ impl<B: FusedAttentionBackend> CausalLm<B> for Seq2SeqSource<'_, B> {
     }
 
     fn forward_cached(&self, ids: Tensor<B, 2, Int>, cache: &mut Seq2SeqCache<B>) -> Tensor<B, 3> {
-        let y = self
-            .model
-            .target_embedding
-            .forward(ids, cache.stack.position());
-        let y = self.model.transformer.decode_cached(
-            StackInput::new(y).memory_mask(AttentionMask::key_padding(cache.valid.clone())),
-            &mut cache.stack,
-        );
-        self.model.generator.forward(y.hidden)
+        let mask = AttentionMask::key_padding(cache.valid.clone());
+        self.model.decode_step(ids, &mut cache.stack, mask)
     }
 
     fn select_cache_rows(&self, cache: &mut Seq2SeqCache<B>, rows: &[usize]) {
