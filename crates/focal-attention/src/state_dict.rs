@@ -1,0 +1,129 @@
+//! A state dict (tensors by key, e.g. read from a safetensors file) consumed by importers.
+
+use crate::PytorchImportError;
+use burn::module::Param;
+use burn::nn::Linear;
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+
+/// How a checkpoint stores a linear layer's weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// `[out, in]`: PyTorch's `nn.Linear` (transposed on load).
+    OutIn,
+    /// `[in, out]`: GPT-2's `Conv1D`, and burn's own layout.
+    InOut,
+}
+
+/// A state dict being consumed: tensors are taken by key with their expected shapes, and
+/// [`StateDict::finish`] fails when some were never taken. Loaders of other checkpoint formats
+/// (PyTorch modules, Hugging Face directories) build on it.
+pub struct StateDict<'a> {
+    tensors: &'a HashMap<String, TensorData>,
+    used: RefCell<BTreeSet<String>>,
+}
+
+impl<'a> StateDict<'a> {
+    /// Starts consuming `tensors`.
+    pub fn new(tensors: &'a HashMap<String, TensorData>) -> Self {
+        Self {
+            tensors,
+            used: RefCell::new(BTreeSet::new()),
+        }
+    }
+
+    /// The tensor `key`, which must have `shape`.
+    pub fn tensor<B: Backend, const D: usize>(
+        &self,
+        key: &str,
+        shape: [usize; D],
+        device: &B::Device,
+    ) -> Result<Tensor<B, D>, PytorchImportError> {
+        let data = self
+            .tensors
+            .get(key)
+            .ok_or_else(|| PytorchImportError::Missing(key.to_string()))?;
+        if data.shape.as_slice() != shape {
+            return Err(PytorchImportError::Shape {
+                key: key.to_string(),
+                expected: shape.to_vec(),
+                found: data.shape.to_vec(),
+            });
+        }
+        self.used.borrow_mut().insert(key.to_string());
+        Ok(Tensor::from_data(data.clone().convert::<f32>(), device))
+    }
+
+    /// PyTorch's `nn.Linear` `{prefix}.weight` `[out, in]` and `{prefix}.bias`.
+    pub fn linear<B: Backend>(
+        &self,
+        prefix: &str,
+        dims: [usize; 2],
+        device: &B::Device,
+    ) -> Result<Linear<B>, PytorchImportError> {
+        self.linear_with(prefix, dims, WeightLayout::OutIn, true, device)
+    }
+
+    /// A linear layer `d_in → d_out` from `{prefix}.weight` stored in `layout` and, when `bias`,
+    /// `{prefix}.bias`.
+    pub fn linear_with<B: Backend>(
+        &self,
+        prefix: &str,
+        [d_in, d_out]: [usize; 2],
+        layout: WeightLayout,
+        bias: bool,
+        device: &B::Device,
+    ) -> Result<Linear<B>, PytorchImportError> {
+        let key = format!("{prefix}.weight");
+        let weight = match layout {
+            WeightLayout::OutIn => self
+                .tensor::<B, 2>(&key, [d_out, d_in], device)?
+                .transpose(),
+            WeightLayout::InOut => self.tensor::<B, 2>(&key, [d_in, d_out], device)?,
+        };
+        let bias = if bias {
+            Some(Param::from_tensor(self.tensor::<B, 1>(
+                &format!("{prefix}.bias"),
+                [d_out],
+                device,
+            )?))
+        } else {
+            None
+        };
+        Ok(Linear {
+            weight: Param::from_tensor(weight),
+            bias,
+        })
+    }
+
+    /// Counts `key` as used without reading it as a weight (buffers checked by the caller).
+    pub fn mark_used(&self, key: &str) {
+        self.used.borrow_mut().insert(key.to_string());
+    }
+
+    /// Fails when some tensors were not used, naming them.
+    pub fn finish(self) -> Result<(), PytorchImportError> {
+        let used = self.used.into_inner();
+        let mut unexpected: Vec<String> = self
+            .tensors
+            .keys()
+            .filter(|k| !used.contains(*k))
+            .cloned()
+            .collect();
+        if unexpected.is_empty() {
+            return Ok(());
+        }
+        unexpected.sort();
+        Err(PytorchImportError::Unexpected(unexpected))
+    }
+}
+
+/// `prefix.name`, or `name` when the prefix is empty.
+pub(crate) fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
