@@ -42,6 +42,11 @@ pub struct FusedAttentionOptions<'a, B: Backend> {
 /// The default method is correct on every backend; implementing the trait with an empty body
 /// (`impl FusedAttentionBackend for MyBackend {}`) is enough to run Focal's models on it.
 pub trait FusedAttentionBackend: Backend {
+    /// Whether this backend's float tensors are host memory that Focal's CPU kernel computes
+    /// on, forward and backward (`true` for `NdArray<f32>`). `Autodiff<B>` reads it to put the
+    /// kernel's backward in the graph.
+    const CPU_KERNEL: bool = false;
+
     /// `softmax(softcap(q kᵀ · scale) + bias, masked) v` without materialising weights.
     ///
     /// Semantics are those of [`ScaledDotProductAttention`](crate::ScaledDotProductAttention):
@@ -116,26 +121,54 @@ where
 {
 }
 
+/// Under autodiff, a backend with the CPU kernel ([`FusedAttentionBackend::CPU_KERNEL`]) runs
+/// it forward and registers the kernel's own backward (FlashAttention-2: probabilities
+/// recomputed block by block, no `l × s` matrix), unless dropout is active or an additive mask
+/// needs a gradient; every other case differentiates the generic path's tensor ops.
 impl<B: FusedAttentionBackend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy>
     FusedAttentionBackend for burn::backend::Autodiff<B, C>
 {
+    fn fused_attention(
+        query: Tensor<Self, 4>,
+        key: Tensor<Self, 4>,
+        value: Tensor<Self, 4>,
+        options: FusedAttentionOptions<'_, Self>,
+    ) -> Tensor<Self, 4> {
+        if B::CPU_KERNEL && options.dropout.prob == 0.0 {
+            if let Some(problem) = cpu_problem(&query, &key, &value, &options) {
+                return crate::cpu::train::attention(problem, query, key, value);
+            }
+        }
+        generic_fused_attention(query, key, value, options)
+    }
 }
 
 // The backends are those focal-backend was built with (its cfg, not this crate's: another
 // crate of the build may switch a backend on in focal-backend alone).
 focal_backend::if_ndarray! {
-    /// ndarray (inference) runs the tiled CPU kernel of `cpu.rs` for the options it handles and
-    /// the generic path for the others. Under `Autodiff<NdArray>` (training) the generic path
-    /// runs, differentiated through its tensor ops.
+    /// ndarray runs the tiled CPU kernel of `cpu/` for every mask, scale and soft-cap (and,
+    /// under `Autodiff<NdArray>`, its backward); dropout during training takes the generic path.
     impl FusedAttentionBackend for burn::backend::NdArray<f32> {
+        const CPU_KERNEL: bool = true;
+
         fn fused_attention(
             query: Tensor<Self, 4>,
             key: Tensor<Self, 4>,
             value: Tensor<Self, 4>,
             options: FusedAttentionOptions<'_, Self>,
         ) -> Tensor<Self, 4> {
-            match cpu_attention(&query, &key, &value, &options) {
-                Some(out) => out,
+            match cpu_problem(&query, &key, &value, &options) {
+                Some(problem) => {
+                    let [b, h, l, _] = query.dims();
+                    let read = |t: Tensor<Self, 4>| crate::cpu::train::read(t);
+                    let device = query.device();
+                    let out = crate::cpu::forward(&problem, &read(query), &read(key), &read(value))
+                        .out;
+                    Tensor::from_data(
+                        burn::tensor::TensorData::new(out, [b, h, l, problem.d_v]),
+                        &device,
+                    )
+                }
                 None => generic_fused_attention(query, key, value, options),
             }
         }
@@ -143,23 +176,23 @@ focal_backend::if_ndarray! {
     impl FusedAttentionBackend for burn::backend::NdArray<f64> {}
 }
 
-/// The CPU kernel for `options`, or `None` when it does not handle them or the shapes
-/// disagree (the generic path then runs, and reports bad shapes).
+/// The CPU kernel's description of a call, or `None` when the shapes disagree (the generic path
+/// then reports them) or the mask has a part the kernel cannot take.
 #[allow(dead_code)] // unused when ndarray is off
-fn cpu_attention<B: Backend>(
+fn cpu_problem<B: Backend>(
     query: &Tensor<B, 4>,
     key: &Tensor<B, 4>,
     value: &Tensor<B, 4>,
     options: &FusedAttentionOptions<'_, B>,
-) -> Option<Tensor<B, 4>> {
+) -> Option<crate::cpu::Problem> {
     let [b, h, l, d_k] = query.dims();
     let [_, h_kv, s, _] = key.dims();
     let [_, _, _, d_v] = value.dims();
-    if !kv_shapes_agree(query.dims(), key.dims(), value.dims()) || s == 0 {
+    if !kv_shapes_agree(query.dims(), key.dims(), value.dims()) {
         return None;
     }
-    let mask = options.mask.kernel_form(b, s)?;
-    let problem = crate::cpu::Problem {
+    let mask = options.mask.kernel_form([b, h, l, s], &query.device())?;
+    Some(crate::cpu::Problem {
         b,
         h,
         h_kv,
@@ -172,13 +205,9 @@ fn cpu_attention<B: Backend>(
         causal: mask.causal,
         window: mask.window,
         key_valid: mask.key_valid,
-    };
-    let read = |t: &Tensor<B, 4>| t.to_data().convert::<f32>().into_vec::<f32>().ok();
-    let out = crate::cpu::attention(&problem, &read(query)?, &read(key)?, &read(value)?);
-    Some(Tensor::from_data(
-        burn::tensor::TensorData::new(out, [b, h, l, d_v]),
-        &query.device(),
-    ))
+        allowed: mask.allowed,
+        bias: mask.bias,
+    })
 }
 
 focal_backend::if_wgpu! {

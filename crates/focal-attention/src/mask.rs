@@ -1,6 +1,7 @@
 //! Attention masks as values.
 
 use burn::tensor::{BasicOps, Bool, Int, Tensor, backend::Backend};
+use crate::cpu::Dense;
 use std::ops::Range;
 
 /// A boolean `[l, s]` causal mask, `true` = may attend, aligned bottom-right.
@@ -138,24 +139,31 @@ pub struct AttentionMask<B: Backend> {
     additive: Vec<Tensor<B, 4>>,
 }
 
-/// A mask in the form the CPU kernel handles: a causal or sliding-window pattern and key
-/// padding, nothing else.
+/// A mask in the form the CPU kernel takes: the causal / sliding-window rule as key ranges, key
+/// padding per batch row, everything else materialised once.
 pub(crate) struct KernelMask {
     pub causal: bool,
     pub window: Option<usize>,
     /// `[b][s]`, `true` = real key.
     pub key_valid: Option<Vec<bool>>,
+    /// Explicit masks and the other patterns, `[b|1, h|1, l, s]`, `true` = may attend.
+    pub allowed: Option<Dense<bool>>,
+    /// The sum of the additive parts, `[b|1, h|1, l, s]`.
+    pub bias: Option<Dense<f32>>,
 }
 
 impl<B: Backend> AttentionMask<B> {
-    /// The mask as a [`KernelMask`] for a batch of `b` and `s` keys, or `None` when it has parts
-    /// the kernel does not handle (explicit or additive masks, other patterns).
-    pub(crate) fn kernel_form(&self, b: usize, s: usize) -> Option<KernelMask> {
-        if !self.explicit.is_empty() || !self.additive.is_empty() {
-            return None;
-        }
+    /// The mask as a [`KernelMask`] for `[b, h, l, s]` scores, or `None` when a part does not fit
+    /// that shape (the generic path then reports it) or an additive part is being
+    /// differentiated (the kernel gives no gradient to biases).
+    pub(crate) fn kernel_form(
+        &self,
+        [b, h, l, s]: [usize; 4],
+        device: &B::Device,
+    ) -> Option<KernelMask> {
         let mut causal = false;
         let mut window: Option<usize> = None;
+        let mut dense_patterns = Vec::new();
         for pattern in &self.patterns {
             match *pattern {
                 Pattern::Causal => causal = true,
@@ -163,7 +171,7 @@ impl<B: Backend> AttentionMask<B> {
                     causal = true;
                     window = Some(window.map_or(w, |v| v.min(w)));
                 }
-                _ => return None,
+                other => dense_patterns.push(other),
             }
         }
         let key_valid = if self.key_padding.is_empty() {
@@ -171,22 +179,67 @@ impl<B: Backend> AttentionMask<B> {
         } else {
             let mut valid = vec![true; b * s];
             for padding in &self.key_padding {
-                let [pb, ps] = padding.dims();
-                if ps != s || (pb != b && pb != 1) {
-                    return None; // let the generic path report the shape error
+                if padding.dims() != [b, s] {
+                    return None;
                 }
                 let values = padding.to_data().to_vec::<bool>().ok()?;
-                for (i, v) in valid.iter_mut().enumerate() {
-                    let (row, key) = (i / s, i % s);
-                    *v &= values[(if pb == 1 { 0 } else { row }) * s + key];
-                }
+                valid.iter_mut().zip(values).for_each(|(v, x)| *v &= x);
             }
             Some(valid)
+        };
+        let fits = |[pb, ph, pl, ps]: [usize; 4]| {
+            (pb == b || pb == 1) && (ph == h || ph == 1) && pl == l && ps == s
+        };
+        if !self.explicit.iter().all(|m| fits(m.dims()))
+            || !self.additive.iter().all(|m| fits(m.dims()))
+            || self.additive.iter().any(|m| m.is_require_grad())
+        {
+            return None;
+        }
+        // Broadcast every dense part to the smallest common [batch, heads, l, s].
+        let dense_shape = |dims: &mut dyn Iterator<Item = [usize; 4]>| {
+            dims.fold([1, 1, l, s], |acc, d| [acc[0].max(d[0]), acc[1].max(d[1]), l, s])
+        };
+        let allowed = if self.explicit.is_empty() && dense_patterns.is_empty() {
+            None
+        } else {
+            let shape = dense_shape(&mut self.explicit.iter().map(|m| m.dims()));
+            let parts = self.explicit.iter().map(|m| m.clone().expand(shape)).chain(
+                dense_patterns.iter().map(|pattern| {
+                    pattern
+                        .mask::<B>(l, s, 0..s, device)
+                        .reshape([1, 1, l, s])
+                        .expand(shape)
+                }),
+            );
+            let mask = parts.reduce(|acc, part| acc.bool_and(part))?;
+            Some(Dense {
+                data: mask.into_data().to_vec::<bool>().ok()?,
+                batch: shape[0],
+                heads: shape[1],
+            })
+        };
+        let bias = if self.additive.is_empty() {
+            None
+        } else {
+            let shape = dense_shape(&mut self.additive.iter().map(|m| m.dims()));
+            let sum = self
+                .additive
+                .iter()
+                .map(|m| m.clone().expand(shape))
+                .reduce(|acc, part| acc + part)?;
+            Some(Dense {
+                data: sum.into_data().convert::<f32>().to_vec::<f32>().ok()?,
+                batch: shape[0],
+                heads: shape[1],
+            })
         };
         Some(KernelMask {
             causal,
             window,
             key_valid,
+            allowed,
+            bias,
         })
     }
 }

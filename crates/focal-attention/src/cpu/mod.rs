@@ -1,0 +1,716 @@
+//! A tiled, memory-efficient attention kernel for the CPU, forward and backward.
+//!
+//! FlashAttention-2 on the CPU. **Forward**: blocks of [`QUERY_BLOCK`] queries against blocks
+//! of [`KEY_BLOCK`] keys, a running maximum and sum per query (online softmax), the output
+//! accumulated in place, and the log-sum-exp of every row kept for the backward. **Backward**:
+//! the probabilities are recomputed block by block from q, k, the mask and the log-sum-exp, and
+//! `dv += pᵀ do`, `ds = p ∘ (do vᵀ − rowsum(do ∘ o))`, `dk += ds q`, `dq += ds k` accumulate per
+//! block, so no `l × s` matrix ever exists. Memory is `O((b h l + b h_kv s) d)` plus one score
+//! block per thread.
+//!
+//! The block products go through the `gemm` crate (its kernels are picked at run time:
+//! AVX-512, AVX2/FMA, NEON or scalar), the softmax passes through `pulp`'s run-time dispatch
+//! (AVX2/FMA code when the CPU has it, portable code otherwise), so one binary is fast on a
+//! modern x86 and still correct everywhere. Rayon runs (batch, head, query block) tasks in the
+//! forward and (batch, key/value head) tasks in the backward: each backward task owns the `dk`
+//! and `dv` of its key/value head and the `dq` of the query heads sharing it, so nothing is
+//! written twice and nothing is reduced afterwards.
+//!
+//! # Block sizes
+//!
+//! 64 queries × 256 keys of width 64: a query block (16 KiB) and the 64 × 64 output
+//! accumulator stay in L1/L2 while key and value blocks (64 KiB each) stream from L2, and the
+//! 64 × 256 score block (64 KiB) is written once by one product and read once by the next. On
+//! the machine we measure on (AMD EPYC, 1 MiB L2 per core) 64 × 256 was the fastest of
+//! {32, 64, 128} × {128, 256, 512} at l = s = 2048 (see `docs/benchmarks.md`).
+//!
+//! # What it handles
+//!
+//! Custom scale, soft-capping, causal and sliding-window masks (bottom-right aligned; key blocks
+//! outside every row's window are skipped, so causal attention does half the work), key
+//! padding, explicit boolean masks and the other mask patterns (materialised once, `[b|1, h|1,
+//! l, s]`), additive masks / biases, grouped-query heads (shared key/value heads are read in
+//! place). Blocks with nothing masked skip the per-element mask entirely. Rows with no allowed
+//! key give zeros and zero gradients.
+
+mod gemm;
+pub(crate) mod train;
+
+use gemm::{Mat, matmul};
+use rayon::prelude::*;
+
+/// Queries per block.
+pub(crate) const QUERY_BLOCK: usize = 64;
+/// Keys per block.
+pub(crate) const KEY_BLOCK: usize = 256;
+
+/// A `[batch, heads, l, s]` mask part, each of `batch` and `heads` either full or 1
+/// (broadcast).
+#[derive(Clone)]
+pub(crate) struct Dense<T> {
+    pub data: Vec<T>,
+    pub batch: usize,
+    pub heads: usize,
+}
+
+impl<T> Dense<T> {
+    /// The `[l, s]` plane of one (batch, head) pair; `plane` is `l * s`.
+    fn plane(&self, batch: usize, head: usize, plane: usize) -> &[T] {
+        let b = if self.batch == 1 { 0 } else { batch };
+        let h = if self.heads == 1 { 0 } else { head };
+        &self.data[(b * self.heads + h) * plane..][..plane]
+    }
+}
+
+/// Shapes and options of one kernel call.
+#[derive(Clone)]
+pub(crate) struct Problem {
+    pub b: usize,
+    pub h: usize,
+    pub h_kv: usize,
+    pub l: usize,
+    pub s: usize,
+    pub d_k: usize,
+    pub d_v: usize,
+    pub scale: f32,
+    pub softcap: Option<f32>,
+    /// Causal (bottom-right aligned: query `i` sits at key position `i + s - l`).
+    pub causal: bool,
+    /// Sliding window: keys `p - window < j <= p` (implies causal).
+    pub window: Option<usize>,
+    /// Key validity `[b][s]`, `true` = real key.
+    pub key_valid: Option<Vec<bool>>,
+    /// Explicit masks and patterns other than causal / sliding window, `true` = may attend.
+    pub allowed: Option<Dense<bool>>,
+    /// The sum of the additive parts.
+    pub bias: Option<Dense<f32>>,
+}
+
+impl std::fmt::Debug for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Problem")
+            .field("q", &[self.b, self.h, self.l, self.d_k])
+            .field("k", &[self.b, self.h_kv, self.s, self.d_k])
+            .field("v", &[self.b, self.h_kv, self.s, self.d_v])
+            .field("causal", &self.causal)
+            .field("window", &self.window)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Problem {
+    /// The key range `[lo, hi)` the causal / sliding-window rule allows query row `i`.
+    fn key_range(&self, i: usize) -> (usize, usize) {
+        if !self.causal && self.window.is_none() {
+            return (0, self.s);
+        }
+        // Position p = i + s - l may be negative when l > s: then nothing is allowed.
+        let p = i as i64 + self.s as i64 - self.l as i64;
+        if p < 0 {
+            return (0, 0);
+        }
+        let hi = (p as usize + 1).min(self.s);
+        let lo = match self.window {
+            Some(w) => (p + 1 - w as i64).max(0) as usize,
+            None => 0,
+        };
+        (lo.min(hi), hi)
+    }
+
+    fn groups(&self) -> usize {
+        self.h / self.h_kv
+    }
+}
+
+/// Output and per-row log-sum-exp of the forward.
+pub(crate) struct Forward {
+    /// `[b, h, l, d_v]`.
+    pub out: Vec<f32>,
+    /// `[b, h, l]`: `ln Σ exp(score)` over the allowed keys; `+inf` for rows with none (so the
+    /// recomputed probabilities are 0).
+    pub lse: Vec<f32>,
+}
+
+/// Gradients with respect to query, key and value.
+pub(crate) struct Gradients {
+    pub dq: Vec<f32>,
+    pub dk: Vec<f32>,
+    pub dv: Vec<f32>,
+}
+
+/// The mask as one (batch, head) pair sees it.
+struct HeadMask<'a> {
+    p: &'a Problem,
+    valid: Option<&'a [bool]>,
+    /// `invalid_before[j]`: padded keys among `0..j`, to tell padding-free blocks in O(1).
+    invalid_before: Option<Vec<u32>>,
+    allowed: Option<&'a [bool]>,
+    bias: Option<&'a [f32]>,
+}
+
+impl<'a> HeadMask<'a> {
+    fn new(p: &'a Problem, batch: usize, head: usize) -> Self {
+        let valid = p.key_valid.as_ref().map(|m| &m[batch * p.s..(batch + 1) * p.s]);
+        let invalid_before = valid.map(|valid| {
+            let mut counts = Vec::with_capacity(p.s + 1);
+            let mut n = 0u32;
+            counts.push(0);
+            for &ok in valid {
+                n += u32::from(!ok);
+                counts.push(n);
+            }
+            counts
+        });
+        let plane = p.l * p.s;
+        Self {
+            p,
+            valid,
+            invalid_before,
+            allowed: p.allowed.as_ref().map(|m| m.plane(batch, head, plane)),
+            bias: p.bias.as_ref().map(|m| m.plane(batch, head, plane)),
+        }
+    }
+
+    /// The keys `[lo, hi)` any of the rows `start .. start + rows` may attend by position.
+    fn block_keys(&self, start: usize, rows: usize) -> (usize, usize) {
+        // Both ends of the allowed range grow with the row.
+        (self.p.key_range(start).0, self.p.key_range(start + rows - 1).1)
+    }
+
+    /// Whether rows `start .. start + rows` may attend every key of `kb .. kb + n`, with no
+    /// bias: then the block needs no per-element mask.
+    fn clean(&self, start: usize, rows: usize, kb: usize, n: usize) -> bool {
+        if self.allowed.is_some() || self.bias.is_some() {
+            return false;
+        }
+        let lo_last = self.p.key_range(start + rows - 1).0;
+        let hi_first = self.p.key_range(start).1;
+        lo_last <= kb
+            && kb + n <= hi_first
+            && self
+                .invalid_before
+                .as_ref()
+                .is_none_or(|c| c[kb + n] == c[kb])
+    }
+
+    /// Sets the forbidden scores of row `i`, keys `kb ..`, to `-inf` and adds the bias to the
+    /// others; returns whether any key was allowed.
+    #[inline(always)]
+    fn apply(&self, i: usize, kb: usize, row: &mut [f32]) -> bool {
+        let (lo, hi) = self.p.key_range(i);
+        let s = self.p.s;
+        let mut any = false;
+        for (j, x) in row.iter_mut().enumerate() {
+            let key = kb + j;
+            let ok = key >= lo
+                && key < hi
+                && self.valid.is_none_or(|v| v[key])
+                && self.allowed.is_none_or(|a| a[i * s + key]);
+            if ok {
+                if let Some(bias) = self.bias {
+                    *x += bias[i * s + key];
+                }
+                any = true;
+            } else {
+                *x = f32::NEG_INFINITY;
+            }
+        }
+        any
+    }
+}
+
+/// Fills `scores` (`rows × n`, row-major) with the masked, soft-capped, scaled scores of query
+/// rows `start ..` (`q_rows`, their rows only) against keys `kb .. kb + n` of `k_head`. With
+/// soft-capping, `tanh` receives `tanh(x / cap)` of every score for the backward. `allowed[r]`
+/// is set when row `r` may attend some key of the block.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn score_block(
+    mask: &HeadMask<'_>,
+    q_rows: &[f32],
+    k_head: &[f32],
+    start: usize,
+    kb: usize,
+    n: usize,
+    scores: &mut [f32],
+    mut tanh: Option<&mut [f32]>,
+    allowed: &mut [bool],
+) {
+    let p = mask.p;
+    let rows = allowed.len();
+    matmul(
+        rows,
+        n,
+        p.d_k,
+        scores,
+        n,
+        Mat::rows(q_rows, p.d_k),
+        Mat::transposed(&k_head[kb * p.d_k..(kb + n) * p.d_k], p.d_k),
+        p.scale,
+        false,
+    );
+    if let Some(cap) = p.softcap {
+        for (idx, x) in scores.iter_mut().enumerate() {
+            let t = (*x / cap).tanh();
+            if let Some(tanh) = tanh.as_deref_mut() {
+                tanh[idx] = t;
+            }
+            *x = cap * t;
+        }
+    }
+    if mask.clean(start, rows, kb, n) {
+        allowed.fill(true);
+    } else {
+        for (r, row) in scores.chunks_exact_mut(n).enumerate() {
+            allowed[r] = mask.apply(start + r, kb, row);
+        }
+    }
+}
+
+/// Lanes of the softmax loops: enough independent accumulators for AVX-512, and a multiple of
+/// every narrower vector.
+const LANES: usize = 16;
+
+/// The maximum of `row` (`-inf` when empty); NaNs are skipped.
+#[inline(always)]
+fn row_max(row: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = row.chunks_exact(LANES);
+    let mut max = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+    for chunk in chunks {
+        for (m, &x) in lanes.iter_mut().zip(chunk) {
+            *m = if x > *m { x } else { *m };
+        }
+    }
+    for m in lanes {
+        max = if m > max { m } else { max };
+    }
+    max
+}
+
+/// Replaces every `x` of `row` with `e^(x - shift)` and returns their sum.
+#[inline(always)]
+fn exp_sum(row: &mut [f32], shift: f32) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for chunk in &mut chunks {
+        for (acc, x) in lanes.iter_mut().zip(chunk) {
+            *x = exp_nonpositive(*x - shift);
+            *acc += *x;
+        }
+    }
+    let mut sum = 0.0f32;
+    for x in chunks.into_remainder() {
+        *x = exp_nonpositive(*x - shift);
+        sum += *x;
+    }
+    sum + lanes.iter().sum::<f32>()
+}
+
+/// `e^x` for `x <= 0` (and `-inf`; small positive `x` from rounding are fine too), to a few
+/// ulp, in straight-line arithmetic that the compiler vectorises (the libm `exp` call would
+/// otherwise dominate the softmax): `e^x = 2^n · e^r` with `n = round(x log2 e)` and
+/// `r = x - n ln 2` computed in two parts (Cody–Waite), `e^r` by its degree-7 Taylor
+/// polynomial on `|r| <= ln 2 / 2`, and `2^n` built in the exponent bits.
+#[inline(always)]
+fn exp_nonpositive(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_145_75; // ln 2 with its low bits cleared, so n · LN2_HI is exact
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    // Below -87 the result is under f32's smallest normal: flush to 0 (also for -inf).
+    let clamped = x.clamp(-87.0, 80.0);
+    // Round to nearest by adding and subtracting 1.5 · 2^23 (|x log2 e| < 126 here), which
+    // vectorises where `f32::round` is a libm call. In between, the low mantissa bits of
+    // `shifted` hold `n` as a two's-complement integer.
+    const SHIFTER: f32 = 12_582_912.0;
+    let shifted = clamped * std::f32::consts::LOG2_E + SHIFTER;
+    let n = shifted - SHIFTER;
+    let r = clamped - n * LN2_HI - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    let n_int = shifted.to_bits().wrapping_sub(SHIFTER.to_bits());
+    let scale = f32::from_bits(n_int.wrapping_add(127) << 23);
+    if x <= -87.0 { 0.0 } else { p * scale }
+}
+
+/// Runs `f` compiled for the best instruction set this CPU has (AVX2/FMA on x86-64 when
+/// present; `f` and what it inlines are compiled once per instruction set by `pulp`).
+#[inline(always)]
+fn with_simd<R>(f: impl FnOnce() -> R) -> R {
+    pulp::Arch::new().dispatch(f)
+}
+
+/// `softmax(mask(softcap(q kᵀ · scale)) + bias) v` over row-major `q [b, h, l, d_k]`,
+/// `k [b, h_kv, s, d_k]`, `v [b, h_kv, s, d_v]`: the output `[b, h, l, d_v]` and the
+/// log-sum-exp `[b, h, l]`. Fully masked rows are zeros.
+pub(crate) fn forward(p: &Problem, q: &[f32], k: &[f32], v: &[f32]) -> Forward {
+    let mut out = vec![0.0f32; p.b * p.h * p.l * p.d_v];
+    let mut lse = vec![0.0f32; p.b * p.h * p.l];
+    if p.l == 0 || p.d_v == 0 {
+        return Forward { out, lse };
+    }
+    let groups = p.groups();
+    out.par_chunks_mut(p.l * p.d_v)
+        .zip(lse.par_chunks_mut(p.l))
+        .enumerate()
+        .for_each(|(bh, (head_out, head_lse))| {
+            let (batch, head) = (bh / p.h, bh % p.h);
+            let kv = batch * p.h_kv + head / groups;
+            let q_head = &q[bh * p.l * p.d_k..(bh + 1) * p.l * p.d_k];
+            let k_head = &k[kv * p.s * p.d_k..(kv + 1) * p.s * p.d_k];
+            let v_head = &v[kv * p.s * p.d_v..(kv + 1) * p.s * p.d_v];
+            let mask = HeadMask::new(p, batch, head);
+            head_out
+                .par_chunks_mut(QUERY_BLOCK * p.d_v)
+                .zip(head_lse.par_chunks_mut(QUERY_BLOCK))
+                .enumerate()
+                .for_each(|(qb, (out, lse))| {
+                    let start = qb * QUERY_BLOCK;
+                    with_simd(|| forward_block(&mask, q_head, k_head, v_head, start, out, lse))
+                });
+        });
+    Forward { out, lse }
+}
+
+/// One block of query rows (`start ..`, as many as `lse` has) against every allowed key block;
+/// `out` starts zeroed and is used as the accumulator.
+#[inline(always)]
+fn forward_block(
+    mask: &HeadMask<'_>,
+    q_head: &[f32],
+    k_head: &[f32],
+    v_head: &[f32],
+    start: usize,
+    out: &mut [f32],
+    lse: &mut [f32],
+) {
+    let p = mask.p;
+    let (rows, d_v) = (lse.len(), p.d_v);
+    let q_rows = &q_head[start * p.d_k..(start + rows) * p.d_k];
+    let (lo, hi) = mask.block_keys(start, rows);
+    let mut max = vec![f32::NEG_INFINITY; rows];
+    let mut sum = vec![0.0f32; rows];
+    let mut any = vec![false; rows];
+    let mut allowed = vec![false; rows];
+    let mut scores = vec![0.0f32; rows * KEY_BLOCK.min(hi.saturating_sub(lo))];
+    let mut kb = lo;
+    while kb < hi {
+        let n = (hi - kb).min(KEY_BLOCK);
+        let sc = &mut scores[..rows * n];
+        score_block(mask, q_rows, k_head, start, kb, n, sc, None, &mut allowed);
+        for (r, row) in sc.chunks_exact_mut(n).enumerate() {
+            any[r] |= allowed[r];
+            let new_max = max[r].max(row_max(row));
+            if new_max == f32::NEG_INFINITY {
+                row.fill(0.0); // nothing allowed in this row so far
+                continue;
+            }
+            let correction = exp_nonpositive(max[r] - new_max); // 0 on the first block
+            sum[r] = sum[r] * correction + exp_sum(row, new_max);
+            max[r] = new_max;
+            if correction != 1.0 {
+                for a in &mut out[r * d_v..(r + 1) * d_v] {
+                    *a *= correction;
+                }
+            }
+        }
+        let v_block = &v_head[kb * d_v..(kb + n) * d_v];
+        matmul(rows, d_v, n, out, d_v, Mat::rows(sc, n), Mat::rows(v_block, d_v), 1.0, true);
+        kb += n;
+    }
+    for (r, row) in out.chunks_exact_mut(d_v).enumerate() {
+        if sum[r] > 0.0 {
+            let inv = 1.0 / sum[r];
+            row.iter_mut().for_each(|a| *a *= inv);
+            lse[r] = max[r] + sum[r].ln();
+        } else {
+            // No allowed key: zeros. Allowed keys whose additive bias is all -inf: NaN, as the
+            // plain path (and PyTorch) give.
+            row.fill(if any[r] { f32::NAN } else { 0.0 });
+            lse[r] = if any[r] { f32::NAN } else { f32::INFINITY };
+        }
+    }
+}
+
+/// Gradients of [`forward`] given its inputs, output, log-sum-exp and the output gradient
+/// `d_out [b, h, l, d_v]`.
+pub(crate) fn backward(
+    p: &Problem,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    fwd: &Forward,
+    d_out: &[f32],
+) -> Gradients {
+    let mut dq = vec![0.0f32; q.len()];
+    let mut dk = vec![0.0f32; k.len()];
+    let mut dv = vec![0.0f32; v.len()];
+    if p.l == 0 || p.s == 0 {
+        return Gradients { dq, dk, dv };
+    }
+    let groups = p.groups();
+    // One task per (batch, key/value head): it owns that head's dk and dv and the dq of the
+    // `groups` query heads sharing it (consecutive heads, so one contiguous chunk).
+    dq.par_chunks_mut(groups * p.l * p.d_k)
+        .zip(dk.par_chunks_mut(p.s * p.d_k))
+        .zip(dv.par_chunks_mut(p.s * p.d_v))
+        .enumerate()
+        .for_each(|(bkv, ((dq, dk), dv))| {
+            with_simd(|| backward_group(p, bkv, q, k, v, fwd, d_out, dq, dk, dv))
+        });
+    Gradients { dq, dk, dv }
+}
+
+/// The backward of key/value head `bkv` (= batch · h_kv + kv head) and its query heads.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn backward_group(
+    p: &Problem,
+    bkv: usize,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    fwd: &Forward,
+    d_out: &[f32],
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+) {
+    let (d_k, d_v, l, s) = (p.d_k, p.d_v, p.l, p.s);
+    let groups = p.groups();
+    let batch = bkv / p.h_kv;
+    let k_head = &k[bkv * s * d_k..(bkv + 1) * s * d_k];
+    let v_head = &v[bkv * s * d_v..(bkv + 1) * s * d_v];
+    let first_head = (bkv % p.h_kv) * groups;
+    let heads: Vec<(usize, HeadMask<'_>, Vec<f32>)> = (0..groups)
+        .map(|g| {
+            let bh = batch * p.h + first_head + g;
+            // delta_i = Σ_j p_ij dp_ij = do_i · o_i
+            let o = &fwd.out[bh * l * d_v..(bh + 1) * l * d_v];
+            let d_o = &d_out[bh * l * d_v..(bh + 1) * l * d_v];
+            let delta = o
+                .chunks_exact(d_v)
+                .zip(d_o.chunks_exact(d_v))
+                .map(|(o, d)| o.iter().zip(d).map(|(a, b)| a * b).sum())
+                .collect();
+            (bh, HeadMask::new(p, batch, first_head + g), delta)
+        })
+        .collect();
+    let block = QUERY_BLOCK * KEY_BLOCK.min(s);
+    let mut probs = vec![0.0f32; block];
+    let mut d_scores = vec![0.0f32; block];
+    let mut tanh_buf = vec![0.0f32; if p.softcap.is_some() { block } else { 0 }];
+    let mut allowed = vec![false; QUERY_BLOCK];
+    for kb in (0..s).step_by(KEY_BLOCK) {
+        let n = (s - kb).min(KEY_BLOCK);
+        let k_block = &k_head[kb * d_k..(kb + n) * d_k];
+        let v_block = &v_head[kb * d_v..(kb + n) * d_v];
+        let dk_block = &mut dk[kb * d_k..(kb + n) * d_k];
+        let dv_block = &mut dv[kb * d_v..(kb + n) * d_v];
+        for (g, (bh, mask, delta)) in heads.iter().enumerate() {
+            let q_head = &q[bh * l * d_k..(bh + 1) * l * d_k];
+            let d_o_head = &d_out[bh * l * d_v..(bh + 1) * l * d_v];
+            let lse = &fwd.lse[bh * l..(bh + 1) * l];
+            let dq_head = &mut dq[g * l * d_k..(g + 1) * l * d_k];
+            for start in (0..l).step_by(QUERY_BLOCK) {
+                let rows = (l - start).min(QUERY_BLOCK);
+                let (lo, hi) = mask.block_keys(start, rows);
+                if lo >= hi || hi <= kb || lo >= kb + n {
+                    continue; // no row of this block may attend these keys
+                }
+                let q_rows = &q_head[start * d_k..(start + rows) * d_k];
+                let d_o = &d_o_head[start * d_v..(start + rows) * d_v];
+                let pr = &mut probs[..rows * n];
+                let ds = &mut d_scores[..rows * n];
+                let tanh = p.softcap.map(|_| &mut tanh_buf[..rows * n]);
+                let allowed = &mut allowed[..rows];
+                score_block(mask, q_rows, k_head, start, kb, n, pr, tanh, allowed);
+                // p = e^(score - lse): masked scores (-inf) and empty rows (lse = +inf) give 0.
+                for (r, row) in pr.chunks_exact_mut(n).enumerate() {
+                    let shift = lse[start + r];
+                    row.iter_mut().for_each(|x| *x = exp_nonpositive(*x - shift));
+                }
+                // dv += pᵀ do
+                matmul(n, d_v, rows, dv_block, d_v, Mat::transposed(pr, n), Mat::rows(d_o, d_v), 1.0, true);
+                // dp = do vᵀ, then ds = p ∘ (dp - delta) (∘ (1 - tanh²) under soft-capping)
+                matmul(rows, n, d_v, ds, n, Mat::rows(d_o, d_v), Mat::transposed(v_block, d_v), 1.0, false);
+                for (r, (ds_row, p_row)) in ds.chunks_exact_mut(n).zip(pr.chunks_exact(n)).enumerate() {
+                    let dl = delta[start + r];
+                    for (d, &pv) in ds_row.iter_mut().zip(p_row) {
+                        *d = pv * (*d - dl);
+                    }
+                }
+                if p.softcap.is_some() {
+                    for (d, t) in ds.iter_mut().zip(&tanh_buf[..rows * n]) {
+                        *d *= 1.0 - t * t;
+                    }
+                }
+                // dk += scale · dsᵀ q, dq += scale · ds k
+                matmul(n, d_k, rows, dk_block, d_k, Mat::transposed(ds, n), Mat::rows(q_rows, d_k), p.scale, true);
+                let dq_rows = &mut dq_head[start * d_k..(start + rows) * d_k];
+                matmul(rows, d_k, n, dq_rows, d_k, Mat::rows(ds, n), Mat::rows(k_block, d_k), p.scale, true);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exp_nonpositive;
+    use crate::{
+        AttentionInput, AttentionMask, ScaledDotProductAttentionConfig, padding_mask_from_lengths,
+    };
+    use burn::tensor::backend::Backend;
+    use burn::tensor::{Distribution, Tensor};
+    use focal_backend::{NdArray, assert_close};
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    type B = NdArray;
+
+    #[test]
+    fn fast_exp_matches_libm() {
+        let mut worst = 0.0f32;
+        for i in 0..=200_000 {
+            let x = -(i as f32) * 0.0005; // 0 .. -100
+            let (ours, libm) = (exp_nonpositive(x), x.exp());
+            if libm > 1e-30 {
+                worst = worst.max(((ours - libm) / libm).abs());
+            } else {
+                assert!(ours < 1e-30, "e^{x}: {ours}");
+            }
+        }
+        assert!(worst < 5e-7, "relative error {worst}");
+        assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+    }
+
+    /// A random attention problem: l ≠ s, lengths that are not multiples of the blocks, GQA,
+    /// causal and sliding-window masks, key padding, explicit masks, other patterns, additive
+    /// biases, soft-capping, custom scales.
+    struct Case<B: Backend> {
+        q: Tensor<B, 4>,
+        k: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+        mask: AttentionMask<B>,
+        softcap: Option<f64>,
+        scale: Option<f64>,
+    }
+
+    impl<B: Backend> Case<B> {
+        fn input(&self, q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> AttentionInput<B> {
+            let mut input = AttentionInput::new(q, k, v).mask(self.mask.clone());
+            if let Some(cap) = self.softcap {
+                input = input.softcap(cap);
+            }
+            if let Some(scale) = self.scale {
+                input = input.scale(scale);
+            }
+            input
+        }
+    }
+
+    fn random_case<B: Backend>(rng: &mut StdRng, device: &B::Device, max_len: usize) -> Case<B> {
+        let b = rng.random_range(1..3);
+        let h_kv = rng.random_range(1..3);
+        let h = h_kv * rng.random_range(1..3);
+        let l = rng.random_range(1..max_len);
+        let s = rng.random_range(1..2 * max_len);
+        let d_k = [8, 16, 64][rng.random_range(0..3)];
+        let d_v = [8, 32][rng.random_range(0..2)];
+        let n = Distribution::Normal(0.0, 1.0);
+        let q = Tensor::<B, 4>::random([b, h, l, d_k], n, device);
+        let k = Tensor::<B, 4>::random([b, h_kv, s, d_k], n, device);
+        let v = Tensor::<B, 4>::random([b, h_kv, s, d_v], n, device);
+        let mut mask = AttentionMask::none();
+        if rng.random_bool(0.5) {
+            mask = mask.and(AttentionMask::causal());
+        }
+        if rng.random_bool(0.2) {
+            mask = mask.and(AttentionMask::sliding_window(rng.random_range(1..40)));
+        }
+        if rng.random_bool(0.15) {
+            mask = mask.and(AttentionMask::bidirectional_window(rng.random_range(1..40)));
+        }
+        if rng.random_bool(0.4) {
+            let lengths: Vec<usize> = (0..b).map(|_| rng.random_range(1..=s)).collect();
+            mask = mask.and(AttentionMask::key_padding(padding_mask_from_lengths(
+                &lengths, s, device,
+            )));
+        }
+        if rng.random_bool(0.2) {
+            let mb = if rng.random_bool(0.5) { b } else { 1 };
+            let allowed = Tensor::<B, 4>::random([mb, 1, l, s], Distribution::Default, device)
+                .lower_elem(0.8);
+            mask = mask.and(AttentionMask::explicit(allowed));
+        }
+        if rng.random_bool(0.2) {
+            let mh = if rng.random_bool(0.5) { h } else { 1 };
+            mask = mask.and(AttentionMask::additive(Tensor::random([1, mh, l, s], n, device)));
+        }
+        Case {
+            q,
+            k,
+            v,
+            mask,
+            softcap: rng.random_bool(0.3).then_some(5.0),
+            scale: rng.random_bool(0.3).then_some(0.3),
+        }
+    }
+
+    /// The kernel (ndarray without weights) equals the plain path (weights requested) over
+    /// random problems; rows with no allowed key give zeros.
+    #[test]
+    fn kernel_equals_the_plain_path_on_random_problems() {
+        let device = Default::default();
+        let mut rng = StdRng::seed_from_u64(60);
+        focal_backend::seed::<B>(&device, 60);
+        let attention = ScaledDotProductAttentionConfig::new().init();
+        for case in 0..40 {
+            let case_ = random_case::<B>(&mut rng, &device, 150);
+            let [b, h, l, _] = case_.q.dims();
+            let d_v = case_.v.dims()[3];
+            let input = case_.input(case_.q.clone(), case_.k.clone(), case_.v.clone());
+            let kernel = attention.forward(input.clone()).context;
+            let plain = attention.forward(input.need_weights(true)).context;
+            assert_eq!(kernel.dims(), [b, h, l, d_v], "case {case}");
+            assert_close(kernel, plain, 1e-5);
+        }
+    }
+
+    /// Under `Autodiff<NdArray>` the kernel's backward gives the plain path's gradients for
+    /// query, key and value (within 1e-4), fully masked rows included (zero gradients).
+    #[test]
+    fn kernel_gradients_equal_the_plain_path() {
+        type A = burn::backend::Autodiff<B>;
+        let device = Default::default();
+        let mut rng = StdRng::seed_from_u64(61);
+        focal_backend::seed::<A>(&device, 61);
+        let attention = ScaledDotProductAttentionConfig::new().init();
+        for case in 0..30 {
+            let c = random_case::<A>(&mut rng, &device, 100);
+            let [b, h, l, _] = c.q.dims();
+            let d_v = c.v.dims()[3];
+            let weights = Tensor::<A, 4>::random([b, h, l, d_v], Distribution::Normal(0.0, 1.0), &device);
+            let grads = |need_weights: bool| {
+                let [q, k, v] = [&c.q, &c.k, &c.v].map(|t| t.clone().detach().require_grad());
+                let input = c.input(q.clone(), k.clone(), v.clone()).need_weights(need_weights);
+                let loss = (attention.forward(input).context * weights.clone()).sum();
+                let g = loss.backward();
+                [q.grad(&g), k.grad(&g), v.grad(&g)].map(|t| t.expect("gradient"))
+            };
+            let (kernel, plain) = (grads(false), grads(true));
+            for (name, (a, b)) in ["dq", "dk", "dv"].iter().zip(kernel.into_iter().zip(plain)) {
+                assert_eq!(a.dims(), b.dims(), "case {case} {name}");
+                let diff = (a - b.clone()).abs().max().into_scalar();
+                let size = b.abs().max().into_scalar().max(1.0);
+                assert!(diff <= 1e-4 * size, "case {case}: {name} differs by {diff} (max {size})");
+            }
+        }
+    }
+}
