@@ -47,6 +47,14 @@ pub trait FusedAttentionBackend: Backend {
     /// kernel's backward in the graph.
     const CPU_KERNEL: bool = false;
 
+    /// A float tensor's values as row-major `f32` on the host, for the CPU kernel: shared
+    /// without a copy where the backend allows it (ndarray's contiguous tensors), read back
+    /// otherwise.
+    #[doc(hidden)]
+    fn host_values(tensor: Tensor<Self, 4>) -> HostValues {
+        HostValues::Owned(crate::cpu::train::read(tensor))
+    }
+
     /// `softmax(softcap(q kᵀ · scale) + bias, masked) v` without materialising weights.
     ///
     /// Semantics are those of [`ScaledDotProductAttention`](crate::ScaledDotProductAttention):
@@ -69,6 +77,44 @@ pub trait FusedAttentionBackend: Backend {
         options: FusedAttentionOptions<'_, Self>,
     ) -> Tensor<Self, 4> {
         generic_fused_attention(query, key, value, options)
+    }
+}
+
+static CPU_KERNEL_ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Switches Focal's CPU attention kernel on or off for the whole process (on by default).
+/// Off, backends with the kernel run [`generic_fused_attention`] (and its autodiff) instead:
+/// for before/after measurements and for ruling the kernel out when debugging. Results agree
+/// within float rounding either way.
+pub fn set_cpu_kernel(enabled: bool) {
+    CPU_KERNEL_ON.store(enabled, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether Focal's CPU attention kernel is on (see [`set_cpu_kernel`]).
+pub fn cpu_kernel_enabled() -> bool {
+    CPU_KERNEL_ON.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Row-major `f32` values of a tensor on the host (see
+/// [`FusedAttentionBackend::host_values`]).
+#[doc(hidden)]
+#[derive(Clone, Debug)]
+pub enum HostValues {
+    /// A copy.
+    Owned(Vec<f32>),
+    /// Shared with a standard-layout ndarray tensor.
+    Shared(ndarray::ArcArray<f32, ndarray::IxDyn>),
+}
+
+impl HostValues {
+    /// The values.
+    pub fn as_slice(&self) -> &[f32] {
+        match self {
+            Self::Owned(values) => values,
+            Self::Shared(array) => array
+                .as_slice()
+                .expect("only standard-layout arrays are shared"),
+        }
     }
 }
 
@@ -134,7 +180,7 @@ impl<B: FusedAttentionBackend, C: burn::backend::autodiff::checkpoint::strategy:
         value: Tensor<Self, 4>,
         options: FusedAttentionOptions<'_, Self>,
     ) -> Tensor<Self, 4> {
-        if B::CPU_KERNEL && options.dropout.prob == 0.0 {
+        if B::CPU_KERNEL && cpu_kernel_enabled() && options.dropout.prob == 0.0 {
             if let Some(problem) = cpu_problem(&query, &key, &value, &options) {
                 return crate::cpu::train::attention(problem, query, key, value);
             }
@@ -151,19 +197,40 @@ focal_backend::if_ndarray! {
     impl FusedAttentionBackend for burn::backend::NdArray<f32> {
         const CPU_KERNEL: bool = true;
 
+        fn host_values(tensor: Tensor<Self, 4>) -> HostValues {
+            // burn-ndarray's `into_data` copies a shared tensor element by element through a
+            // dynamic-rank iterator (tens of ns per element); borrowing the array avoids it.
+            match tensor.into_primitive().tensor() {
+                burn::backend::ndarray::NdArrayTensor::F32(storage) => {
+                    let array = storage.into_shared();
+                    if array.is_standard_layout() {
+                        HostValues::Shared(array)
+                    } else {
+                        HostValues::Owned(array.iter().copied().collect())
+                    }
+                }
+                other => HostValues::Owned(crate::cpu::train::read(Tensor::<Self, 4>::from_primitive(
+                    burn::tensor::TensorPrimitive::Float(other),
+                ))),
+            }
+        }
+
         fn fused_attention(
             query: Tensor<Self, 4>,
             key: Tensor<Self, 4>,
             value: Tensor<Self, 4>,
             options: FusedAttentionOptions<'_, Self>,
         ) -> Tensor<Self, 4> {
-            match cpu_problem(&query, &key, &value, &options) {
+            let problem = cpu_kernel_enabled()
+                .then(|| cpu_problem(&query, &key, &value, &options))
+                .flatten();
+            match problem {
                 Some(problem) => {
                     let [b, h, l, _] = query.dims();
-                    let read = |t: Tensor<Self, 4>| crate::cpu::train::read(t);
                     let device = query.device();
-                    let out = crate::cpu::forward(&problem, &read(query), &read(key), &read(value))
-                        .out;
+                    let [q, k, v] = [query, key, value].map(Self::host_values);
+                    let out =
+                        crate::cpu::forward(&problem, q.as_slice(), k.as_slice(), v.as_slice()).out;
                     Tensor::from_data(
                         burn::tensor::TensorData::new(out, [b, h, l, problem.d_v]),
                         &device,

@@ -1,31 +1,51 @@
-//! `cargo xtask bench attention`: scaled dot-product attention at growing lengths.
+//! `cargo xtask bench attention`: scaled dot-product attention, forward and forward+backward.
 //!
-//! For `b = 1, h = 8, d_h = 64` and `l = s` in the chosen lengths, one process measures:
+//! For `b = 1, h = 8, d_h = 64`, `l = s` in the chosen lengths, causal off and on, one process
+//! measures, forward (inference backend) and forward+backward (its autodiff backend, gradients
+//! of `sum(out)` with respect to q, k and v):
 //!
-//! - Focal's fused path: `ScaledDotProductAttention` without weights, i.e. the backend's
-//!   `FusedAttentionBackend` implementation (the tiled CPU kernel on ndarray);
-//! - Focal's plain path (the `[l, s]` scores materialised, as with `need_weights`);
-//! - Focal's memory-efficient path (keys in blocks of 256 with an online softmax), which is what
-//!   `ScaledDotProductAttention` runs without weights from 1024 keys on;
-//! - burn's `module::attention` op, the baseline for the two rows above;
-//! - burn-nn's `MultiHeadAttention` and Focal's `MultiHeadAttention` (d 512 = 8 × 64, so the
-//!   same attention core plus the four projections), the baseline being burn-nn's.
+//! - **focal kernel**: `ScaledDotProductAttention` without weights, i.e. the backend's
+//!   `FusedAttentionBackend` implementation (on ndarray the tiled CPU kernel, with its own
+//!   FlashAttention-2 backward under autodiff);
+//! - **focal generic chunked**: `generic_fused_attention` with every key block chunked (the
+//!   tensor-op online-softmax path every backend has), differentiated by burn's autodiff;
+//! - **burn `module::attention`**: burn's attention op (`is_causal` for the causal rows), the
+//!   baseline of every ratio;
+//! - **burn-nn `MultiHeadAttention`** (d 512 = 8 × 64, projections included; an autoregressive
+//!   `mask_attn` for the causal rows);
+//! - **matmul ceiling**: one `n × n` by `n × n` f32 product through burn on the same backend,
+//!   with `2 n³` as close as possible to the forward's FLOPs: what the machine's matrix
+//!   multiply reaches at this size.
+//!
+//! Then a long-sequence row (kernel only, forward+backward), and a Transformer encoder layer
+//! (d 512, 8 heads, ffn 2048, b 8, l 128) forward with the CPU kernel switched off (before)
+//! and on (after).
+//!
+//! FLOPs: `4 b h l s d_h` for the forward (half with a causal mask), 2.5 times that more for
+//! the backward (five block products instead of two; recomputation not counted), plus
+//! `8 b l d²` forward / `24 b l d²` forward+backward for the projections of burn-nn's rows.
 //!
 //! Peak memory is what the operation allocated above what existed before it (the inputs), as
 //! counted by the process's allocator; it is exact on ndarray and not available on wgpu.
+//! Methods whose memory grows with `l · s` run forward+backward only up to
+//! `--max-quadratic-backward` (their memory beyond it is computed in the table instead).
 
 use crate::measure::{Measurement, format_bytes, format_seconds, measure};
 use burn::nn::DropoutConfig;
 use burn::nn::attention::{
     MhaInput as NnMhaInput, MultiHeadAttentionConfig as NnMultiHeadAttentionConfig,
+    generate_autoregressive_mask,
 };
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::module::attention as burn_attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Distribution, Tensor};
 use focal::attention::{
-    AttentionInput, AttentionMask, FusedAttentionBackend, FusedAttentionOptions, MhaInput,
-    MultiHeadAttentionConfig, ScaledDotProductAttentionConfig, generic_fused_attention,
+    AttentionInput, AttentionMask, FusedAttentionBackend, FusedAttentionOptions,
+    FusedAutodiffBackend, ScaledDotProductAttentionConfig, generic_fused_attention,
+    set_cpu_kernel,
 };
+use focal::blocks::TransformerLayerConfig;
 use serde::Serialize;
 use std::time::Duration;
 
@@ -41,169 +61,421 @@ pub struct Row {
     pub method: &'static str,
     /// `l = s`.
     pub length: usize,
-    /// Time and memory.
-    pub measurement: Measurement,
-    /// Floating-point operations of one run (`4 b h l s d_h` for attention, plus `8 b l d²` for
-    /// the projections of the multi-head rows).
+    /// Causal mask.
+    pub causal: bool,
+    /// `"forward"` or `"forward+backward"`.
+    pub pass: &'static str,
+    /// Time and memory; `None` when not run (see `note`).
+    pub measurement: Option<Measurement>,
+    /// Floating-point operations of one run.
     pub flops: f64,
     /// The row this one is compared with.
     pub baseline: &'static str,
     /// This row's time divided by the baseline's (below 1 = faster).
-    pub time_vs_baseline: f64,
+    pub time_vs_baseline: Option<f64>,
     /// This row's peak memory divided by the baseline's.
-    pub memory_vs_baseline: f64,
+    pub memory_vs_baseline: Option<f64>,
+    /// Why a row was not run, or what it is.
+    pub note: String,
 }
 
-const FUSED: &str = "focal fused (backend kernel)";
-const PLAIN: &str = "focal plain";
-const CHUNKED: &str = "focal memory-efficient";
+const KERNEL: &str = "focal kernel";
+const CHUNKED: &str = "focal generic chunked";
 const BURN_OP: &str = "burn module::attention";
 const BURN_NN_MHA: &str = "burn-nn MultiHeadAttention";
-const FOCAL_MHA: &str = "focal MultiHeadAttention";
+const CEILING: &str = "matmul ceiling";
+const FORWARD: &str = "forward";
+const BOTH: &str = "forward+backward";
+const ENCODER_BEFORE: &str = "encoder layer, generic path";
+const ENCODER_AFTER: &str = "encoder layer, focal kernel";
 
-/// Measures every method at every length on backend `B`.
-pub fn run<B: FusedAttentionBackend>(
-    lengths: &[usize],
-    budget: Duration,
-    device: &B::Device,
-) -> Vec<Row> {
+/// Options of the attention bench.
+pub struct Options {
+    /// Lengths `l = s` of the main table.
+    pub lengths: Vec<usize>,
+    /// Lengths of the kernel-only forward+backward rows.
+    pub long: Vec<usize>,
+    /// Longest length at which methods with `l · s` memory run forward+backward.
+    pub max_quadratic_backward: usize,
+    /// Seconds of repeated runs per measurement.
+    pub budget: Duration,
+}
+
+/// What one method does, forward or forward+backward, at one length.
+type Job<'a> = Box<dyn FnMut() + 'a>;
+
+/// Measures every row on the autodiff backend `A` and its inference backend.
+pub fn run<A: FusedAutodiffBackend>(options: &Options, device: &A::Device) -> Vec<Row> {
     let mut rows = Vec::new();
-    for &length in lengths {
-        eprintln!("attention: l = s = {length}");
-        let n = Distribution::Normal(0.0, 1.0);
-        let shape = [BATCH, HEADS, length, HEAD_DIM];
-        let q = Tensor::<B, 4>::random(shape, n, device);
-        let k = Tensor::<B, 4>::random(shape, n, device);
-        let v = Tensor::<B, 4>::random(shape, n, device);
-        let x = Tensor::<B, 3>::random([BATCH, length, D_MODEL], n, device);
-        let attention_flops = 4.0 * (BATCH * HEADS * length * length * HEAD_DIM) as f64;
-        let projection_flops = 8.0 * (BATCH * length * D_MODEL * D_MODEL) as f64;
-
-        // The generic tensor-op paths, called directly (the backend's own kernel, if any, is
-        // the "focal fused" row).
-        let generic = |from: usize| {
-            let (q, k, v) = (q.clone(), k.clone(), v.clone());
-            let (mask, dropout) = (AttentionMask::none(), DropoutConfig::new(0.0).init());
-            measure(budget, move || {
-                let options = FusedAttentionOptions {
-                    mask: &mask,
-                    scale: 1.0 / (HEAD_DIM as f64).sqrt(),
-                    softcap: None,
-                    dropout: &dropout,
-                    memory_efficient_from: from,
-                    key_block: 256,
-                };
-                generic_fused_attention(q.clone(), k.clone(), v.clone(), options).into_data();
-            })
-        };
-        let plain = generic(usize::MAX);
-        let chunked = generic(0);
-        let fused = {
-            let attention = ScaledDotProductAttentionConfig::new().init();
-            let (q, k, v) = (q.clone(), k.clone(), v.clone());
-            measure(budget, move || {
-                let out = attention.forward(AttentionInput::new(q.clone(), k.clone(), v.clone()));
-                out.context.into_data();
-            })
-        };
-        let burn_op = {
-            let (q, k, v) = (q.clone(), k.clone(), v.clone());
-            measure(budget, move || {
-                let out = burn_attention(
-                    q.clone(),
-                    k.clone(),
-                    v.clone(),
-                    None,
-                    None,
-                    AttentionModuleOptions::default(),
-                );
-                out.into_data();
-            })
-        };
-        let nn_mha = {
-            let mha = NnMultiHeadAttentionConfig::new(D_MODEL, HEADS)
-                .with_dropout(0.0)
-                .init::<B>(device);
-            let x = x.clone();
-            measure(budget, move || {
-                mha.forward(NnMhaInput::self_attn(x.clone()))
-                    .context
-                    .into_data();
-            })
-        };
-        let focal_mha = {
-            let mha = MultiHeadAttentionConfig::new(D_MODEL, HEADS).init::<B>(device);
-            measure(budget, move || {
-                mha.forward(MhaInput::self_attn(x.clone()))
-                    .context
-                    .into_data();
-            })
-        };
-
-        let row = |method, measurement: &Measurement, flops, baseline, base: &Measurement| Row {
-            method,
-            length,
-            measurement: measurement.clone(),
-            flops,
-            baseline,
-            time_vs_baseline: measurement.seconds / base.seconds,
-            memory_vs_baseline: measurement.peak_bytes as f64 / base.peak_bytes.max(1) as f64,
-        };
-        let mha_flops = attention_flops + projection_flops;
-        rows.push(row(FUSED, &fused, attention_flops, BURN_OP, &burn_op));
-        rows.push(row(PLAIN, &plain, attention_flops, BURN_OP, &burn_op));
-        rows.push(row(CHUNKED, &chunked, attention_flops, BURN_OP, &burn_op));
-        rows.push(row(BURN_OP, &burn_op, attention_flops, BURN_OP, &burn_op));
-        rows.push(row(BURN_NN_MHA, &nn_mha, mha_flops, BURN_NN_MHA, &nn_mha));
-        rows.push(row(FOCAL_MHA, &focal_mha, mha_flops, BURN_NN_MHA, &nn_mha));
+    for &length in &options.lengths {
+        for causal in [false, true] {
+            eprintln!("attention: l = s = {length}, causal {causal}");
+            rows.extend(one_length::<A>(options, length, causal, device));
+        }
     }
+    for &length in &options.long {
+        eprintln!("attention: l = s = {length}, kernel forward+backward");
+        let q = inputs::<A::InnerBackend>(length, device);
+        let m = measure(options.budget, kernel_backward::<A>(&q, false));
+        rows.push(Row {
+            method: KERNEL,
+            length,
+            causal: false,
+            pass: BOTH,
+            flops: 3.5 * attention_flops(length, false),
+            measurement: Some(m),
+            baseline: KERNEL,
+            time_vs_baseline: None,
+            memory_vs_baseline: None,
+            note: format!(
+                "plain autodiff would hold several [b, h, l, s] f32 score tensors: {} each",
+                format_bytes(BATCH * HEADS * length * length * 4)
+            ),
+        });
+    }
+    rows.extend(encoder_layer::<A::InnerBackend>(options.budget, device));
     rows
 }
 
-/// The rows as a markdown table, followed by how the memory-efficient path's peak memory grows
-/// with the length.
+fn attention_flops(length: usize, causal: bool) -> f64 {
+    let full = 4.0 * (BATCH * HEADS * length * length * HEAD_DIM) as f64;
+    if causal { full / 2.0 } else { full }
+}
+
+/// Random q, k, v `[b, h, l, d_h]`.
+fn inputs<B: Backend>(length: usize, device: &B::Device) -> [Tensor<B, 4>; 3] {
+    let n = Distribution::Normal(0.0, 1.0);
+    let shape = [BATCH, HEADS, length, HEAD_DIM];
+    [(); 3].map(|_| Tensor::<B, 4>::random(shape, n, device))
+}
+
+fn focal_mask<B: Backend>(causal: bool) -> AttentionMask<B> {
+    if causal {
+        AttentionMask::causal()
+    } else {
+        AttentionMask::none()
+    }
+}
+
+/// Forward and backward of `f` over fresh leaves holding `qkv`, reading the gradients back.
+fn with_grads<'a, A: AutodiffBackend>(
+    qkv: &'a [Tensor<A::InnerBackend, 4>; 3],
+    f: impl Fn([Tensor<A, 4>; 3]) -> Tensor<A, 4> + 'a,
+) -> Job<'a> {
+    Box::new(move || {
+        let leaves = qkv
+            .clone()
+            .map(|t| Tensor::<A, 4>::from_inner(t).require_grad());
+        let grads = f(leaves.clone()).sum().backward();
+        for leaf in &leaves {
+            leaf.grad(&grads).expect("gradient").into_data();
+        }
+    })
+}
+
+fn kernel_forward<B: FusedAttentionBackend>(qkv: &[Tensor<B, 4>; 3], causal: bool) -> Job<'_> {
+    let attention = ScaledDotProductAttentionConfig::new().init();
+    Box::new(move || {
+        let [q, k, v] = qkv.clone();
+        let input = AttentionInput::new(q, k, v).mask(focal_mask(causal));
+        attention.forward(input).context.into_data();
+    })
+}
+
+fn kernel_backward<A: FusedAutodiffBackend>(
+    qkv: &[Tensor<A::InnerBackend, 4>; 3],
+    causal: bool,
+) -> Job<'_> {
+    let attention = ScaledDotProductAttentionConfig::new().init();
+    with_grads::<A>(qkv, move |[q, k, v]| {
+        let input = AttentionInput::new(q, k, v).mask(focal_mask(causal));
+        attention.forward(input).context
+    })
+}
+
+/// The generic tensor-op path with every key block chunked.
+fn chunked<B: FusedAttentionBackend>(qkv: [Tensor<B, 4>; 3], causal: bool) -> Tensor<B, 4> {
+    let [q, k, v] = qkv;
+    let (mask, dropout) = (focal_mask(causal), DropoutConfig::new(0.0).init());
+    let options = FusedAttentionOptions {
+        mask: &mask,
+        scale: 1.0 / (HEAD_DIM as f64).sqrt(),
+        softcap: None,
+        dropout: &dropout,
+        memory_efficient_from: 0,
+        key_block: 256,
+    };
+    generic_fused_attention(q, k, v, options)
+}
+
+fn burn_op<B: Backend>(qkv: [Tensor<B, 4>; 3], causal: bool) -> Tensor<B, 4> {
+    let [q, k, v] = qkv;
+    let options = AttentionModuleOptions {
+        is_causal: causal,
+        ..Default::default()
+    };
+    burn_attention(q, k, v, None, None, options)
+}
+
+fn burn_nn_mha<B: Backend>(x: Tensor<B, 3>, causal: bool, device: &B::Device) -> Job<'static> {
+    let mha = NnMultiHeadAttentionConfig::new(D_MODEL, HEADS)
+        .with_dropout(0.0)
+        .init::<B>(device);
+    let length = x.dims()[1];
+    let mask = causal.then(|| generate_autoregressive_mask::<B>(BATCH, length, device));
+    Box::new(move || {
+        let mut input = NnMhaInput::self_attn(x.clone());
+        if let Some(mask) = &mask {
+            input = input.mask_attn(mask.clone());
+        }
+        mha.forward(input).context.into_data();
+    })
+}
+
+fn burn_nn_mha_backward<A: AutodiffBackend>(
+    x: Tensor<A::InnerBackend, 3>,
+    causal: bool,
+    device: &A::Device,
+) -> Job<'static> {
+    let mha = NnMultiHeadAttentionConfig::new(D_MODEL, HEADS)
+        .with_dropout(0.0)
+        .init::<A>(device);
+    let length = x.dims()[1];
+    let mask = causal.then(|| generate_autoregressive_mask::<A>(BATCH, length, device));
+    Box::new(move || {
+        let x = Tensor::<A, 3>::from_inner(x.clone()).require_grad();
+        let mut input = NnMhaInput::self_attn(x.clone());
+        if let Some(mask) = &mask {
+            input = input.mask_attn(mask.clone());
+        }
+        let grads = mha.forward(input).context.sum().backward();
+        x.grad(&grads).expect("gradient").into_data();
+    })
+}
+
+fn one_length<A: FusedAutodiffBackend>(
+    options: &Options,
+    length: usize,
+    causal: bool,
+    device: &A::Device,
+) -> Vec<Row> {
+    type Inner<A> = <A as AutodiffBackend>::InnerBackend;
+    let budget = options.budget;
+    let qkv = inputs::<Inner<A>>(length, device);
+    let x = Tensor::<Inner<A>, 3>::random(
+        [BATCH, length, D_MODEL],
+        Distribution::Normal(0.0, 1.0),
+        device,
+    );
+    let flops = attention_flops(length, causal);
+    let projections = 8.0 * (BATCH * length * D_MODEL * D_MODEL) as f64;
+    let quadratic_backward = length <= options.max_quadratic_backward;
+    let score_bytes = BATCH * HEADS * length * length * 4;
+
+    let mut measured: Vec<(&'static str, &'static str, f64, Option<Measurement>, String)> =
+        Vec::new();
+    let mut add = |method, pass, flops, job: Option<Job<'_>>, note: String| {
+        let m = job.map(|job| measure(budget, job));
+        measured.push((method, pass, flops, m, note));
+    };
+    let skipped = || {
+        format!(
+            "not run above l = {}: [b, h, l, s] scores are {} per tensor",
+            options.max_quadratic_backward,
+            format_bytes(score_bytes)
+        )
+    };
+
+    add(KERNEL, FORWARD, flops, Some(kernel_forward(&qkv, causal)), String::new());
+    add(
+        CHUNKED,
+        FORWARD,
+        flops,
+        Some(Box::new(|| {
+            chunked(qkv.clone(), causal).into_data();
+        })),
+        String::new(),
+    );
+    add(
+        BURN_OP,
+        FORWARD,
+        flops,
+        Some(Box::new(|| {
+            burn_op(qkv.clone(), causal).into_data();
+        })),
+        String::new(),
+    );
+    add(
+        BURN_NN_MHA,
+        FORWARD,
+        flops + projections,
+        Some(burn_nn_mha(x.clone(), causal, device)),
+        "projections included".into(),
+    );
+    // The ceiling: an n × n product with 2 n³ ≈ the forward's FLOPs (causal rows reuse it).
+    let n = (flops * if causal { 2.0 } else { 1.0 } / 2.0).cbrt().round() as usize;
+    let a = Tensor::<Inner<A>, 2>::random([n, n], Distribution::Normal(0.0, 1.0), device);
+    add(
+        CEILING,
+        FORWARD,
+        2.0 * (n as f64).powi(3),
+        Some(Box::new(move || {
+            a.clone().matmul(a.clone()).into_data();
+        })),
+        format!("{n} × {n} · {n} × {n}"),
+    );
+
+    add(KERNEL, BOTH, 3.5 * flops, Some(kernel_backward::<A>(&qkv, causal)), String::new());
+    let quadratic = |job: Job<'static>| quadratic_backward.then_some(job);
+    let chunked_job = with_grads::<A>(&qkv, move |qkv| chunked(qkv, causal));
+    add(
+        CHUNKED,
+        BOTH,
+        3.5 * flops,
+        quadratic_backward.then_some(chunked_job),
+        if quadratic_backward { String::new() } else { skipped() },
+    );
+    let burn_job = with_grads::<A>(&qkv, move |qkv| burn_op(qkv, causal));
+    add(
+        BURN_OP,
+        BOTH,
+        3.5 * flops,
+        quadratic_backward.then_some(burn_job),
+        if quadratic_backward { String::new() } else { skipped() },
+    );
+    add(
+        BURN_NN_MHA,
+        BOTH,
+        3.5 * flops + 3.0 * projections,
+        quadratic(burn_nn_mha_backward::<A>(x.clone(), causal, device)),
+        if quadratic_backward { "projections included".into() } else { skipped() },
+    );
+
+    let baseline = |pass: &str| {
+        measured
+            .iter()
+            .find(|(method, p, ..)| *method == BURN_OP && *p == pass)
+            .and_then(|(.., m, _)| m.clone())
+    };
+    let (base_forward, base_both) = (baseline(FORWARD), baseline(BOTH));
+    measured
+        .iter()
+        .map(|(method, pass, flops, m, note)| {
+            let base = if *pass == FORWARD { &base_forward } else { &base_both };
+            let ratio = |f: fn(&Measurement) -> f64| match (m, base) {
+                (Some(m), Some(b)) => Some(f(m) / f(b).max(f64::MIN_POSITIVE)),
+                _ => None,
+            };
+            Row {
+                method,
+                length,
+                causal,
+                pass,
+                measurement: m.clone(),
+                flops: *flops,
+                baseline: BURN_OP,
+                time_vs_baseline: ratio(|m| m.seconds),
+                memory_vs_baseline: ratio(|m| m.peak_bytes.max(1) as f64),
+                note: note.clone(),
+            }
+        })
+        .collect()
+}
+
+/// A Transformer encoder layer (d 512, 8 heads, ffn 2048, b 8, l 128) forward, with the CPU
+/// kernel off and on.
+fn encoder_layer<B: FusedAttentionBackend>(budget: Duration, device: &B::Device) -> Vec<Row> {
+    let (batch, length) = (8, 128);
+    let layer = TransformerLayerConfig::new(D_MODEL, HEADS, 2048)
+        .with_dropout(0.0)
+        .init::<B>(device);
+    let x = Tensor::<B, 3>::random(
+        [batch, length, D_MODEL],
+        Distribution::Normal(0.0, 1.0),
+        device,
+    );
+    let flops = (batch * length) as f64
+        * (8.0 * (D_MODEL * D_MODEL) as f64
+            + 4.0 * (length * D_MODEL) as f64
+            + 4.0 * (D_MODEL * 2048) as f64);
+    let run = |enabled: bool| {
+        set_cpu_kernel(enabled);
+        let m = measure(budget, || {
+            layer
+                .forward(x.clone(), &AttentionMask::none(), None, Default::default())
+                .hidden
+                .into_data();
+        });
+        set_cpu_kernel(true);
+        m
+    };
+    let (before, after) = (run(false), run(true));
+    [(ENCODER_BEFORE, &before), (ENCODER_AFTER, &after)]
+        .into_iter()
+        .map(|(method, m)| Row {
+            method,
+            length,
+            causal: false,
+            pass: FORWARD,
+            measurement: Some(m.clone()),
+            flops,
+            baseline: ENCODER_BEFORE,
+            time_vs_baseline: Some(m.seconds / before.seconds),
+            memory_vs_baseline: Some(m.peak_bytes as f64 / before.peak_bytes.max(1) as f64),
+            note: "d 512, 8 heads, ffn 2048, b 8".into(),
+        })
+        .collect()
+}
+
+/// The rows as markdown tables (one per pass), then the long and encoder rows.
 pub fn markdown(rows: &[Row], backend: &str, memory_counted: bool) -> String {
     let mut out = format!(
-        "Attention forward, b = {BATCH}, h = {HEADS}, d_h = {HEAD_DIM}, l = s, f32, {backend}; \
-         multi-head rows with d = {D_MODEL} (projections included).\n\n\
-         | method | l = s | time | GFLOP/s | peak memory | time vs baseline | memory vs baseline | baseline |\n\
-         |---|---:|---:|---:|---:|---:|---:|---|\n"
+        "Attention, b = {BATCH}, h = {HEADS}, d_h = {HEAD_DIM}, l = s, f32, {backend}. Ratios \
+         against burn's `module::attention` at the same length, mask and pass, measured in \
+         the same process.\n"
     );
-    for r in rows {
-        let m = &r.measurement;
-        let (memory, memory_ratio) = if memory_counted {
-            (
-                format_bytes(m.peak_bytes),
-                format!("{:.3}×", r.memory_vs_baseline),
-            )
-        } else {
-            ("n/a".to_string(), "n/a".to_string())
-        };
+    let cell = |r: &Row| -> [String; 5] {
+        match &r.measurement {
+            Some(m) => [
+                format_seconds(m.seconds),
+                format!("{:.1}", r.flops / m.seconds / 1e9),
+                if memory_counted { format_bytes(m.peak_bytes) } else { "n/a".into() },
+                r.time_vs_baseline.map_or("".into(), |x| format!("{x:.3}×")),
+                match (memory_counted, r.memory_vs_baseline) {
+                    (true, Some(x)) => format!("{x:.3}×"),
+                    _ => "".into(),
+                },
+            ],
+            None => ["not run".into(), "".into(), "".into(), "".into(), "".into()],
+        }
+    };
+    for pass in [FORWARD, BOTH] {
         out += &format!(
-            "| {} | {} | {} | {:.1} | {} | {:.2}× | {} | {} |\n",
-            r.method,
-            r.length,
-            format_seconds(m.seconds),
-            r.flops / m.seconds / 1e9,
-            memory,
-            r.time_vs_baseline,
-            memory_ratio,
-            r.baseline
+            "\n### {pass}\n\n| method | l = s | causal | time | GFLOP/s | peak memory | time vs burn op | memory vs burn op | note |\n\
+             |---|---:|---|---:|---:|---:|---:|---:|---|\n"
         );
-    }
-    if memory_counted {
-        let chunked: Vec<&Row> = rows.iter().filter(|r| r.method == CHUNKED).collect();
-        for pair in chunked.windows(2) {
-            let (a, b) = (pair[0], pair[1]);
+        for r in rows.iter().filter(|r| {
+            r.pass == pass && r.baseline == BURN_OP
+        }) {
+            let [time, gflops, memory, time_ratio, memory_ratio] = cell(r);
             out += &format!(
-                "\nMemory-efficient path, l {} → {} ({:.1}× longer): peak memory × {:.2} \
-                 (linear growth would be × {:.1}, quadratic × {:.1}).\n",
-                a.length,
-                b.length,
-                b.length as f64 / a.length as f64,
-                b.measurement.peak_bytes as f64 / a.measurement.peak_bytes.max(1) as f64,
-                b.length as f64 / a.length as f64,
-                (b.length as f64 / a.length as f64).powi(2),
+                "| {} | {} | {} | {time} | {gflops} | {memory} | {time_ratio} | {memory_ratio} | {} |\n",
+                r.method,
+                r.length,
+                if r.causal { "yes" } else { "no" },
+                r.note
+            );
+        }
+    }
+    let others: Vec<&Row> = rows.iter().filter(|r| r.baseline != BURN_OP).collect();
+    if !others.is_empty() {
+        out += "\n### Long sequences and a whole layer\n\n| method | pass | l = s | time | GFLOP/s | peak memory | time vs baseline | note |\n|---|---|---:|---:|---:|---:|---:|---|\n";
+        for r in others {
+            let [time, gflops, memory, time_ratio, _] = cell(r);
+            let ratio = if r.baseline == r.method && r.method == KERNEL { "".into() } else { format!("{time_ratio} ({})", r.baseline) };
+            out += &format!(
+                "| {} | {} | {} | {time} | {gflops} | {memory} | {ratio} | {} |\n",
+                r.method, r.pass, r.length, r.note
             );
         }
     }

@@ -33,11 +33,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Bench {
-    /// Scaled dot-product attention: plain vs memory-efficient vs burn's own, time and memory.
+    /// Scaled dot-product attention, forward and forward+backward: Focal's kernel and generic
+    /// path vs burn's op and burn-nn's multi-head attention, time and memory.
     Attention {
         /// Sequence lengths (l = s), comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "512,2048,8192")]
         lengths: Vec<usize>,
+        /// Lengths at which only Focal's kernel runs, forward+backward (empty: none).
+        #[arg(long, value_delimiter = ',', default_value = "16384")]
+        long: Vec<usize>,
+        /// Longest length at which methods with `l · s` memory run forward+backward.
+        #[arg(long, default_value_t = 2048)]
+        max_quadratic_backward: usize,
     },
     /// Per-token cached decoding through a 6-layer decoder, Focal vs burn-nn.
     Decoding {
@@ -55,8 +62,18 @@ fn main() -> anyhow::Result<()> {
     let budget = Duration::from_secs_f64(cli.budget);
     let backend = cli.backend.name();
     let (name, table, json) = match cli.bench {
-        Bench::Attention { lengths } => {
-            let rows = cli.backend.run(AttentionJob { lengths, budget })?;
+        Bench::Attention {
+            lengths,
+            long,
+            max_quadratic_backward,
+        } => {
+            let options = attention::Options {
+                lengths,
+                long,
+                max_quadratic_backward,
+                budget,
+            };
+            let rows = cli.backend.run(AttentionJob(options))?;
             let memory_counted = cli.backend == BackendKind::NdArray;
             let table = attention::markdown(&rows, backend, memory_counted);
             ("attention", table, serde_json::to_string_pretty(&rows)?)
@@ -74,10 +91,7 @@ fn main() -> anyhow::Result<()> {
 
 /// The benchmarks run on the inference backend of the one chosen (`RunOn` hands over the
 /// autodiff form, for training jobs).
-struct AttentionJob {
-    lengths: Vec<usize>,
-    budget: Duration,
-}
+struct AttentionJob(attention::Options);
 
 impl BackendJob for AttentionJob {
     type Output = Vec<attention::Row>;
@@ -85,7 +99,7 @@ impl BackendJob for AttentionJob {
 
 impl<B: FusedAutodiffBackend> RunOn<B> for AttentionJob {
     fn run(self, device: B::Device) -> Self::Output {
-        attention::run::<B::InnerBackend>(&self.lengths, self.budget, &device)
+        attention::run::<B>(&self.0, &device)
     }
 }
 

@@ -18,11 +18,12 @@
 //!
 //! # Block sizes
 //!
-//! 64 queries × 256 keys of width 64: a query block (16 KiB) and the 64 × 64 output
-//! accumulator stay in L1/L2 while key and value blocks (64 KiB each) stream from L2, and the
-//! 64 × 256 score block (64 KiB) is written once by one product and read once by the next. On
-//! the machine we measure on (AMD EPYC, 1 MiB L2 per core) 64 × 256 was the fastest of
-//! {32, 64, 128} × {128, 256, 512} at l = s = 2048 (see `docs/benchmarks.md`).
+//! 128 queries × 128 keys of width 64: the query block and the 128 × 64 output accumulator
+//! (32 KiB each) and the key and value blocks (32 KiB each) stay in L2 next to the 128 × 128
+//! score block (64 KiB), which one product writes and the next reads while it is hot. Measured
+//! at l = s = 512 and 2048, causal on and off, on the machine we benchmark on (AMD EPYC, 1 MiB
+//! L2 per core), among {64, 128, 256} × {128, 256, 512}: 128 × 128 and 128 × 256 were
+//! fastest, and 128 keys skip more of a causal mask.
 //!
 //! # What it handles
 //!
@@ -40,9 +41,9 @@ use gemm::{Mat, matmul};
 use rayon::prelude::*;
 
 /// Queries per block.
-pub(crate) const QUERY_BLOCK: usize = 64;
+pub(crate) const QUERY_BLOCK: usize = 128;
 /// Keys per block.
-pub(crate) const KEY_BLOCK: usize = 256;
+pub(crate) const KEY_BLOCK: usize = 128;
 
 /// A `[batch, heads, l, s]` mask part, each of `batch` and `heads` either full or 1
 /// (broadcast).
@@ -339,11 +340,29 @@ fn exp_nonpositive(x: f32) -> f32 {
     if x <= -87.0 { 0.0 } else { p * scale }
 }
 
-/// Runs `f` compiled for the best instruction set this CPU has (AVX2/FMA on x86-64 when
-/// present; `f` and what it inlines are compiled once per instruction set by `pulp`).
+/// Runs `job` compiled for the best instruction set this CPU has: `pulp` compiles the job's
+/// [`pulp::WithSimd::with_simd`] (and everything `#[inline(always)]` under it) once per
+/// instruction set (AVX2/FMA on x86-64 when present, portable code otherwise) and picks at run
+/// time. A closure would not do: it is a function of its own, compiled without the features.
 #[inline(always)]
-fn with_simd<R>(f: impl FnOnce() -> R) -> R {
-    pulp::Arch::new().dispatch(f)
+fn with_simd<J: pulp::WithSimd>(job: J) -> J::Output {
+    pulp::Arch::new().dispatch(job)
+}
+
+/// A simd job running `$body` with the listed borrows (see [`with_simd`]).
+macro_rules! simd_job {
+    ($name:ident { $($field:ident: $ty:ty),* $(,)? } => $body:expr) => {{
+        struct $name<'a> { $($field: $ty),* }
+        impl pulp::WithSimd for $name<'_> {
+            type Output = ();
+            #[inline(always)]
+            fn with_simd<S: pulp::Simd>(self, _: S) {
+                let $name { $($field),* } = self;
+                $body
+            }
+        }
+        $name { $($field),* }
+    }};
 }
 
 /// `softmax(mask(softcap(q kᵀ · scale)) + bias) v` over row-major `q [b, h, l, d_k]`,
@@ -372,7 +391,16 @@ pub(crate) fn forward(p: &Problem, q: &[f32], k: &[f32], v: &[f32]) -> Forward {
                 .enumerate()
                 .for_each(|(qb, (out, lse))| {
                     let start = qb * QUERY_BLOCK;
-                    with_simd(|| forward_block(&mask, q_head, k_head, v_head, start, out, lse))
+                    let mask = &mask;
+                    with_simd(simd_job!(ForwardJob {
+                        mask: &'a HeadMask<'a>,
+                        q_head: &'a [f32],
+                        k_head: &'a [f32],
+                        v_head: &'a [f32],
+                        start: usize,
+                        out: &'a mut [f32],
+                        lse: &'a mut [f32],
+                    } => forward_block(mask, q_head, k_head, v_head, start, out, lse)))
                 });
         });
     Forward { out, lse }
@@ -462,7 +490,18 @@ pub(crate) fn backward(
         .zip(dv.par_chunks_mut(p.s * p.d_v))
         .enumerate()
         .for_each(|(bkv, ((dq, dk), dv))| {
-            with_simd(|| backward_group(p, bkv, q, k, v, fwd, d_out, dq, dk, dv))
+            with_simd(simd_job!(BackwardJob {
+                p: &'a Problem,
+                bkv: usize,
+                q: &'a [f32],
+                k: &'a [f32],
+                v: &'a [f32],
+                fwd: &'a Forward,
+                d_out: &'a [f32],
+                dq: &'a mut [f32],
+                dk: &'a mut [f32],
+                dv: &'a mut [f32],
+            } => backward_group(p, bkv, q, k, v, fwd, d_out, dq, dk, dv)))
         });
     Gradients { dq, dk, dv }
 }

@@ -2,6 +2,7 @@
 //! [`super::backward`].
 
 use super::{Forward, Problem};
+use crate::fused::{FusedAttentionBackend, HostValues};
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -23,9 +24,9 @@ pub(crate) fn read<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32>
 /// Everything the backward needs: the inputs and the forward's output and log-sum-exp.
 struct Saved {
     problem: Problem,
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
+    q: HostValues,
+    k: HostValues,
+    v: HostValues,
     forward: Forward,
 }
 
@@ -38,7 +39,7 @@ impl std::fmt::Debug for Saved {
 #[derive(Debug)]
 struct AttentionBackward;
 
-impl<B: Backend> Backward<B, 3> for AttentionBackward {
+impl<B: FusedAttentionBackend> Backward<B, 3> for AttentionBackward {
     type State = Arc<Saved>;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -49,7 +50,9 @@ impl<B: Backend> Backward<B, 3> for AttentionBackward {
         let device = d_out.device();
         let saved = ops.state;
         let p = &saved.problem;
-        let g = super::backward(p, &saved.q, &saved.k, &saved.v, &saved.forward, &read(d_out));
+        let d_out = B::host_values(d_out);
+        let [q, k, v] = [&saved.q, &saved.k, &saved.v].map(HostValues::as_slice);
+        let g = super::backward(p, q, k, v, &saved.forward, d_out.as_slice());
         let tensor = |data: Vec<f32>, shape: [usize; 4]| {
             Tensor::<B, 4>::from_data(TensorData::new(data, shape), &device)
                 .into_primitive()
@@ -69,7 +72,7 @@ impl<B: Backend> Backward<B, 3> for AttentionBackward {
 
 /// Runs the kernel forward on the values of `query`, `key`, `value` and, when any of them is
 /// tracked, records [`AttentionBackward`] with what it needs.
-pub(crate) fn attention<B: Backend, C: CheckpointStrategy>(
+pub(crate) fn attention<B: FusedAttentionBackend, C: CheckpointStrategy>(
     problem: Problem,
     query: Tensor<Autodiff<B, C>, 4>,
     key: Tensor<Autodiff<B, C>, 4>,
@@ -78,10 +81,9 @@ pub(crate) fn attention<B: Backend, C: CheckpointStrategy>(
     let device = query.device();
     let [q, k, v] = [query, key, value].map(|t| t.into_primitive().tensor());
     let nodes = [q.node.clone(), k.node.clone(), v.node.clone()];
-    let [q_data, k_data, v_data] = [q, k, v].map(|t| {
-        read(Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(t.primitive)))
-    });
-    let forward = super::forward(&problem, &q_data, &k_data, &v_data);
+    let [q_data, k_data, v_data] = [q, k, v]
+        .map(|t| B::host_values(Tensor::from_primitive(TensorPrimitive::Float(t.primitive))));
+    let forward = super::forward(&problem, q_data.as_slice(), k_data.as_slice(), v_data.as_slice());
     let shape = [problem.b, problem.h, problem.l, problem.d_v];
     let out = Tensor::<B, 4>::from_data(TensorData::new(forward.out.clone(), shape), &device)
         .into_primitive()
