@@ -90,9 +90,24 @@ pub fn set_cpu_kernel(enabled: bool) {
     CPU_KERNEL_ON.store(enabled, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Whether Focal's CPU attention kernel is on (see [`set_cpu_kernel`]).
+std::thread_local! {
+    static CPU_KERNEL_OFF_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with Focal's CPU attention kernel off for the attention calls made on this thread
+/// (other threads are not affected; see [`set_cpu_kernel`] for the whole process). Tests use it
+/// to reach the generic path on ndarray.
+pub fn without_cpu_kernel<R>(f: impl FnOnce() -> R) -> R {
+    let before = CPU_KERNEL_OFF_HERE.replace(true);
+    let result = f();
+    CPU_KERNEL_OFF_HERE.set(before);
+    result
+}
+
+/// Whether Focal's CPU attention kernel is on for calls made on this thread (see
+/// [`set_cpu_kernel`] and [`without_cpu_kernel`]).
 pub fn cpu_kernel_enabled() -> bool {
-    CPU_KERNEL_ON.load(std::sync::atomic::Ordering::Relaxed)
+    CPU_KERNEL_ON.load(std::sync::atomic::Ordering::Relaxed) && !CPU_KERNEL_OFF_HERE.get()
 }
 
 /// Row-major `f32` values of a tensor on the host (see
@@ -278,5 +293,53 @@ fn cpu_problem<B: Backend>(
 }
 
 focal_backend::if_wgpu! {
-    impl FusedAttentionBackend for focal_backend::Wgpu {}
+    /// wgpu hands the calls burn's fused `attention` op can take to it (see [`burn_op_form`]);
+    /// the others run the generic path.
+    impl FusedAttentionBackend for focal_backend::Wgpu {
+        fn fused_attention(
+            query: Tensor<Self, 4>,
+            key: Tensor<Self, 4>,
+            value: Tensor<Self, 4>,
+            options: FusedAttentionOptions<'_, Self>,
+        ) -> Tensor<Self, 4> {
+            match burn_op_form(&query, &key, &value, &options) {
+                Some(op_options) => {
+                    let (key, value) = shared_kv_heads(&query, key, value);
+                    burn::tensor::module::attention(query, key, value, None, None, op_options)
+                }
+                None => generic_fused_attention(query, key, value, options),
+            }
+        }
+    }
+}
+
+/// burn's `attention` op options for this call, when the op computes exactly what Focal's
+/// semantics ask and is no worse in memory: no dropout, no soft-cap, the default scale
+/// `1 / sqrt(d_h)`, no mask or only the causal rule with `l = s` (burn aligns causal masks
+/// top-left, Focal bottom-right; they agree when `l = s`), and fewer keys than
+/// `memory_efficient_from` (burn's op materialises the scores unless its autotuned flash
+/// kernel is picked, so long sequences stay on the chunked path). Key/value heads are expanded
+/// for grouped-query attention, which the op does not take.
+#[allow(dead_code)] // unused when wgpu is off
+fn burn_op_form<B: Backend>(
+    query: &Tensor<B, 4>,
+    key: &Tensor<B, 4>,
+    value: &Tensor<B, 4>,
+    options: &FusedAttentionOptions<'_, B>,
+) -> Option<burn::tensor::ops::AttentionModuleOptions> {
+    let [_, _, l, d_k] = query.dims();
+    let [_, _, s, _] = key.dims();
+    let default_scale = 1.0 / (d_k as f64).sqrt();
+    let plain = kv_shapes_agree(query.dims(), key.dims(), value.dims())
+        && options.dropout.prob == 0.0
+        && options.softcap.is_none()
+        && (options.scale - default_scale).abs() <= 1e-12 * default_scale
+        && s > 0
+        && s < options.memory_efficient_from;
+    let is_causal = options.mask.causal_only()?;
+    (plain && (!is_causal || l == s)).then(|| burn::tensor::ops::AttentionModuleOptions {
+        scale: None,
+        softcap: None,
+        is_causal,
+    })
 }

@@ -44,7 +44,7 @@ mod state_dict;
 pub use alibi::{alibi_bias, alibi_slopes};
 pub use fused::{
     FusedAttentionBackend, FusedAttentionOptions, FusedAutodiffBackend, HostValues,
-    cpu_kernel_enabled, generic_fused_attention, set_cpu_kernel,
+    cpu_kernel_enabled, generic_fused_attention, set_cpu_kernel, without_cpu_kernel,
 };
 pub use kv_cache::KvCache;
 pub use mask::{AttentionMask, causal_mask, padding_mask_from_lengths};

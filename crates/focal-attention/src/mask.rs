@@ -1,7 +1,7 @@
 //! Attention masks as values.
 
-use burn::tensor::{BasicOps, Bool, Int, Tensor, backend::Backend};
 use crate::cpu::Dense;
+use burn::tensor::{BasicOps, Bool, Int, Tensor, backend::Backend};
 use std::ops::Range;
 
 /// A boolean `[l, s]` causal mask, `true` = may attend, aligned bottom-right.
@@ -198,7 +198,9 @@ impl<B: Backend> AttentionMask<B> {
         }
         // Broadcast every dense part to the smallest common [batch, heads, l, s].
         let dense_shape = |dims: &mut dyn Iterator<Item = [usize; 4]>| {
-            dims.fold([1, 1, l, s], |acc, d| [acc[0].max(d[0]), acc[1].max(d[1]), l, s])
+            dims.fold([1, 1, l, s], |acc, d| {
+                [acc[0].max(d[0]), acc[1].max(d[1]), l, s]
+            })
         };
         let allowed = if self.explicit.is_empty() && dense_patterns.is_empty() {
             None
@@ -355,6 +357,18 @@ impl<B: Backend> AttentionMask<B> {
     /// Whether this mask includes the causal rule.
     pub fn is_causal(&self) -> bool {
         self.patterns.contains(&Pattern::Causal)
+    }
+
+    /// `Some(false)` when the mask has no part at all, `Some(true)` when it is the causal rule
+    /// alone, `None` otherwise: the masks burn's own attention op takes as `is_causal`.
+    pub(crate) fn causal_only(&self) -> Option<bool> {
+        let rest_empty =
+            self.key_padding.is_empty() && self.explicit.is_empty() && self.additive.is_empty();
+        match self.patterns.as_slice() {
+            [] if rest_empty => Some(false),
+            [Pattern::Causal] if rest_empty => Some(true),
+            _ => None,
+        }
     }
 
     /// Whether the mask allows everything (no part at all).

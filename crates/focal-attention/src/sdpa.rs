@@ -612,6 +612,40 @@ mod tests {
         }
     }
 
+    /// Without weights every backend runs its own route (ndarray: the CPU kernel; wgpu: burn's
+    /// fused op for no mask or causal with `l = s` and the default scale, the generic path
+    /// otherwise); all equal the plain path: no mask, causal with `l = s` and `l != s`, GQA,
+    /// a custom scale.
+    fn fused_path_equals_the_plain_path_for_the_common_masks<B: FusedAttentionBackend>(
+        device: &B::Device,
+    ) {
+        focal_backend::seed::<B>(device, 19);
+        let n = Distribution::Normal(0.0, 1.0);
+        let attention = ScaledDotProductAttentionConfig::new().init();
+        for (l, s, h_kv, causal, scale) in [
+            (7, 7, 2, false, None),
+            (7, 7, 2, true, None),
+            (5, 9, 1, true, None),
+            (9, 9, 1, true, Some(0.2)),
+        ] {
+            let q = Tensor::<B, 4>::random([2, 2, l, 8], n, device);
+            let k = Tensor::<B, 4>::random([2, h_kv, s, 8], n, device);
+            let v = Tensor::<B, 4>::random([2, h_kv, s, 4], n, device);
+            let mask = if causal {
+                AttentionMask::causal()
+            } else {
+                AttentionMask::none()
+            };
+            let mut input = AttentionInput::new(q, k, v).mask(mask);
+            if let Some(scale) = scale {
+                input = input.scale(scale);
+            }
+            let fused = attention.forward(input.clone()).context;
+            let plain = attention.forward(input.need_weights(true)).context;
+            assert_close(fused, plain, 1e-5);
+        }
+    }
+
     /// In f32 the central difference with `eps = 1e-2` has a truncation error of order
     /// `eps² · f'''` ≈ 1e-4 and a rounding error of order `1e-7 / eps` = 1e-5 on values of order
     /// one; 2e-3 (absolute and relative) leaves a margin of ten over both.
@@ -621,8 +655,16 @@ mod tests {
 
     /// The memory-efficient path gives the plain path's outputs and gradients, with every mask
     /// kind, soft-capping, grouped heads, `l != s`, blocks that do not divide `s`, and a query
-    /// with no allowed key.
+    /// with no allowed key. (The CPU kernel is off here, so ndarray runs the generic paths too.)
     fn memory_efficient_path_equals_the_plain_path<B: FusedAttentionBackend>(device: &B::Device) {
+        crate::without_cpu_kernel(|| {
+            memory_efficient_path_equals_the_plain_path_inner::<B>(device)
+        });
+    }
+
+    fn memory_efficient_path_equals_the_plain_path_inner<B: FusedAttentionBackend>(
+        device: &B::Device,
+    ) {
         type A<B> = Autodiff<B>;
         focal_backend::seed::<B>(device, 18);
         let n = Distribution::Normal(0.0, 1.0);
@@ -676,6 +718,7 @@ mod tests {
     }
 
     focal_backend::backend_tests!(
+        fused_path_equals_the_plain_path_for_the_common_masks,
         memory_efficient_path_equals_the_plain_path,
         gradients_match_finite_differences,
         softcap_bounds_the_scores,

@@ -42,8 +42,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Distribution, Tensor};
 use focal::attention::{
     AttentionInput, AttentionMask, FusedAttentionBackend, FusedAttentionOptions,
-    FusedAutodiffBackend, ScaledDotProductAttentionConfig, generic_fused_attention,
-    set_cpu_kernel,
+    FusedAutodiffBackend, ScaledDotProductAttentionConfig, generic_fused_attention, set_cpu_kernel,
 };
 use focal::blocks::TransformerLayerConfig;
 use serde::Serialize;
@@ -286,7 +285,13 @@ fn one_length<A: FusedAutodiffBackend>(
         )
     };
 
-    add(KERNEL, FORWARD, flops, Some(kernel_forward(&qkv, causal)), String::new());
+    add(
+        KERNEL,
+        FORWARD,
+        flops,
+        Some(kernel_forward(&qkv, causal)),
+        String::new(),
+    );
     add(
         CHUNKED,
         FORWARD,
@@ -313,7 +318,9 @@ fn one_length<A: FusedAutodiffBackend>(
         "projections included".into(),
     );
     // The ceiling: an n × n product with 2 n³ ≈ the forward's FLOPs (causal rows reuse it).
-    let n = (flops * if causal { 2.0 } else { 1.0 } / 2.0).cbrt().round() as usize;
+    let n = (flops * if causal { 2.0 } else { 1.0 } / 2.0)
+        .cbrt()
+        .round() as usize;
     let a = Tensor::<Inner<A>, 2>::random([n, n], Distribution::Normal(0.0, 1.0), device);
     add(
         CEILING,
@@ -325,7 +332,13 @@ fn one_length<A: FusedAutodiffBackend>(
         format!("{n} × {n} · {n} × {n}"),
     );
 
-    add(KERNEL, BOTH, 3.5 * flops, Some(kernel_backward::<A>(&qkv, causal)), String::new());
+    add(
+        KERNEL,
+        BOTH,
+        3.5 * flops,
+        Some(kernel_backward::<A>(&qkv, causal)),
+        String::new(),
+    );
     let quadratic = |job: Job<'static>| quadratic_backward.then_some(job);
     let chunked_job = with_grads::<A>(&qkv, move |qkv| chunked(qkv, causal));
     add(
@@ -333,7 +346,11 @@ fn one_length<A: FusedAutodiffBackend>(
         BOTH,
         3.5 * flops,
         quadratic_backward.then_some(chunked_job),
-        if quadratic_backward { String::new() } else { skipped() },
+        if quadratic_backward {
+            String::new()
+        } else {
+            skipped()
+        },
     );
     let burn_job = with_grads::<A>(&qkv, move |qkv| burn_op(qkv, causal));
     add(
@@ -341,14 +358,22 @@ fn one_length<A: FusedAutodiffBackend>(
         BOTH,
         3.5 * flops,
         quadratic_backward.then_some(burn_job),
-        if quadratic_backward { String::new() } else { skipped() },
+        if quadratic_backward {
+            String::new()
+        } else {
+            skipped()
+        },
     );
     add(
         BURN_NN_MHA,
         BOTH,
         3.5 * flops + 3.0 * projections,
         quadratic(burn_nn_mha_backward::<A>(x.clone(), causal, device)),
-        if quadratic_backward { "projections included".into() } else { skipped() },
+        if quadratic_backward {
+            "projections included".into()
+        } else {
+            skipped()
+        },
     );
 
     let baseline = |pass: &str| {
@@ -361,7 +386,11 @@ fn one_length<A: FusedAutodiffBackend>(
     measured
         .iter()
         .map(|(method, pass, flops, m, note)| {
-            let base = if *pass == FORWARD { &base_forward } else { &base_both };
+            let base = if *pass == FORWARD {
+                &base_forward
+            } else {
+                &base_both
+            };
             let ratio = |f: fn(&Measurement) -> f64| match (m, base) {
                 (Some(m), Some(b)) => Some(f(m) / f(b).max(f64::MIN_POSITIVE)),
                 _ => None,
@@ -439,7 +468,11 @@ pub fn markdown(rows: &[Row], backend: &str, memory_counted: bool) -> String {
             Some(m) => [
                 format_seconds(m.seconds),
                 format!("{:.1}", r.flops / m.seconds / 1e9),
-                if memory_counted { format_bytes(m.peak_bytes) } else { "n/a".into() },
+                if memory_counted {
+                    format_bytes(m.peak_bytes)
+                } else {
+                    "n/a".into()
+                },
                 r.time_vs_baseline.map_or("".into(), |x| format!("{x:.3}×")),
                 match (memory_counted, r.memory_vs_baseline) {
                     (true, Some(x)) => format!("{x:.3}×"),
@@ -454,9 +487,10 @@ pub fn markdown(rows: &[Row], backend: &str, memory_counted: bool) -> String {
             "\n### {pass}\n\n| method | l = s | causal | time | GFLOP/s | peak memory | time vs burn op | memory vs burn op | note |\n\
              |---|---:|---|---:|---:|---:|---:|---:|---|\n"
         );
-        for r in rows.iter().filter(|r| {
-            r.pass == pass && r.baseline == BURN_OP
-        }) {
+        for r in rows
+            .iter()
+            .filter(|r| r.pass == pass && r.baseline == BURN_OP)
+        {
             let [time, gflops, memory, time_ratio, memory_ratio] = cell(r);
             out += &format!(
                 "| {} | {} | {} | {time} | {gflops} | {memory} | {time_ratio} | {memory_ratio} | {} |\n",
@@ -472,7 +506,11 @@ pub fn markdown(rows: &[Row], backend: &str, memory_counted: bool) -> String {
         out += "\n### Long sequences and a whole layer\n\n| method | pass | l = s | time | GFLOP/s | peak memory | time vs baseline | note |\n|---|---|---:|---:|---:|---:|---:|---|\n";
         for r in others {
             let [time, gflops, memory, time_ratio, _] = cell(r);
-            let ratio = if r.baseline == r.method && r.method == KERNEL { "".into() } else { format!("{time_ratio} ({})", r.baseline) };
+            let ratio = if r.baseline == r.method && r.method == KERNEL {
+                "".into()
+            } else {
+                format!("{time_ratio} ({})", r.baseline)
+            };
             out += &format!(
                 "| {} | {} | {} | {time} | {gflops} | {memory} | {ratio} | {} |\n",
                 r.method, r.pass, r.length, r.note

@@ -116,7 +116,17 @@ mod tests {
         let a: Vec<f32> = (0..m * k).map(|i| i as f32 * 0.5 - 3.0).collect(); // [m, k]
         let b: Vec<f32> = (0..n * k).map(|i| 1.0 - i as f32 * 0.25).collect(); // [n, k]
         let mut dst = vec![1.0f32; m * 9];
-        matmul(m, n, k, &mut dst, 9, Mat::rows(&a, k), Mat::transposed(&b, k), 2.0, true);
+        matmul(
+            m,
+            n,
+            k,
+            &mut dst,
+            9,
+            Mat::rows(&a, k),
+            Mat::transposed(&b, k),
+            2.0,
+            true,
+        );
         for i in 0..m {
             for j in 0..n {
                 let dot: f32 = (0..k).map(|p| a[i * k + p] * b[j * k + p]).sum();
@@ -130,6 +140,16 @@ mod tests {
     #[should_panic(expected = "matmul left operand")]
     fn matmul_refuses_a_short_slice() {
         let mut dst = vec![0.0f32; 4];
-        matmul(2, 2, 3, &mut dst, 2, Mat::rows(&[0.0; 5], 3), Mat::rows(&[0.0; 6], 2), 1.0, false);
+        matmul(
+            2,
+            2,
+            3,
+            &mut dst,
+            2,
+            Mat::rows(&[0.0; 5], 3),
+            Mat::rows(&[0.0; 6], 2),
+            1.0,
+            false,
+        );
     }
 }

@@ -151,7 +151,10 @@ struct HeadMask<'a> {
 
 impl<'a> HeadMask<'a> {
     fn new(p: &'a Problem, batch: usize, head: usize) -> Self {
-        let valid = p.key_valid.as_ref().map(|m| &m[batch * p.s..(batch + 1) * p.s]);
+        let valid = p
+            .key_valid
+            .as_ref()
+            .map(|m| &m[batch * p.s..(batch + 1) * p.s]);
         let invalid_before = valid.map(|valid| {
             let mut counts = Vec::with_capacity(p.s + 1);
             let mut n = 0u32;
@@ -175,7 +178,10 @@ impl<'a> HeadMask<'a> {
     /// The keys `[lo, hi)` any of the rows `start .. start + rows` may attend by position.
     fn block_keys(&self, start: usize, rows: usize) -> (usize, usize) {
         // Both ends of the allowed range grow with the row.
-        (self.p.key_range(start).0, self.p.key_range(start + rows - 1).1)
+        (
+            self.p.key_range(start).0,
+            self.p.key_range(start + rows - 1).1,
+        )
     }
 
     /// Whether rows `start .. start + rows` may attend every key of `kb .. kb + n`, with no
@@ -449,7 +455,17 @@ fn forward_block(
             }
         }
         let v_block = &v_head[kb * d_v..(kb + n) * d_v];
-        matmul(rows, d_v, n, out, d_v, Mat::rows(sc, n), Mat::rows(v_block, d_v), 1.0, true);
+        matmul(
+            rows,
+            d_v,
+            n,
+            out,
+            d_v,
+            Mat::rows(sc, n),
+            Mat::rows(v_block, d_v),
+            1.0,
+            true,
+        );
         kb += n;
     }
     for (r, row) in out.chunks_exact_mut(d_v).enumerate() {
@@ -573,13 +589,36 @@ fn backward_group(
                 // p = e^(score - lse): masked scores (-inf) and empty rows (lse = +inf) give 0.
                 for (r, row) in pr.chunks_exact_mut(n).enumerate() {
                     let shift = lse[start + r];
-                    row.iter_mut().for_each(|x| *x = exp_nonpositive(*x - shift));
+                    row.iter_mut()
+                        .for_each(|x| *x = exp_nonpositive(*x - shift));
                 }
                 // dv += pᵀ do
-                matmul(n, d_v, rows, dv_block, d_v, Mat::transposed(pr, n), Mat::rows(d_o, d_v), 1.0, true);
+                matmul(
+                    n,
+                    d_v,
+                    rows,
+                    dv_block,
+                    d_v,
+                    Mat::transposed(pr, n),
+                    Mat::rows(d_o, d_v),
+                    1.0,
+                    true,
+                );
                 // dp = do vᵀ, then ds = p ∘ (dp - delta) (∘ (1 - tanh²) under soft-capping)
-                matmul(rows, n, d_v, ds, n, Mat::rows(d_o, d_v), Mat::transposed(v_block, d_v), 1.0, false);
-                for (r, (ds_row, p_row)) in ds.chunks_exact_mut(n).zip(pr.chunks_exact(n)).enumerate() {
+                matmul(
+                    rows,
+                    n,
+                    d_v,
+                    ds,
+                    n,
+                    Mat::rows(d_o, d_v),
+                    Mat::transposed(v_block, d_v),
+                    1.0,
+                    false,
+                );
+                for (r, (ds_row, p_row)) in
+                    ds.chunks_exact_mut(n).zip(pr.chunks_exact(n)).enumerate()
+                {
                     let dl = delta[start + r];
                     for (d, &pv) in ds_row.iter_mut().zip(p_row) {
                         *d = pv * (*d - dl);
@@ -591,9 +630,29 @@ fn backward_group(
                     }
                 }
                 // dk += scale · dsᵀ q, dq += scale · ds k
-                matmul(n, d_k, rows, dk_block, d_k, Mat::transposed(ds, n), Mat::rows(q_rows, d_k), p.scale, true);
+                matmul(
+                    n,
+                    d_k,
+                    rows,
+                    dk_block,
+                    d_k,
+                    Mat::transposed(ds, n),
+                    Mat::rows(q_rows, d_k),
+                    p.scale,
+                    true,
+                );
                 let dq_rows = &mut dq_head[start * d_k..(start + rows) * d_k];
-                matmul(rows, d_k, n, dq_rows, d_k, Mat::rows(ds, n), Mat::rows(k_block, d_k), p.scale, true);
+                matmul(
+                    rows,
+                    d_k,
+                    n,
+                    dq_rows,
+                    d_k,
+                    Mat::rows(ds, n),
+                    Mat::rows(k_block, d_k),
+                    p.scale,
+                    true,
+                );
             }
         }
     }
@@ -690,7 +749,11 @@ mod tests {
         }
         if rng.random_bool(0.2) {
             let mh = if rng.random_bool(0.5) { h } else { 1 };
-            mask = mask.and(AttentionMask::additive(Tensor::random([1, mh, l, s], n, device)));
+            mask = mask.and(AttentionMask::additive(Tensor::random(
+                [1, mh, l, s],
+                n,
+                device,
+            )));
         }
         Case {
             q,
@@ -735,10 +798,13 @@ mod tests {
             let c = random_case::<A>(&mut rng, &device, 100);
             let [b, h, l, _] = c.q.dims();
             let d_v = c.v.dims()[3];
-            let weights = Tensor::<A, 4>::random([b, h, l, d_v], Distribution::Normal(0.0, 1.0), &device);
+            let weights =
+                Tensor::<A, 4>::random([b, h, l, d_v], Distribution::Normal(0.0, 1.0), &device);
             let grads = |need_weights: bool| {
                 let [q, k, v] = [&c.q, &c.k, &c.v].map(|t| t.clone().detach().require_grad());
-                let input = c.input(q.clone(), k.clone(), v.clone()).need_weights(need_weights);
+                let input = c
+                    .input(q.clone(), k.clone(), v.clone())
+                    .need_weights(need_weights);
                 let loss = (attention.forward(input).context * weights.clone()).sum();
                 let g = loss.backward();
                 [q.grad(&g), k.grad(&g), v.grad(&g)].map(|t| t.expect("gradient"))
@@ -748,7 +814,10 @@ mod tests {
                 assert_eq!(a.dims(), b.dims(), "case {case} {name}");
                 let diff = (a - b.clone()).abs().max().into_scalar();
                 let size = b.abs().max().into_scalar().max(1.0);
-                assert!(diff <= 1e-4 * size, "case {case}: {name} differs by {diff} (max {size})");
+                assert!(
+                    diff <= 1e-4 * size,
+                    "case {case}: {name} differs by {diff} (max {size})"
+                );
             }
         }
     }

@@ -32,7 +32,9 @@ struct Saved {
 
 impl std::fmt::Debug for Saved {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Saved").field("problem", &self.problem).finish_non_exhaustive()
+        f.debug_struct("Saved")
+            .field("problem", &self.problem)
+            .finish_non_exhaustive()
     }
 }
 
@@ -44,9 +46,8 @@ impl<B: FusedAttentionBackend> Backward<B, 3> for AttentionBackward {
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_q, node_k, node_v] = ops.parents;
-        let d_out = Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(
-            grads.consume::<B>(&ops.node),
-        ));
+        let d_out =
+            Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(grads.consume::<B>(&ops.node)));
         let device = d_out.device();
         let saved = ops.state;
         let p = &saved.problem;
@@ -83,7 +84,12 @@ pub(crate) fn attention<B: FusedAttentionBackend, C: CheckpointStrategy>(
     let nodes = [q.node.clone(), k.node.clone(), v.node.clone()];
     let [q_data, k_data, v_data] = [q, k, v]
         .map(|t| B::host_values(Tensor::from_primitive(TensorPrimitive::Float(t.primitive))));
-    let forward = super::forward(&problem, q_data.as_slice(), k_data.as_slice(), v_data.as_slice());
+    let forward = super::forward(
+        &problem,
+        q_data.as_slice(),
+        k_data.as_slice(),
+        v_data.as_slice(),
+    );
     let shape = [problem.b, problem.h, problem.l, problem.d_v];
     let out = Tensor::<B, 4>::from_data(TensorData::new(forward.out.clone(), shape), &device)
         .into_primitive()
