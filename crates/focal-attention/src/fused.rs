@@ -182,9 +182,24 @@ where
 {
 }
 
+/// A seed for the kernel's dropout from the backend's random generator, so that
+/// `focal_backend::seed` makes training runs reproducible.
+fn random_seed<B: Backend>(device: &B::Device) -> u64 {
+    let halves = Tensor::<B, 1, burn::tensor::Int>::random(
+        [2],
+        burn::tensor::Distribution::Uniform(0.0, 4_294_967_296.0),
+        device,
+    )
+    .into_data()
+    .convert::<i64>()
+    .into_vec::<i64>()
+    .unwrap_or_default();
+    halves.iter().fold(0u64, |acc, &x| (acc << 32) ^ x as u64)
+}
+
 /// Under autodiff, a backend with the CPU kernel ([`FusedAttentionBackend::CPU_KERNEL`]) runs
 /// it forward and registers the kernel's own backward (FlashAttention-2: probabilities
-/// recomputed block by block, no `l × s` matrix), unless dropout is active or an additive mask
+/// recomputed block by block, no `l × s` matrix; dropout replayed from a seed), unless an additive mask
 /// needs a gradient; every other case differentiates the generic path's tensor ops.
 impl<B: FusedAttentionBackend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy>
     FusedAttentionBackend for burn::backend::Autodiff<B, C>
@@ -195,8 +210,15 @@ impl<B: FusedAttentionBackend, C: burn::backend::autodiff::checkpoint::strategy:
         value: Tensor<Self, 4>,
         options: FusedAttentionOptions<'_, Self>,
     ) -> Tensor<Self, 4> {
-        if B::CPU_KERNEL && cpu_kernel_enabled() && options.dropout.prob == 0.0 {
-            if let Some(problem) = cpu_problem(&query, &key, &value, &options) {
+        if B::CPU_KERNEL && cpu_kernel_enabled() {
+            if let Some(mut problem) = cpu_problem(&query, &key, &value, &options) {
+                let prob = options.dropout.prob;
+                if prob > 0.0 && Self::ad_enabled(&query.device()) {
+                    problem.dropout = Some(crate::cpu::DropoutMask {
+                        prob: prob as f32,
+                        seed: random_seed::<B>(&query.device()),
+                    });
+                }
                 return crate::cpu::train::attention(problem, query, key, value);
             }
         }
@@ -208,7 +230,7 @@ impl<B: FusedAttentionBackend, C: burn::backend::autodiff::checkpoint::strategy:
 // crate of the build may switch a backend on in focal-backend alone).
 focal_backend::if_ndarray! {
     /// ndarray runs the tiled CPU kernel of `cpu/` for every mask, scale and soft-cap (and,
-    /// under `Autodiff<NdArray>`, its backward); dropout during training takes the generic path.
+    /// under `Autodiff<NdArray>`, its backward, dropout included).
     impl FusedAttentionBackend for burn::backend::NdArray<f32> {
         const CPU_KERNEL: bool = true;
 
@@ -221,7 +243,14 @@ focal_backend::if_ndarray! {
                     if array.is_standard_layout() {
                         HostValues::Shared(array)
                     } else {
-                        HostValues::Owned(array.iter().copied().collect())
+                        // Permuted heads (`[b, l, h, d]` viewed as `[b, h, l, d]`): one copy in
+                        // row-major order through a fixed-rank view, which iterates an order
+                        // of magnitude faster than the dynamic-rank one.
+                        let copy = match array.view().into_dimensionality::<ndarray::Ix4>() {
+                            Ok(view) => view.as_standard_layout().into_owned().into_raw_vec_and_offset().0,
+                            Err(_) => array.iter().copied().collect(),
+                        };
+                        HostValues::Owned(copy)
                     }
                 }
                 other => HostValues::Owned(crate::cpu::train::read(Tensor::<Self, 4>::from_primitive(
@@ -289,6 +318,7 @@ fn cpu_problem<B: Backend>(
         key_valid: mask.key_valid,
         allowed: mask.allowed,
         bias: mask.bias,
+        dropout: None,
     })
 }
 

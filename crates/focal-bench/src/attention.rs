@@ -13,9 +13,10 @@
 //!   baseline of every ratio;
 //! - **burn-nn `MultiHeadAttention`** (d 512 = 8 × 64, projections included; an autoregressive
 //!   `mask_attn` for the causal rows);
-//! - **matmul ceiling**: one `n × n` by `n × n` f32 product through burn on the same backend,
+//! - **matmul ceiling**: one `n × n` by `n × n` f32 product by the `gemm` crate on all cores,
 //!   with `2 n³` as close as possible to the forward's FLOPs: what the machine's matrix
-//!   multiply reaches at this size.
+//!   multiply reaches at this size (a CPU figure whatever the backend); and the same product
+//!   through burn's `matmul` on the backend.
 //!
 //! Then a long-sequence row (kernel only, forward+backward), and a Transformer encoder layer
 //! (d 512, 8 heads, ffn 2048, b 8, l 128) forward with the CPU kernel switched off (before)
@@ -82,7 +83,8 @@ const KERNEL: &str = "focal kernel";
 const CHUNKED: &str = "focal generic chunked";
 const BURN_OP: &str = "burn module::attention";
 const BURN_NN_MHA: &str = "burn-nn MultiHeadAttention";
-const CEILING: &str = "matmul ceiling";
+const CEILING: &str = "matmul ceiling (gemm, all cores)";
+const BURN_MATMUL: &str = "burn matmul";
 const FORWARD: &str = "forward";
 const BOTH: &str = "forward+backward";
 const ENCODER_BEFORE: &str = "encoder layer, generic path";
@@ -321,9 +323,16 @@ fn one_length<A: FusedAutodiffBackend>(
     let n = (flops * if causal { 2.0 } else { 1.0 } / 2.0)
         .cbrt()
         .round() as usize;
-    let a = Tensor::<Inner<A>, 2>::random([n, n], Distribution::Normal(0.0, 1.0), device);
     add(
         CEILING,
+        FORWARD,
+        2.0 * (n as f64).powi(3),
+        Some(gemm_ceiling(n)),
+        format!("{n} × {n} · {n} × {n}"),
+    );
+    let a = Tensor::<Inner<A>, 2>::random([n, n], Distribution::Normal(0.0, 1.0), device);
+    add(
+        BURN_MATMUL,
         FORWARD,
         2.0 * (n as f64).powi(3),
         Some(Box::new(move || {
@@ -409,6 +418,42 @@ fn one_length<A: FusedAutodiffBackend>(
             }
         })
         .collect()
+}
+
+/// `c = a · a` for an `n × n` matrix `a` through the `gemm` crate, parallel over all cores.
+fn gemm_ceiling(n: usize) -> Job<'static> {
+    let a: Vec<f32> = (0..n * n).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();
+    let mut c = vec![0.0f32; n * n];
+    Box::new(move || {
+        // SAFETY: `a` and `c` hold `n * n` elements each and are read/written row-major with
+        // row stride `n` and column stride 1, so every index `gemm` touches (`i * n + j`,
+        // `i, j < n`) is in bounds; `c` is a distinct allocation from `a`.
+        #[allow(unsafe_code)]
+        unsafe {
+            gemm::gemm(
+                n,
+                n,
+                n,
+                c.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                a.as_ptr(),
+                1,
+                n as isize,
+                a.as_ptr(),
+                1,
+                n as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(0),
+            );
+        }
+        std::hint::black_box(&c);
+    })
 }
 
 /// A Transformer encoder layer (d 512, 8 heads, ffn 2048, b 8, l 128) forward, with the CPU

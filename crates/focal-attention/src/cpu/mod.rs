@@ -85,6 +85,43 @@ pub(crate) struct Problem {
     pub allowed: Option<Dense<bool>>,
     /// The sum of the additive parts.
     pub bias: Option<Dense<f32>>,
+    /// Dropout on the probabilities (training).
+    pub dropout: Option<DropoutMask>,
+}
+
+/// Dropout on the attention probabilities, replayable: whether probability `(row, key)` is
+/// kept is a hash of `(seed, row, key)` (a SplitMix64 finaliser), so the backward regenerates
+/// the forward's mask instead of storing `l × s` bits.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DropoutMask {
+    /// Probability of dropping, in `(0, 1)`.
+    pub prob: f32,
+    /// Per-call seed.
+    pub seed: u64,
+}
+
+impl DropoutMask {
+    /// Multiplies row `row` (the global row `b · h · l` index), keys `kb ..`, by the mask over
+    /// the keep probability: dropped entries become 0, kept ones grow by `1 / (1 - prob)`.
+    #[inline(always)]
+    fn apply(&self, row: usize, kb: usize, values: &mut [f32]) {
+        let threshold = (f64::from(self.prob) * 4_294_967_296.0) as u64;
+        let scale = 1.0 / (1.0 - self.prob);
+        let base = self.seed ^ (row as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        for (j, x) in values.iter_mut().enumerate() {
+            let mut h = base ^ ((kb + j) as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+            h ^= h >> 33;
+            h = h.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+            h ^= h >> 33;
+            h = h.wrapping_mul(0xC4CE_B9FE_1A85_EC53);
+            h ^= h >> 33;
+            *x = if (h >> 32) >= threshold {
+                *x * scale
+            } else {
+                0.0
+            };
+        }
+    }
 }
 
 impl std::fmt::Debug for Problem {
@@ -95,6 +132,7 @@ impl std::fmt::Debug for Problem {
             .field("v", &[self.b, self.h_kv, self.s, self.d_v])
             .field("causal", &self.causal)
             .field("window", &self.window)
+            .field("dropout", &self.dropout)
             .finish_non_exhaustive()
     }
 }
@@ -398,22 +436,26 @@ pub(crate) fn forward(p: &Problem, q: &[f32], k: &[f32], v: &[f32]) -> Forward {
                 .for_each(|(qb, (out, lse))| {
                     let start = qb * QUERY_BLOCK;
                     let mask = &mask;
+                    let row0 = bh * p.l;
                     with_simd(simd_job!(ForwardJob {
                         mask: &'a HeadMask<'a>,
                         q_head: &'a [f32],
                         k_head: &'a [f32],
                         v_head: &'a [f32],
                         start: usize,
+                        row0: usize,
                         out: &'a mut [f32],
                         lse: &'a mut [f32],
-                    } => forward_block(mask, q_head, k_head, v_head, start, out, lse)))
+                    } => forward_block(mask, q_head, k_head, v_head, start, row0, out, lse)))
                 });
         });
     Forward { out, lse }
 }
 
-/// One block of query rows (`start ..`, as many as `lse` has) against every allowed key block;
-/// `out` starts zeroed and is used as the accumulator.
+/// One block of query rows (`start ..`, as many as `lse` has; `row0` is the head's first global
+/// row, for dropout) against every allowed key block; `out` starts zeroed and is used as the
+/// accumulator.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn forward_block(
     mask: &HeadMask<'_>,
@@ -421,6 +463,7 @@ fn forward_block(
     k_head: &[f32],
     v_head: &[f32],
     start: usize,
+    row0: usize,
     out: &mut [f32],
     lse: &mut [f32],
 ) {
@@ -448,6 +491,10 @@ fn forward_block(
             let correction = exp_nonpositive(max[r] - new_max); // 0 on the first block
             sum[r] = sum[r] * correction + exp_sum(row, new_max);
             max[r] = new_max;
+            if let Some(dropout) = &p.dropout {
+                // The normaliser counts every probability; only the product with v drops.
+                dropout.apply(row0 + start + r, kb, row);
+            }
             if correction != 1.0 {
                 for a in &mut out[r * d_v..(r + 1) * d_v] {
                     *a *= correction;
@@ -592,30 +639,38 @@ fn backward_group(
                     row.iter_mut()
                         .for_each(|x| *x = exp_nonpositive(*x - shift));
                 }
-                // dv += pᵀ do
+                // dv += p̃ᵀ do, with p̃ the probabilities after dropout
+                let dropped = match &p.dropout {
+                    Some(dropout) => {
+                        ds.copy_from_slice(pr);
+                        for (r, row) in ds.chunks_exact_mut(n).enumerate() {
+                            dropout.apply(bh * l + start + r, kb, row);
+                        }
+                        &*ds
+                    }
+                    None => &*pr,
+                };
+                let d_o_mat = Mat::rows(d_o, d_v);
                 matmul(
                     n,
                     d_v,
                     rows,
                     dv_block,
                     d_v,
-                    Mat::transposed(pr, n),
-                    Mat::rows(d_o, d_v),
+                    Mat::transposed(dropped, n),
+                    d_o_mat,
                     1.0,
                     true,
                 );
-                // dp = do vᵀ, then ds = p ∘ (dp - delta) (∘ (1 - tanh²) under soft-capping)
-                matmul(
-                    rows,
-                    n,
-                    d_v,
-                    ds,
-                    n,
-                    Mat::rows(d_o, d_v),
-                    Mat::transposed(v_block, d_v),
-                    1.0,
-                    false,
-                );
+                // dp̃ = do vᵀ; dp = dp̃ through the dropout mask; then ds = p ∘ (dp - delta)
+                // (∘ (1 - tanh²) under soft-capping)
+                let v_t = Mat::transposed(v_block, d_v);
+                matmul(rows, n, d_v, ds, n, d_o_mat, v_t, 1.0, false);
+                if let Some(dropout) = &p.dropout {
+                    for (r, row) in ds.chunks_exact_mut(n).enumerate() {
+                        dropout.apply(bh * l + start + r, kb, row);
+                    }
+                }
                 for (r, (ds_row, p_row)) in
                     ds.chunks_exact_mut(n).zip(pr.chunks_exact(n)).enumerate()
                 {
@@ -817,6 +872,63 @@ mod tests {
                 assert!(
                     diff <= 1e-4 * size,
                     "case {case}: {name} differs by {diff} (max {size})"
+                );
+            }
+        }
+    }
+
+    /// Dropout inside the kernel (training): the output stays unbiased (with v = 1 every
+    /// output is `Σ p̃`, whose mean over draws is 1), and the gradients are those of the
+    /// forward with the same mask (central differences with the seed replayed).
+    #[test]
+    fn kernel_dropout_is_unbiased_and_differentiable() {
+        type A = burn::backend::Autodiff<B>;
+        let device = Default::default();
+        let attention = ScaledDotProductAttentionConfig::new()
+            .with_dropout(0.5)
+            .init();
+        let n = Distribution::Normal(0.0, 1.0);
+        focal_backend::seed::<B>(&device, 62);
+        let q = Tensor::<A, 4>::random([1, 2, 8, 8], n, &device);
+        let k = Tensor::<A, 4>::random([1, 2, 8, 8], n, &device);
+        let ones = Tensor::<A, 4>::ones([1, 2, 8, 1], &device);
+        let draws = 200;
+        let mut total = 0.0f64;
+        for _ in 0..draws {
+            let input = AttentionInput::new(q.clone(), k.clone(), ones.clone());
+            total += attention.forward(input).context.sum().into_scalar() as f64;
+        }
+        let mean = total / (draws * 16) as f64;
+        assert!((mean - 1.0).abs() < 0.03, "mean of Σ p̃ over draws: {mean}");
+
+        let v = Tensor::<A, 4>::random([1, 2, 8, 4], n, &device);
+        let r = Tensor::<A, 4>::random([1, 2, 8, 4], n, &device);
+        let loss = |q: Tensor<A, 4>, k: Tensor<A, 4>, v: Tensor<A, 4>| {
+            focal_backend::seed::<B>(&device, 63); // the same dropout mask every time
+            let input = AttentionInput::new(q, k, v).mask(AttentionMask::causal());
+            (attention.forward(input).context * r.clone()).sum()
+        };
+        let leaves = [&q, &k, &v].map(|t| t.clone().detach().require_grad());
+        let grads = loss(leaves[0].clone(), leaves[1].clone(), leaves[2].clone()).backward();
+        for (which, leaf) in leaves.iter().enumerate() {
+            let analytic: Vec<f32> = leaf.grad(&grads).unwrap().into_data().to_vec().unwrap();
+            let base: Vec<f32> = leaf.clone().into_data().to_vec().unwrap();
+            let shape = leaf.dims();
+            for i in 0..base.len() {
+                let at = |delta: f32| {
+                    let mut values = base.clone();
+                    values[i] += delta;
+                    let mut inputs = leaves.clone().map(|t| t.detach());
+                    inputs[which] =
+                        Tensor::from_data(burn::tensor::TensorData::new(values, shape), &device);
+                    let [q, k, v] = inputs;
+                    loss(q, k, v).into_scalar()
+                };
+                let numeric = (at(1e-2) - at(-1e-2)) / 2e-2;
+                assert!(
+                    (numeric - analytic[i]).abs() <= 2e-3 * (1.0 + numeric.abs()),
+                    "input {which}, element {i}: analytic {} vs numeric {numeric}",
+                    analytic[i]
                 );
             }
         }
