@@ -210,17 +210,18 @@ impl<B: FusedAttentionBackend, C: burn::backend::autodiff::checkpoint::strategy:
         value: Tensor<Self, 4>,
         options: FusedAttentionOptions<'_, Self>,
     ) -> Tensor<Self, 4> {
-        if B::CPU_KERNEL && cpu_kernel_enabled() {
-            if let Some(mut problem) = cpu_problem(&query, &key, &value, &options) {
-                let prob = options.dropout.prob;
-                if prob > 0.0 && Self::ad_enabled(&query.device()) {
-                    problem.dropout = Some(crate::cpu::DropoutMask {
-                        prob: prob as f32,
-                        seed: random_seed::<B>(&query.device()),
-                    });
-                }
-                return crate::cpu::train::attention(problem, query, key, value);
+        if B::CPU_KERNEL
+            && cpu_kernel_enabled()
+            && let Some(mut problem) = cpu_problem(&query, &key, &value, &options)
+        {
+            let prob = options.dropout.prob;
+            if prob > 0.0 && Self::ad_enabled(&query.device()) {
+                problem.dropout = Some(crate::cpu::DropoutMask {
+                    prob: prob as f32,
+                    seed: random_seed::<B>(&query.device()),
+                });
             }
+            return crate::cpu::train::attention(problem, query, key, value);
         }
         generic_fused_attention(query, key, value, options)
     }
@@ -323,7 +324,7 @@ fn cpu_problem<B: Backend>(
 }
 
 focal_backend::if_wgpu! {
-    /// wgpu hands the calls burn's fused `attention` op can take to it (see [`burn_op_form`]);
+    /// wgpu hands the calls burn's fused `attention` op can take to it (see `burn_op_form`);
     /// the others run the generic path.
     impl FusedAttentionBackend for focal_backend::Wgpu {
         fn fused_attention(
@@ -367,7 +368,7 @@ fn burn_op_form<B: Backend>(
         && s > 0
         && s < options.memory_efficient_from;
     let is_causal = options.mask.causal_only()?;
-    (plain && (!is_causal || l == s)).then(|| burn::tensor::ops::AttentionModuleOptions {
+    (plain && (!is_causal || l == s)).then_some(burn::tensor::ops::AttentionModuleOptions {
         scale: None,
         softcap: None,
         is_causal,

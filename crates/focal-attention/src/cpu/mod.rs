@@ -380,7 +380,7 @@ fn exp_nonpositive(x: f32) -> f32 {
     let p = p * r + 8.333_452e-3;
     let p = p * r + 4.166_579_6e-2;
     let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 5.000_000_1e-1;
+    let p = p * r + 0.5;
     let p = p * r * r + r + 1.0;
     let n_int = shifted.to_bits().wrapping_sub(SHIFTER.to_bits());
     let scale = f32::from_bits(n_int.wrapping_add(127) << 23);
@@ -611,7 +611,7 @@ fn backward_group(
     let mut probs = vec![0.0f32; block];
     let mut d_scores = vec![0.0f32; block];
     let mut tanh_buf = vec![0.0f32; if p.softcap.is_some() { block } else { 0 }];
-    let mut allowed = vec![false; QUERY_BLOCK];
+    let mut allowed = [false; QUERY_BLOCK];
     for kb in (0..s).step_by(KEY_BLOCK) {
         let n = (s - kb).min(KEY_BLOCK);
         let k_block = &k_head[kb * d_k..(kb + n) * d_k];
