@@ -96,12 +96,18 @@ std::thread_local! {
 
 /// Runs `f` with Focal's CPU attention kernel off for the attention calls made on this thread
 /// (other threads are not affected; see [`set_cpu_kernel`] for the whole process). Tests use it
-/// to reach the generic path on ndarray.
+/// to reach the generic path on ndarray. The previous setting is restored when `f` returns or
+/// panics, so a failed test cannot leave the kernel off for the next one on the same thread.
 pub fn without_cpu_kernel<R>(f: impl FnOnce() -> R) -> R {
-    let before = CPU_KERNEL_OFF_HERE.replace(true);
-    let result = f();
-    CPU_KERNEL_OFF_HERE.set(before);
-    result
+    /// Puts the thread's setting back on drop, including while unwinding.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CPU_KERNEL_OFF_HERE.set(self.0);
+        }
+    }
+    let _restore = Restore(CPU_KERNEL_OFF_HERE.replace(true));
+    f()
 }
 
 /// Whether Focal's CPU attention kernel is on for calls made on this thread (see
@@ -289,7 +295,7 @@ focal_backend::if_ndarray! {
 }
 
 /// The CPU kernel's description of a call, or `None` when the shapes disagree (the generic path
-/// then reports them) or the mask has a part the kernel cannot take.
+/// then reports them), a head has width 0, or the mask has a part the kernel cannot take.
 #[allow(dead_code)] // unused when ndarray is off
 fn cpu_problem<B: Backend>(
     query: &Tensor<B, 4>,
@@ -300,8 +306,8 @@ fn cpu_problem<B: Backend>(
     let [b, h, l, d_k] = query.dims();
     let [_, h_kv, s, _] = key.dims();
     let [_, _, _, d_v] = value.dims();
-    if !kv_shapes_agree(query.dims(), key.dims(), value.dims()) {
-        return None;
+    if !kv_shapes_agree(query.dims(), key.dims(), value.dims()) || d_k == 0 || d_v == 0 {
+        return None; // zero-width heads are left to the tensor ops
     }
     let mask = options.mask.kernel_form([b, h, l, s], &query.device())?;
     Some(crate::cpu::Problem {
@@ -373,4 +379,28 @@ fn burn_op_form<B: Backend>(
         softcap: None,
         is_causal,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_cpu_kernel_restores_the_setting_after_a_panic() {
+        let before = CPU_KERNEL_OFF_HERE.get();
+        let caught = std::panic::catch_unwind(|| {
+            without_cpu_kernel(|| {
+                assert!(!cpu_kernel_enabled());
+                panic!("a failing test body");
+            })
+        });
+        assert!(caught.is_err());
+        assert_eq!(CPU_KERNEL_OFF_HERE.get(), before);
+        // Nested calls restore the outer setting, not "on".
+        without_cpu_kernel(|| {
+            without_cpu_kernel(|| assert!(!cpu_kernel_enabled()));
+            assert!(!cpu_kernel_enabled());
+        });
+        assert_eq!(CPU_KERNEL_OFF_HERE.get(), before);
+    }
 }
