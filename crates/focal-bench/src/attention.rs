@@ -18,7 +18,8 @@
 //!   multiply reaches at this size (a CPU figure whatever the backend); and the same product
 //!   through burn's `matmul` on the backend.
 //!
-//! Then a long-sequence row (kernel only, forward+backward), and a Transformer encoder layer
+//! Then a long-sequence row (kernel only, forward+backward), the kernel's forward+backward
+//! with one key/value head (multi-query) against eight, and a Transformer encoder layer
 //! (d 512, 8 heads, ffn 2048, b 8, l 128) forward with the CPU kernel switched off (before)
 //! and on (after).
 //!
@@ -89,6 +90,8 @@ const FORWARD: &str = "forward";
 const BOTH: &str = "forward+backward";
 const ENCODER_BEFORE: &str = "encoder layer, generic path";
 const ENCODER_AFTER: &str = "encoder layer, focal kernel";
+const KERNEL_MHA: &str = "focal kernel, 8 key/value heads";
+const KERNEL_MQA: &str = "focal kernel, 1 key/value head";
 
 /// Options of the attention bench.
 pub struct Options {
@@ -98,6 +101,9 @@ pub struct Options {
     pub long: Vec<usize>,
     /// Longest length at which methods with `l · s` memory run forward+backward.
     pub max_quadratic_backward: usize,
+    /// Lengths of the multi-query rows (kernel forward+backward with one key/value head vs
+    /// eight).
+    pub multi_query: Vec<usize>,
     /// Seconds of repeated runs per measurement.
     pub budget: Duration,
 }
@@ -134,8 +140,52 @@ pub fn run<A: FusedAutodiffBackend>(options: &Options, device: &A::Device) -> Ve
             ),
         });
     }
+    for &length in &options.multi_query {
+        for causal in [false, true] {
+            eprintln!("attention: l = s = {length}, causal {causal}, multi-query");
+            rows.extend(multi_query::<A>(options.budget, length, causal, device));
+        }
+    }
     rows.extend(encoder_layer::<A::InnerBackend>(options.budget, device));
     rows
+}
+
+/// The kernel's forward+backward with one key/value head for the 8 query heads (multi-query
+/// attention) against 8 key/value heads, same FLOPs: with b = 1 the backward has a single
+/// (batch, key/value head) task, which it splits into key ranges to use every core.
+fn multi_query<A: FusedAutodiffBackend>(
+    budget: Duration,
+    length: usize,
+    causal: bool,
+    device: &A::Device,
+) -> Vec<Row> {
+    let mha = inputs::<A::InnerBackend>(length, device);
+    let n = Distribution::Normal(0.0, 1.0);
+    let q = mha[0].clone();
+    let shared = [1, 1, length, HEAD_DIM];
+    let mqa = [
+        q,
+        Tensor::random(shared, n, device),
+        Tensor::random(shared, n, device),
+    ];
+    let base = measure(budget, kernel_backward::<A>(&mha, causal));
+    let m = measure(budget, kernel_backward::<A>(&mqa, causal));
+    let note = if causal { "causal" } else { "" };
+    [(KERNEL_MHA, &base), (KERNEL_MQA, &m)]
+        .into_iter()
+        .map(|(method, m)| Row {
+            method,
+            length,
+            causal,
+            pass: BOTH,
+            measurement: Some(m.clone()),
+            flops: 3.5 * attention_flops(length, causal),
+            baseline: KERNEL_MHA,
+            time_vs_baseline: Some(m.seconds / base.seconds),
+            memory_vs_baseline: Some(m.peak_bytes as f64 / base.peak_bytes.max(1) as f64),
+            note: note.into(),
+        })
+        .collect()
 }
 
 fn attention_flops(length: usize, causal: bool) -> f64 {
@@ -503,7 +553,7 @@ fn encoder_layer<B: FusedAttentionBackend>(budget: Duration, device: &B::Device)
         .collect()
 }
 
-/// The rows as markdown tables (one per pass), then the long and encoder rows.
+/// The rows as markdown tables (one per pass), then the long, multi-query and encoder rows.
 pub fn markdown(rows: &[Row], backend: &str, memory_counted: bool) -> String {
     let mut out = format!(
         "Attention, b = {BATCH}, h = {HEADS}, d_h = {HEAD_DIM}, l = s, f32, {backend}. Ratios \
@@ -550,7 +600,7 @@ pub fn markdown(rows: &[Row], backend: &str, memory_counted: bool) -> String {
     }
     let others: Vec<&Row> = rows.iter().filter(|r| r.baseline != BURN_OP).collect();
     if !others.is_empty() {
-        out += "\n### Long sequences and a whole layer\n\n| method | pass | l = s | time | GFLOP/s | peak memory | time vs baseline | note |\n|---|---|---:|---:|---:|---:|---:|---|\n";
+        out += "\n### Long sequences, multi-query and a whole layer\n\n| method | pass | l = s | time | GFLOP/s | peak memory | time vs baseline | note |\n|---|---|---:|---:|---:|---:|---:|---|\n";
         for r in others {
             let [time, gflops, memory, time_ratio, _] = cell(r);
             let ratio = if r.baseline == r.method && r.method == KERNEL {

@@ -45,6 +45,10 @@ enum Bench {
         /// Longest length at which methods with `l · s` memory run forward+backward.
         #[arg(long, default_value_t = 2048)]
         max_quadratic_backward: usize,
+        /// Lengths of the multi-query rows (kernel forward+backward, 1 key/value head vs 8;
+        /// empty: none).
+        #[arg(long, value_delimiter = ',', default_value = "2048")]
+        multi_query: Vec<usize>,
     },
     /// Per-token cached decoding through a 6-layer decoder, Focal vs burn-nn.
     Decoding {
@@ -66,11 +70,13 @@ fn main() -> anyhow::Result<()> {
             lengths,
             long,
             max_quadratic_backward,
+            multi_query,
         } => {
             let options = attention::Options {
                 lengths,
                 long,
                 max_quadratic_backward,
+                multi_query,
                 budget,
             };
             let rows = cli.backend.run(AttentionJob(options))?;

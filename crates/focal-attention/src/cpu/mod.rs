@@ -12,10 +12,13 @@
 //! AVX-512, AVX2/FMA, NEON or scalar), the softmax passes through `pulp`'s run-time dispatch
 //! (AVX-512 or AVX2/FMA code when the CPU has it, portable code otherwise), so one binary is
 //! fast on a modern x86 and still correct everywhere. Both crates compile their AVX-512 code
-//! only with their `x86-v4` feature, which this crate enables. Rayon runs (batch, head, query block) tasks in the
-//! forward and (batch, key/value head) tasks in the backward: each backward task owns the `dk`
-//! and `dv` of its key/value head and the `dq` of the query heads sharing it, so nothing is
-//! written twice and nothing is reduced afterwards.
+//! only with their `x86-v4` feature, which this crate enables. Rayon runs (batch, head, query
+//! block) tasks in the forward and (batch, key/value head) tasks in the backward: each backward
+//! task owns the `dk` and `dv` of its key/value head and the `dq` of the query heads sharing
+//! it, so nothing is written twice. When those tasks cannot keep every thread busy (one
+//! key/value head at batch 1, or a count that does not divide among the threads), each is
+//! split into up to four ranges of key blocks with a private `dq` each, summed at the end (see
+//! `key_splits`).
 //!
 //! # Block sizes
 //!
@@ -545,42 +548,121 @@ pub(crate) fn backward(
     fwd: &Forward,
     d_out: &[f32],
 ) -> Gradients {
-    let mut dq = vec![0.0f32; q.len()];
-    let mut dk = vec![0.0f32; k.len()];
-    let mut dv = vec![0.0f32; v.len()];
+    let dq = vec![0.0f32; q.len()];
+    let dk = vec![0.0f32; k.len()];
+    let dv = vec![0.0f32; v.len()];
     if p.l == 0 || p.s == 0 {
         return Gradients { dq, dk, dv };
     }
+    let splits = key_splits(
+        p.b * p.h_kv,
+        p.s.div_ceil(KEY_BLOCK),
+        rayon::current_num_threads(),
+    );
+    backward_in_ranges(p, q, k, v, fwd, d_out, splits, Gradients { dq, dk, dv })
+}
+
+/// [`backward`] with each key/value head's keys split into `splits` ranges of whole key blocks
+/// (fewer when there are fewer blocks); the result does not depend on `splits` beyond float
+/// rounding of the `dq` sum.
+#[allow(clippy::too_many_arguments)]
+fn backward_in_ranges(
+    p: &Problem,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    fwd: &Forward,
+    d_out: &[f32],
+    splits: usize,
+    zeros: Gradients,
+) -> Gradients {
+    let Gradients {
+        mut dq,
+        mut dk,
+        mut dv,
+    } = zeros;
     let groups = p.groups();
-    // One task per (batch, key/value head): it owns that head's dk and dv and the dq of the
-    // `groups` query heads sharing it (consecutive heads, so one contiguous chunk).
-    dq.par_chunks_mut(groups * p.l * p.d_k)
+    // One task per (batch, key/value head) and key range: it owns that range of the head's dk
+    // and dv, and the dq of the `groups` query heads sharing the head (consecutive heads, so
+    // one contiguous chunk), or its own copy of that dq when the keys are split.
+    let per_head = groups * p.l * p.d_k;
+    let span = p.s.div_ceil(KEY_BLOCK).div_ceil(splits.max(1)) * KEY_BLOCK;
+    let splits = p.s.div_ceil(span);
+    let mut parts = if splits > 1 {
+        vec![0.0f32; splits * q.len()]
+    } else {
+        Vec::new()
+    };
+    let dq_parts: &mut [f32] = if splits > 1 { &mut parts } else { &mut dq };
+    dq_parts
+        .par_chunks_mut(splits * per_head)
         .zip(dk.par_chunks_mut(p.s * p.d_k))
         .zip(dv.par_chunks_mut(p.s * p.d_v))
         .enumerate()
-        .for_each(|(bkv, ((dq, dk), dv))| {
-            with_simd(simd_job!(BackwardJob {
-                p: &'a Problem,
-                bkv: usize,
-                q: &'a [f32],
-                k: &'a [f32],
-                v: &'a [f32],
-                fwd: &'a Forward,
-                d_out: &'a [f32],
-                dq: &'a mut [f32],
-                dk: &'a mut [f32],
-                dv: &'a mut [f32],
-            } => backward_group(p, bkv, q, k, v, fwd, d_out, dq, dk, dv)))
+        .for_each(|(bkv, ((dq_parts, dk), dv))| {
+            dq_parts
+                .par_chunks_mut(per_head)
+                .zip(dk.par_chunks_mut(span * p.d_k))
+                .zip(dv.par_chunks_mut(span * p.d_v))
+                .enumerate()
+                .for_each(|(split, ((dq, dk), dv))| {
+                    let first_key = split * span;
+                    with_simd(simd_job!(BackwardJob {
+                        p: &'a Problem,
+                        bkv: usize,
+                        first_key: usize,
+                        q: &'a [f32],
+                        k: &'a [f32],
+                        v: &'a [f32],
+                        fwd: &'a Forward,
+                        d_out: &'a [f32],
+                        dq: &'a mut [f32],
+                        dk: &'a mut [f32],
+                        dv: &'a mut [f32],
+                    } => backward_group(p, bkv, first_key, q, k, v, fwd, d_out, dq, dk, dv)))
+                })
         });
+    if splits > 1 {
+        dq.par_chunks_mut(per_head)
+            .zip(parts.par_chunks(splits * per_head))
+            .for_each(|(dq, parts)| {
+                for part in parts.chunks_exact(per_head) {
+                    dq.iter_mut().zip(part).for_each(|(d, x)| *d += x);
+                }
+            });
+    }
     Gradients { dq, dk, dv }
 }
 
-/// The backward of key/value head `bkv` (= batch · h_kv + kv head) and its query heads.
+/// Into how many key ranges the backward splits each (batch, key/value head) task, given
+/// `tasks` such tasks, `key_blocks` key blocks per head and `threads` worker threads.
+///
+/// Without a split a single key/value head (multi-query attention at batch 1) would run on one
+/// core, and three heads on two cores would leave one idle a third of the time. Each extra key
+/// range costs a private `dq` of its query heads, summed at the end, so ranges are only made
+/// when the tasks do not already spread evenly (`tasks` a multiple of `threads`, or at least
+/// four per thread), at most four per task (a causal mask makes the ranges unequal, and four
+/// lets work stealing even them out) and never below one key block each. The extra memory is
+/// at most three times the size of `dq`.
+fn key_splits(tasks: usize, key_blocks: usize, threads: usize) -> usize {
+    if tasks == 0 || tasks.is_multiple_of(threads) || tasks >= 4 * threads {
+        return 1;
+    }
+    (4 * threads)
+        .div_ceil(tasks)
+        .clamp(1, 4)
+        .min(key_blocks.max(1))
+}
+
+/// The backward of key/value head `bkv` (= batch · h_kv + kv head) and its query heads, for
+/// the keys from `first_key` on that `dk` and `dv` cover; `dq` is the query heads' gradient
+/// (or a private part of it) from those keys.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn backward_group(
     p: &Problem,
     bkv: usize,
+    first_key: usize,
     q: &[f32],
     k: &[f32],
     v: &[f32],
@@ -615,12 +697,14 @@ fn backward_group(
     let mut d_scores = vec![0.0f32; block];
     let mut tanh_buf = vec![0.0f32; if p.softcap.is_some() { block } else { 0 }];
     let mut allowed = [false; QUERY_BLOCK];
-    for kb in (0..s).step_by(KEY_BLOCK) {
-        let n = (s - kb).min(KEY_BLOCK);
+    let last_key = first_key + dk.len() / d_k;
+    for kb in (first_key..last_key).step_by(KEY_BLOCK) {
+        let n = (last_key - kb).min(KEY_BLOCK);
         let k_block = &k_head[kb * d_k..(kb + n) * d_k];
         let v_block = &v_head[kb * d_v..(kb + n) * d_v];
-        let dk_block = &mut dk[kb * d_k..(kb + n) * d_k];
-        let dv_block = &mut dv[kb * d_v..(kb + n) * d_v];
+        let own = kb - first_key;
+        let dk_block = &mut dk[own * d_k..(own + n) * d_k];
+        let dv_block = &mut dv[own * d_v..(own + n) * d_v];
         for (g, (bh, mask, delta)) in heads.iter().enumerate() {
             let q_head = &q[bh * l * d_k..(bh + 1) * l * d_k];
             let d_o_head = &d_out[bh * l * d_v..(bh + 1) * l * d_v];
@@ -747,6 +831,94 @@ mod tests {
         assert!(worst < 5e-7, "relative error {worst}");
         assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
         assert_eq!(exp_nonpositive(0.0), 1.0);
+    }
+
+    /// The backward's key ranges: none when the (batch, key/value head) tasks already spread
+    /// evenly, up to four per task otherwise, never more than the key blocks.
+    #[test]
+    fn key_ranges_are_made_only_when_tasks_do_not_spread() {
+        use super::key_splits;
+        assert_eq!(key_splits(8, 16, 2), 1); // even
+        assert_eq!(key_splits(2, 16, 2), 1); // one per thread
+        assert_eq!(key_splits(9, 16, 2), 1); // four per thread or more
+        assert_eq!(key_splits(1, 16, 2), 4); // multi-query attention at batch 1
+        assert_eq!(key_splits(3, 16, 2), 3); // 9 tasks on 2 threads
+        assert_eq!(key_splits(1, 2, 2), 2); // no more ranges than key blocks
+        assert_eq!(key_splits(1, 16, 1), 1); // one thread
+        assert_eq!(key_splits(0, 0, 2), 1);
+    }
+
+    /// The backward split into key ranges (each with its own `dq`, summed at the end) gives the
+    /// unsplit backward's gradients: causal and padded masks, grouped heads, softcap, dropout
+    /// (whose mask is indexed by absolute key positions), a last block that is not full.
+    #[test]
+    fn backward_in_key_ranges_equals_the_unsplit_backward() {
+        use super::{DropoutMask, Gradients, Problem, backward_in_ranges, forward};
+        let mut rng = StdRng::seed_from_u64(63);
+        for (case, (b, h, h_kv, l, s)) in
+            [(1, 4, 1, 70, 300), (3, 2, 1, 260, 129), (1, 2, 2, 300, 300)]
+                .into_iter()
+                .enumerate()
+        {
+            let (d_k, d_v) = (16, 8);
+            let mut values =
+                |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect() };
+            let (q, k, v) = (
+                values(b * h * l * d_k),
+                values(b * h_kv * s * d_k),
+                values(b * h_kv * s * d_v),
+            );
+            let d_out = values(b * h * l * d_v);
+            let p = Problem {
+                b,
+                h,
+                h_kv,
+                l,
+                s,
+                d_k,
+                d_v,
+                scale: 0.4,
+                softcap: (case == 1).then_some(3.0),
+                causal: case != 1,
+                window: None,
+                key_valid: (case == 2).then(|| (0..b * s).map(|j| j % s < 250).collect()),
+                allowed: None,
+                bias: None,
+                dropout: (case == 0).then_some(DropoutMask { prob: 0.3, seed: 5 }),
+            };
+            let fwd = forward(&p, &q, &k, &v);
+            let run = |splits| {
+                let zeros = Gradients {
+                    dq: vec![0.0; q.len()],
+                    dk: vec![0.0; k.len()],
+                    dv: vec![0.0; v.len()],
+                };
+                backward_in_ranges(&p, &q, &k, &v, &fwd, &d_out, splits, zeros)
+            };
+            let whole = run(1);
+            assert!(
+                whole.dk.iter().any(|&x| x != 0.0),
+                "case {case}: a zero gradient"
+            );
+            for splits in 2..=4 {
+                let split = run(splits);
+                for (name, a, b) in [
+                    ("dq", &split.dq, &whole.dq),
+                    ("dk", &split.dk, &whole.dk),
+                    ("dv", &split.dv, &whole.dv),
+                ] {
+                    let diff = a
+                        .iter()
+                        .zip(b)
+                        .map(|(x, y)| (x - y).abs())
+                        .fold(0.0f32, f32::max);
+                    assert!(
+                        diff <= 1e-5,
+                        "case {case}, {splits} ranges: {name} differs by {diff}"
+                    );
+                }
+            }
+        }
     }
 
     /// A random attention problem: l ≠ s, lengths that are not multiples of the blocks, GQA,
