@@ -39,15 +39,15 @@ enum Bench {
         /// Sequence lengths (l = s), comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "512,2048,8192")]
         lengths: Vec<usize>,
-        /// Lengths at which only Focal's kernel runs, forward+backward (empty: none).
-        #[arg(long, value_delimiter = ',', default_value = "16384")]
+        /// Lengths at which only Focal's kernel runs, forward+backward (`--long` alone: none).
+        #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "16384")]
         long: Vec<usize>,
         /// Longest length at which methods with `l · s` memory run forward+backward.
         #[arg(long, default_value_t = 2048)]
         max_quadratic_backward: usize,
         /// Lengths of the multi-query rows (kernel forward+backward, 1 key/value head vs 8;
-        /// empty: none).
-        #[arg(long, value_delimiter = ',', default_value = "2048")]
+        /// `--multi-query` alone: none).
+        #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "2048")]
         multi_query: Vec<usize>,
     },
     /// Per-token cached decoding through a 6-layer decoder, Focal vs burn-nn.
