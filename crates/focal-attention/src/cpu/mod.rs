@@ -548,24 +548,17 @@ pub(crate) fn backward(
     fwd: &Forward,
     d_out: &[f32],
 ) -> Gradients {
-    let dq = vec![0.0f32; q.len()];
-    let dk = vec![0.0f32; k.len()];
-    let dv = vec![0.0f32; v.len()];
-    if p.l == 0 || p.s == 0 {
-        return Gradients { dq, dk, dv };
-    }
     let splits = key_splits(
         p.b * p.h_kv,
         p.s.div_ceil(KEY_BLOCK),
         rayon::current_num_threads(),
     );
-    backward_in_ranges(p, q, k, v, fwd, d_out, splits, Gradients { dq, dk, dv })
+    backward_in_ranges(p, q, k, v, fwd, d_out, splits)
 }
 
 /// [`backward`] with each key/value head's keys split into `splits` ranges of whole key blocks
 /// (fewer when there are fewer blocks); the result does not depend on `splits` beyond float
 /// rounding of the `dq` sum.
-#[allow(clippy::too_many_arguments)]
 fn backward_in_ranges(
     p: &Problem,
     q: &[f32],
@@ -574,13 +567,13 @@ fn backward_in_ranges(
     fwd: &Forward,
     d_out: &[f32],
     splits: usize,
-    zeros: Gradients,
 ) -> Gradients {
-    let Gradients {
-        mut dq,
-        mut dk,
-        mut dv,
-    } = zeros;
+    let mut dq = vec![0.0f32; q.len()];
+    let mut dk = vec![0.0f32; k.len()];
+    let mut dv = vec![0.0f32; v.len()];
+    if p.l == 0 || p.s == 0 {
+        return Gradients { dq, dk, dv };
+    }
     let groups = p.groups();
     // One task per (batch, key/value head) and key range: it owns that range of the head's dk
     // and dv, and the dq of the `groups` query heads sharing the head (consecutive heads, so
@@ -853,7 +846,7 @@ mod tests {
     /// (whose mask is indexed by absolute key positions), a last block that is not full.
     #[test]
     fn backward_in_key_ranges_equals_the_unsplit_backward() {
-        use super::{DropoutMask, Gradients, Problem, backward_in_ranges, forward};
+        use super::{DropoutMask, Problem, backward_in_ranges, forward};
         let mut rng = StdRng::seed_from_u64(63);
         for (case, (b, h, h_kv, l, s)) in
             [(1, 4, 1, 70, 300), (3, 2, 1, 260, 129), (1, 2, 2, 300, 300)]
@@ -887,14 +880,7 @@ mod tests {
                 dropout: (case == 0).then_some(DropoutMask { prob: 0.3, seed: 5 }),
             };
             let fwd = forward(&p, &q, &k, &v);
-            let run = |splits| {
-                let zeros = Gradients {
-                    dq: vec![0.0; q.len()],
-                    dk: vec![0.0; k.len()],
-                    dv: vec![0.0; v.len()],
-                };
-                backward_in_ranges(&p, &q, &k, &v, &fwd, &d_out, splits, zeros)
-            };
+            let run = |splits| backward_in_ranges(&p, &q, &k, &v, &fwd, &d_out, splits);
             let whole = run(1);
             assert!(
                 whole.dk.iter().any(|&x| x != 0.0),
