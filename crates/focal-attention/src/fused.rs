@@ -190,23 +190,39 @@ where
 
 /// A seed for the kernel's dropout from the backend's random generator, so that
 /// `focal_backend::seed` makes training runs reproducible.
+///
+/// # Panics
+///
+/// When the backend's random integers cannot be read back (a backend defect): a constant seed
+/// would drop the same positions at every call, so there is no silent fallback.
 fn random_seed<B: Backend>(device: &B::Device) -> u64 {
     let halves = Tensor::<B, 1, burn::tensor::Int>::random(
         [2],
         burn::tensor::Distribution::Uniform(0.0, 4_294_967_296.0),
         device,
     )
-    .into_data()
-    .convert::<i64>()
-    .into_vec::<i64>()
-    .unwrap_or_default();
-    halves.iter().fold(0u64, |acc, &x| (acc << 32) ^ x as u64)
+    .into_data();
+    seed_from_halves(halves).unwrap_or_else(|e| panic!("attention dropout seed: {e}"))
+}
+
+/// Two random 32-bit halves as one 64-bit seed.
+fn seed_from_halves(halves: burn::tensor::TensorData) -> Result<u64, String> {
+    let values = halves
+        .convert::<i64>()
+        .into_vec::<i64>()
+        .map_err(|e| format!("cannot read the random integers: {e:?}"))?;
+    match values[..] {
+        [high, low] => Ok(((high as u64) << 32) ^ low as u64),
+        _ => Err(format!("expected 2 random integers, got {}", values.len())),
+    }
 }
 
 /// Under autodiff, a backend with the CPU kernel ([`FusedAttentionBackend::CPU_KERNEL`]) runs
 /// it forward and registers the kernel's own backward (FlashAttention-2: probabilities
-/// recomputed block by block, no `l × s` matrix; dropout replayed from a seed), unless an additive mask
-/// needs a gradient; every other case differentiates the generic path's tensor ops.
+/// recomputed block by block, no `l × s` matrix; dropout replayed from a seed). The node's
+/// parents are query, key, value and the sum of the additive mask parts, so a bias computed
+/// from parameters (a T5 relative position bias, trained ALiBi slopes) gets its gradient too.
+/// Every other case differentiates the generic path's tensor ops.
 impl<B: FusedAttentionBackend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy>
     FusedAttentionBackend for burn::backend::Autodiff<B, C>
 {
@@ -218,7 +234,7 @@ impl<B: FusedAttentionBackend, C: burn::backend::autodiff::checkpoint::strategy:
     ) -> Tensor<Self, 4> {
         if B::CPU_KERNEL
             && cpu_kernel_enabled()
-            && let Some(mut problem) = cpu_problem(&query, &key, &value, &options)
+            && let Some((mut problem, bias)) = cpu_problem(&query, &key, &value, &options)
         {
             let prob = options.dropout.prob;
             if prob > 0.0 && Self::ad_enabled(&query.device()) {
@@ -227,7 +243,7 @@ impl<B: FusedAttentionBackend, C: burn::backend::autodiff::checkpoint::strategy:
                     seed: random_seed::<B>(&query.device()),
                 });
             }
-            return crate::cpu::train::attention(problem, query, key, value);
+            return crate::cpu::train::attention(problem, query, key, value, bias);
         }
         generic_fused_attention(query, key, value, options)
     }
@@ -276,7 +292,7 @@ focal_backend::if_ndarray! {
                 .then(|| cpu_problem(&query, &key, &value, &options))
                 .flatten();
             match problem {
-                Some(problem) => {
+                Some((problem, _)) => {
                     let [b, h, l, _] = query.dims();
                     let device = query.device();
                     let [q, k, v] = [query, key, value].map(Self::host_values);
@@ -294,15 +310,16 @@ focal_backend::if_ndarray! {
     impl FusedAttentionBackend for burn::backend::NdArray<f64> {}
 }
 
-/// The CPU kernel's description of a call, or `None` when the shapes disagree (the generic path
-/// then reports them), a head has width 0, or the mask has a part the kernel cannot take.
+/// The CPU kernel's description of a call and the sum of the additive mask parts as a tensor
+/// (`[b|1, h|1, l, s]`, for the bias gradient), or `None` when the shapes disagree (the generic
+/// path then reports them), a head has width 0, or the mask has a part the kernel cannot take.
 #[allow(dead_code)] // unused when ndarray is off
 fn cpu_problem<B: Backend>(
     query: &Tensor<B, 4>,
     key: &Tensor<B, 4>,
     value: &Tensor<B, 4>,
     options: &FusedAttentionOptions<'_, B>,
-) -> Option<crate::cpu::Problem> {
+) -> Option<(crate::cpu::Problem, Option<Tensor<B, 4>>)> {
     let [b, h, l, d_k] = query.dims();
     let [_, h_kv, s, _] = key.dims();
     let [_, _, _, d_v] = value.dims();
@@ -310,7 +327,7 @@ fn cpu_problem<B: Backend>(
         return None; // zero-width heads are left to the tensor ops
     }
     let mask = options.mask.kernel_form([b, h, l, s], &query.device())?;
-    Some(crate::cpu::Problem {
+    let problem = crate::cpu::Problem {
         b,
         h,
         h_kv,
@@ -326,7 +343,8 @@ fn cpu_problem<B: Backend>(
         allowed: mask.allowed,
         bias: mask.bias,
         dropout: None,
-    })
+    };
+    Some((problem, mask.bias_tensor))
 }
 
 focal_backend::if_wgpu! {
@@ -384,6 +402,42 @@ fn burn_op_form<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    focal_backend::if_ndarray! {
+        /// burn-ndarray's contiguous tensors reach the CPU kernel without a copy. This needs
+        /// focal-attention's `ndarray` dependency to be the version burn-ndarray uses (0.17 for
+        /// burn 0.21): otherwise the array types differ and this crate does not build.
+        #[test]
+        fn ndarray_tensors_are_read_in_place() {
+            type B = burn::backend::NdArray<f32>;
+            let device = Default::default();
+            let values: Vec<f32> = (0..24).map(|i| i as f32).collect();
+            let tensor = Tensor::<B, 4>::from_data(
+                burn::tensor::TensorData::new(values.clone(), [1, 2, 3, 4]),
+                &device,
+            );
+            let host = B::host_values(tensor.clone());
+            assert!(matches!(host, HostValues::Shared(_)), "contiguous tensors are shared");
+            assert_eq!(host.as_slice(), values.as_slice());
+            // A permuted view is copied into row-major order.
+            let permuted = B::host_values(tensor.clone().swap_dims(1, 2));
+            assert!(matches!(permuted, HostValues::Owned(_)));
+            let expected: Vec<f32> = tensor.swap_dims(1, 2).into_data().to_vec().unwrap();
+            assert_eq!(permuted.as_slice(), expected.as_slice());
+        }
+    }
+
+    /// A dropout seed that cannot be read is an error, never a constant seed.
+    #[test]
+    fn an_unreadable_dropout_seed_is_an_error_not_zero() {
+        use burn::tensor::TensorData;
+        assert!(seed_from_halves(TensorData::new(vec![7i64], [1])).is_err());
+        assert!(seed_from_halves(TensorData::new(Vec::<i64>::new(), [0])).is_err());
+        assert_eq!(
+            seed_from_halves(TensorData::new(vec![1i64, 2], [2])),
+            Ok((1u64 << 32) ^ 2)
+        );
+    }
 
     #[test]
     fn without_cpu_kernel_restores_the_setting_after_a_panic() {

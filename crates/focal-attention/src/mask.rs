@@ -141,7 +141,7 @@ pub struct AttentionMask<B: Backend> {
 
 /// A mask in the form the CPU kernel takes: the causal / sliding-window rule as key ranges, key
 /// padding per batch row, everything else materialised once.
-pub(crate) struct KernelMask {
+pub(crate) struct KernelMask<B: Backend> {
     pub causal: bool,
     pub window: Option<usize>,
     /// `[b][s]`, `true` = real key.
@@ -150,17 +150,20 @@ pub(crate) struct KernelMask {
     pub allowed: Option<Dense<bool>>,
     /// The sum of the additive parts, `[b|1, h|1, l, s]`.
     pub bias: Option<Dense<f32>>,
+    /// The same sum as a tensor, for the kernel's autodiff node: the bias gradient flows back
+    /// through it to every additive part that is differentiated (a learned relative position
+    /// bias, ALiBi slopes being trained).
+    pub bias_tensor: Option<Tensor<B, 4>>,
 }
 
 impl<B: Backend> AttentionMask<B> {
     /// The mask as a [`KernelMask`] for `[b, h, l, s]` scores, or `None` when a part does not fit
-    /// that shape (the generic path then reports it) or an additive part is being
-    /// differentiated (the kernel gives no gradient to biases).
+    /// that shape (the generic path then reports it).
     pub(crate) fn kernel_form(
         &self,
         [b, h, l, s]: [usize; 4],
         device: &B::Device,
-    ) -> Option<KernelMask> {
+    ) -> Option<KernelMask<B>> {
         let mut causal = false;
         let mut window: Option<usize> = None;
         let mut dense_patterns = Vec::new();
@@ -192,7 +195,6 @@ impl<B: Backend> AttentionMask<B> {
         };
         if !self.explicit.iter().all(|m| fits(m.dims()))
             || !self.additive.iter().all(|m| fits(m.dims()))
-            || self.additive.iter().any(|m| m.is_require_grad())
         {
             return None;
         }
@@ -221,8 +223,8 @@ impl<B: Backend> AttentionMask<B> {
                 heads: shape[1],
             })
         };
-        let bias = if self.additive.is_empty() {
-            None
+        let (bias, bias_tensor) = if self.additive.is_empty() {
+            (None, None)
         } else {
             let shape = dense_shape(&mut self.additive.iter().map(|m| m.dims()));
             let sum = self
@@ -230,11 +232,12 @@ impl<B: Backend> AttentionMask<B> {
                 .iter()
                 .map(|m| m.clone().expand(shape))
                 .reduce(|acc, part| acc + part)?;
-            Some(Dense {
-                data: sum.into_data().convert::<f32>().to_vec::<f32>().ok()?,
+            let dense = Dense {
+                data: sum.to_data().convert::<f32>().to_vec::<f32>().ok()?,
                 batch: shape[0],
                 heads: shape[1],
-            })
+            };
+            (Some(dense), Some(sum))
         };
         Some(KernelMask {
             causal,
@@ -242,6 +245,7 @@ impl<B: Backend> AttentionMask<B> {
             key_valid,
             allowed,
             bias,
+            bias_tensor,
         })
     }
 }

@@ -114,6 +114,15 @@ pub struct RelativePositionBias<B: Backend> {
 }
 
 impl<B: Backend> RelativePositionBias<B> {
+    /// The learned table, one scalar per bucket and head.
+    ///
+    /// # Shapes
+    ///
+    /// - output `[num_buckets, h]`
+    pub fn table(&self) -> Tensor<B, 2> {
+        self.buckets.weight.val()
+    }
+
     /// The bias for `l` queries and `s` keys, queries aligned bottom-right (query `i` at key
     /// position `i + s - l`, so a cached decoding step of `l = 1` is the last row of the full
     /// `[s, s]` bias).

@@ -568,6 +568,39 @@ mod tests {
         per_layer_outputs_equal_the_layer_by_layer_pass
     );
 
+    /// A learned relative position bias trains under `Autodiff<NdArray>`, whose attention runs
+    /// the CPU kernel: one backward pass gives its table a gradient, equal to the one of the
+    /// generic tensor-op path. (Before the kernel had a bias gradient, the table got none.)
+    #[cfg(feature = "ndarray")]
+    #[test]
+    fn a_relative_position_bias_trains_through_the_cpu_kernel() {
+        type A = burn::backend::Autodiff<focal_backend::NdArray>;
+        let device = Default::default();
+        focal_backend::seed::<A>(&device, 33);
+        let stack = TransformerStackConfig::encoder(layer(), 2)
+            .with_relative_bias(Some(RelativePositionBiasConfig::new(4).with_num_buckets(8)))
+            .init::<A>(&device);
+        let x = normal::<A>([2, 9, 16], &device);
+        // A random projection of the output (the sum of squares of a LayerNorm's output is
+        // constant, so its gradient would vanish).
+        let weights = normal::<A>([2, 9, 16], &device);
+        let mask = AttentionMask::key_padding(padding_mask_from_lengths(&[9, 6], 9, &device));
+        let gradient = || {
+            let input = StackInput::new(x.clone()).mask(mask.clone());
+            let loss = (stack.forward(input).hidden * weights.clone()).sum();
+            let grads = loss.backward();
+            let table = stack.relative_bias.as_ref().expect("a bias").table();
+            table
+                .grad(&grads)
+                .expect("the relative bias table has a gradient")
+        };
+        let kernel = gradient();
+        let generic = focal_attention::without_cpu_kernel(gradient);
+        assert_eq!(kernel.dims(), [8, 4]);
+        assert!(kernel.clone().abs().max().into_scalar() > 1e-4);
+        assert_close(kernel, generic, 1e-4);
+    }
+
     #[test]
     fn invalid_combinations_are_refused_with_their_values() {
         let cases = [

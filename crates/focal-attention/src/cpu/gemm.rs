@@ -28,16 +28,29 @@ impl<'a> Mat<'a> {
         }
     }
 
-    /// Panics unless every element of an `rows × cols` matrix lies inside `data`.
-    fn check(&self, rows: usize, cols: usize, what: &str) {
+    /// Panics unless every element of an `rows × cols` matrix lies inside `data` (the index
+    /// of the last element computed without overflow) and both strides fit an `isize`, which
+    /// it returns as `(row_stride, col_stride)`.
+    fn check(&self, rows: usize, cols: usize, what: &str) -> (isize, isize) {
+        let stride = |s: usize| {
+            isize::try_from(s).unwrap_or_else(|_| panic!("{what}: stride {s} exceeds isize::MAX"))
+        };
+        let strides = (stride(self.row_stride), stride(self.col_stride));
         if rows > 0 && cols > 0 {
-            let last = (rows - 1) * self.row_stride + (cols - 1) * self.col_stride;
+            let last = (rows - 1)
+                .checked_mul(self.row_stride)
+                .zip((cols - 1).checked_mul(self.col_stride))
+                .and_then(|(a, b)| a.checked_add(b));
             assert!(
-                last < self.data.len(),
-                "{what}: a {rows}×{cols} matrix needs index {last}, have {}",
+                last.is_some_and(|last| last < self.data.len()),
+                "{what}: a {rows}×{cols} matrix with strides ({}, {}) needs index {}, have {}",
+                self.row_stride,
+                self.col_stride,
+                last.map_or("beyond usize::MAX".to_string(), |l| l.to_string()),
                 self.data.len()
             );
         }
+        strides
     }
 }
 
@@ -63,7 +76,7 @@ pub(crate) fn matmul(
     if m == 0 || n == 0 {
         return;
     }
-    Mat::rows(dst, dst_stride).check(m, n, "matmul destination");
+    let (dst_stride_isize, _) = Mat::rows(dst, dst_stride).check(m, n, "matmul destination");
     if k == 0 {
         if !accumulate {
             for row in dst.chunks_mut(dst_stride).take(m) {
@@ -72,13 +85,14 @@ pub(crate) fn matmul(
         }
         return;
     }
-    lhs.check(m, k, "matmul left operand");
-    rhs.check(k, n, "matmul right operand");
+    let (lhs_rs, lhs_cs) = lhs.check(m, k, "matmul left operand");
+    let (rhs_rs, rhs_cs) = rhs.check(k, n, "matmul right operand");
     // SAFETY: `gemm` reads `lhs` at `i * lhs_rs + p * lhs_cs` for `i < m`, `p < k`, `rhs` at
     // `p * rhs_rs + j * rhs_cs` for `p < k`, `j < n`, and reads/writes `dst` at
     // `i * dst_stride + j`; the three `check` calls above prove the largest such index of each
     // lies inside its slice (strides are non-negative, so the largest index is the last
-    // element's). `dst` is a `&mut` borrow, so it aliases neither operand. `T = f32` is one of
+    // element's; the checks compute it without overflow and convert every stride to `isize`
+    // without wrapping). `dst` is a `&mut` borrow, so it aliases neither operand. `T = f32` is one of
     // the element types `gemm` supports, and `Parallelism::None` keeps it on this thread.
     #[allow(unsafe_code)]
     unsafe {
@@ -88,14 +102,14 @@ pub(crate) fn matmul(
             k,
             dst.as_mut_ptr(),
             1,
-            dst_stride as isize,
+            dst_stride_isize,
             accumulate,
             lhs.data.as_ptr(),
-            lhs.col_stride as isize,
-            lhs.row_stride as isize,
+            lhs_cs,
+            lhs_rs,
             rhs.data.as_ptr(),
-            rhs.col_stride as isize,
-            rhs.row_stride as isize,
+            rhs_cs,
+            rhs_rs,
             1.0,
             alpha,
             false,
@@ -148,6 +162,53 @@ mod tests {
             2,
             Mat::rows(&[0.0; 5], 3),
             Mat::rows(&[0.0; 6], 2),
+            1.0,
+            false,
+        );
+    }
+
+    /// A stride so large that the last index overflows `usize` (and would wrap to a small,
+    /// in-bounds index with unchecked arithmetic in a release build) is refused.
+    #[test]
+    #[should_panic(expected = "matmul right operand: a 5×1 matrix with strides")]
+    fn matmul_refuses_strides_whose_last_index_overflows() {
+        let mut dst = vec![0.0f32; 1];
+        let huge = Mat {
+            data: &[0.0; 4],
+            row_stride: 1 << (usize::BITS - 2), // fits an isize, but 4 · stride wraps to 0
+            col_stride: 1,
+        };
+        matmul(
+            1,
+            1,
+            5,
+            &mut dst,
+            1,
+            Mat::rows(&[0.0; 5], 5),
+            huge,
+            1.0,
+            false,
+        );
+    }
+
+    /// A stride beyond `isize::MAX` is refused even when the matrix has one row.
+    #[test]
+    #[should_panic(expected = "exceeds isize::MAX")]
+    fn matmul_refuses_strides_beyond_isize() {
+        let mut dst = vec![0.0f32; 1];
+        let huge = Mat {
+            data: &[0.0; 4],
+            row_stride: usize::MAX,
+            col_stride: 1,
+        };
+        matmul(
+            1,
+            1,
+            1,
+            &mut dst,
+            1,
+            huge,
+            Mat::rows(&[0.0; 1], 1),
             1.0,
             false,
         );

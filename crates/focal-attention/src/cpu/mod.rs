@@ -176,11 +176,14 @@ pub(crate) struct Forward {
     pub lse: Vec<f32>,
 }
 
-/// Gradients with respect to query, key and value.
+/// Gradients with respect to query, key, value and, when asked for, the additive bias.
 pub(crate) struct Gradients {
     pub dq: Vec<f32>,
     pub dk: Vec<f32>,
     pub dv: Vec<f32>,
+    /// `[b|1, h|1, l, s]`, the shape of [`Problem::bias`]: the score gradient summed over the
+    /// axes the bias is broadcast along.
+    pub d_bias: Option<Vec<f32>>,
 }
 
 /// The mask as one (batch, head) pair sees it.
@@ -539,7 +542,7 @@ fn forward_block(
 }
 
 /// Gradients of [`forward`] given its inputs, output, log-sum-exp and the output gradient
-/// `d_out [b, h, l, d_v]`.
+/// `d_out [b, h, l, d_v]`; with `bias_grad` (and a bias), the bias gradient too.
 pub(crate) fn backward(
     p: &Problem,
     q: &[f32],
@@ -547,18 +550,29 @@ pub(crate) fn backward(
     v: &[f32],
     fwd: &Forward,
     d_out: &[f32],
+    bias_grad: bool,
 ) -> Gradients {
-    let splits = key_splits(
-        p.b * p.h_kv,
-        p.s.div_ceil(KEY_BLOCK),
-        rayon::current_num_threads(),
-    );
-    backward_in_ranges(p, q, k, v, fwd, d_out, splits)
+    let bias_grad = bias_grad && p.bias.is_some();
+    // The bias gradient is written per (batch, query head) plane by the task owning the head,
+    // so its tasks keep all their keys.
+    let splits = if bias_grad {
+        1
+    } else {
+        key_splits(
+            p.b * p.h_kv,
+            p.s.div_ceil(KEY_BLOCK),
+            rayon::current_num_threads(),
+        )
+    };
+    backward_in_ranges(p, q, k, v, fwd, d_out, splits, bias_grad)
 }
 
 /// [`backward`] with each key/value head's keys split into `splits` ranges of whole key blocks
 /// (fewer when there are fewer blocks); the result does not depend on `splits` beyond float
-/// rounding of the `dq` sum.
+/// rounding of the `dq` sum. The first range accumulates into `dq` itself, each other range
+/// into a private copy of its query heads' `dq`, summed at the end. `bias_grad` needs
+/// `splits == 1`.
+#[allow(clippy::too_many_arguments)]
 fn backward_in_ranges(
     p: &Problem,
     q: &[f32],
@@ -567,38 +581,72 @@ fn backward_in_ranges(
     fwd: &Forward,
     d_out: &[f32],
     splits: usize,
+    bias_grad: bool,
 ) -> Gradients {
     let mut dq = vec![0.0f32; q.len()];
     let mut dk = vec![0.0f32; k.len()];
     let mut dv = vec![0.0f32; v.len()];
+    let bias = p.bias.as_ref().filter(|_| bias_grad);
+    // Every (batch, query head) plane of the score gradient, reduced to the bias shape below.
+    let mut d_scores = vec![
+        0.0f32;
+        if bias.is_some() {
+            p.b * p.h * p.l * p.s
+        } else {
+            0
+        }
+    ];
     if p.l == 0 || p.s == 0 {
-        return Gradients { dq, dk, dv };
+        let d_bias = bias.map(|bias| vec![0.0f32; bias.data.len()]);
+        return Gradients { dq, dk, dv, d_bias };
     }
     let groups = p.groups();
     // One task per (batch, key/value head) and key range: it owns that range of the head's dk
     // and dv, and the dq of the `groups` query heads sharing the head (consecutive heads, so
-    // one contiguous chunk), or its own copy of that dq when the keys are split.
+    // one contiguous chunk), or its own copy of that dq for the ranges after the first.
     let per_head = groups * p.l * p.d_k;
     let span = p.s.div_ceil(KEY_BLOCK).div_ceil(splits.max(1)) * KEY_BLOCK;
     let splits = p.s.div_ceil(span);
-    let mut parts = if splits > 1 {
-        vec![0.0f32; splits * q.len()]
+    assert!(
+        bias.is_none() || splits == 1,
+        "the bias gradient needs unsplit keys, got {splits} ranges"
+    );
+    let mut extra = vec![0.0f32; (splits - 1) * q.len()];
+    let plane = groups * p.l * p.s;
+    let mut d_score_planes: Vec<Option<&mut [f32]>> = if bias.is_some() {
+        d_scores.chunks_mut(plane).map(Some).collect()
     } else {
-        Vec::new()
+        (0..p.b * p.h_kv).map(|_| None).collect()
     };
-    let dq_parts: &mut [f32] = if splits > 1 { &mut parts } else { &mut dq };
-    dq_parts
-        .par_chunks_mut(splits * per_head)
+    let extra_per_task = (splits - 1) * per_head;
+    let tasks = p.b * p.h_kv;
+    let mut extra_per_head: Vec<&mut [f32]> = if extra_per_task > 0 {
+        extra.chunks_mut(extra_per_task).collect()
+    } else {
+        (0..tasks).map(|_| Default::default()).collect()
+    };
+    dq.par_chunks_mut(per_head)
+        .zip(extra_per_head.par_iter_mut())
         .zip(dk.par_chunks_mut(p.s * p.d_k))
         .zip(dv.par_chunks_mut(p.s * p.d_v))
+        .zip(d_score_planes.par_iter_mut())
         .enumerate()
-        .for_each(|(bkv, ((dq_parts, dk), dv))| {
-            dq_parts
-                .par_chunks_mut(per_head)
+        .for_each(|(bkv, ((((dq, extra), dk), dv), d_scores))| {
+            // Range 0 writes into dq and (with a bias gradient) the score gradient.
+            let dq_ranges: Vec<&mut [f32]> = std::iter::once(dq)
+                .chain(std::mem::take(extra).chunks_mut(per_head))
+                .collect();
+            let d_scores: Vec<Option<&mut [f32]>> = std::iter::once(d_scores.take())
+                .chain(std::iter::repeat_with(|| None))
+                .take(dq_ranges.len())
+                .collect();
+            dq_ranges
+                .into_par_iter()
+                .zip(d_scores)
                 .zip(dk.par_chunks_mut(span * p.d_k))
                 .zip(dv.par_chunks_mut(span * p.d_v))
                 .enumerate()
-                .for_each(|(split, ((dq, dk), dv))| {
+                .for_each(|(split, (((dq, d_scores), dk), dv))| {
                     let first_key = split * span;
                     with_simd(simd_job!(BackwardJob {
                         p: &'a Problem,
@@ -612,19 +660,38 @@ fn backward_in_ranges(
                         dq: &'a mut [f32],
                         dk: &'a mut [f32],
                         dv: &'a mut [f32],
-                    } => backward_group(p, bkv, first_key, q, k, v, fwd, d_out, dq, dk, dv)))
+                        d_scores: Option<&'a mut [f32]>,
+                    } => backward_group(p, bkv, first_key, q, k, v, fwd, d_out, dq, dk, dv, d_scores)))
                 })
         });
     if splits > 1 {
         dq.par_chunks_mut(per_head)
-            .zip(parts.par_chunks(splits * per_head))
+            .zip(extra.par_chunks(extra_per_task))
             .for_each(|(dq, parts)| {
                 for part in parts.chunks_exact(per_head) {
                     dq.iter_mut().zip(part).for_each(|(d, x)| *d += x);
                 }
             });
     }
-    Gradients { dq, dk, dv }
+    let d_bias = bias.map(|bias| reduce_to_bias(p, bias, d_scores));
+    Gradients { dq, dk, dv, d_bias }
+}
+
+/// Sums the `[b, h, l, s]` score gradient over the axes `bias` is broadcast along.
+fn reduce_to_bias(p: &Problem, bias: &Dense<f32>, d_scores: Vec<f32>) -> Vec<f32> {
+    if bias.batch == p.b && bias.heads == p.h {
+        return d_scores;
+    }
+    let plane = p.l * p.s;
+    let mut d_bias = vec![0.0f32; bias.data.len()];
+    for (bh, scores) in d_scores.chunks_exact(plane).enumerate() {
+        let (batch, head) = (bh / p.h, bh % p.h);
+        let b = if bias.batch == 1 { 0 } else { batch };
+        let h = if bias.heads == 1 { 0 } else { head };
+        let target = &mut d_bias[(b * bias.heads + h) * plane..][..plane];
+        target.iter_mut().zip(scores).for_each(|(t, x)| *t += x);
+    }
+    d_bias
 }
 
 /// Into how many key ranges the backward splits each (batch, key/value head) task, given
@@ -635,8 +702,8 @@ fn backward_in_ranges(
 /// range costs a private `dq` of its query heads, summed at the end, so ranges are only made
 /// when the tasks do not already spread evenly (`tasks` a multiple of `threads`, or at least
 /// four per thread), at most four per task (a causal mask makes the ranges unequal, and four
-/// lets work stealing even them out) and never below one key block each. The extra memory is
-/// at most three times the size of `dq`.
+/// lets work stealing even them out) and never below one key block each. The first range
+/// accumulates into `dq` itself, so the extra memory is at most three times the size of `dq`.
 fn key_splits(tasks: usize, key_blocks: usize, threads: usize) -> usize {
     if tasks == 0 || tasks.is_multiple_of(threads) || tasks >= 4 * threads {
         return 1;
@@ -649,7 +716,9 @@ fn key_splits(tasks: usize, key_blocks: usize, threads: usize) -> usize {
 
 /// The backward of key/value head `bkv` (= batch · h_kv + kv head) and its query heads, for
 /// the keys from `first_key` on that `dk` and `dv` cover; `dq` is the query heads' gradient
-/// (or a private part of it) from those keys.
+/// (or a private part of it) from those keys. `d_scores`, when given, receives the gradient
+/// of the biased scores of the query heads, `[groups, l, s]` (every key: the caller does not
+/// split the keys then).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn backward_group(
@@ -664,6 +733,7 @@ fn backward_group(
     dq: &mut [f32],
     dk: &mut [f32],
     dv: &mut [f32],
+    mut d_scores_out: Option<&mut [f32]>,
 ) {
     let (d_k, d_v, l, s) = (p.d_k, p.d_v, p.l, p.s);
     let groups = p.groups();
@@ -760,6 +830,14 @@ fn backward_group(
                     let dl = delta[start + r];
                     for (d, &pv) in ds_row.iter_mut().zip(p_row) {
                         *d = pv * (*d - dl);
+                    }
+                }
+                // The bias is added after soft-capping: its gradient is ds before the tanh
+                // factor.
+                if let Some(out) = d_scores_out.as_deref_mut() {
+                    let head_plane = &mut out[g * l * s..(g + 1) * l * s];
+                    for (r, ds_row) in ds.chunks_exact(n).enumerate() {
+                        head_plane[(start + r) * s + kb..][..n].copy_from_slice(ds_row);
                     }
                 }
                 if p.softcap.is_some() {
@@ -880,7 +958,7 @@ mod tests {
                 dropout: (case == 0).then_some(DropoutMask { prob: 0.3, seed: 5 }),
             };
             let fwd = forward(&p, &q, &k, &v);
-            let run = |splits| backward_in_ranges(&p, &q, &k, &v, &fwd, &d_out, splits);
+            let run = |splits| backward_in_ranges(&p, &q, &k, &v, &fwd, &d_out, splits, false);
             let whole = run(1);
             assert!(
                 whole.dk.iter().any(|&x| x != 0.0),
@@ -915,13 +993,29 @@ mod tests {
         k: Tensor<B, 4>,
         v: Tensor<B, 4>,
         mask: AttentionMask<B>,
+        /// An additive part of the mask, kept apart so gradient tests can differentiate it.
+        bias: Option<Tensor<B, 4>>,
         softcap: Option<f64>,
         scale: Option<f64>,
     }
 
     impl<B: Backend> Case<B> {
         fn input(&self, q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> AttentionInput<B> {
-            let mut input = AttentionInput::new(q, k, v).mask(self.mask.clone());
+            self.input_with_bias(q, k, v, self.bias.clone())
+        }
+
+        fn input_with_bias(
+            &self,
+            q: Tensor<B, 4>,
+            k: Tensor<B, 4>,
+            v: Tensor<B, 4>,
+            bias: Option<Tensor<B, 4>>,
+        ) -> AttentionInput<B> {
+            let mask = match bias {
+                Some(bias) => self.mask.clone().and(AttentionMask::additive(bias)),
+                None => self.mask.clone(),
+            };
+            let mut input = AttentionInput::new(q, k, v).mask(mask);
             if let Some(cap) = self.softcap {
                 input = input.softcap(cap);
             }
@@ -966,19 +1060,17 @@ mod tests {
                 .lower_elem(0.8);
             mask = mask.and(AttentionMask::explicit(allowed));
         }
-        if rng.random_bool(0.2) {
+        let bias = rng.random_bool(0.3).then(|| {
+            let mb = if rng.random_bool(0.5) { b } else { 1 };
             let mh = if rng.random_bool(0.5) { h } else { 1 };
-            mask = mask.and(AttentionMask::additive(Tensor::random(
-                [1, mh, l, s],
-                n,
-                device,
-            )));
-        }
+            Tensor::random([mb, mh, l, s], n, device)
+        });
         Case {
             q,
             k,
             v,
             mask,
+            bias,
             softcap: rng.random_bool(0.3).then_some(5.0),
             scale: rng.random_bool(0.3).then_some(0.3),
         }
@@ -1005,7 +1097,8 @@ mod tests {
     }
 
     /// Under `Autodiff<NdArray>` the kernel's backward gives the plain path's gradients for
-    /// query, key and value (within 1e-4), fully masked rows included (zero gradients).
+    /// query, key, value and a differentiated additive bias (broadcast over batch and/or heads
+    /// or not; within 1e-4), fully masked rows included (zero gradients).
     #[test]
     fn kernel_gradients_equal_the_plain_path() {
         type A = burn::backend::Autodiff<B>;
@@ -1013,7 +1106,8 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(61);
         focal_backend::seed::<A>(&device, 61);
         let attention = ScaledDotProductAttentionConfig::new().init();
-        for case in 0..30 {
+        let mut bias_cases = 0;
+        for case in 0..40 {
             let c = random_case::<A>(&mut rng, &device, 100);
             let [b, h, l, _] = c.q.dims();
             let d_v = c.v.dims()[3];
@@ -1021,15 +1115,30 @@ mod tests {
                 Tensor::<A, 4>::random([b, h, l, d_v], Distribution::Normal(0.0, 1.0), &device);
             let grads = |need_weights: bool| {
                 let [q, k, v] = [&c.q, &c.k, &c.v].map(|t| t.clone().detach().require_grad());
+                // The bias is derived from a leaf (as a learned position bias is from its
+                // parameters), so it is tracked without being a leaf itself.
+                let leaf = c.bias.clone().map(|t| t.detach().require_grad());
+                let bias = leaf.clone().map(|t| t * 1.5);
                 let input = c
-                    .input(q.clone(), k.clone(), v.clone())
+                    .input_with_bias(q.clone(), k.clone(), v.clone(), bias)
                     .need_weights(need_weights);
                 let loss = (attention.forward(input).context * weights.clone()).sum();
                 let g = loss.backward();
-                [q.grad(&g), k.grad(&g), v.grad(&g)].map(|t| t.expect("gradient"))
+                let mut all: Vec<_> = [q.grad(&g), k.grad(&g), v.grad(&g)]
+                    .into_iter()
+                    .map(|t| t.expect("gradient"))
+                    .collect();
+                if let Some(leaf) = leaf {
+                    all.push(leaf.grad(&g).expect("bias gradient"));
+                }
+                all
             };
             let (kernel, plain) = (grads(false), grads(true));
-            for (name, (a, b)) in ["dq", "dk", "dv"].iter().zip(kernel.into_iter().zip(plain)) {
+            bias_cases += usize::from(kernel.len() == 4);
+            for (name, (a, b)) in ["dq", "dk", "dv", "dbias"]
+                .iter()
+                .zip(kernel.into_iter().zip(plain))
+            {
                 assert_eq!(a.dims(), b.dims(), "case {case} {name}");
                 let diff = (a - b.clone()).abs().max().into_scalar();
                 let size = b.abs().max().into_scalar().max(1.0);
@@ -1039,56 +1148,159 @@ mod tests {
                 );
             }
         }
+        assert!(bias_cases >= 5, "only {bias_cases} cases had a bias");
     }
 
-    /// Dropout inside the kernel (training): the output stays unbiased (with v = 1 every
-    /// output is `Σ p̃`, whose mean over draws is 1), and the gradients are those of the
-    /// forward with the same mask (central differences with the seed replayed).
+    /// The kernel really runs under autodiff when the bias is tracked (it did not before: the
+    /// bias then kept its initial values), and its bias gradient is the plain path's.
     #[test]
-    fn kernel_dropout_is_unbiased_and_differentiable() {
+    fn a_tracked_bias_trains_through_the_kernel() {
+        use super::super::fused::without_cpu_kernel;
         type A = burn::backend::Autodiff<B>;
         let device = Default::default();
-        let attention = ScaledDotProductAttentionConfig::new()
+        focal_backend::seed::<A>(&device, 64);
+        let n = Distribution::Normal(0.0, 1.0);
+        let [q, k, v] = [0, 1, 2].map(|_| Tensor::<A, 4>::random([2, 4, 130, 16], n, &device));
+        let table = Tensor::<A, 2>::random([4, 130], n, &device);
+        let attention = ScaledDotProductAttentionConfig::new().init();
+        let gradient = || {
+            let table = table.clone().detach().require_grad();
+            // A bias built from a parameter by tensor ops, broadcast over the batch.
+            let bias = table
+                .clone()
+                .reshape([1, 4, 1, 130])
+                .expand([1, 4, 130, 130]);
+            let input = AttentionInput::new(q.clone(), k.clone(), v.clone())
+                .mask(AttentionMask::causal().and(AttentionMask::additive(bias)));
+            let grads = attention
+                .forward(input)
+                .context
+                .powi_scalar(2)
+                .sum()
+                .backward();
+            table.grad(&grads).expect("the bias has a gradient")
+        };
+        let kernel = gradient();
+        let generic = without_cpu_kernel(gradient);
+        assert!(kernel.clone().abs().max().into_scalar() > 1e-3);
+        assert_close(kernel, generic, 1e-4);
+    }
+
+    /// Dropout inside the kernel (training), through `Autodiff<NdArray>`: with `v = I` each
+    /// output row is the row of probabilities after dropout, so every entry must be exactly 0
+    /// (dropped) or the probability without dropout times `1 / (1 - p)` (kept), about half of
+    /// them dropped at `p = 0.5`, and the mean over draws stays the probability (unbiased).
+    #[test]
+    fn kernel_dropout_zeroes_and_rescales_probabilities() {
+        type A = burn::backend::Autodiff<B>;
+        let device = Default::default();
+        let (h, l) = (2, 16);
+        let dropout = ScaledDotProductAttentionConfig::new()
             .with_dropout(0.5)
             .init();
+        let plain = ScaledDotProductAttentionConfig::new().init();
         let n = Distribution::Normal(0.0, 1.0);
         focal_backend::seed::<B>(&device, 62);
-        let q = Tensor::<A, 4>::random([1, 2, 8, 8], n, &device);
-        let k = Tensor::<A, 4>::random([1, 2, 8, 8], n, &device);
-        let ones = Tensor::<A, 4>::ones([1, 2, 8, 1], &device);
-        let draws = 200;
-        let mut total = 0.0f64;
-        for _ in 0..draws {
-            let input = AttentionInput::new(q.clone(), k.clone(), ones.clone());
-            total += attention.forward(input).context.sum().into_scalar() as f64;
+        let q = Tensor::<A, 4>::random([1, h, l, 8], n, &device);
+        let k = Tensor::<A, 4>::random([1, h, l, 8], n, &device);
+        let identity = Tensor::<A, 2>::eye(l, &device)
+            .reshape([1, 1, l, l])
+            .expand([1, h, l, l]);
+        let input = AttentionInput::new(q.clone(), k.clone(), identity.clone());
+        let probs: Vec<f32> = plain
+            .forward(input.clone())
+            .context
+            .into_data()
+            .to_vec()
+            .unwrap();
+        let draws = 40;
+        let mut mean = vec![0.0f64; probs.len()];
+        let mut dropped = 0usize;
+        for draw in 0..draws {
+            let out: Vec<f32> = dropout
+                .forward(input.clone())
+                .context
+                .into_data()
+                .to_vec()
+                .unwrap();
+            for (i, (&o, &p)) in out.iter().zip(&probs).enumerate() {
+                assert!(
+                    o == 0.0 || (o - 2.0 * p).abs() <= 1e-6 * (1.0 + p),
+                    "draw {draw}, entry {i}: {o} is neither 0 nor 2 × {p}"
+                );
+                dropped += usize::from(o == 0.0);
+                mean[i] += f64::from(o) / draws as f64;
+            }
         }
-        let mean = total / (draws * 16) as f64;
-        assert!((mean - 1.0).abs() < 0.03, "mean of Σ p̃ over draws: {mean}");
+        let fraction = dropped as f64 / (draws * probs.len()) as f64;
+        assert!(
+            (0.47..0.53).contains(&fraction),
+            "dropped fraction {fraction}"
+        );
+        let worst = mean
+            .iter()
+            .zip(&probs)
+            .map(|(m, &p)| (m - f64::from(p)).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 0.25, "mean over draws differs from p by {worst}");
+        let row_sums: f64 = mean.iter().sum::<f64>() / (h * l) as f64;
+        assert!((row_sums - 1.0).abs() < 0.05, "mean row sum {row_sums}");
+    }
 
-        let v = Tensor::<A, 4>::random([1, 2, 8, 4], n, &device);
-        let r = Tensor::<A, 4>::random([1, 2, 8, 4], n, &device);
-        let loss = |q: Tensor<A, 4>, k: Tensor<A, 4>, v: Tensor<A, 4>| {
-            focal_backend::seed::<B>(&device, 63); // the same dropout mask every time
-            let input = AttentionInput::new(q, k, v).mask(AttentionMask::causal());
-            (attention.forward(input).context * r.clone()).sum()
+    /// The kernel's backward with dropout is the gradient of its forward with the same mask:
+    /// central differences of the kernel itself, the mask fixed by an explicit seed (no
+    /// process-wide generator that another test thread could advance).
+    #[test]
+    fn kernel_dropout_gradients_match_central_differences() {
+        use super::{DropoutMask, Problem, backward, forward};
+        let mut rng = StdRng::seed_from_u64(65);
+        let (h, h_kv, l, s, d) = (2, 1, 9, 11, 4);
+        let mut values =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect() };
+        let inputs = [
+            values(h * l * d),
+            values(h_kv * s * d),
+            values(h_kv * s * d),
+        ];
+        let weights = values(h * l * d);
+        let p = Problem {
+            b: 1,
+            h,
+            h_kv,
+            l,
+            s,
+            d_k: d,
+            d_v: d,
+            scale: 0.7,
+            softcap: None,
+            causal: true,
+            window: None,
+            key_valid: None,
+            allowed: None,
+            bias: None,
+            dropout: Some(DropoutMask {
+                prob: 0.4,
+                seed: 0x5EED,
+            }),
         };
-        let leaves = [&q, &k, &v].map(|t| t.clone().detach().require_grad());
-        let grads = loss(leaves[0].clone(), leaves[1].clone(), leaves[2].clone()).backward();
-        for (which, leaf) in leaves.iter().enumerate() {
-            let analytic: Vec<f32> = leaf.grad(&grads).unwrap().into_data().to_vec().unwrap();
-            let base: Vec<f32> = leaf.clone().into_data().to_vec().unwrap();
-            let shape = leaf.dims();
-            for i in 0..base.len() {
+        let loss = |[q, k, v]: &[Vec<f32>; 3]| -> f64 {
+            let out = forward(&p, q, k, v).out;
+            out.iter()
+                .zip(&weights)
+                .map(|(&o, &w)| f64::from(o) * f64::from(w))
+                .sum()
+        };
+        let [q, k, v] = &inputs;
+        let fwd = forward(&p, q, k, v);
+        let grads = backward(&p, q, k, v, &fwd, &weights, false);
+        for (which, analytic) in [&grads.dq, &grads.dk, &grads.dv].into_iter().enumerate() {
+            for i in 0..analytic.len() {
                 let at = |delta: f32| {
-                    let mut values = base.clone();
-                    values[i] += delta;
-                    let mut inputs = leaves.clone().map(|t| t.detach());
-                    inputs[which] =
-                        Tensor::from_data(burn::tensor::TensorData::new(values, shape), &device);
-                    let [q, k, v] = inputs;
-                    loss(q, k, v).into_scalar()
+                    let mut moved = inputs.clone();
+                    moved[which][i] += delta;
+                    loss(&moved)
                 };
-                let numeric = (at(1e-2) - at(-1e-2)) / 2e-2;
+                let numeric = ((at(1e-2) - at(-1e-2)) / 2e-2) as f32;
                 assert!(
                     (numeric - analytic[i]).abs() <= 2e-3 * (1.0 + numeric.abs()),
                     "input {which}, element {i}: analytic {} vs numeric {numeric}",
@@ -1096,5 +1308,25 @@ mod tests {
                 );
             }
         }
+        // The mask is really applied: the same problem without dropout has other gradients.
+        let undropped = Problem {
+            dropout: None,
+            ..p.clone()
+        };
+        let plain = backward(
+            &undropped,
+            q,
+            k,
+            v,
+            &forward(&undropped, q, k, v),
+            &weights,
+            false,
+        );
+        let differ = plain
+            .dv
+            .iter()
+            .zip(&grads.dv)
+            .any(|(a, b)| (a - b).abs() > 1e-3);
+        assert!(differ, "dropout changed no gradient");
     }
 }

@@ -1,5 +1,6 @@
 //! The CPU kernel under `Autodiff`: its forward as one graph node whose backward is
-//! [`super::backward`].
+//! [`super::backward`]. The node's parents are query, key, value and the sum of the additive mask
+//! parts, so a bias computed from parameters is trained like the projections.
 
 use super::{Forward, Problem};
 use crate::fused::{FusedAttentionBackend, HostValues};
@@ -41,11 +42,11 @@ impl std::fmt::Debug for Saved {
 #[derive(Debug)]
 struct AttentionBackward;
 
-impl<B: FusedAttentionBackend> Backward<B, 3> for AttentionBackward {
+impl<B: FusedAttentionBackend> Backward<B, 4> for AttentionBackward {
     type State = Arc<Saved>;
 
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_q, node_k, node_v] = ops.parents;
+    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_q, node_k, node_v, node_bias] = ops.parents;
         let d_out =
             Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(grads.consume::<B>(&ops.node)));
         let device = d_out.device();
@@ -53,7 +54,15 @@ impl<B: FusedAttentionBackend> Backward<B, 3> for AttentionBackward {
         let p = &saved.problem;
         let d_out = B::host_values(d_out);
         let [q, k, v] = [&saved.q, &saved.k, &saved.v].map(HostValues::as_slice);
-        let g = super::backward(p, q, k, v, &saved.forward, d_out.as_slice());
+        let g = super::backward(
+            p,
+            q,
+            k,
+            v,
+            &saved.forward,
+            d_out.as_slice(),
+            node_bias.is_some(),
+        );
         let tensor = |data: Vec<f32>, shape: [usize; 4]| {
             Tensor::<B, 4>::from_data(TensorData::new(data, shape), &device)
                 .into_primitive()
@@ -68,20 +77,31 @@ impl<B: FusedAttentionBackend> Backward<B, 3> for AttentionBackward {
         if let Some(node) = node_v {
             grads.register::<B>(node.id, tensor(g.dv, [p.b, p.h_kv, p.s, p.d_v]));
         }
+        if let (Some(node), Some(d_bias), Some(bias)) = (node_bias, g.d_bias, &p.bias) {
+            grads.register::<B>(node.id, tensor(d_bias, [bias.batch, bias.heads, p.l, p.s]));
+        }
     }
 }
 
-/// Runs the kernel forward on the values of `query`, `key`, `value` and, when any of them is
-/// tracked, records [`AttentionBackward`] with what it needs.
+/// Runs the kernel forward on the values of `query`, `key`, `value` and, when any of them or
+/// `bias` (the sum of the additive mask parts, whose values `problem.bias` holds) is tracked,
+/// records [`AttentionBackward`] with what it needs.
 pub(crate) fn attention<B: FusedAttentionBackend, C: CheckpointStrategy>(
     problem: Problem,
     query: Tensor<Autodiff<B, C>, 4>,
     key: Tensor<Autodiff<B, C>, 4>,
     value: Tensor<Autodiff<B, C>, 4>,
+    bias: Option<Tensor<Autodiff<B, C>, 4>>,
 ) -> Tensor<Autodiff<B, C>, 4> {
     let device = query.device();
+    // Without a bias, an untracked stand-in fills the fourth parent (it gets no gradient).
+    let bias = bias
+        .unwrap_or_else(|| Tensor::zeros([1, 1, 1, 1], &device))
+        .into_primitive()
+        .tensor()
+        .node;
     let [q, k, v] = [query, key, value].map(|t| t.into_primitive().tensor());
-    let nodes = [q.node.clone(), k.node.clone(), v.node.clone()];
+    let nodes = [q.node.clone(), k.node.clone(), v.node.clone(), bias];
     let [q_data, k_data, v_data] = [q, k, v]
         .map(|t| B::host_values(Tensor::from_primitive(TensorPrimitive::Float(t.primitive))));
     let forward = super::forward(
