@@ -5,7 +5,7 @@ use clap::Args;
 use focal::attention::{FusedAttentionBackend, FusedAutodiffBackend};
 use focal::backend::{BackendJob, BackendKind, RunOn};
 use focal::burn::tensor::{Bool, Int, Tensor, TensorData, activation::softmax};
-use focal::heads::{GenerationConfig, Strategy, generate};
+use focal::heads::{EarlyStopping, GenerationConfig, Strategy, generate};
 use focal::pretrained::{Bert, EncodedBatch, Gpt2, Pooling, SentenceEmbedder, TextTokenizer};
 use serde_json::json;
 use std::io::Write;
@@ -75,6 +75,12 @@ pub struct GenerateArgs {
     /// Beams for --strategy beam.
     #[arg(long, default_value_t = 4)]
     beams: usize,
+    /// Beam search: exponent of the length normalisation of finished hypotheses.
+    #[arg(long, default_value_t = 1.0)]
+    length_penalty: f64,
+    /// Beam search: when-full (transformers' True), heuristic (False) or never.
+    #[arg(long, default_value = "when-full")]
+    early_stopping: String,
     /// Seed of the sampler.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -245,8 +251,15 @@ impl<B: FusedAutodiffBackend> RunOn<B> for GenerateJob {
             "sample" => Strategy::Sample,
             "beam" => Strategy::Beam {
                 beams: args.beams,
-                length_penalty: 1.0,
-                early_stopping: true,
+                length_penalty: args.length_penalty,
+                early_stopping: match args.early_stopping.as_str() {
+                    "when-full" => EarlyStopping::WhenFull,
+                    "heuristic" => EarlyStopping::Heuristic,
+                    "never" => EarlyStopping::Never,
+                    other => bail!(
+                        "unknown --early-stopping '{other}': expected when-full, heuristic or never"
+                    ),
+                },
             },
             other => bail!("unknown strategy '{other}': expected greedy, sample or beam"),
         };

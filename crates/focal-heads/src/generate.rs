@@ -37,17 +37,33 @@ pub enum Strategy {
     Greedy,
     /// A token drawn from the processed distribution.
     Sample,
-    /// Beam search over `beams` hypotheses; finished hypotheses are scored
-    /// `sum log p / length^length_penalty` (length of the output); with `early_stopping` the
-    /// search ends once `beams` hypotheses have finished.
+    /// Beam search over `beams` hypotheses, as transformers 4.57's `generate(num_beams=...)`:
+    /// finished hypotheses are scored `sum log p / n^length_penalty`, with `n` the number of
+    /// generated tokens (the stop token included); see [`EarlyStopping`] for when it ends.
     Beam {
         /// Number of beams.
         beams: usize,
-        /// Exponent of the length normalisation (1 = mean log-probability, 0 = none).
+        /// Exponent of the length normalisation (1 = mean log-probability, 0 = none, > 1
+        /// favours longer outputs).
         length_penalty: f64,
-        /// Stop as soon as `beams` hypotheses are finished.
-        early_stopping: bool,
+        /// When the search ends before the token budget.
+        early_stopping: EarlyStopping,
     },
+}
+
+/// When beam search ends before the token budget is spent (transformers' `early_stopping`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EarlyStopping {
+    /// As soon as `beams` hypotheses are finished (transformers' `early_stopping=True`).
+    WhenFull,
+    /// When `beams` hypotheses are finished and the best running beam, normalised by its
+    /// current length, cannot beat the worst of them (`early_stopping=False`, transformers'
+    /// default heuristic).
+    Heuristic,
+    /// As `Heuristic`, but with a positive length penalty the running beam is credited with
+    /// the longest possible length, so the search only stops when no beam can improve
+    /// (`early_stopping="never"`, canonical beam search).
+    Never,
 }
 
 /// Options of [`generate()`].
@@ -118,8 +134,16 @@ impl GenerationConfig {
                 self.repetition_penalty
             )
         })?;
-        if let Strategy::Beam { beams, .. } = self.strategy {
+        if let Strategy::Beam {
+            beams,
+            length_penalty,
+            ..
+        } = self.strategy
+        {
             ConfigError::ensure_positive(NAME, "beams", beams)?;
+            ConfigError::ensure(length_penalty.is_finite(), NAME, || {
+                format!("length_penalty ({length_penalty}) must be finite")
+            })?;
         }
         Ok(())
     }
@@ -146,6 +170,9 @@ pub enum GenerationError {
         /// The model's limit.
         max_len: usize,
     },
+    /// [`beam_search`] was called with another strategy.
+    #[error("beam_search needs Strategy::Beam")]
+    NotBeamSearch,
 }
 
 /// Generates a continuation of `prompt` and returns its token ids (a stop token, when one
@@ -158,39 +185,19 @@ pub fn generate<B: Backend, M: CausalLm<B>>(
     device: &B::Device,
     mut on_token: impl FnMut(usize),
 ) -> Result<Vec<usize>, GenerationError> {
-    config.validate()?;
-    if prompt.is_empty() {
-        return Err(GenerationError::EmptyPrompt);
-    }
-    if prompt.len() + config.max_new_tokens > model.max_len() {
-        return Err(GenerationError::TooLong {
-            prompt: prompt.len(),
-            max_new_tokens: config.max_new_tokens,
-            max_len: model.max_len(),
-        });
-    }
-    if config.max_new_tokens == 0 {
-        return Ok(Vec::new());
-    }
-    if let Strategy::Beam {
-        beams,
-        length_penalty,
-        early_stopping,
-    } = config.strategy
-    {
-        let tokens = beam_search(
-            model,
-            prompt,
-            config,
-            beams,
-            length_penalty,
-            early_stopping,
-            device,
-        );
+    if let Strategy::Beam { .. } = config.strategy {
+        let tokens = beam_search(model, prompt, config, device)?
+            .into_iter()
+            .next()
+            .map(|best| best.tokens)
+            .unwrap_or_default();
         tokens.iter().for_each(|&t| on_token(t));
         return Ok(tokens);
     }
-
+    check_request(model, prompt, config)?;
+    if config.max_new_tokens == 0 {
+        return Ok(Vec::new());
+    }
     let mut rng = StdRng::seed_from_u64(config.seed);
     let capacity = prompt.len() + config.max_new_tokens;
     let mut cache = model.new_cache(1, capacity, device);
@@ -213,6 +220,30 @@ pub fn generate<B: Backend, M: CausalLm<B>>(
         logits = last_logits(model.forward_cached(ids(&[&[token]], device), &mut cache));
     }
     Ok(output)
+}
+
+/// Validates the options and checks that the prompt and the token budget fit the model.
+fn check_request<B: Backend, M: CausalLm<B>>(
+    model: &M,
+    prompt: &[usize],
+    config: &GenerationConfig,
+) -> Result<(), GenerationError> {
+    config.validate()?;
+    if prompt.is_empty() {
+        return Err(GenerationError::EmptyPrompt);
+    }
+    if prompt
+        .len()
+        .checked_add(config.max_new_tokens)
+        .is_none_or(|total| total > model.max_len())
+    {
+        return Err(GenerationError::TooLong {
+            prompt: prompt.len(),
+            max_new_tokens: config.max_new_tokens,
+            max_len: model.max_len(),
+        });
+    }
+    Ok(())
 }
 
 /// `[b, n]` ids from rows of equal length.
@@ -346,52 +377,93 @@ fn sample(scores: &[f32], rng: &mut StdRng) -> usize {
     argmax(scores)
 }
 
-/// Finished hypotheses: the `beams` best by normalised score.
-struct Hypotheses {
-    beams: usize,
-    length_penalty: f64,
-    list: Vec<(f64, Vec<usize>)>,
+/// A finished beam-search hypothesis.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BeamHypothesis {
+    /// The generated tokens (the stop token, when one ended it, included).
+    pub tokens: Vec<usize>,
+    /// `sum log p / n^length_penalty` over the `n` generated tokens (transformers'
+    /// `sequences_scores`).
+    pub score: f64,
 }
 
-impl Hypotheses {
-    fn add(&mut self, tokens: Vec<usize>, sum_logprobs: f64, generated_len: usize) {
-        let score = sum_logprobs / (generated_len.max(1) as f64).powf(self.length_penalty);
+/// The finished hypotheses: at most `beams`, the best by normalised score.
+struct Finished {
+    beams: usize,
+    list: Vec<BeamHypothesis>,
+}
+
+impl Finished {
+    fn add(&mut self, tokens: Vec<usize>, score: f64) {
         if self.list.len() < self.beams || score > self.worst() {
-            self.list.push((score, tokens));
+            self.list.push(BeamHypothesis { tokens, score });
             if self.list.len() > self.beams {
                 let worst = (0..self.list.len())
-                    .min_by(|&a, &b| self.list[a].0.total_cmp(&self.list[b].0))
+                    .min_by(|&a, &b| self.list[a].score.total_cmp(&self.list[b].score))
                     .expect("not empty");
                 self.list.remove(worst);
             }
         }
     }
 
-    fn worst(&self) -> f64 {
-        self.list.iter().map(|h| h.0).fold(f64::INFINITY, f64::min)
+    fn is_full(&self) -> bool {
+        self.list.len() >= self.beams
     }
 
-    fn best(self) -> Vec<usize> {
+    fn worst(&self) -> f64 {
         self.list
-            .into_iter()
-            .max_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|h| h.1)
-            .unwrap_or_default()
+            .iter()
+            .map(|h| h.score)
+            .fold(f64::INFINITY, f64::min)
+    }
+
+    /// Best first.
+    fn into_sorted(mut self) -> Vec<BeamHypothesis> {
+        self.list.sort_by(|a, b| b.score.total_cmp(&a.score));
+        self.list
     }
 }
 
-/// Beam search for one prompt, as Hugging Face transformers' `generate(num_beams=...)`.
-fn beam_search<B: Backend, M: CausalLm<B>>(
+/// Beam search for one prompt, as transformers 4.57's `generate(num_beams=...)`: returns the
+/// finished hypotheses, best first (transformers' `sequences` and `sequences_scores` with
+/// `num_return_sequences = num_beams`).
+///
+/// Each step ranks every (beam, next token) continuation by its summed log-probability (the
+/// processors of [`GenerationConfig`] applied to the log-probabilities) and keeps the best
+/// `max(2, 1 + stop tokens) · beams`. Of those, the ones among the first `beams` that end in a
+/// stop token, or reach the token budget, finish, scored `sum log p / n^length_penalty` with
+/// `n` the tokens generated; the best `beams` of the others run on. The search ends at the
+/// budget or as [`EarlyStopping`] says.
+///
+/// # Errors
+///
+/// As [`generate()`]; [`GenerationError::NotBeamSearch`] when the strategy is not beam search.
+pub fn beam_search<B: Backend, M: CausalLm<B>>(
     model: &M,
     prompt: &[usize],
     config: &GenerationConfig,
-    beams: usize,
-    length_penalty: f64,
-    early_stopping: bool,
     device: &B::Device,
-) -> Vec<usize> {
-    let capacity = prompt.len() + config.max_new_tokens;
-    let mut cache = model.new_cache(beams, capacity, device);
+) -> Result<Vec<BeamHypothesis>, GenerationError> {
+    check_request(model, prompt, config)?;
+    let Strategy::Beam {
+        beams,
+        length_penalty,
+        early_stopping,
+    } = config.strategy
+    else {
+        return Err(GenerationError::NotBeamSearch);
+    };
+    let budget = config.max_new_tokens;
+    let mut finished = Finished {
+        beams,
+        list: Vec::new(),
+    };
+    if budget == 0 {
+        return Ok(Vec::new());
+    }
+    let keep = 2.max(1 + config.stop_tokens.len()) * beams;
+    let normalised = |score: f64, n: usize| score / (n as f64).powf(length_penalty);
+    let mut cache = model.new_cache(beams, prompt.len() + budget, device);
     let rows: Vec<&[usize]> = vec![prompt; beams];
     let mut logits = last_logits(model.forward_cached(ids(&rows, device), &mut cache));
     // Only the first beam is live at the start, so the first step does not pick duplicates.
@@ -399,15 +471,14 @@ fn beam_search<B: Backend, M: CausalLm<B>>(
         .map(|i| if i == 0 { 0.0 } else { -1e9 })
         .collect();
     let mut outputs: Vec<Vec<usize>> = vec![Vec::new(); beams];
-    let mut finished = Hypotheses {
-        beams,
-        length_penalty,
-        list: Vec::new(),
-    };
-    for step in 0..config.max_new_tokens {
+    // transformers' `is_early_stop_heuristic_unsatisfied`: sticky once false.
+    let mut may_improve = true;
+    for step in 0..budget {
+        let generated = step + 1;
+        let last_step = generated == budget;
         let mut candidates: Vec<(f64, usize, usize)> = Vec::new(); // (score, beam, token)
         for (beam, row) in logits.iter().enumerate() {
-            // Hugging Face's beam search applies the processors to the log-probabilities.
+            // transformers' beam search applies the processors to the log-probabilities.
             let sequence: Vec<usize> = prompt.iter().chain(&outputs[beam]).copied().collect();
             let mut log_probs = log_softmax(row);
             process(&mut log_probs, &sequence, config);
@@ -416,27 +487,44 @@ fn beam_search<B: Backend, M: CausalLm<B>>(
             }
         }
         candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let mut next: Vec<(f64, usize, usize)> = Vec::with_capacity(beams);
-        for (rank, &(score, beam, token)) in candidates.iter().take(2 * beams).enumerate() {
-            if config.stop_tokens.contains(&token) {
-                if rank < beams {
+        candidates.truncate(keep);
+        let ends = |token: usize| last_step || config.stop_tokens.contains(&token);
+        // Finished hypotheses are taken while more may still be added (not after the search
+        // was found unable to improve, nor once full under `WhenFull`).
+        let accepting =
+            may_improve && !(early_stopping == EarlyStopping::WhenFull && finished.is_full());
+        if accepting {
+            for &(score, beam, token) in candidates.iter().take(beams) {
+                if ends(token) {
                     let mut tokens = outputs[beam].clone();
                     tokens.push(token);
-                    finished.add(tokens, score, step);
+                    finished.add(tokens, normalised(score, generated));
                 }
-            } else {
-                next.push((score, beam, token));
-            }
-            if next.len() == beams {
-                break;
             }
         }
-        let best_running = next.first().map_or(f64::NEG_INFINITY, |c| c.0);
-        let done = finished.list.len() >= beams
-            && (early_stopping
-                || finished.worst() >= best_running / ((step + 1) as f64).powf(length_penalty));
-        if done || next.len() < beams {
-            return finished.best();
+        // The best `beams` continuations that did not end run on; when fewer did not end,
+        // ended ones fill the beams with a score no hypothesis can recover from.
+        let mut next: Vec<(f64, usize, usize)> = candidates
+            .iter()
+            .map(|&(score, beam, token)| {
+                (if ends(token) { score - 1e9 } else { score }, beam, token)
+            })
+            .collect();
+        next.sort_by(|a, b| b.0.total_cmp(&a.0));
+        next.truncate(beams);
+        if last_step || next.iter().all(|c| c.0 <= -1e9 / 2.0) {
+            break;
+        }
+        if may_improve && finished.is_full() {
+            let length = match early_stopping {
+                EarlyStopping::Never if length_penalty > 0.0 => budget,
+                _ => generated,
+            };
+            may_improve = normalised(next[0].0, length) > finished.worst();
+        }
+        let full_and_done = early_stopping == EarlyStopping::WhenFull && finished.is_full();
+        if !may_improve || full_and_done {
+            break;
         }
         let parents: Vec<usize> = next.iter().map(|c| c.1).collect();
         outputs = next
@@ -448,19 +536,12 @@ fn beam_search<B: Backend, M: CausalLm<B>>(
             })
             .collect();
         scores = next.iter().map(|c| c.0).collect();
-        if step + 1 == config.max_new_tokens {
-            break;
-        }
         model.select_cache_rows(&mut cache, &parents);
         let last: Vec<[usize; 1]> = next.iter().map(|c| [c.2]).collect();
         let rows: Vec<&[usize]> = last.iter().map(|t| t.as_slice()).collect();
         logits = last_logits(model.forward_cached(ids(&rows, device), &mut cache));
     }
-    for (tokens, score) in outputs.into_iter().zip(scores) {
-        let len = tokens.len();
-        finished.add(tokens, score, len);
-    }
-    finished.best()
+    Ok(finished.into_sorted())
 }
 
 #[cfg(test)]

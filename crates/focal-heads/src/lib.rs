@@ -11,6 +11,9 @@ pub mod generate;
 mod seq2seq;
 mod vocab;
 
-pub use generate::{CausalLm, GenerationConfig, GenerationError, Strategy, generate};
+pub use generate::{
+    BeamHypothesis, CausalLm, EarlyStopping, GenerationConfig, GenerationError, Strategy,
+    beam_search, generate,
+};
 pub use seq2seq::{Seq2SeqCache, Seq2SeqConfig, Seq2SeqSource, Seq2SeqTransformer};
 pub use vocab::{SpecialTokens, Vocabulary, VocabularyError};

@@ -412,7 +412,7 @@ mod tests {
             crate::Strategy::Beam {
                 beams: 1,
                 length_penalty: 1.0,
-                early_stopping: true,
+                early_stopping: crate::EarlyStopping::WhenFull,
             },
         ] {
             let config = crate::GenerationConfig {
