@@ -169,7 +169,7 @@ impl<B: Backend> Bert<B> {
     /// | `encoder.layer.{i}.output.LayerNorm` | `encoder.layers[i].feed_forward_residual.norm` |
     /// | `pooler.dense` | `pooler` |
     /// | `cls.predictions.transform.dense` / `.LayerNorm` | `mlm.transform` / `mlm.norm` |
-    /// | `cls.predictions.bias` (and `decoder.bias`) | `mlm.bias` |
+    /// | `cls.predictions.bias` (and `decoder.bias`, which must equal it) | `mlm.bias` |
     /// | `cls.predictions.decoder.weight` | tied to `embedding.tokens` (must equal it) |
     /// | `embeddings.position_ids` | a buffer of old checkpoints (must be 0, 1, 2, …), not a weight |
     pub fn load(dir: &Path, device: &B::Device) -> Result<(Self, BertConfig), PretrainedError> {
@@ -261,8 +261,10 @@ impl<B: Backend> Bert<B> {
             let mlm = if tensors.contains_key("cls.predictions.bias") {
                 let head = "cls.predictions";
                 let bias = state.tensor::<B, 1>(&format!("{head}.bias"), [v], device)?;
-                if tensors.contains_key(&format!("{head}.decoder.bias")) {
-                    state.tensor::<B, 1>(&format!("{head}.decoder.bias"), [v], device)?;
+                let decoder_bias = format!("{head}.decoder.bias");
+                if tensors.contains_key(&decoder_bias) {
+                    // transformers ties `decoder.bias` to `cls.predictions.bias`.
+                    check_tied(&state, &decoder_bias, bias.clone(), "an untied MLM bias")?;
                 }
                 let decoder = format!("{head}.decoder.weight");
                 if tensors.contains_key(&decoder) {

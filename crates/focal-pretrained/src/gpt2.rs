@@ -22,6 +22,9 @@ fn default_act() -> String {
 fn default_eps() -> f64 {
     1e-5
 }
+fn default_true() -> bool {
+    true
+}
 
 /// GPT-2's `config.json`, with Hugging Face's field names.
 #[derive(Clone, Debug, Deserialize)]
@@ -51,6 +54,10 @@ pub struct Gpt2Config {
     /// End-of-text token, the default stop token.
     #[serde(default)]
     pub eos_token_id: Option<usize>,
+    /// Whether the scores are scaled by `1 / sqrt(d_h)` (default true); false leaves them
+    /// unscaled.
+    #[serde(default = "default_true")]
+    pub scale_attn_weights: bool,
     /// Must be false (Mistral-style per-layer scaling is not implemented).
     #[serde(default)]
     pub scale_attn_by_inverse_layer_idx: bool,
@@ -93,7 +100,10 @@ impl<B: Backend> Gpt2<B> {
     /// | `h.{i}.mlp.c_fc` / `h.{i}.mlp.c_proj` | `decoder.layers[i].feed_forward.expand` / `.contract` |
     /// | `ln_f` | `decoder.final_norm` |
     /// | `lm_head.weight` | tied to `wte` (must equal it) |
-    /// | `h.{i}.attn.bias`, `h.{i}.attn.masked_bias` | causal-mask buffers of old checkpoints, not weights |
+    /// | `h.{i}.attn.bias` | causal-mask buffer of old checkpoints: checked to be the lower-triangular mask, `[1, 1, n, n]` |
+    /// | `h.{i}.attn.masked_bias` | fill value of old checkpoints for masked scores: checked to be one value of at most -1e4 (0-d in real checkpoints, any shape of one element accepted) |
+    ///
+    /// `scale_attn_weights: false` in `config.json` leaves the scores unscaled (scale 1).
     pub fn load(dir: &Path, device: &B::Device) -> Result<(Self, Gpt2Config), PretrainedError> {
         let (config, config_path): (Gpt2Config, _) = read_config(dir, "gpt2")?;
         for (option, on) in [
@@ -121,7 +131,8 @@ impl<B: Backend> Gpt2<B> {
             .with_activation(act)
             .with_norm(NormPlacement::Pre)
             .with_norm_eps(config.layer_norm_epsilon)
-            .with_dropout(config.resid_pdrop);
+            .with_dropout(config.resid_pdrop)
+            .with_attention_scale((!config.scale_attn_weights).then_some(1.0));
         let stack = TransformerStackConfig::decoder_only(layer.clone(), config.n_layer)
             .with_final_norm(true);
         let invalid = |cause| PretrainedError::Config {
@@ -159,12 +170,7 @@ impl<B: Backend> Gpt2<B> {
             };
             for (i, block) in decoder.layers.iter_mut().enumerate() {
                 let key = |name: &str| format!("{p}h.{i}.{name}");
-                for buffer in ["attn.bias", "attn.masked_bias"] {
-                    if let Some(data) = tensors.get(&key(buffer)) {
-                        let shape: [usize; 4] = data.shape.as_slice().try_into().unwrap_or([0; 4]);
-                        state.tensor::<B, 4>(&key(buffer), shape, device)?;
-                    }
-                }
+                check_buffers(&state, &tensors, &key)?;
                 let packed = conv(key("attn.c_attn"), [d, 3 * d])?;
                 let weight = packed.weight.val(); // [d, 3d]
                 let bias = packed.bias.expect("loaded with a bias").val(); // [3d]
@@ -207,6 +213,61 @@ impl<B: Backend> Gpt2<B> {
             config,
         ))
     }
+}
+
+/// Checks the attention buffers old GPT-2 checkpoints carry for layer `key("")` and records
+/// them as used: `attn.bias` must be the causal (lower-triangular, ones and zeros) mask
+/// `[1, 1, n, n]` that Focal's causal attention applies, and `attn.masked_bias` one value of at
+/// most -1e4 (the fill value for masked scores, whose softmax weight is then 0 in f32).
+fn check_buffers(
+    state: &StateDict<'_>,
+    tensors: &std::collections::HashMap<String, burn::tensor::TensorData>,
+    key: &dyn Fn(&str) -> String,
+) -> Result<(), PytorchImportError> {
+    let values = |data: &burn::tensor::TensorData| -> Vec<f32> {
+        data.clone()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .unwrap_or_default()
+    };
+    let bias_key = key("attn.bias");
+    if let Some(data) = tensors.get(&bias_key) {
+        let n = match data.shape.as_slice() {
+            &[1, 1, n, m] if n == m => n,
+            shape => {
+                return Err(PytorchImportError::Shape {
+                    key: bias_key,
+                    expected: vec![1, 1, 0, 0],
+                    found: shape.to_vec(),
+                });
+            }
+        };
+        let mask = values(data);
+        if let Some(at) =
+            (0..n * n).find(|&at| mask.get(at) != Some(&f32::from(u8::from(at % n <= at / n))))
+        {
+            return Err(PytorchImportError::Unsupported(format!(
+                "{bias_key} is not the causal mask GPT-2 applies: entry [{}, {}] is {:?}",
+                at / n,
+                at % n,
+                mask.get(at)
+            )));
+        }
+        state.mark_used(&bias_key);
+    }
+    let masked_key = key("attn.masked_bias");
+    if let Some(data) = tensors.get(&masked_key) {
+        match values(data).as_slice() {
+            &[fill] if fill <= -1e4 => state.mark_used(&masked_key),
+            found => {
+                return Err(PytorchImportError::Unsupported(format!(
+                    "{masked_key} must be one value of at most -1e4 (the fill for masked scores), found {found:?} with shape {:?}",
+                    data.shape.as_slice()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl<B: FusedAttentionBackend> Gpt2<B> {

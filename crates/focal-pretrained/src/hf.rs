@@ -3,7 +3,7 @@
 //! `tokenizer.json` (through the `tokenizers` crate).
 
 use crate::PretrainedError;
-use burn::tensor::{ElementConversion, Tensor, TensorData, backend::Backend};
+use burn::tensor::{Tensor, TensorData, backend::Backend};
 use burn_store::pytorch::PytorchReader;
 use burn_store::{ModuleStore, SafetensorsStore, TensorSnapshot};
 use focal_attention::{PytorchImportError, StateDict};
@@ -131,19 +131,32 @@ pub fn read_tokenizer(
     Ok(tokenizer)
 }
 
-/// Checks that the checkpoint's copy `key` of a tied matrix equals `table` (the tensor it is
-/// tied to) and records it as used; `what` names the untied layer in the error.
-pub(crate) fn check_tied<B: Backend>(
+/// Checks that the checkpoint's copy `key` of a tied tensor equals `tied` (the tensor it is
+/// tied to) element for element, and records it as used; `what` names the untied layer in the
+/// error. A NaN anywhere is a mismatch (NaN equals nothing), so a corrupt copy cannot pass.
+pub(crate) fn check_tied<B: Backend, const D: usize>(
     state: &StateDict<'_>,
     key: &str,
-    table: Tensor<B, 2>,
+    tied: Tensor<B, D>,
     what: &str,
 ) -> Result<(), PytorchImportError> {
-    let copy = state.tensor::<B, 2>(key, table.dims(), &table.device())?;
-    let diff: f32 = (copy - table).abs().max().into_scalar().elem();
-    if diff > 0.0 {
+    let copy = state.tensor::<B, D>(key, tied.dims(), &tied.device())?;
+    let values = |t: Tensor<B, D>| -> Vec<f32> {
+        t.into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .unwrap_or_default()
+    };
+    let (copy, tied) = (values(copy), values(tied));
+    // The shapes agree (checked by `state.tensor`), so the values pair up one to one.
+    if let Some((at, (a, b))) = copy
+        .iter()
+        .zip(&tied)
+        .enumerate()
+        .find(|(_, (a, b))| a != b)
+    {
         return Err(PytorchImportError::Unsupported(format!(
-            "{key} differs from the tensor it should be tied to ({what})"
+            "{key} differs from the tensor it should be tied to ({what}): element {at} is {a} instead of {b}"
         )));
     }
     Ok(())
