@@ -7,7 +7,10 @@ use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 /// Preallocated to `capacity` positions and written in place (`slice_assign` on tensors the
 /// cache owns alone), so a decoding step projects and attends only its new query rows against
 /// the cached keys. With a rolling window, once full the cache keeps the most recent `capacity`
-/// positions and drops the oldest (Mistral-style sliding-window decoding).
+/// positions and drops the oldest (Mistral-style sliding-window decoding with a window of
+/// `capacity`): a step of `n` positions then attends to the `capacity - 1` positions before it
+/// and its own `n` (what the first of its queries needs), and the cache keeps the last
+/// `capacity` of those.
 ///
 /// Keys and values are stored after projection (and after rotary encoding, when used), in the
 /// head layout `[b, h_kv, position, d_h]`.
@@ -42,9 +45,17 @@ impl<B: Backend> KvCache<B> {
     }
 
     /// Keeps only the most recent `capacity` positions instead of panicking when full.
+    /// Attention over such a cache must apply a sliding window of `capacity` (as
+    /// `MultiHeadAttention::forward_cached` does): a step of several positions sees more than
+    /// `capacity` keys, as its first queries need.
     pub fn rolling(mut self) -> Self {
         self.rolling = true;
         self
+    }
+
+    /// Whether the cache drops its oldest positions when full (see [`Self::rolling`]).
+    pub fn is_rolling(&self) -> bool {
+        self.rolling
     }
 
     /// Positions held now.
@@ -77,14 +88,15 @@ impl<B: Backend> KvCache<B> {
         (self.key, self.value) = select_rows(self.key.clone(), self.value.clone(), rows);
     }
 
-    /// Positions held after appending `n` more: `len + n`, or at most the capacity with a
-    /// rolling window. (Masks for a decoding step are built for this many keys.)
+    /// Keys a step of `n` more positions attends to (what [`Self::append`] returns): `len + n`,
+    /// or, with a rolling window that overflows, the `capacity - 1` most recent cached
+    /// positions and the `n` new ones. (Masks for a decoding step are built for this many
+    /// keys.)
     pub fn len_after(&self, n: usize) -> usize {
-        let len = self.len + n;
-        if self.rolling {
-            len.min(self.capacity())
+        if self.rolling && self.len + n > self.capacity() {
+            self.len.min(self.capacity() - 1) + n
         } else {
-            len
+            self.len + n
         }
     }
 
@@ -95,13 +107,14 @@ impl<B: Backend> KvCache<B> {
     }
 
     /// Appends the keys `[b, h_kv, n, d_k]` and values `[b, h_kv, n, d_v]` of `n` new positions
-    /// and returns all cached keys and values, `[b, h_kv, len, d_k]` and `[b, h_kv, len, d_v]`,
-    /// oldest first.
+    /// and returns the keys and values the step attends to, `[b, h_kv, len_after(n), d_k]` and
+    /// `[b, h_kv, len_after(n), d_v]`, oldest first: every cached position, or with a rolling
+    /// window that overflows, the `capacity - 1` most recent ones and the `n` new.
     ///
     /// # Panics
     ///
     /// When the shapes differ from the cache's, or the cache would overflow without a rolling
-    /// window, or `n` alone exceeds the capacity.
+    /// window.
     pub fn append(
         &mut self,
         key: Tensor<B, 4>,
@@ -116,22 +129,13 @@ impl<B: Backend> KvCache<B> {
             key.dims(),
             value.dims()
         );
-        assert!(
-            n <= capacity,
-            "cannot append {n} positions to a KvCache of capacity {capacity}"
-        );
         if self.len + n > capacity {
             assert!(
                 self.rolling,
                 "KvCache overflow: {} cached + {n} new positions exceed the capacity {capacity}",
                 self.len
             );
-            // Drop the oldest positions: move the `keep` most recent ones to the front.
-            let keep = capacity - n;
-            let from = self.len - keep;
-            self.key = shift_front(self.key.clone(), from, keep);
-            self.value = shift_front(self.value.clone(), from, keep);
-            self.len = keep;
+            return self.roll(key, value);
         }
         // Move the buffers out so that this cache holds the only reference and the assignment
         // writes in place (a shared buffer would be copied whole at every step).
@@ -149,6 +153,34 @@ impl<B: Backend> KvCache<B> {
             self.value.clone().slice([0..b, 0..h, 0..self.len, 0..cd_v]),
         )
     }
+
+    /// The overflowing append of a rolling cache: the step sees the `capacity - 1` most recent
+    /// cached positions (the window of its first query) and its `n` new ones; the cache keeps
+    /// the last `capacity` of those.
+    fn roll(&mut self, key: Tensor<B, 4>, value: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let n = key.dims()[2];
+        let capacity = self.capacity();
+        let old = self.len.min(capacity - 1);
+        let recent = |cached: &Tensor<B, 4>| {
+            let [b, h, _, d] = cached.dims();
+            cached
+                .clone()
+                .slice([0..b, 0..h, self.len - old..self.len, 0..d])
+        };
+        let step_key = Tensor::cat(vec![recent(&self.key), key], 2); // [b, h_kv, old + n, d_k]
+        let step_value = Tensor::cat(vec![recent(&self.value), value], 2);
+        let total = old + n; // > capacity - 1, so the last `capacity` fill the cache
+        let last = |step: &Tensor<B, 4>| {
+            let [b, h, _, d] = step.dims();
+            step.clone()
+                .slice([0..b, 0..h, total - capacity..total, 0..d])
+        };
+        self.key = last(&step_key);
+        self.value = last(&step_value);
+        self.len = capacity;
+        self.seen += n;
+        (step_key, step_value)
+    }
 }
 
 /// Rows `rows` (in that order, repeats allowed) of the batch of key and value, along dim 0.
@@ -160,14 +192,4 @@ pub(crate) fn select_rows<B: Backend>(
     let ids: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
     let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [rows.len()]), &key.device());
     (key.select(0, ids.clone()), value.select(0, ids))
-}
-
-/// Copies positions `from .. from + keep` to `0 .. keep` along dim 2.
-fn shift_front<B: Backend>(x: Tensor<B, 4>, from: usize, keep: usize) -> Tensor<B, 4> {
-    if keep == 0 || from == 0 {
-        return x;
-    }
-    let [b, h, _, d] = x.dims();
-    let recent = x.clone().slice([0..b, 0..h, from..from + keep, 0..d]);
-    x.slice_assign([0..b, 0..h, 0..keep, 0..d], recent)
 }

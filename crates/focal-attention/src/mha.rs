@@ -58,6 +58,11 @@ pub struct MultiHeadAttentionConfig {
     /// [`ScaledDotProductAttentionConfig::memory_efficient_from`]). Default 1024.
     #[config(default = 1024)]
     pub memory_efficient_from: usize,
+    /// Factor on the scores `q kᵀ`. Default `None`: `1 / sqrt(d_h)`. T5 uses 1 (its
+    /// initialisation folds the scale into the query weights), as does GPT-2 with
+    /// `scale_attn_weights = false`; must be finite and positive.
+    #[config(default = "None")]
+    pub scale: Option<f64>,
 }
 
 impl MultiHeadAttentionConfig {
@@ -91,6 +96,11 @@ impl MultiHeadAttentionConfig {
         ConfigError::ensure_positive(NAME, "kdim", self.kdim.unwrap_or(self.d_model))?;
         ConfigError::ensure_positive(NAME, "vdim", self.vdim.unwrap_or(self.d_model))?;
         ConfigError::ensure_dropout(NAME, "dropout", self.dropout)?;
+        if let Some(scale) = self.scale {
+            ConfigError::ensure(scale.is_finite() && scale > 0.0, NAME, || {
+                format!("scale ({scale}) must be finite and positive")
+            })?;
+        }
         if let Some(rotary) = &self.rotary {
             rotary.validate()?;
             ConfigError::ensure(rotary.d_head == self.head_dim(), NAME, || {
@@ -130,6 +140,7 @@ impl MultiHeadAttentionConfig {
             rotary: self.rotary.as_ref().map(|r| r.init(device)),
             n_heads: self.n_heads,
             n_kv_heads: self.kv_heads(),
+            scale: self.scale,
         })
     }
 
@@ -159,6 +170,9 @@ pub struct MultiHeadAttention<B: Backend> {
     rotary: Option<RotaryEncoding<B>>,
     n_heads: usize,
     n_kv_heads: usize,
+    /// The factor on `q kᵀ`; `None` for `1 / sqrt(d_h)`.
+    #[module(skip)]
+    scale: Option<f64>,
 }
 
 /// The key and value heads of a memory, projected once by
@@ -301,6 +315,12 @@ impl<B: FusedAttentionBackend> MultiHeadAttention<B> {
     ) -> MhaOutput<B> {
         let [b, l, d] = query.dims();
         let q = split_heads(self.query.forward(query), self.n_heads);
+        // As in `forward`: queries rotated from position 0 (the memory's keys were rotated by
+        // `project_memory`).
+        let q = match &self.rotary {
+            Some(rope) => rope.forward(q, 0),
+            None => q,
+        };
         self.attend(
             q,
             memory.key.clone(),
@@ -321,11 +341,13 @@ impl<B: FusedAttentionBackend> MultiHeadAttention<B> {
         weights: WeightsMode,
         dims: [usize; 3],
     ) -> MhaOutput<B> {
-        let attended = self.attention.forward(
-            AttentionInput::new(q, k, v)
-                .mask(mask)
-                .need_weights(weights != WeightsMode::None),
-        );
+        let mut input = AttentionInput::new(q, k, v)
+            .mask(mask)
+            .need_weights(weights != WeightsMode::None);
+        if let Some(scale) = self.scale {
+            input = input.scale(scale);
+        }
+        let attended = self.attention.forward(input);
         self.merge_heads(attended, weights, dims)
     }
 
@@ -351,7 +373,12 @@ impl<B: FusedAttentionBackend> MultiHeadAttention<B> {
         let (q, k, v) = self.project(input.query, input.key, input.value); // n new positions
         let (q, k) = self.rotate(q, k, cache.position());
         let (k, v) = cache.append(k, v); // [b, h_kv, len, d_h]
-        let mask = input.mask.and(AttentionMask::causal());
+        let mut mask = input.mask.and(AttentionMask::causal());
+        if cache.is_rolling() {
+            // A rolling cache of capacity c is a sliding window of c; a step of several
+            // positions holds more keys than its later queries may see.
+            mask = mask.and(AttentionMask::sliding_window(cache.capacity()));
+        }
         self.attend(q, k, v, mask, input.weights, [b, n, d])
     }
 }
@@ -363,14 +390,20 @@ impl<B: Backend> MultiHeadAttention<B> {
     }
 
     /// Projects a memory (e.g. the encoder's output) into key and value heads once, for
-    /// [`Self::forward_memory`].
+    /// [`Self::forward_memory`]. With a rotary encoding the keys are rotated from position 0,
+    /// as [`Self::forward`] rotates them, so that `forward_memory` equals `forward` on
+    /// `MhaInput::cross`.
     ///
     /// # Shapes
     ///
     /// - memory `[b, s, kdim]` (with `kdim == vdim`) → key and value `[b, h_kv, s, d_h]`
     pub fn project_memory(&self, memory: Tensor<B, 3>) -> ProjectedMemory<B> {
+        let key = split_heads(self.key.forward(memory.clone()), self.n_kv_heads);
         ProjectedMemory {
-            key: split_heads(self.key.forward(memory.clone()), self.n_kv_heads),
+            key: match &self.rotary {
+                Some(rope) => rope.forward(key, 0),
+                None => key,
+            },
             value: split_heads(self.value.forward(memory), self.n_kv_heads),
         }
     }
@@ -719,55 +752,111 @@ mod tests {
         }
     }
 
-    /// Cross-attention to a memory projected once equals cross-attention to the memory.
+    /// Cross-attention to a memory projected once equals cross-attention to the memory,
+    /// without and with rotary positions (rotated from position 0 in both).
     fn projected_memory_equals_cross_attention<B: FusedAttentionBackend>(device: &B::Device) {
         focal_backend::seed::<B>(device, 16);
-        let mha = MultiHeadAttentionConfig::new(16, 4)
-            .with_kdim(Some(6))
-            .with_vdim(Some(6))
-            .init::<B>(device);
-        let n = Distribution::Normal(0.0, 1.0);
-        let query = Tensor::<B, 3>::random([2, 3, 16], n, device);
-        let memory = Tensor::<B, 3>::random([2, 5, 6], n, device);
-        let mask = AttentionMask::key_padding(padding_mask_from_lengths(&[5, 2], 5, device));
-        let direct = mha.forward(
-            MhaInput::cross(query.clone(), memory.clone())
-                .mask(mask.clone())
-                .weights(WeightsMode::PerHead),
-        );
-        let projected = mha.project_memory(memory);
-        assert_eq!(projected.len(), 5);
-        let reused = mha.forward_memory(query, &projected, mask, WeightsMode::PerHead);
-        assert_close(reused.context, direct.context, 1e-6);
-        assert_close(reused.weights.unwrap(), direct.weights.unwrap(), 1e-6);
+        for rotary in [None, Some(RotaryEncodingConfig::new(4).with_max_len(16))] {
+            let mha = MultiHeadAttentionConfig::new(16, 4)
+                .with_kdim(Some(6))
+                .with_vdim(Some(6))
+                .with_rotary(rotary)
+                .init::<B>(device);
+            let n = Distribution::Normal(0.0, 1.0);
+            let query = Tensor::<B, 3>::random([2, 3, 16], n, device);
+            let memory = Tensor::<B, 3>::random([2, 5, 6], n, device);
+            let mask = AttentionMask::key_padding(padding_mask_from_lengths(&[5, 2], 5, device));
+            let direct = mha.forward(
+                MhaInput::cross(query.clone(), memory.clone())
+                    .mask(mask.clone())
+                    .weights(WeightsMode::PerHead),
+            );
+            let projected = mha.project_memory(memory);
+            assert_eq!(projected.len(), 5);
+            let reused = mha.forward_memory(query, &projected, mask, WeightsMode::PerHead);
+            assert_close(reused.context, direct.context, 1e-6);
+            assert_close(reused.weights.unwrap(), direct.weights.unwrap(), 1e-6);
+        }
     }
 
-    /// A rolling cache of 3 positions equals one pass with a causal sliding window of 3.
+    /// A custom scale multiplies `q kᵀ`: scale 1 with the query projection halved equals the
+    /// default `1 / sqrt(d_h) = 1 / 2` (d_h = 4), on the kernel path and with weights.
+    fn a_custom_scale_replaces_the_default<B: FusedAttentionBackend>(device: &B::Device) {
+        focal_backend::seed::<B>(device, 17);
+        // Parameters initialise lazily: fix their values before sharing them between modules.
+        let fixed = |linear: &Linear<B>, factor: f64| Linear {
+            weight: Param::from_tensor(linear.weight.val().mul_scalar(factor)),
+            bias: linear
+                .bias
+                .as_ref()
+                .map(|b| Param::from_tensor(b.val().mul_scalar(factor))),
+        };
+        let built = config().init::<B>(device);
+        let default = MultiHeadAttention {
+            query: fixed(&built.query, 1.0),
+            key: fixed(&built.key, 1.0),
+            value: fixed(&built.value, 1.0),
+            output: fixed(&built.output, 1.0),
+            ..built
+        };
+        let unscaled = MultiHeadAttention {
+            query: fixed(&default.query, 0.5),
+            scale: Some(1.0),
+            ..default.clone()
+        };
+        let x = Tensor::<B, 3>::random([2, 5, 16], Distribution::Normal(0.0, 1.0), device);
+        for weights in [WeightsMode::None, WeightsMode::PerHead] {
+            let input = MhaInput::self_attn(x.clone())
+                .mask(AttentionMask::causal())
+                .weights(weights);
+            let (a, b) = (default.forward(input.clone()), unscaled.forward(input));
+            assert_close(a.context, b.context, 1e-5);
+        }
+        // Without the halved weights, the unscaled scores differ.
+        let plain_unscaled = MultiHeadAttention {
+            scale: Some(1.0),
+            ..default.clone()
+        };
+        let diff = (default.forward(MhaInput::self_attn(x.clone())).context
+            - plain_unscaled.forward(MhaInput::self_attn(x)).context)
+            .abs()
+            .max()
+            .into_scalar();
+        assert!(burn::tensor::ElementConversion::elem::<f32>(diff) > 1e-3);
+    }
+
+    /// A rolling cache of 3 positions equals one pass with a causal sliding window of 3, one
+    /// position per step and, once the cache is full, steps of 2 and 3 positions (whose first
+    /// queries need keys from before the step).
     fn rolling_cache_equals_a_sliding_window<B: FusedAttentionBackend>(device: &B::Device) {
         focal_backend::seed::<B>(device, 14);
         let mha = config().init::<B>(device);
-        let x = Tensor::<B, 3>::random([1, 8, 16], Distribution::Normal(0.0, 1.0), device);
+        let x = Tensor::<B, 3>::random([1, 12, 16], Distribution::Normal(0.0, 1.0), device);
         let full = mha
             .forward(MhaInput::self_attn(x.clone()).mask(AttentionMask::sliding_window(3)))
             .context;
         let mut cache = mha.new_cache(1, 3, device).rolling();
-        for t in 0..8 {
+        let mut t = 0;
+        for n in [1, 1, 1, 1, 2, 1, 3] {
+            assert_eq!(cache.len_after(n), if t + n <= 3 { t + n } else { 2 + n });
             let step = mha.forward_cached(
-                MhaInput::self_attn(x.clone().slice([0..1, t..t + 1, 0..16])),
+                MhaInput::self_attn(x.clone().slice([0..1, t..t + n, 0..16])),
                 &mut cache,
             );
             assert_close(
                 step.context,
-                full.clone().slice([0..1, t..t + 1, 0..16]),
+                full.clone().slice([0..1, t..t + n, 0..16]),
                 1e-5,
             );
+            t += n;
         }
-        assert_eq!((cache.len(), cache.position()), (3, 8));
+        assert_eq!((cache.len(), cache.position()), (3, 10));
     }
 
     focal_backend::backend_tests!(
         cached_decoding_equals_the_full_pass,
         projected_memory_equals_cross_attention,
+        a_custom_scale_replaces_the_default,
         rolling_cache_equals_a_sliding_window,
         weights_per_head_and_averaged,
         cross_attention_padding_invariance,
@@ -813,6 +902,19 @@ mod tests {
             .with_output_bias(Some(true))
             .init::<B>(&Default::default());
         assert!(mha.query.bias.is_none() && mha.output.bias.is_some());
+    }
+
+    #[test]
+    fn a_scale_that_is_not_finite_and_positive_is_refused() {
+        for (scale, shown) in [(0.0, "0"), (-1.0, "-1"), (f64::NAN, "NaN")] {
+            let err = config().with_scale(Some(scale)).validate().unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "invalid MultiHeadAttentionConfig: scale ({shown}) must be finite and positive"
+                )
+            );
+        }
     }
 
     #[test]

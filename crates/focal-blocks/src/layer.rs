@@ -85,6 +85,10 @@ pub struct TransformerLayerConfig {
     /// Default 1024.
     #[config(default = 1024)]
     pub memory_efficient_from: usize,
+    /// Factor on the attention scores `q kᵀ` of self- and cross-attention (see
+    /// [`MultiHeadAttentionConfig::scale`]). Default `None`: `1 / sqrt(d_h)`; T5 uses `Some(1.0)`.
+    #[config(default = "None")]
+    pub attention_scale: Option<f64>,
 }
 
 impl TransformerLayerConfig {
@@ -153,6 +157,7 @@ impl TransformerLayerConfig {
             .with_dropout(self.dropout)
             .with_bias(self.bias)
             .with_memory_efficient_from(self.memory_efficient_from)
+            .with_scale(self.attention_scale)
     }
 
     /// The self-attention's configuration.
