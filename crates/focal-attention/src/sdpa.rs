@@ -654,7 +654,8 @@ mod tests {
     }
 
     /// The memory-efficient path gives the plain path's outputs and gradients, with every mask
-    /// kind, soft-capping, grouped heads, `l != s`, blocks that do not divide `s`, and a query
+    /// kind (none, causal, key padding with a sliding window, explicit with additive,
+    /// block-sparse, bidirectional window), soft-capping, grouped heads, `l != s`, blocks that do not divide `s`, and a query
     /// with no allowed key. (The CPU kernel is off here, so ndarray runs the generic paths too.)
     fn memory_efficient_path_equals_the_plain_path<B: FusedAttentionBackend>(device: &B::Device) {
         crate::without_cpu_kernel(|| {
@@ -688,6 +689,7 @@ mod tests {
                 .and(AttentionMask::sliding_window(4)),
             AttentionMask::explicit(explicit).and(AttentionMask::additive(bias)),
             AttentionMask::block_sparse(3, 1).and(AttentionMask::causal()),
+            AttentionMask::bidirectional_window(3),
         ];
         for (i, mask) in masks.into_iter().enumerate() {
             let run = |from: usize| {

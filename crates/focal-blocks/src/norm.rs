@@ -38,16 +38,10 @@ impl NormConfig {
         })
     }
 
-    /// Builds the module.
-    ///
-    /// # Panics
-    ///
-    /// When the configuration is invalid.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> Norm<B> {
-        if let Err(e) = self.validate() {
-            panic!("{e}");
-        }
-        match self.kind {
+    /// Builds the module, or says which value is wrong.
+    pub fn try_init<B: Backend>(&self, device: &B::Device) -> Result<Norm<B>, ConfigError> {
+        self.validate()?;
+        Ok(match self.kind {
             NormKind::LayerNorm => Norm::LayerNorm(
                 LayerNormConfig::new(self.d_model)
                     .with_epsilon(self.eps)
@@ -58,7 +52,16 @@ impl NormConfig {
                     .with_epsilon(self.eps)
                     .init(device),
             ),
-        }
+        })
+    }
+
+    /// Builds the module.
+    ///
+    /// # Panics
+    ///
+    /// When the configuration is invalid (see [`Self::try_init`]).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Norm<B> {
+        self.try_init(device).unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
@@ -113,20 +116,23 @@ impl ResidualNormConfig {
         ConfigError::ensure_dropout("ResidualNormConfig", "dropout", self.dropout)
     }
 
+    /// Builds the module, or says which value is wrong.
+    pub fn try_init<B: Backend>(&self, device: &B::Device) -> Result<ResidualNorm<B>, ConfigError> {
+        self.validate()?;
+        Ok(ResidualNorm {
+            norm: self.norm.try_init(device)?,
+            dropout: DropoutConfig::new(self.dropout).init(),
+            placement: self.placement,
+        })
+    }
+
     /// Builds the module.
     ///
     /// # Panics
     ///
-    /// When the configuration is invalid.
+    /// When the configuration is invalid (see [`Self::try_init`]).
     pub fn init<B: Backend>(&self, device: &B::Device) -> ResidualNorm<B> {
-        if let Err(e) = self.validate() {
-            panic!("{e}");
-        }
-        ResidualNorm {
-            norm: self.norm.init(device),
-            dropout: DropoutConfig::new(self.dropout).init(),
-            placement: self.placement,
-        }
+        self.try_init(device).unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
@@ -202,6 +208,32 @@ mod tests {
     }
 
     focal_backend::backend_tests!(post_and_pre_norm_wiring, rms_norm_matches_its_formula);
+
+    /// `try_init` returns the error `validate` gives instead of panicking.
+    #[cfg(feature = "ndarray")]
+    #[test]
+    fn try_init_returns_the_configuration_error() {
+        type B = focal_backend::NdArray;
+        let device = Default::default();
+        let err = NormConfig::new(0).try_init::<B>(&device).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid NormConfig: d_model must be at least 1, got 0"
+        );
+        let err = ResidualNormConfig::new(NormConfig::new(4))
+            .with_dropout(1.5)
+            .try_init::<B>(&device)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid ResidualNormConfig: dropout (1.5) must be in [0, 1)"
+        );
+        assert!(
+            ResidualNormConfig::new(NormConfig::new(4))
+                .try_init::<B>(&device)
+                .is_ok()
+        );
+    }
 
     #[test]
     fn non_positive_eps_is_refused() {

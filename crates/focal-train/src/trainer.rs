@@ -354,13 +354,51 @@ mod tests {
         assert_eq!(report.history.len(), 2);
         let (first, last) = (report.history[0].train_loss, report.history[1].train_loss);
         assert!(last < first, "loss did not fall: {first} -> {last}");
-        assert!(first < 3.0, "first loss {first}");
         let (_, model) = load_checkpoint::<B>(dir.path(), device).unwrap();
         assert_eq!(model.max_len(), 32);
         assert!(dir.path().join(METRICS_FILE).is_file());
     }
 
     focal_backend::backend_tests!(short_run_lowers_the_loss_and_writes_a_loadable_model);
+
+    /// 200 steps of the tiny model learn to reverse: held-out token accuracy well above the
+    /// 10% of guessing a digit (61% when written; an untrained model's first loss would pass a
+    /// loss bound, so the test looks at what the model predicts). ndarray only: on lavapipe the
+    /// same run takes minutes.
+    #[cfg(feature = "ndarray")]
+    #[test]
+    fn a_short_run_learns_to_reverse() {
+        type B = focal_backend::NdArray;
+        let mut config = TrainConfig::for_task(TaskKind::Reverse);
+        config.steps = 200;
+        config.eval_every = 100;
+        config.held_out = 50;
+        config.batch_size = 16;
+        config.warmup_steps = 5;
+        config.learning_rate = 1e-2;
+        config.model = config
+            .model
+            .with_d_model(32)
+            .with_n_heads(2)
+            .with_d_ff(64)
+            .with_n_encoder_layers(1)
+            .with_n_decoder_layers(1);
+        let dir = tempfile::tempdir().unwrap();
+        let report = train::<Autodiff<B>>(
+            &config,
+            &Default::default(),
+            dir.path(),
+            &TrainOptions::default(),
+        )
+        .unwrap();
+        let [before, after] = [&report.history[0], &report.history[1]];
+        assert!(
+            after.held_out.token_accuracy >= 0.4,
+            "held-out token accuracy {:.3} after 200 steps (chance is 0.1; {:.3} at step 100)",
+            after.held_out.token_accuracy,
+            before.held_out.token_accuracy
+        );
+    }
 
     #[test]
     fn invalid_settings_are_refused() {
