@@ -17,19 +17,19 @@
 //! task owns the `dk` and `dv` of its key/value head and the `dq` of the query heads sharing
 //! it, so nothing is written twice. When those tasks cannot keep every thread busy (one
 //! key/value head at batch 1, or a count that does not divide among the threads), each is
-//! split into up to four ranges of key blocks with a private `dq` each, summed at the end (see
-//! `key_splits`).
+//! split into up to four ranges of key blocks: the first accumulates into `dq`, the others into
+//! private copies summed at the end (see `key_splits`). When an additive mask is
+//! differentiated, the score gradient of every (batch, head) is written out too and summed
+//! over the axes the mask broadcasts along (its tasks keep all their keys then).
 //!
 //! # Block sizes
 //!
 //! 128 queries × 128 keys of width 64: the query block and the 128 × 64 output accumulator
 //! (32 KiB each) and the key and value blocks (32 KiB each) stay in L2 next to the 128 × 128
-//! score block (64 KiB), which one product writes and the next reads while it is hot. Measured
-//! at l = s = 512 and 2048, causal on and off, on the machine we benchmark on (AMD EPYC, 1 MiB
-//! L2 per core), among {64, 128, 256} × {128, 256, 512}: 128 × 128 and 128 × 256 were
-//! fastest, and 128 keys skip more of a causal mask. Remeasured with the AVX-512 kernels:
-//! 256 × 256 is up to 7 % faster without a mask but at 0.6× the speed with a causal one at
-//! l = 512; 128 × 128 stays the best balance.
+//! score block (64 KiB), which one product writes and the next reads while it is hot, and 128
+//! keys let a causal mask skip half the blocks. To compare other sizes, change
+//! [`QUERY_BLOCK`] and [`KEY_BLOCK`] and run `cargo xtask bench attention`; no committed
+//! measurement compares sizes.
 //!
 //! # What it handles
 //!
