@@ -1,11 +1,14 @@
 //! Golden parity with PyTorch: scaled dot-product attention and `nn.MultiheadAttention`.
 //!
 //! The fixture `tests/fixtures/attention.safetensors` holds inputs, weights and PyTorch's
-//! outputs. Regenerate it from the repository root with
+//! outputs; `tests/fixtures/alibi_reference.safetensors` holds BLOOM's ALiBi tensors.
+//! Regenerate them from the repository root with
 //!
 //! ```sh
 //! pip install torch safetensors
 //! python tests/fixtures/generate_attention.py
+//! pip install "transformers==4.57.1"
+//! python tests/fixtures/generate_alibi.py
 //! ```
 //!
 //! Mask conventions are converted here: PyTorch's `key_padding_mask` and boolean `attn_mask` of
@@ -185,9 +188,47 @@ fn alibi_matches_the_reference<B: Backend>(device: &B::Device) {
     }
 }
 
+/// ALiBi against an independent implementation, transformers' BLOOM `build_alibi_tensor`
+/// (`tests/fixtures/generate_alibi.py`, transformers 4.57.1), for 6, 8 and 12 heads. BLOOM's
+/// causal form gives key `j` the bias `slope · j` for every query; Focal's `-slope · (p - j)`
+/// must equal `bloom[j] - bloom[p]` on the keys a causal query sees (the difference is the
+/// constant per row that the softmax cancels): the full `[7, 7]` bias, and one query at the end
+/// of 7 keys (cached decoding, bottom-right aligned).
+fn alibi_matches_bloom<B: Backend>(device: &B::Device) {
+    let bloom = common::Fixture::parse(include_bytes!("../fixtures/alibi_reference.safetensors"));
+    for heads in [6, 8, 12] {
+        let reference: Tensor<B, 2> = bloom.tensor(&format!("bloom{heads}"), device);
+        let [_, s] = reference.dims();
+        let reference: Vec<f32> = reference.into_data().to_vec().unwrap();
+        for l in [s, 1] {
+            let ours: Vec<f32> = focal::attention::alibi_bias::<B>(heads, l, s, device)
+                .into_data()
+                .to_vec()
+                .unwrap();
+            let mut compared = 0;
+            for h in 0..heads {
+                let key = |j: usize| reference[h * s + j];
+                for i in 0..l {
+                    let p = i + s - l; // the query's position among the keys
+                    for j in 0..=p {
+                        let (got, want) = (ours[(h * l + i) * s + j], key(j) - key(p));
+                        assert!(
+                            (got - want).abs() <= 1e-5,
+                            "{heads} heads, head {h}, query {i} of {l}, key {j}: {got} vs BLOOM's {want}"
+                        );
+                        compared += 1;
+                    }
+                }
+            }
+            assert!(compared >= heads * l);
+        }
+    }
+}
+
 focal::backend::backend_tests!(
     rope_with_offset_matches_the_reference,
-    alibi_matches_the_reference
+    alibi_matches_the_reference,
+    alibi_matches_bloom
 );
 
 /// T5 buckets for relative positions -300..=300 against Hugging Face's formula, both
