@@ -438,17 +438,10 @@ fn put_tensor(dir: &Path, name: &str, values: &[f32], shape: &[usize]) {
     std::fs::write(&path, safetensors::serialize(kept, None).unwrap()).unwrap();
 }
 
-/// The values of `name` in `dir/model.safetensors` (f32).
+/// The values and shape of `name` in `dir/model.safetensors` (f32).
 fn tensor_values(dir: &Path, name: &str) -> (Vec<f32>, Vec<usize>) {
-    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
-    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let view = file.tensor(name).unwrap();
-    let values = view
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    (values, view.shape().to_vec())
+    let weights = common::Fixture::parse(&std::fs::read(dir.join("model.safetensors")).unwrap());
+    (weights.values(name), weights.shape(name))
 }
 
 fn gpt2_error(dir: &Path) -> String {

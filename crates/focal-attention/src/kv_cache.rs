@@ -149,8 +149,8 @@ impl<B: Backend> KvCache<B> {
         self.len += n;
         self.seen += n;
         (
-            self.key.clone().slice([0..b, 0..h, 0..self.len, 0..d_k]),
-            self.value.clone().slice([0..b, 0..h, 0..self.len, 0..cd_v]),
+            positions(&self.key, 0..self.len),
+            positions(&self.value, 0..self.len),
         )
     }
 
@@ -161,22 +161,12 @@ impl<B: Backend> KvCache<B> {
         let n = key.dims()[2];
         let capacity = self.capacity();
         let old = self.len.min(capacity - 1);
-        let recent = |cached: &Tensor<B, 4>| {
-            let [b, h, _, d] = cached.dims();
-            cached
-                .clone()
-                .slice([0..b, 0..h, self.len - old..self.len, 0..d])
-        };
-        let step_key = Tensor::cat(vec![recent(&self.key), key], 2); // [b, h_kv, old + n, d_k]
-        let step_value = Tensor::cat(vec![recent(&self.value), value], 2);
+        let recent = self.len - old..self.len;
+        let step_key = Tensor::cat(vec![positions(&self.key, recent.clone()), key], 2); // [b, h_kv, old + n, d_k]
+        let step_value = Tensor::cat(vec![positions(&self.value, recent), value], 2);
         let total = old + n; // > capacity - 1, so the last `capacity` fill the cache
-        let last = |step: &Tensor<B, 4>| {
-            let [b, h, _, d] = step.dims();
-            step.clone()
-                .slice([0..b, 0..h, total - capacity..total, 0..d])
-        };
-        self.key = last(&step_key);
-        self.value = last(&step_value);
+        self.key = positions(&step_key, total - capacity..total);
+        self.value = positions(&step_value, total - capacity..total);
         self.len = capacity;
         self.seen += n;
         (step_key, step_value)
@@ -192,4 +182,10 @@ pub(crate) fn select_rows<B: Backend>(
     let ids: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
     let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [rows.len()]), &key.device());
     (key.select(0, ids.clone()), value.select(0, ids))
+}
+
+/// Positions `range` (dim 2) of a `[b, h_kv, position, d]` tensor.
+fn positions<B: Backend>(x: &Tensor<B, 4>, range: std::ops::Range<usize>) -> Tensor<B, 4> {
+    let [b, h, _, d] = x.dims();
+    x.clone().slice([0..b, 0..h, range, 0..d])
 }

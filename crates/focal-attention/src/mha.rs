@@ -291,7 +291,7 @@ impl<B: FusedAttentionBackend> MultiHeadAttention<B> {
             input.value.dims()
         );
         let (q, k, v) = self.project(input.query, input.key, input.value);
-        let (q, k) = self.rotate(q, k, 0);
+        let (q, k) = (self.rotated(q, 0), self.rotated(k, 0));
         self.attend(q, k, v, input.mask, input.weights, [b, l, d])
     }
 
@@ -317,10 +317,7 @@ impl<B: FusedAttentionBackend> MultiHeadAttention<B> {
         let q = split_heads(self.query.forward(query), self.n_heads);
         // As in `forward`: queries rotated from position 0 (the memory's keys were rotated by
         // `project_memory`).
-        let q = match &self.rotary {
-            Some(rope) => rope.forward(q, 0),
-            None => q,
-        };
+        let q = self.rotated(q, 0);
         self.attend(
             q,
             memory.key.clone(),
@@ -371,7 +368,8 @@ impl<B: FusedAttentionBackend> MultiHeadAttention<B> {
     pub fn forward_cached(&self, input: MhaInput<B>, cache: &mut KvCache<B>) -> MhaOutput<B> {
         let [b, n, d] = input.query.dims();
         let (q, k, v) = self.project(input.query, input.key, input.value); // n new positions
-        let (q, k) = self.rotate(q, k, cache.position());
+        let offset = cache.position();
+        let (q, k) = (self.rotated(q, offset), self.rotated(k, offset));
         let (k, v) = cache.append(k, v); // [b, h_kv, len, d_h]
         let mut mask = input.mask.and(AttentionMask::causal());
         if cache.is_rolling() {
@@ -400,25 +398,17 @@ impl<B: Backend> MultiHeadAttention<B> {
     pub fn project_memory(&self, memory: Tensor<B, 3>) -> ProjectedMemory<B> {
         let key = split_heads(self.key.forward(memory.clone()), self.n_kv_heads);
         ProjectedMemory {
-            key: match &self.rotary {
-                Some(rope) => rope.forward(key, 0),
-                None => key,
-            },
+            key: self.rotated(key, 0),
             value: split_heads(self.value.forward(memory), self.n_kv_heads),
         }
     }
 
-    /// Applies the rotary encoding, if any, to queries and keys whose first row sits at
-    /// position `offset`.
-    fn rotate(
-        &self,
-        q: Tensor<B, 4>,
-        k: Tensor<B, 4>,
-        offset: usize,
-    ) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    /// Applies the rotary encoding, if any, to heads `[b, heads, n, d_h]` (queries or keys)
+    /// whose first row sits at position `offset`.
+    fn rotated(&self, x: Tensor<B, 4>, offset: usize) -> Tensor<B, 4> {
         match &self.rotary {
-            Some(rope) => (rope.forward(q, offset), rope.forward(k, offset)),
-            None => (q, k),
+            Some(rope) => rope.forward(x, offset),
+            None => x,
         }
     }
 

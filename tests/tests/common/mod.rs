@@ -38,6 +38,15 @@ impl Fixture {
             .expect("fixture tensors are f32")
     }
 
+    /// The shape of tensor `key`.
+    pub fn shape(&self, key: &str) -> Vec<usize> {
+        self.0
+            .get(key)
+            .unwrap_or_else(|| panic!("fixture has no tensor '{key}'"))
+            .shape
+            .to_vec()
+    }
+
     /// The tensor `key`.
     pub fn tensor<B: Backend, const D: usize>(
         &self,

@@ -587,15 +587,6 @@ fn backward_in_ranges(
     let mut dk = vec![0.0f32; k.len()];
     let mut dv = vec![0.0f32; v.len()];
     let bias = p.bias.as_ref().filter(|_| bias_grad);
-    // Every (batch, query head) plane of the score gradient, reduced to the bias shape below.
-    let mut d_scores = vec![
-        0.0f32;
-        if bias.is_some() {
-            p.b * p.h * p.l * p.s
-        } else {
-            0
-        }
-    ];
     if p.l == 0 || p.s == 0 {
         let d_bias = bias.map(|bias| vec![0.0f32; bias.data.len()]);
         return Gradients { dq, dk, dv, d_bias };
@@ -611,62 +602,64 @@ fn backward_in_ranges(
         bias.is_none() || splits == 1,
         "the bias gradient needs unsplit keys, got {splits} ranges"
     );
-    let mut extra = vec![0.0f32; (splits - 1) * q.len()];
-    let plane = groups * p.l * p.s;
-    let mut d_score_planes: Vec<Option<&mut [f32]>> = if bias.is_some() {
-        d_scores.chunks_mut(plane).map(Some).collect()
-    } else {
-        (0..p.b * p.h_kv).map(|_| None).collect()
-    };
-    let extra_per_task = (splits - 1) * per_head;
     let tasks = p.b * p.h_kv;
-    let mut extra_per_head: Vec<&mut [f32]> = if extra_per_task > 0 {
-        extra.chunks_mut(extra_per_task).collect()
-    } else {
-        (0..tasks).map(|_| Default::default()).collect()
+    // Every (batch, query head) plane of the score gradient, reduced to the bias shape below.
+    let mut d_scores = vec![
+        0.0f32;
+        if bias.is_some() {
+            p.b * p.h * p.l * p.s
+        } else {
+            0
+        }
+    ];
+    let mut extra = vec![0.0f32; (splits - 1) * q.len()];
+    let run = |bkv: usize,
+               first_key: usize,
+               dq: &mut [f32],
+               dk: &mut [f32],
+               dv: &mut [f32],
+               d_scores: &mut [f32]| {
+        with_simd(simd_job!(BackwardJob {
+            p: &'a Problem,
+            bkv: usize,
+            first_key: usize,
+            q: &'a [f32],
+            k: &'a [f32],
+            v: &'a [f32],
+            fwd: &'a Forward,
+            d_out: &'a [f32],
+            dq: &'a mut [f32],
+            dk: &'a mut [f32],
+            dv: &'a mut [f32],
+            d_scores: &'a mut [f32],
+        } => backward_group(p, bkv, first_key, q, k, v, fwd, d_out, dq, dk, dv, d_scores)))
     };
     dq.par_chunks_mut(per_head)
-        .zip(extra_per_head.par_iter_mut())
+        .zip(per_task(&mut extra, tasks))
         .zip(dk.par_chunks_mut(p.s * p.d_k))
         .zip(dv.par_chunks_mut(p.s * p.d_v))
-        .zip(d_score_planes.par_iter_mut())
+        .zip(per_task(&mut d_scores, tasks))
         .enumerate()
         .for_each(|(bkv, ((((dq, extra), dk), dv), d_scores))| {
-            // Range 0 writes into dq and (with a bias gradient) the score gradient.
+            if splits == 1 {
+                return run(bkv, 0, dq, dk, dv, d_scores);
+            }
+            // The first range writes into dq, the others into their private copies.
             let dq_ranges: Vec<&mut [f32]> = std::iter::once(dq)
-                .chain(std::mem::take(extra).chunks_mut(per_head))
-                .collect();
-            let d_scores: Vec<Option<&mut [f32]>> = std::iter::once(d_scores.take())
-                .chain(std::iter::repeat_with(|| None))
-                .take(dq_ranges.len())
+                .chain(extra.chunks_mut(per_head))
                 .collect();
             dq_ranges
                 .into_par_iter()
-                .zip(d_scores)
                 .zip(dk.par_chunks_mut(span * p.d_k))
                 .zip(dv.par_chunks_mut(span * p.d_v))
                 .enumerate()
-                .for_each(|(split, (((dq, d_scores), dk), dv))| {
-                    let first_key = split * span;
-                    with_simd(simd_job!(BackwardJob {
-                        p: &'a Problem,
-                        bkv: usize,
-                        first_key: usize,
-                        q: &'a [f32],
-                        k: &'a [f32],
-                        v: &'a [f32],
-                        fwd: &'a Forward,
-                        d_out: &'a [f32],
-                        dq: &'a mut [f32],
-                        dk: &'a mut [f32],
-                        dv: &'a mut [f32],
-                        d_scores: Option<&'a mut [f32]>,
-                    } => backward_group(p, bkv, first_key, q, k, v, fwd, d_out, dq, dk, dv, d_scores)))
+                .for_each(|(split, ((dq, dk), dv))| {
+                    run(bkv, split * span, dq, dk, dv, &mut []);
                 })
         });
     if splits > 1 {
         dq.par_chunks_mut(per_head)
-            .zip(extra.par_chunks(extra_per_task))
+            .zip(extra.par_chunks((splits - 1) * per_head))
             .for_each(|(dq, parts)| {
                 for part in parts.chunks_exact(per_head) {
                     dq.iter_mut().zip(part).for_each(|(d, x)| *d += x);
@@ -675,6 +668,16 @@ fn backward_in_ranges(
     }
     let d_bias = bias.map(|bias| reduce_to_bias(p, bias, d_scores));
     Gradients { dq, dk, dv, d_bias }
+}
+
+/// `buffer` cut into one equal chunk per task (an empty chunk each when `buffer` is empty).
+fn per_task(buffer: &mut [f32], tasks: usize) -> Vec<&mut [f32]> {
+    if buffer.is_empty() {
+        (0..tasks).map(|_| <&mut [f32]>::default()).collect()
+    } else {
+        let chunk = buffer.len() / tasks;
+        buffer.chunks_mut(chunk).collect()
+    }
 }
 
 /// Sums the `[b, h, l, s]` score gradient over the axes `bias` is broadcast along.
@@ -716,7 +719,7 @@ fn key_splits(tasks: usize, key_blocks: usize, threads: usize) -> usize {
 
 /// The backward of key/value head `bkv` (= batch · h_kv + kv head) and its query heads, for
 /// the keys from `first_key` on that `dk` and `dv` cover; `dq` is the query heads' gradient
-/// (or a private part of it) from those keys. `d_scores`, when given, receives the gradient
+/// (or a private part of it) from those keys. `d_scores`, unless empty, receives the gradient
 /// of the biased scores of the query heads, `[groups, l, s]` (every key: the caller does not
 /// split the keys then).
 #[allow(clippy::too_many_arguments)]
@@ -733,7 +736,7 @@ fn backward_group(
     dq: &mut [f32],
     dk: &mut [f32],
     dv: &mut [f32],
-    mut d_scores_out: Option<&mut [f32]>,
+    d_scores_out: &mut [f32],
 ) {
     let (d_k, d_v, l, s) = (p.d_k, p.d_v, p.l, p.s);
     let groups = p.groups();
@@ -834,8 +837,8 @@ fn backward_group(
                 }
                 // The bias is added after soft-capping: its gradient is ds before the tanh
                 // factor.
-                if let Some(out) = d_scores_out.as_deref_mut() {
-                    let head_plane = &mut out[g * l * s..(g + 1) * l * s];
+                if !d_scores_out.is_empty() {
+                    let head_plane = &mut d_scores_out[g * l * s..(g + 1) * l * s];
                     for (r, ds_row) in ds.chunks_exact(n).enumerate() {
                         head_plane[(start + r) * s + kb..][..n].copy_from_slice(ds_row);
                     }
