@@ -13,8 +13,9 @@
 //! Code that is generic over the backend and runs attention names `B: FusedAttentionBackend`
 //! instead of `B: Backend`; training code names [`FusedAutodiffBackend`].
 
-use crate::AttentionMask;
+use crate::linear::{LinearShape, generic_linear};
 use crate::sdpa::{attend, kv_shapes_agree, memory_efficient, scaled_scores, shared_kv_heads};
+use crate::{Activation, AttentionMask, WeightLayout};
 use burn::nn::Dropout;
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -51,8 +52,47 @@ pub trait FusedAttentionBackend: Backend {
     /// without a copy where the backend allows it (ndarray's contiguous tensors), read back
     /// otherwise.
     #[doc(hidden)]
-    fn host_values(tensor: Tensor<Self, 4>) -> HostValues {
+    fn host_values<const D: usize>(tensor: Tensor<Self, D>) -> HostValues {
         HostValues::Owned(crate::cpu::train::read(tensor))
+    }
+
+    /// A weight's values for the CPU linear kernel and the layout they are in: a weight that
+    /// is the transposed view of a row-major matrix (a lazily transposed PyTorch weight) is
+    /// shared in place with the other layout instead of copied.
+    #[doc(hidden)]
+    fn host_weight(weight: Tensor<Self, 2>, layout: WeightLayout) -> (HostValues, WeightLayout) {
+        (Self::host_values(weight), layout)
+    }
+
+    /// `y = act(x · W + b)` over the last axis of `x` (`act` the identity when `activation` is
+    /// `None`), with `W` `[in, out]`
+    /// ([`WeightLayout::InOut`], burn's `Linear`) or `[out, in]` ([`WeightLayout::OutIn`],
+    /// PyTorch's layout and a tied embedding table). Layers call it through [`project`] and
+    /// [`project_transposed`].
+    ///
+    /// The default is burn's `linear` op (the backend's matmul) and [`Activation::apply`].
+    /// ndarray overrides it with `gemm` on every thread and the activation applied in place
+    /// (forward and, under `Autodiff<NdArray>`, one backward node for `dx`, `dW` and `db`); see
+    /// `cpu/linear.rs`.
+    ///
+    /// # Shapes
+    ///
+    /// - x `[..., in]`, weight `[in, out]` or `[out, in]`, bias `[out]` → `[..., out]`
+    ///
+    /// # Panics
+    ///
+    /// When the shapes disagree; the message names them.
+    ///
+    /// [`project`]: crate::project
+    /// [`project_transposed`]: crate::project_transposed
+    fn fused_linear<const D: usize>(
+        x: Tensor<Self, D>,
+        weight: Tensor<Self, 2>,
+        bias: Option<Tensor<Self, 1>>,
+        layout: WeightLayout,
+        activation: Option<Activation>,
+    ) -> Tensor<Self, D> {
+        activated(generic_linear(x, weight, bias, layout), activation)
     }
 
     /// `softmax(softcap(q kᵀ · scale) + bias, masked) v` without materialising weights.
@@ -77,6 +117,17 @@ pub trait FusedAttentionBackend: Backend {
         options: FusedAttentionOptions<'_, Self>,
     ) -> Tensor<Self, 4> {
         generic_fused_attention(query, key, value, options)
+    }
+}
+
+/// `activation.apply(y)`, or `y` without one.
+fn activated<B: Backend, const D: usize>(
+    y: Tensor<B, D>,
+    activation: Option<Activation>,
+) -> Tensor<B, D> {
+    match activation {
+        Some(activation) => activation.apply(y),
+        None => y,
     }
 }
 
@@ -247,6 +298,21 @@ impl<B: FusedAttentionBackend, C: burn::backend::autodiff::checkpoint::strategy:
         }
         generic_fused_attention(query, key, value, options)
     }
+
+    fn fused_linear<const D: usize>(
+        x: Tensor<Self, D>,
+        weight: Tensor<Self, 2>,
+        bias: Option<Tensor<Self, 1>>,
+        layout: WeightLayout,
+        activation: Option<Activation>,
+    ) -> Tensor<Self, D> {
+        match LinearShape::of(&x, &weight, bias.as_ref(), layout) {
+            Some(shape) if B::CPU_KERNEL && cpu_kernel_enabled() => {
+                crate::cpu::train::linear(shape, x, weight, bias, layout, activation)
+            }
+            _ => activated(generic_linear(x, weight, bias, layout), activation),
+        }
+    }
 }
 
 // The backends are those focal-backend was built with (its cfg, not this crate's: another
@@ -257,7 +323,7 @@ focal_backend::if_ndarray! {
     impl FusedAttentionBackend for burn::backend::NdArray<f32> {
         const CPU_KERNEL: bool = true;
 
-        fn host_values(tensor: Tensor<Self, 4>) -> HostValues {
+        fn host_values<const D: usize>(tensor: Tensor<Self, D>) -> HostValues {
             // burn-ndarray's `into_data` copies a shared tensor element by element through a
             // dynamic-rank iterator (tens of ns per element); borrowing the array avoids it.
             match tensor.into_primitive().tensor() {
@@ -266,19 +332,60 @@ focal_backend::if_ndarray! {
                     if array.is_standard_layout() {
                         HostValues::Shared(array)
                     } else {
-                        // Permuted heads (`[b, l, h, d]` viewed as `[b, h, l, d]`): one copy in
-                        // row-major order through a fixed-rank view, which iterates an order
-                        // of magnitude faster than the dynamic-rank one.
-                        let copy = match array.view().into_dimensionality::<ndarray::Ix4>() {
-                            Ok(view) => view.as_standard_layout().into_owned().into_raw_vec_and_offset().0,
-                            Err(_) => array.iter().copied().collect(),
-                        };
-                        HostValues::Owned(copy)
+                        HostValues::Owned(standard_copy(array.view()))
                     }
                 }
-                other => HostValues::Owned(crate::cpu::train::read(Tensor::<Self, 4>::from_primitive(
+                other => HostValues::Owned(crate::cpu::train::read(Tensor::<Self, D>::from_primitive(
                     burn::tensor::TensorPrimitive::Float(other),
                 ))),
+            }
+        }
+
+        fn host_weight(weight: Tensor<Self, 2>, layout: WeightLayout) -> (HostValues, WeightLayout) {
+            match weight.into_primitive().tensor() {
+                burn::backend::ndarray::NdArrayTensor::F32(storage) => {
+                    let array = storage.into_shared();
+                    if array.is_standard_layout() {
+                        (HostValues::Shared(array), layout)
+                    } else if array.t().is_standard_layout() {
+                        (HostValues::Shared(array.reversed_axes()), layout.transposed())
+                    } else {
+                        (HostValues::Owned(standard_copy(array.view())), layout)
+                    }
+                }
+                other => (
+                    Self::host_values(Tensor::<Self, 2>::from_primitive(
+                        burn::tensor::TensorPrimitive::Float(other),
+                    )),
+                    layout,
+                ),
+            }
+        }
+
+        fn fused_linear<const D: usize>(
+            x: Tensor<Self, D>,
+            weight: Tensor<Self, 2>,
+            bias: Option<Tensor<Self, 1>>,
+            layout: WeightLayout,
+            activation: Option<Activation>,
+        ) -> Tensor<Self, D> {
+            match LinearShape::of(&x, &weight, bias.as_ref(), layout) {
+                Some(shape) if cpu_kernel_enabled() => {
+                    let device = x.device();
+                    let (w, layout) = Self::host_weight(weight, layout);
+                    let x = Self::host_values(x);
+                    let b = bias.map(Self::host_values);
+                    let mut y = shape.kernel(layout).forward(
+                        x.as_slice(),
+                        w.as_slice(),
+                        b.as_ref().map(HostValues::as_slice),
+                    );
+                    if let Some(activation) = activation {
+                        crate::cpu::activation::forward(activation, &mut y);
+                    }
+                    Tensor::from_data(burn::tensor::TensorData::new(y, shape.output), &device)
+                }
+                _ => activated(generic_linear(x, weight, bias, layout), activation),
             }
         }
 
@@ -298,16 +405,30 @@ focal_backend::if_ndarray! {
                     let [q, k, v] = [query, key, value].map(Self::host_values);
                     let out =
                         crate::cpu::forward(&problem, q.as_slice(), k.as_slice(), v.as_slice()).out;
-                    Tensor::from_data(
-                        burn::tensor::TensorData::new(out, [b, h, l, problem.d_v]),
-                        &device,
-                    )
+                    crate::cpu::heads_last(&out, [b, h, l, problem.d_v], &device)
                 }
                 None => generic_fused_attention(query, key, value, options),
             }
         }
     }
     impl FusedAttentionBackend for burn::backend::NdArray<f64> {}
+
+    /// A row-major copy of a strided array (permuted heads, `[b, l, h, d]` viewed as
+    /// `[b, h, l, d]`), through a fixed-rank view where the rank allows: it iterates an order of
+    /// magnitude faster than the dynamic-rank one.
+    fn standard_copy(view: ndarray::ArrayViewD<'_, f32>) -> Vec<f32> {
+        fn fixed<D: ndarray::Dimension>(view: ndarray::ArrayViewD<'_, f32>) -> Option<Vec<f32>> {
+            let view = view.into_dimensionality::<D>().ok()?;
+            Some(view.as_standard_layout().into_owned().into_raw_vec_and_offset().0)
+        }
+        match view.ndim() {
+            2 => fixed::<ndarray::Ix2>(view.clone()),
+            3 => fixed::<ndarray::Ix3>(view.clone()),
+            4 => fixed::<ndarray::Ix4>(view.clone()),
+            _ => None,
+        }
+        .unwrap_or_else(|| view.iter().copied().collect())
+    }
 }
 
 /// The CPU kernel's description of a call and the sum of the additive mask parts as a tensor

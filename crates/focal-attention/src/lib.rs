@@ -28,10 +28,12 @@
 //! Fixed names throughout: `b` batch, `h` heads, `l` query length, `s` key length, `d` model
 //! width, `d_h` head width.
 
+mod activation;
 mod alibi;
 mod cpu;
 mod fused;
 mod kv_cache;
+mod linear;
 mod mask;
 mod mha;
 mod positional;
@@ -41,12 +43,14 @@ mod score;
 mod sdpa;
 mod state_dict;
 
+pub use activation::Activation;
 pub use alibi::{alibi_bias, alibi_slopes};
 pub use fused::{
     FusedAttentionBackend, FusedAttentionOptions, FusedAutodiffBackend, HostValues,
     cpu_kernel_enabled, generic_fused_attention, set_cpu_kernel, without_cpu_kernel,
 };
 pub use kv_cache::KvCache;
+pub use linear::{generic_linear, project, project_activated, project_transposed, store_out_in};
 pub use mask::{AttentionMask, causal_mask, padding_mask_from_lengths};
 pub use mha::{
     MhaInput, MhaOutput, MultiHeadAttention, MultiHeadAttentionConfig, ProjectedMemory,

@@ -314,7 +314,7 @@ impl<B: FusedAttentionBackend> MultiHeadAttention<B> {
         weights: WeightsMode,
     ) -> MhaOutput<B> {
         let [b, l, d] = query.dims();
-        let q = split_heads(self.query.forward(query), self.n_heads);
+        let q = split_heads(crate::project(&self.query, query), self.n_heads);
         // As in `forward`: queries rotated from position 0 (the memory's keys were rotated by
         // `project_memory`).
         let q = self.rotated(q, 0);
@@ -379,12 +379,52 @@ impl<B: FusedAttentionBackend> MultiHeadAttention<B> {
         }
         self.attend(q, k, v, mask, input.weights, [b, n, d])
     }
+
+    /// Projects and splits into heads: query `[b, l, d]` → `[b, h, l, d_h]`, key
+    /// `[b, s, kdim]` and value `[b, s, vdim]` → `[b, h_kv, s, d_h]`.
+    fn project(
+        &self,
+        query: Tensor<B, 3>,
+        key: Tensor<B, 3>,
+        value: Tensor<B, 3>,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+        (
+            split_heads(crate::project(&self.query, query), self.n_heads),
+            split_heads(crate::project(&self.key, key), self.n_kv_heads),
+            split_heads(crate::project(&self.value, value), self.n_kv_heads),
+        )
+    }
+
+    /// Concatenates the heads `[b, h, l, d_h]` → `[b, l, d]`, projects them, and shapes the
+    /// weights as requested.
+    fn merge_heads(
+        &self,
+        attended: AttentionOutput<B>,
+        mode: WeightsMode,
+        [b, l, d]: [usize; 3],
+    ) -> MhaOutput<B> {
+        let context = attended.context.swap_dims(1, 2).reshape([b, l, d]); // [b, l, d]
+        let weights = match mode {
+            WeightsMode::None => None,
+            WeightsMode::PerHead => attended.weights,
+            WeightsMode::Averaged => attended.weights.map(|w| w.mean_dim(1)),
+        };
+        MhaOutput {
+            context: crate::project(&self.output, context),
+            weights,
+        }
+    }
 }
 
 impl<B: Backend> MultiHeadAttention<B> {
     /// Number of heads `h`.
     pub fn n_heads(&self) -> usize {
         self.n_heads
+    }
+
+    /// The query, key, value and output projections, in that order.
+    pub fn projections(&self) -> [&Linear<B>; 4] {
+        [&self.query, &self.key, &self.value, &self.output]
     }
 
     /// Projects a memory (e.g. the encoder's output) into key and value heads once, for
@@ -409,41 +449,6 @@ impl<B: Backend> MultiHeadAttention<B> {
         match &self.rotary {
             Some(rope) => rope.forward(x, offset),
             None => x,
-        }
-    }
-
-    /// Projects and splits into heads: query `[b, l, d]` → `[b, h, l, d_h]`, key
-    /// `[b, s, kdim]` and value `[b, s, vdim]` → `[b, h_kv, s, d_h]`.
-    fn project(
-        &self,
-        query: Tensor<B, 3>,
-        key: Tensor<B, 3>,
-        value: Tensor<B, 3>,
-    ) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
-        (
-            split_heads(self.query.forward(query), self.n_heads),
-            split_heads(self.key.forward(key), self.n_kv_heads),
-            split_heads(self.value.forward(value), self.n_kv_heads),
-        )
-    }
-
-    /// Concatenates the heads `[b, h, l, d_h]` → `[b, l, d]`, projects them, and shapes the
-    /// weights as requested.
-    fn merge_heads(
-        &self,
-        attended: AttentionOutput<B>,
-        mode: WeightsMode,
-        [b, l, d]: [usize; 3],
-    ) -> MhaOutput<B> {
-        let context = attended.context.swap_dims(1, 2).reshape([b, l, d]); // [b, l, d]
-        let weights = match mode {
-            WeightsMode::None => None,
-            WeightsMode::PerHead => attended.weights,
-            WeightsMode::Averaged => attended.weights.map(|w| w.mean_dim(1)),
-        };
-        MhaOutput {
-            context: self.output.forward(context),
-            weights,
         }
     }
 

@@ -16,6 +16,16 @@ pub enum WeightLayout {
     InOut,
 }
 
+impl WeightLayout {
+    /// The other layout: a matrix stored in `self` is its transpose stored in the result.
+    pub fn transposed(self) -> Self {
+        match self {
+            Self::OutIn => Self::InOut,
+            Self::InOut => Self::OutIn,
+        }
+    }
+}
+
 /// A state dict being consumed: tensors are taken by key with their expected shapes, and
 /// [`StateDict::finish`] fails when some were never taken. Loaders of other checkpoint formats
 /// (PyTorch modules, Hugging Face directories) build on it.

@@ -7,6 +7,7 @@
 mod attention;
 mod decoding;
 mod measure;
+mod models;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -59,6 +60,30 @@ enum Bench {
         #[arg(long, default_value_t = 8)]
         steps: usize,
     },
+    /// Whole models, Focal vs burn's ops (and PyTorch, when `torch_models.py` has run): an
+    /// encoder layer forward and training step, GPT-2-small-shaped decoding, MiniLM embeddings;
+    /// with a per-part profile.
+    Models {
+        /// GPT-2-small-shaped random model (written here when absent).
+        #[arg(long, default_value = "target/bench/gpt2-small-random")]
+        gpt2: PathBuf,
+        /// all-MiniLM-L6-v2 directory (sentence-transformers layout); the row is skipped
+        /// without it.
+        #[arg(long)]
+        minilm: Option<PathBuf>,
+        /// Tokens decoded by Focal.
+        #[arg(long, default_value_t = 256)]
+        new_tokens: usize,
+        /// Tokens decoded with Focal's kernels off.
+        #[arg(long, default_value_t = 16)]
+        baseline_tokens: usize,
+        /// PyTorch's figures, as `torch_models.py` writes them.
+        #[arg(long, default_value = "target/bench/models_torch.json")]
+        torch: PathBuf,
+        /// Only these workloads (encoder, training, decoding, minilm), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -88,6 +113,27 @@ fn main() -> anyhow::Result<()> {
             let rows = cli.backend.run(DecodingJob { positions, steps })?;
             let table = decoding::markdown(&rows, backend);
             ("decoding", table, serde_json::to_string_pretty(&rows)?)
+        }
+        Bench::Models {
+            gpt2,
+            minilm,
+            new_tokens,
+            baseline_tokens,
+            torch,
+            only,
+        } => {
+            let options = models::Options {
+                budget,
+                gpt2,
+                minilm,
+                new_tokens,
+                baseline_tokens,
+                torch,
+                only,
+            };
+            let report = cli.backend.run(ModelsJob(options))??;
+            let table = models::markdown(&report, backend);
+            ("models", table, serde_json::to_string_pretty(&report)?)
         }
     };
     write(&cli.out, name, &table, &json)?;
@@ -121,6 +167,18 @@ impl BackendJob for DecodingJob {
 impl<B: FusedAutodiffBackend> RunOn<B> for DecodingJob {
     fn run(self, device: B::Device) -> Self::Output {
         decoding::run::<B::InnerBackend>(&self.positions, self.steps, &device)
+    }
+}
+
+struct ModelsJob(models::Options);
+
+impl BackendJob for ModelsJob {
+    type Output = anyhow::Result<models::Report>;
+}
+
+impl<B: FusedAutodiffBackend> RunOn<B> for ModelsJob {
+    fn run(self, device: B::Device) -> Self::Output {
+        models::run::<B>(&self.0, &device)
     }
 }
 

@@ -6,8 +6,8 @@ use burn::nn::Initializer;
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig};
 use burn::tensor::{Int, Tensor, backend::Backend};
 use focal_attention::{
-    LearnedPositionalEmbedding, LearnedPositionalEmbeddingConfig, SinusoidalPositionalEncoding,
-    SinusoidalPositionalEncodingConfig,
+    FusedAttentionBackend, LearnedPositionalEmbedding, LearnedPositionalEmbeddingConfig,
+    SinusoidalPositionalEncoding, SinusoidalPositionalEncodingConfig, project_transposed,
 };
 use focal_backend::ConfigError;
 
@@ -207,9 +207,11 @@ impl<B: Backend> TokenEmbedding<B> {
     /// # Shapes
     ///
     /// - hidden `[b, l, d]` → logits `[b, l, vocab_size]`
-    pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
-        let table = self.tokens.weight.val(); // [vocab, d]
-        hidden.matmul(table.transpose().unsqueeze())
+    pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3>
+    where
+        B: FusedAttentionBackend,
+    {
+        project_transposed(hidden, self.tokens.weight.val()) // table [vocab, d]
     }
 
     /// Number of tokens in the vocabulary.
@@ -248,7 +250,7 @@ mod tests {
     }
 
     /// Learned positions, segments and the tied projection, against their definitions.
-    fn learned_positions_segments_and_tied_logits<B: Backend>(device: &B::Device) {
+    fn learned_positions_segments_and_tied_logits<B: FusedAttentionBackend>(device: &B::Device) {
         focal_backend::seed::<B>(device, 6);
         let embedding = TokenEmbeddingConfig::new(7, 4)
             .with_scale_by_sqrt_d(false)

@@ -3,38 +3,10 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
-use burn::tensor::{Tensor, activation, backend::Backend};
+use burn::tensor::{Tensor, backend::Backend};
+pub use focal_attention::Activation;
+use focal_attention::{FusedAttentionBackend, project, project_activated};
 use focal_backend::ConfigError;
-
-/// The activation of a [`FeedForward`].
-#[derive(Config, Debug, Copy, PartialEq, Eq)]
-pub enum Activation {
-    /// `max(0, x)`, as in the original Transformer.
-    Relu,
-    /// The exact GELU, `x Φ(x)`, as in BERT and PyTorch's `nn.GELU()`.
-    Gelu,
-    /// The tanh approximation of GELU, `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`, as in GPT-2
-    /// and PyTorch's `nn.GELU(approximate="tanh")` (Hugging Face's `gelu_new`).
-    GeluTanh,
-    /// SiLU (swish), `x σ(x)`, as in LLaMA's SwiGLU.
-    Silu,
-}
-
-impl Activation {
-    /// Applies the activation element-wise.
-    pub fn apply<B: Backend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
-        match self {
-            Activation::Relu => activation::relu(x),
-            Activation::Gelu => activation::gelu(x),
-            Activation::GeluTanh => {
-                let inner = (x.clone() + x.clone().powi_scalar(3).mul_scalar(0.044_715))
-                    .mul_scalar((2.0 / std::f64::consts::PI).sqrt());
-                x.clone().mul_scalar(0.5) * (inner.tanh() + 1.0)
-            }
-            Activation::Silu => activation::silu(x),
-        }
-    }
-}
 
 /// Configuration of [`FeedForward`].
 ///
@@ -126,22 +98,22 @@ pub struct FeedForward<B: Backend> {
     gated: bool,
 }
 
-impl<B: Backend> FeedForward<B> {
+impl<B: FusedAttentionBackend> FeedForward<B> {
     /// # Shapes
     ///
     /// - x `[b, l, d]` → `[b, l, d]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let expanded = self.expand.forward(x); // [b, l, d_ff]
         let hidden = if self.gated {
+            let expanded = project(&self.expand, x); // [b, l, d_ff]
             let [b, l, width] = expanded.dims();
             let half = width / 2;
             let gate = expanded.clone().slice([0..b, 0..l, 0..half]);
             let value = expanded.slice([0..b, 0..l, half..width]);
             self.activation.apply(gate) * value // [b, l, d_ff / 2]
         } else {
-            self.activation.apply(expanded)
+            project_activated(&self.expand, x, self.activation) // [b, l, d_ff]
         };
-        self.contract.forward(self.dropout.forward(hidden))
+        project(&self.contract, self.dropout.forward(hidden))
     }
 }
 
@@ -167,7 +139,7 @@ mod tests {
         }
     }
 
-    fn keeps_the_shape<B: Backend>(device: &B::Device) {
+    fn keeps_the_shape<B: FusedAttentionBackend>(device: &B::Device) {
         for gated in [false, true] {
             let ffn = FeedForwardConfig::new(8, 32)
                 .with_activation(Activation::Gelu)
@@ -179,7 +151,7 @@ mod tests {
     }
 
     /// SwiGLU computed by hand from the packed projection: `(silu(x Wg) ⊙ x Wu) Wc`.
-    fn swiglu_matches_its_definition<B: Backend>(device: &B::Device) {
+    fn swiglu_matches_its_definition<B: FusedAttentionBackend>(device: &B::Device) {
         focal_backend::seed::<B>(device, 40);
         let ffn = FeedForwardConfig::new(4, 6)
             .with_activation(Activation::Silu)
@@ -190,8 +162,8 @@ mod tests {
         let w = ffn.expand.weight.val(); // [4, 6]
         let gate = x.clone().matmul(w.clone().slice([0..4, 0..3]).unsqueeze());
         let value = x.clone().matmul(w.slice([0..4, 3..6]).unsqueeze());
-        let expected =
-            (activation::silu(gate) * value).matmul(ffn.contract.weight.val().unsqueeze()); // [2, 3, 4]
+        let expected = (burn::tensor::activation::silu(gate) * value)
+            .matmul(ffn.contract.weight.val().unsqueeze()); // [2, 3, 4]
         assert_close(ffn.forward(x), expected, 1e-5);
     }
 

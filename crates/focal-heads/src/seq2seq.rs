@@ -152,7 +152,7 @@ impl<B: FusedAttentionBackend> Seq2SeqTransformer<B> {
                 .memory(memory)
                 .memory_mask(AttentionMask::key_padding(src_valid)),
         );
-        self.generator.forward(y.hidden)
+        focal_attention::project(&self.generator, y.hidden)
     }
 
     /// Teacher-forced forward pass: logits for every target position.
@@ -249,7 +249,7 @@ impl<B: FusedAttentionBackend> Seq2SeqTransformer<B> {
         let y = self
             .transformer
             .decode_cached(StackInput::new(y).memory_mask(memory_mask), cache);
-        self.generator.forward(y.hidden)
+        focal_attention::project(&self.generator, y.hidden)
     }
 }
 

@@ -333,7 +333,7 @@ impl<B: FusedAttentionBackend> Bert<B> {
         let pooler_output = self.pooler.as_ref().map(|pooler| {
             let [b, _, d] = h.dims();
             let first = h.clone().slice([0..b, 0..1, 0..d]).reshape([b, d]);
-            pooler.forward(first).tanh()
+            focal_attention::project(pooler, first).tanh()
         });
         BertOutput {
             last_hidden_state: h,
@@ -351,9 +351,11 @@ impl<B: FusedAttentionBackend> Bert<B> {
             .mlm
             .as_ref()
             .expect("this BERT checkpoint has no masked-LM head (cls.predictions)");
-        let t = head
-            .norm
-            .forward(head.activation.apply(head.transform.forward(hidden)));
+        let t = head.norm.forward(focal_attention::project_activated(
+            &head.transform,
+            hidden,
+            head.activation,
+        ));
         self.embedding.logits(t) + head.bias.val().unsqueeze::<3>()
     }
 }

@@ -6,7 +6,9 @@ use crate::hf::{check_tied, read_config, read_weights};
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{Int, Tensor, backend::Backend};
-use focal_attention::{FusedAttentionBackend, MultiHeadAttention, PytorchImportError};
+use focal_attention::{
+    FusedAttentionBackend, MultiHeadAttention, PytorchImportError, store_out_in,
+};
 use focal_blocks::pytorch::{NormWeights, StateDict, WeightLayout};
 use focal_blocks::{
     NormPlacement, PositionKind, Positions, StackCache, StackInput, TokenEmbedding,
@@ -165,8 +167,15 @@ impl<B: Backend> Gpt2<B> {
                 )?);
             }
             let attention = layer.self_attention();
+            // Conv1D weights are `[in, out]`; each is stored `[out, in]` for the CPU kernel's
+            // single-row products (see `store_out_in`), values unchanged.
             let conv = |key: String, dims| {
-                state.linear_with::<B>(&key, dims, WeightLayout::InOut, true, device)
+                let linear =
+                    state.linear_with::<B>(&key, dims, WeightLayout::InOut, true, device)?;
+                Ok::<_, PytorchImportError>(Linear {
+                    weight: Param::from_tensor(store_out_in(linear.weight.val())),
+                    bias: linear.bias,
+                })
             };
             for (i, block) in decoder.layers.iter_mut().enumerate() {
                 let key = |name: &str| format!("{p}h.{i}.{name}");
@@ -174,6 +183,8 @@ impl<B: Backend> Gpt2<B> {
                 let packed = conv(key("attn.c_attn"), [d, 3 * d])?;
                 let weight = packed.weight.val(); // [d, 3d]
                 let bias = packed.bias.expect("loaded with a bias").val(); // [3d]
+                // `weight` is stored `[3d, d]`, so each part's rows are one contiguous block,
+                // read in place.
                 let part = |j: usize| Linear {
                     weight: Param::from_tensor(weight.clone().narrow(1, j * d, d)),
                     bias: Some(Param::from_tensor(bias.clone().narrow(0, j * d, d))),

@@ -54,6 +54,25 @@ impl<'a> Mat<'a> {
     }
 }
 
+impl<'a> Mat<'a> {
+    /// The transpose of this matrix (no copy: the strides swap).
+    pub fn t(self) -> Self {
+        Self {
+            data: self.data,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+        }
+    }
+
+    /// The matrix without its first `cols` columns.
+    pub fn skip_cols(self, cols: usize) -> Self {
+        Self {
+            data: &self.data[cols * self.col_stride..],
+            ..self
+        }
+    }
+}
+
 /// `dst = (accumulate ? dst : 0) + alpha · lhs · rhs` for `lhs` `m × k`, `rhs` `k × n` and a
 /// row-major `dst` `m × n` with rows `dst_stride` apart. Single-threaded (callers parallelise
 /// over blocks).
@@ -72,6 +91,24 @@ pub(crate) fn matmul(
     rhs: Mat<'_>,
     alpha: f32,
     accumulate: bool,
+) {
+    matmul_on(m, n, k, dst, dst_stride, lhs, rhs, alpha, accumulate, false);
+}
+
+/// [`matmul`] on rayon's threads when `parallel` (gemm splits the work once it is large enough
+/// to pay for it).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_on(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_stride: usize,
+    lhs: Mat<'_>,
+    rhs: Mat<'_>,
+    alpha: f32,
+    accumulate: bool,
+    parallel: bool,
 ) {
     if m == 0 || n == 0 {
         return;
@@ -93,7 +130,8 @@ pub(crate) fn matmul(
     // lies inside its slice (strides are non-negative, so the largest index is the last
     // element's; the checks compute it without overflow and convert every stride to `isize`
     // without wrapping). `dst` is a `&mut` borrow, so it aliases neither operand. `T = f32` is one of
-    // the element types `gemm` supports, and `Parallelism::None` keeps it on this thread.
+    // the element types `gemm` supports; with `Parallelism::Rayon` gemm splits `dst` into
+    // disjoint blocks itself.
     #[allow(unsafe_code)]
     unsafe {
         gemm::gemm(
@@ -115,7 +153,11 @@ pub(crate) fn matmul(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            if parallel {
+                gemm::Parallelism::Rayon(0)
+            } else {
+                gemm::Parallelism::None
+            },
         );
     }
 }

@@ -40,7 +40,9 @@
 //! place). Blocks with nothing masked skip the per-element mask entirely. Rows with no allowed
 //! key give zeros and zero gradients.
 
+pub(crate) mod activation;
 mod gemm;
+pub(crate) mod linear;
 pub(crate) mod train;
 
 use gemm::{Mat, matmul};
@@ -394,6 +396,35 @@ fn exp_nonpositive(x: f32) -> f32 {
     let n_int = shifted.to_bits().wrapping_sub(SHIFTER.to_bits());
     let scale = f32::from_bits(n_int.wrapping_add(127) << 23);
     if x <= -87.0 { 0.0 } else { p * scale }
+}
+
+/// The kernel's output `[b, h, l, d]` as a tensor whose storage is `[b, l, h, d]` (a copy, row
+/// by row, on every thread), viewed as `[b, h, l, d]`. Merging the heads (`swap_dims(1, 2)`
+/// then `reshape([b, l, h·d])`) is then free, where a `[b, h, l, d]` storage would be copied
+/// again, element by element, by the reshape.
+pub(crate) fn heads_last<B: burn::tensor::backend::Backend>(
+    out: &[f32],
+    [b, h, l, d]: [usize; 4],
+    device: &B::Device,
+) -> burn::tensor::Tensor<B, 4> {
+    let mut permuted = vec![0.0f32; out.len()];
+    if d > 0 {
+        permuted
+            .par_chunks_mut(h * d)
+            .enumerate()
+            .for_each(|(bl, row)| {
+                let (batch, position) = (bl / l.max(1), bl % l.max(1));
+                for (head, slot) in row.chunks_exact_mut(d).enumerate() {
+                    let from = ((batch * h + head) * l + position) * d;
+                    slot.copy_from_slice(&out[from..from + d]);
+                }
+            });
+    }
+    burn::tensor::Tensor::<B, 4>::from_data(
+        burn::tensor::TensorData::new(permuted, [b, l, h, d]),
+        device,
+    )
+    .swap_dims(1, 2)
 }
 
 /// Runs `job` compiled for the best instruction set this CPU has: `pulp` compiles the job's

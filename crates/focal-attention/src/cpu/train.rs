@@ -102,8 +102,11 @@ pub(crate) fn attention<B: FusedAttentionBackend, C: CheckpointStrategy>(
         .node;
     let [q, k, v] = [query, key, value].map(|t| t.into_primitive().tensor());
     let nodes = [q.node.clone(), k.node.clone(), v.node.clone(), bias];
-    let [q_data, k_data, v_data] = [q, k, v]
-        .map(|t| B::host_values(Tensor::from_primitive(TensorPrimitive::Float(t.primitive))));
+    let [q_data, k_data, v_data] = [q, k, v].map(|t| {
+        B::host_values(Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(
+            t.primitive,
+        )))
+    });
     let forward = super::forward(
         &problem,
         q_data.as_slice(),
@@ -111,7 +114,7 @@ pub(crate) fn attention<B: FusedAttentionBackend, C: CheckpointStrategy>(
         v_data.as_slice(),
     );
     let shape = [problem.b, problem.h, problem.l, problem.d_v];
-    let out = Tensor::<B, 4>::from_data(TensorData::new(forward.out.clone(), shape), &device)
+    let out = super::heads_last::<B>(&forward.out, shape, &device)
         .into_primitive()
         .tensor();
     let out = match AttentionBackward
@@ -126,6 +129,153 @@ pub(crate) fn attention<B: FusedAttentionBackend, C: CheckpointStrategy>(
                 k: k_data,
                 v: v_data,
                 forward,
+            }),
+            out,
+        ),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
+/// What the linear backward needs: the product's shapes and its saved input and weight.
+struct LinearSaved<const D: usize> {
+    kernel: super::linear::Linear,
+    x: HostValues,
+    w: HostValues,
+    x_dims: [usize; D],
+    /// The weight's dimensions as its parent node has them (`[in, out]` or `[out, in]`), and
+    /// whether the values in `w` are their transpose (a transposed view shared in place).
+    w_dims: [usize; 2],
+    w_flipped: bool,
+    /// The fused activation and its input (the product plus bias).
+    activation: Option<(crate::Activation, Vec<f32>)>,
+}
+
+impl<const D: usize> std::fmt::Debug for LinearSaved<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinearSaved")
+            .field("kernel", &self.kernel)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct LinearBackward<const D: usize>;
+
+impl<B: FusedAttentionBackend, const D: usize> Backward<B, 3> for LinearBackward<D> {
+    type State = Arc<LinearSaved<D>>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let dy =
+            Tensor::<B, D>::from_primitive(TensorPrimitive::Float(grads.consume::<B>(&ops.node)));
+        let device = dy.device();
+        let saved = ops.state;
+        let dy = B::host_values(dy);
+        // Through the activation first: dz = dy ∘ act'(z).
+        let dz = saved.activation.as_ref().map(|(activation, z)| {
+            let mut dz = dy.as_slice().to_vec();
+            super::activation::backward(*activation, z, &mut dz);
+            dz
+        });
+        let dy = dz.as_deref().unwrap_or(dy.as_slice());
+        let needed = [node_x.is_some(), node_w.is_some(), node_b.is_some()];
+        let [dx, dw, db] =
+            saved
+                .kernel
+                .backward(saved.x.as_slice(), saved.w.as_slice(), dy, needed);
+        if let (Some(node), Some(dx)) = (node_x, dx) {
+            let dx = Tensor::<B, D>::from_data(TensorData::new(dx, saved.x_dims), &device);
+            grads.register::<B>(node.id, dx.into_primitive().tensor());
+        }
+        if let (Some(node), Some(dw)) = (node_w, dw) {
+            let [a, b] = saved.w_dims;
+            let dw = if saved.w_flipped {
+                Tensor::<B, 2>::from_data(TensorData::new(dw, [b, a]), &device).transpose()
+            } else {
+                Tensor::<B, 2>::from_data(TensorData::new(dw, [a, b]), &device)
+            };
+            grads.register::<B>(node.id, dw.into_primitive().tensor());
+        }
+        if let (Some(node), Some(db)) = (node_b, db) {
+            let db = Tensor::<B, 1>::from_data(TensorData::new(db, [saved.kernel.n]), &device);
+            grads.register::<B>(node.id, db.into_primitive().tensor());
+        }
+    }
+}
+
+/// `x · W + b` on the CPU linear kernel, recorded as one node whose backward gives `dx`, `dW`
+/// and `db` from the saved `x` and `W` (each only when its parent is tracked).
+pub(crate) fn linear<B: FusedAttentionBackend, C: CheckpointStrategy, const D: usize>(
+    shape: crate::linear::LinearShape<D>,
+    x: Tensor<Autodiff<B, C>, D>,
+    weight: Tensor<Autodiff<B, C>, 2>,
+    bias: Option<Tensor<Autodiff<B, C>, 1>>,
+    layout: crate::WeightLayout,
+    activation: Option<crate::Activation>,
+) -> Tensor<Autodiff<B, C>, D> {
+    let device = x.device();
+    let (x_dims, w_dims) = (x.dims(), weight.dims());
+    // Without a bias, an untracked stand-in fills the third parent (it gets no gradient).
+    let bias = bias.map(|b| b.into_primitive().tensor());
+    let bias_values = bias.as_ref().map(|b| {
+        B::host_values(Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(
+            b.primitive.clone(),
+        )))
+    });
+    let bias_node = match bias {
+        Some(b) => b.node,
+        None => {
+            Tensor::<Autodiff<B, C>, 1>::zeros([1], &device)
+                .into_primitive()
+                .tensor()
+                .node
+        }
+    };
+    let [x, w] = [
+        x.into_primitive().tensor(),
+        weight.into_primitive().tensor(),
+    ];
+    let nodes = [x.node.clone(), w.node.clone(), bias_node];
+    let x_values = B::host_values(Tensor::<B, D>::from_primitive(TensorPrimitive::Float(
+        x.primitive,
+    )));
+    let (w_values, stored) = B::host_weight(
+        Tensor::from_primitive(TensorPrimitive::Float(w.primitive)),
+        layout,
+    );
+    let kernel = shape.kernel(stored);
+    let z = kernel.forward(
+        x_values.as_slice(),
+        w_values.as_slice(),
+        bias_values.as_ref().map(HostValues::as_slice),
+    );
+    // With an activation, `z` is kept for the backward and the output is a copy.
+    let (y, activation) = match activation {
+        Some(activation) => {
+            let mut y = z.clone();
+            super::activation::forward(activation, &mut y);
+            (y, Some((activation, z)))
+        }
+        None => (z, None),
+    };
+    let out = Tensor::<B, D>::from_data(TensorData::new(y, shape.output), &device)
+        .into_primitive()
+        .tensor();
+    let out = match LinearBackward::<D>
+        .prepare::<C>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(
+            Arc::new(LinearSaved {
+                kernel,
+                x: x_values,
+                w: w_values,
+                x_dims,
+                w_dims,
+                w_flipped: stored != layout,
+                activation,
             }),
             out,
         ),
