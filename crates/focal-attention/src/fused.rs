@@ -95,6 +95,27 @@ pub trait FusedAttentionBackend: Backend {
         activated(generic_linear(x, weight, bias, layout), activation)
     }
 
+    /// `norm(x + residual) · γ + β` over the last axis: LayerNorm when `centered`, RMSNorm
+    /// (no mean subtracted, no `β`) otherwise. Layers call it through `focal_blocks::Norm`.
+    ///
+    /// The default is [`generic_norm`], burn-nn's formula. ndarray overrides it with one pass
+    /// per row (and, under `Autodiff<NdArray>`, one backward node for the input, the residual,
+    /// `γ` and `β`); see `cpu/norm.rs`.
+    ///
+    /// # Shapes
+    ///
+    /// - x, residual `[..., d]`, γ, β `[d]` → `[..., d]`
+    fn fused_norm<const D: usize>(
+        x: Tensor<Self, D>,
+        residual: Option<Tensor<Self, D>>,
+        gamma: Tensor<Self, 1>,
+        beta: Option<Tensor<Self, 1>>,
+        eps: f64,
+        centered: bool,
+    ) -> Tensor<Self, D> {
+        generic_norm(x, residual, gamma, beta, eps, centered)
+    }
+
     /// `softmax(softcap(q kᵀ · scale) + bias, masked) v` without materialising weights.
     ///
     /// Semantics are those of [`ScaledDotProductAttention`](crate::ScaledDotProductAttention):
@@ -313,6 +334,77 @@ impl<B: FusedAttentionBackend, C: burn::backend::autodiff::checkpoint::strategy:
             _ => activated(generic_linear(x, weight, bias, layout), activation),
         }
     }
+
+    fn fused_norm<const D: usize>(
+        x: Tensor<Self, D>,
+        residual: Option<Tensor<Self, D>>,
+        gamma: Tensor<Self, 1>,
+        beta: Option<Tensor<Self, 1>>,
+        eps: f64,
+        centered: bool,
+    ) -> Tensor<Self, D> {
+        match norm_shape(&x, residual.as_ref(), &gamma, beta.as_ref(), eps, centered) {
+            Some(shape) if B::CPU_KERNEL && cpu_kernel_enabled() => {
+                crate::cpu::train::norm(shape, x, residual, gamma, beta)
+            }
+            _ => generic_norm(x, residual, gamma, beta, eps, centered),
+        }
+    }
+}
+
+/// The CPU norm's description of a call, or `None` when the shapes disagree (the generic path
+/// then reports them) or a row is empty.
+fn norm_shape<B: Backend, const D: usize>(
+    x: &Tensor<B, D>,
+    residual: Option<&Tensor<B, D>>,
+    gamma: &Tensor<B, 1>,
+    beta: Option<&Tensor<B, 1>>,
+    eps: f64,
+    centered: bool,
+) -> Option<crate::cpu::norm::NormShape> {
+    let dims = x.dims();
+    let d = *dims.last()?;
+    let agree = residual.is_none_or(|r| r.dims() == dims)
+        && gamma.dims() == [d]
+        && beta.is_none_or(|b| b.dims() == [d]);
+    (agree && d > 0).then(|| crate::cpu::norm::NormShape {
+        rows: dims[..D - 1].iter().product(),
+        d,
+        eps: eps as f32,
+        centered,
+    })
+}
+
+/// The tensor-op implementation of [`FusedAttentionBackend::fused_norm`]: burn-nn's LayerNorm
+/// (burn's `layer_norm` op) or RMSNorm formula on `x + residual`.
+pub fn generic_norm<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    residual: Option<Tensor<B, D>>,
+    gamma: Tensor<B, 1>,
+    beta: Option<Tensor<B, 1>>,
+    eps: f64,
+    centered: bool,
+) -> Tensor<B, D> {
+    let x = match residual {
+        Some(residual) => x + residual,
+        None => x,
+    };
+    if centered {
+        // What burn-nn's `LayerNorm::forward` calls.
+        Tensor::from_primitive(burn::tensor::TensorPrimitive::Float(B::layer_norm(
+            x.into_primitive().tensor(),
+            gamma.into_primitive().tensor(),
+            beta.map(|b| b.into_primitive().tensor()),
+            eps,
+        )))
+    } else {
+        let rms = (x.clone().square().mean_dim(D - 1) + eps).sqrt();
+        let y = (x / rms) * gamma.unsqueeze();
+        match beta {
+            Some(beta) => y + beta.unsqueeze(),
+            None => y,
+        }
+    }
 }
 
 // The backends are those focal-backend was built with (its cfg, not this crate's: another
@@ -386,6 +478,36 @@ focal_backend::if_ndarray! {
                     Tensor::from_data(burn::tensor::TensorData::new(y, shape.output), &device)
                 }
                 _ => activated(generic_linear(x, weight, bias, layout), activation),
+            }
+        }
+
+        fn fused_norm<const D: usize>(
+            x: Tensor<Self, D>,
+            residual: Option<Tensor<Self, D>>,
+            gamma: Tensor<Self, 1>,
+            beta: Option<Tensor<Self, 1>>,
+            eps: f64,
+            centered: bool,
+        ) -> Tensor<Self, D> {
+            match norm_shape(&x, residual.as_ref(), &gamma, beta.as_ref(), eps, centered) {
+                Some(shape) if cpu_kernel_enabled() => {
+                    let device = x.device();
+                    let dims = x.dims();
+                    let x = Self::host_values(x);
+                    let residual = residual.map(Self::host_values);
+                    let gamma = Self::host_values(gamma);
+                    let beta = beta.map(Self::host_values);
+                    let out = shape
+                        .forward(
+                            x.as_slice(),
+                            residual.as_ref().map(HostValues::as_slice),
+                            gamma.as_slice(),
+                            beta.as_ref().map(HostValues::as_slice),
+                        )
+                        .out;
+                    Tensor::from_data(burn::tensor::TensorData::new(out, dims), &device)
+                }
+                _ => generic_norm(x, residual, gamma, beta, eps, centered),
             }
         }
 

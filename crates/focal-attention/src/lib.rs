@@ -47,7 +47,7 @@ pub use activation::Activation;
 pub use alibi::{alibi_bias, alibi_slopes};
 pub use fused::{
     FusedAttentionBackend, FusedAttentionOptions, FusedAutodiffBackend, HostValues,
-    cpu_kernel_enabled, generic_fused_attention, set_cpu_kernel, without_cpu_kernel,
+    cpu_kernel_enabled, generic_fused_attention, generic_norm, set_cpu_kernel, without_cpu_kernel,
 };
 pub use kv_cache::KvCache;
 pub use linear::{generic_linear, project, project_activated, project_transposed, store_out_in};

@@ -197,7 +197,7 @@ fn encoder_forward<B: FusedAttentionBackend>(
         }),
     ));
     parts.push((
-        "attention kernel (8 heads × 128 × 128)",
+        "attention kernel (8 heads × 128 × 128), heads merged",
         time(&mut || {
             let options = FusedAttentionOptions {
                 mask: &none,
@@ -207,7 +207,11 @@ fn encoder_forward<B: FusedAttentionBackend>(
                 memory_efficient_from: usize::MAX,
                 key_block: 128,
             };
-            B::fused_attention(q.clone(), q.clone(), q.clone(), options).into_data();
+            // As the layer uses it: heads merged back to `[b, l, d]`.
+            B::fused_attention(q.clone(), q.clone(), q.clone(), options)
+                .swap_dims(1, 2)
+                .reshape([8, 128, 512])
+                .into_data();
         }),
     ));
     parts.push((

@@ -4,6 +4,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, RmsNorm, RmsNormConfig};
 use burn::tensor::{Tensor, backend::Backend};
+use focal_attention::FusedAttentionBackend;
 use focal_backend::ConfigError;
 
 /// Which normalisation a block uses.
@@ -74,16 +75,62 @@ pub enum Norm<B: Backend> {
     RmsNorm(RmsNorm<B>),
 }
 
-impl<B: Backend> Norm<B> {
+impl<B: FusedAttentionBackend> Norm<B> {
     /// # Shapes
     ///
     /// - x `[..., d]` → `[..., d]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        match self {
-            Norm::LayerNorm(norm) => norm.forward(x),
-            Norm::RmsNorm(norm) => norm.forward(x),
-        }
+        self.forward_residual(x, None)
     }
+
+    /// `norm(x + residual)`, in one pass on backends with a fused norm (Focal's CPU kernel on
+    /// ndarray, forward and backward); otherwise burn-nn's module on the sum.
+    ///
+    /// # Shapes
+    ///
+    /// - x, residual `[..., d]` → `[..., d]`
+    pub fn forward_residual<const D: usize>(
+        &self,
+        x: Tensor<B, D>,
+        residual: Option<Tensor<B, D>>,
+    ) -> Tensor<B, D> {
+        let (gamma, beta, eps, centered) = match self {
+            Norm::LayerNorm(norm) => match layer_norm_epsilon(norm) {
+                Some(eps) => (&norm.gamma, norm.beta.as_ref(), eps, true),
+                None => return norm.forward(sum(x, residual)),
+            },
+            Norm::RmsNorm(norm) => (&norm.gamma, None, norm.epsilon, false),
+        };
+        B::fused_norm(
+            x,
+            residual,
+            gamma.val(),
+            beta.map(|b| b.val()),
+            eps,
+            centered,
+        )
+    }
+}
+
+/// `x + residual`, or `x`.
+fn sum<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    residual: Option<Tensor<B, D>>,
+) -> Tensor<B, D> {
+    match residual {
+        Some(residual) => x + residual,
+        None => x,
+    }
+}
+
+/// A burn-nn LayerNorm's epsilon, which it keeps private but shows in its module display
+/// (Rust's shortest round-trip formatting, so the value is exact). `None` if burn ever shows it
+/// otherwise: the caller then uses the module itself.
+fn layer_norm_epsilon<B: Backend>(norm: &LayerNorm<B>) -> Option<f64> {
+    use burn::module::{Content, DisplaySettings, ModuleDisplay};
+    let content = norm.custom_content(Content::new(DisplaySettings::default()))?;
+    let attribute = content.attributes.iter().find(|a| a.name == "epsilon")?;
+    attribute.value.parse().ok()
 }
 
 /// Where the norm sits relative to the residual connection.
@@ -146,7 +193,7 @@ pub struct ResidualNorm<B: Backend> {
     placement: NormPlacement,
 }
 
-impl<B: Backend> ResidualNorm<B> {
+impl<B: FusedAttentionBackend> ResidualNorm<B> {
     /// Applies `sublayer` with the residual connection and norm; the sublayer may return an extra
     /// value (e.g. attention weights), which is passed through.
     ///
@@ -161,7 +208,8 @@ impl<B: Backend> ResidualNorm<B> {
         match self.placement {
             NormPlacement::Post => {
                 let (y, extra) = sublayer(x.clone());
-                (self.norm.forward(x + self.dropout.forward(y)), extra)
+                let y = self.dropout.forward(y);
+                (self.norm.forward_residual(y, Some(x)), extra)
             }
             NormPlacement::Pre => {
                 let (y, extra) = sublayer(self.norm.forward(x.clone()));
@@ -177,7 +225,7 @@ mod tests {
     use burn::tensor::Distribution;
     use focal_backend::assert_close;
 
-    fn post_and_pre_norm_wiring<B: Backend>(device: &B::Device) {
+    fn post_and_pre_norm_wiring<B: FusedAttentionBackend>(device: &B::Device) {
         let x = Tensor::<B, 3>::random([2, 3, 4], Distribution::Normal(0.0, 1.0), device);
         let double = |t: Tensor<B, 3>| (t.clone() * 2.0, ());
         let post = ResidualNormConfig::new(NormConfig::new(4)).init::<B>(device);
@@ -193,7 +241,7 @@ mod tests {
     }
 
     /// RMSNorm of `[3, 4]` with γ = 1: `x / sqrt((9 + 16) / 2 + eps)`.
-    fn rms_norm_matches_its_formula<B: Backend>(device: &B::Device) {
+    fn rms_norm_matches_its_formula<B: FusedAttentionBackend>(device: &B::Device) {
         let norm = NormConfig::new(2)
             .with_kind(NormKind::RmsNorm)
             .with_eps(1e-6)
@@ -207,7 +255,86 @@ mod tests {
         );
     }
 
-    focal_backend::backend_tests!(post_and_pre_norm_wiring, rms_norm_matches_its_formula);
+    /// The fused norm (Focal's CPU kernel on ndarray) equals burn-nn's modules on `x +
+    /// residual`, values and the gradients of the input, the residual, γ and β, for LayerNorm
+    /// (BERT's eps 1e-12 and 1e-5, with and without β) and RMSNorm, with random γ and β.
+    fn fused_norm_equals_burn_nn<B: FusedAttentionBackend>(device: &B::Device) {
+        use burn::backend::Autodiff;
+        use burn::module::Param;
+        type A<B> = Autodiff<B>;
+        let normal = Distribution::Normal(0.0, 1.0);
+        for (kind, eps, bias, d) in [
+            (NormKind::LayerNorm, 1e-12, true, 384),
+            (NormKind::LayerNorm, 1e-5, false, 7),
+            (NormKind::RmsNorm, 1e-6, false, 33),
+        ] {
+            let mut norm = NormConfig::new(d)
+                .with_kind(kind)
+                .with_eps(eps)
+                .init::<A<B>>(device);
+            let gamma = Tensor::<A<B>, 1>::random([d], normal, device);
+            let beta = Tensor::<A<B>, 1>::random([d], normal, device);
+            match &mut norm {
+                Norm::LayerNorm(n) => {
+                    n.gamma = Param::from_tensor(gamma.clone());
+                    n.beta = bias.then(|| Param::from_tensor(beta.clone()));
+                }
+                Norm::RmsNorm(n) => n.gamma = Param::from_tensor(gamma.clone()),
+            }
+            let x = Tensor::<A<B>, 3>::random([2, 5, d], normal, device).mul_scalar(3.0);
+            let r = Tensor::<A<B>, 3>::random([2, 5, d], normal, device);
+            let upstream = Tensor::<A<B>, 3>::random([2, 5, d], normal, device);
+            let run = |fused: bool| {
+                let (x, r) = (x.clone().require_grad(), r.clone().require_grad());
+                let y = if fused {
+                    norm.forward_residual(x.clone(), Some(r.clone()))
+                } else {
+                    match &norm {
+                        Norm::LayerNorm(n) => n.forward(x.clone() + r.clone()),
+                        Norm::RmsNorm(n) => n.forward(x.clone() + r.clone()),
+                    }
+                };
+                let grads = (y.clone() * upstream.clone()).sum().backward();
+                let (gamma, beta) = match &norm {
+                    Norm::LayerNorm(n) => (&n.gamma, n.beta.as_ref()),
+                    Norm::RmsNorm(n) => (&n.gamma, None),
+                };
+                (
+                    y.inner(),
+                    x.grad(&grads).unwrap(),
+                    r.grad(&grads).unwrap(),
+                    gamma.grad(&grads).unwrap(),
+                    beta.map(|b| b.grad(&grads).unwrap()),
+                )
+            };
+            let (fused, plain) = (run(true), run(false));
+            assert_close(fused.0, plain.0, 1e-5);
+            assert_close(fused.1, plain.1, 1e-4);
+            assert_close(fused.2, plain.2, 1e-4);
+            assert_close(fused.3, plain.3, 1e-4);
+            if let (Some(f), Some(p)) = (fused.4, plain.4) {
+                assert_close(f, p, 1e-4);
+            }
+        }
+    }
+
+    focal_backend::backend_tests!(
+        post_and_pre_norm_wiring,
+        rms_norm_matches_its_formula,
+        fused_norm_equals_burn_nn
+    );
+
+    /// The epsilon is read back exactly from burn-nn's LayerNorm (a change in how burn shows it
+    /// fails here, not silently: the norm would fall back to burn's module).
+    #[test]
+    fn layer_norm_epsilon_is_read_exactly() {
+        for eps in [1e-5, 1e-12, 1e-6, 0.1, 1.234_567_890_123e-7] {
+            let norm = burn::nn::LayerNormConfig::new(4)
+                .with_epsilon(eps)
+                .init::<focal_backend::NdArray>(&Default::default());
+            assert_eq!(layer_norm_epsilon(&norm), Some(eps));
+        }
+    }
 
     /// `try_init` returns the error `validate` gives instead of panicking.
     #[cfg(feature = "ndarray")]

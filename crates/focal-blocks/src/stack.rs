@@ -277,16 +277,16 @@ impl<B: Backend> TransformerStack<B> {
             None => mask,
         }
     }
+}
 
+impl<B: FusedAttentionBackend> TransformerStack<B> {
     fn finish(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.final_norm {
             Some(norm) => norm.forward(hidden),
             None => hidden,
         }
     }
-}
 
-impl<B: FusedAttentionBackend> TransformerStack<B> {
     /// The stack over a whole sequence.
     ///
     /// # Shapes

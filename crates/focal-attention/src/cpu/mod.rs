@@ -43,6 +43,7 @@
 pub(crate) mod activation;
 mod gemm;
 pub(crate) mod linear;
+pub(crate) mod norm;
 pub(crate) mod train;
 
 use gemm::{Mat, matmul};

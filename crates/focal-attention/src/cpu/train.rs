@@ -283,3 +283,142 @@ pub(crate) fn linear<B: FusedAttentionBackend, C: CheckpointStrategy, const D: u
     };
     Tensor::from_primitive(TensorPrimitive::Float(out))
 }
+
+/// What the norm backward needs.
+struct NormSaved<const D: usize> {
+    shape: super::norm::NormShape,
+    /// The normalised input (`x + residual`).
+    input: HostValues,
+    mean: Vec<f32>,
+    rstd: Vec<f32>,
+    gamma: HostValues,
+    dims: [usize; D],
+}
+
+impl<const D: usize> std::fmt::Debug for NormSaved<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NormSaved")
+            .field("shape", &self.shape)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct NormBackward<const D: usize>;
+
+impl<B: FusedAttentionBackend, const D: usize> Backward<B, 4> for NormBackward<D> {
+    type State = Arc<NormSaved<D>>;
+
+    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_residual, node_gamma, node_beta] = ops.parents;
+        let dy =
+            Tensor::<B, D>::from_primitive(TensorPrimitive::Float(grads.consume::<B>(&ops.node)));
+        let device = dy.device();
+        let saved = ops.state;
+        let dy = B::host_values(dy);
+        let (dx, d_gamma, d_beta) = saved.shape.backward(
+            saved.input.as_slice(),
+            &saved.mean,
+            &saved.rstd,
+            saved.gamma.as_slice(),
+            dy.as_slice(),
+        );
+        let d = saved.shape.d;
+        let dx = Tensor::<B, D>::from_data(TensorData::new(dx, saved.dims), &device);
+        // The residual enters the sum as `x` does: the same gradient.
+        if let Some(node) = node_residual {
+            grads.register::<B>(node.id, dx.clone().into_primitive().tensor());
+        }
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, dx.into_primitive().tensor());
+        }
+        if let Some(node) = node_gamma {
+            let t = Tensor::<B, 1>::from_data(TensorData::new(d_gamma, [d]), &device);
+            grads.register::<B>(node.id, t.into_primitive().tensor());
+        }
+        if let Some(node) = node_beta {
+            let t = Tensor::<B, 1>::from_data(TensorData::new(d_beta, [d]), &device);
+            grads.register::<B>(node.id, t.into_primitive().tensor());
+        }
+    }
+}
+
+/// `norm(x + residual) · γ + β` on the CPU, recorded as one node whose backward gives the
+/// gradients of `x`, the residual, `γ` and `β` (each only when its parent is tracked).
+pub(crate) fn norm<B: FusedAttentionBackend, C: CheckpointStrategy, const D: usize>(
+    shape: super::norm::NormShape,
+    x: Tensor<Autodiff<B, C>, D>,
+    residual: Option<Tensor<Autodiff<B, C>, D>>,
+    gamma: Tensor<Autodiff<B, C>, 1>,
+    beta: Option<Tensor<Autodiff<B, C>, 1>>,
+) -> Tensor<Autodiff<B, C>, D> {
+    let device = x.device();
+    let dims = x.dims();
+    // An absent residual or β is an untracked stand-in parent (it gets no gradient).
+    let stand_in = || {
+        Tensor::<Autodiff<B, C>, 1>::zeros([1], &device)
+            .into_primitive()
+            .tensor()
+            .node
+    };
+    let [x, gamma] = [x.into_primitive().tensor(), gamma.into_primitive().tensor()];
+    let residual = residual.map(|r| r.into_primitive().tensor());
+    let beta = beta.map(|b| b.into_primitive().tensor());
+    let nodes = [
+        x.node.clone(),
+        residual.as_ref().map_or_else(stand_in, |r| r.node.clone()),
+        gamma.node.clone(),
+        beta.as_ref().map_or_else(stand_in, |b| b.node.clone()),
+    ];
+    let x_values = B::host_values(Tensor::<B, D>::from_primitive(TensorPrimitive::Float(
+        x.primitive,
+    )));
+    let residual_values = residual.map(|r| {
+        B::host_values(Tensor::<B, D>::from_primitive(TensorPrimitive::Float(
+            r.primitive,
+        )))
+    });
+    let gamma_values = B::host_values(Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(
+        gamma.primitive,
+    )));
+    let beta_values = beta.map(|b| {
+        B::host_values(Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(
+            b.primitive,
+        )))
+    });
+    let forward = shape.forward(
+        x_values.as_slice(),
+        residual_values.as_ref().map(HostValues::as_slice),
+        gamma_values.as_slice(),
+        beta_values.as_ref().map(HostValues::as_slice),
+    );
+    let out = Tensor::<B, D>::from_data(TensorData::new(forward.out, dims), &device)
+        .into_primitive()
+        .tensor();
+    let out = match NormBackward::<D>
+        .prepare::<C>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let input = if residual_values.is_some() {
+                HostValues::Owned(forward.sum)
+            } else {
+                x_values
+            };
+            prep.finish(
+                Arc::new(NormSaved {
+                    shape,
+                    input,
+                    mean: forward.mean,
+                    rstd: forward.rstd,
+                    gamma: gamma_values,
+                    dims,
+                }),
+                out,
+            )
+        }
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
