@@ -88,8 +88,8 @@ const CEILING: &str = "matmul ceiling (gemm, all cores)";
 const BURN_MATMUL: &str = "burn matmul";
 const FORWARD: &str = "forward";
 const BOTH: &str = "forward+backward";
-const ENCODER_BEFORE: &str = "encoder layer, generic path";
-const ENCODER_AFTER: &str = "encoder layer, focal kernel";
+const ENCODER_BEFORE: &str = "encoder layer, burn ops";
+const ENCODER_AFTER: &str = "encoder layer, focal kernels";
 const KERNEL_MHA: &str = "focal kernel, 8 key/value heads";
 const KERNEL_MQA: &str = "focal kernel, 1 key/value head";
 
@@ -508,8 +508,9 @@ fn gemm_ceiling(n: usize) -> Job<'static> {
     })
 }
 
-/// A Transformer encoder layer (d 512, 8 heads, ffn 2048, b 8, l 128) forward, with the CPU
-/// kernel off and on.
+/// A Transformer encoder layer (d 512, 8 heads, ffn 2048, b 8, l 128) forward, with Focal's CPU
+/// kernels (attention, linear layers, norms) off and on; `cargo xtask bench models` has the
+/// same layer against PyTorch, with a per-part profile.
 fn encoder_layer<B: FusedAttentionBackend>(budget: Duration, device: &B::Device) -> Vec<Row> {
     let (batch, length) = (8, 128);
     let layer = TransformerLayerConfig::new(D_MODEL, HEADS, 2048)
