@@ -64,6 +64,16 @@ pub trait FusedAttentionBackend: Backend {
         (Self::host_values(weight), layout)
     }
 
+    /// Attention heads `[b, h, l, d]` concatenated per position, `[b, l, h·d]`: what
+    /// multi-head attention feeds its output projection. The default swaps and reshapes;
+    /// ndarray copies the rows in parallel (its reshape of the swapped view would copy element by
+    /// element).
+    #[doc(hidden)]
+    fn merge_heads(x: Tensor<Self, 4>) -> Tensor<Self, 3> {
+        let [b, h, l, d] = x.dims();
+        x.swap_dims(1, 2).reshape([b, l, h * d])
+    }
+
     /// `y = act(x · W + b)` over the last axis of `x` (`act` the identity when `activation` is
     /// `None`), with `W` `[in, out]`
     /// ([`WeightLayout::InOut`], burn's `Linear`) or `[out, in]` ([`WeightLayout::OutIn`],
@@ -481,6 +491,13 @@ focal_backend::if_ndarray! {
             }
         }
 
+        fn merge_heads(x: Tensor<Self, 4>) -> Tensor<Self, 3> {
+            let [b, h, l, d] = x.dims();
+            let device = x.device();
+            let values = Self::host_values(x);
+            crate::cpu::merge_heads(values.as_slice(), [b, h, l, d], &device)
+        }
+
         fn fused_norm<const D: usize>(
             x: Tensor<Self, D>,
             residual: Option<Tensor<Self, D>>,
@@ -527,7 +544,10 @@ focal_backend::if_ndarray! {
                     let [q, k, v] = [query, key, value].map(Self::host_values);
                     let out =
                         crate::cpu::forward(&problem, q.as_slice(), k.as_slice(), v.as_slice()).out;
-                    crate::cpu::heads_last(&out, [b, h, l, problem.d_v], &device)
+                    Tensor::from_data(
+                        burn::tensor::TensorData::new(out, [b, h, l, problem.d_v]),
+                        &device,
+                    )
                 }
                 None => generic_fused_attention(query, key, value, options),
             }

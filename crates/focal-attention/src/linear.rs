@@ -280,6 +280,24 @@ mod tests {
         }
     }
 
+    /// `merge_heads` (a parallel copy on ndarray) equals swapping and reshaping, for a
+    /// standard and a permuted input.
+    fn merged_heads_equal_swap_and_reshape<B: FusedAttentionBackend>(device: &B::Device) {
+        let x = Tensor::<B, 4>::random([2, 3, 4, 5], Distribution::Normal(0.0, 1.0), device);
+        for x in [
+            x.clone(),
+            x.clone().swap_dims(0, 1).swap_dims(0, 1),
+            x.swap_dims(2, 3).swap_dims(2, 3),
+        ] {
+            let expected = x.clone().swap_dims(1, 2).reshape([2, 4, 15]);
+            assert_close(B::merge_heads(x), expected, 0.0);
+        }
+        let permuted = Tensor::<B, 4>::random([2, 4, 3, 5], Distribution::Normal(0.0, 1.0), device)
+            .swap_dims(1, 2);
+        let expected = permuted.clone().swap_dims(1, 2).reshape([2, 4, 15]);
+        assert_close(B::merge_heads(permuted), expected, 0.0);
+    }
+
     /// `store_out_in` changes the storage, not the values.
     fn stored_out_in_keeps_the_values<B: FusedAttentionBackend>(device: &B::Device) {
         let w = Tensor::<B, 2>::random([37, 70], Distribution::Normal(0.0, 1.0), device);
@@ -312,6 +330,7 @@ mod tests {
     focal_backend::backend_tests!(
         fast_path_equals_burn_linear,
         stored_out_in_keeps_the_values,
+        merged_heads_equal_swap_and_reshape,
         mismatched_shapes_are_named
     );
 }

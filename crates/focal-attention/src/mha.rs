@@ -403,7 +403,8 @@ impl<B: FusedAttentionBackend> MultiHeadAttention<B> {
         mode: WeightsMode,
         [b, l, d]: [usize; 3],
     ) -> MhaOutput<B> {
-        let context = attended.context.swap_dims(1, 2).reshape([b, l, d]); // [b, l, d]
+        let context = B::merge_heads(attended.context); // [b, l, d]
+        debug_assert_eq!(context.dims(), [b, l, d]);
         let weights = match mode {
             WeightsMode::None => None,
             WeightsMode::PerHead => attended.weights,

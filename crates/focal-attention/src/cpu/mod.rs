@@ -399,33 +399,28 @@ fn exp_nonpositive(x: f32) -> f32 {
     if x <= -87.0 { 0.0 } else { p * scale }
 }
 
-/// The kernel's output `[b, h, l, d]` as a tensor whose storage is `[b, l, h, d]` (a copy, row
-/// by row, on every thread), viewed as `[b, h, l, d]`. Merging the heads (`swap_dims(1, 2)`
-/// then `reshape([b, l, h·d])`) is then free, where a `[b, h, l, d]` storage would be copied
-/// again, element by element, by the reshape.
-pub(crate) fn heads_last<B: burn::tensor::backend::Backend>(
-    out: &[f32],
+/// Heads `[b, h, l, d]` (row-major values) as `[b, l, h·d]`: each position's heads copied
+/// side by side, on every thread.
+#[allow(dead_code)] // unused when ndarray is off
+pub(crate) fn merge_heads<B: burn::tensor::backend::Backend>(
+    values: &[f32],
     [b, h, l, d]: [usize; 4],
     device: &B::Device,
-) -> burn::tensor::Tensor<B, 4> {
-    let mut permuted = vec![0.0f32; out.len()];
-    if d > 0 {
-        permuted
+) -> burn::tensor::Tensor<B, 3> {
+    let mut merged = vec![0.0f32; values.len()];
+    if h * d > 0 && l > 0 {
+        merged
             .par_chunks_mut(h * d)
             .enumerate()
             .for_each(|(bl, row)| {
-                let (batch, position) = (bl / l.max(1), bl % l.max(1));
+                let (batch, position) = (bl / l, bl % l);
                 for (head, slot) in row.chunks_exact_mut(d).enumerate() {
                     let from = ((batch * h + head) * l + position) * d;
-                    slot.copy_from_slice(&out[from..from + d]);
+                    slot.copy_from_slice(&values[from..from + d]);
                 }
             });
     }
-    burn::tensor::Tensor::<B, 4>::from_data(
-        burn::tensor::TensorData::new(permuted, [b, l, h, d]),
-        device,
-    )
-    .swap_dims(1, 2)
+    burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(merged, [b, l, h * d]), device)
 }
 
 /// Runs `job` compiled for the best instruction set this CPU has: `pulp` compiles the job's
