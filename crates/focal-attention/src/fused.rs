@@ -12,6 +12,11 @@
 //!
 //! Code that is generic over the backend and runs attention names `B: FusedAttentionBackend`
 //! instead of `B: Backend`; training code names [`FusedAutodiffBackend`].
+//!
+//! The trait gathers Focal's other kernel extensions too, so that one bound covers a whole
+//! model: [`FusedAttentionBackend::fused_linear`] (every projection, with an optional fused
+//! activation; see [`project`](crate::project)) and [`FusedAttentionBackend::fused_norm`]
+//! (residual + LayerNorm/RMSNorm in one pass), each with a tensor-op default.
 
 use crate::linear::{LinearShape, generic_linear};
 use crate::sdpa::{attend, kv_shapes_agree, memory_efficient, scaled_scores, shared_kv_heads};
@@ -164,10 +169,11 @@ fn activated<B: Backend, const D: usize>(
 
 static CPU_KERNEL_ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
-/// Switches Focal's CPU attention kernel on or off for the whole process (on by default).
-/// Off, backends with the kernel run [`generic_fused_attention`] (and its autodiff) instead:
-/// for before/after measurements and for ruling the kernel out when debugging. Results agree
-/// within float rounding either way.
+/// Switches Focal's CPU kernels (attention, linear layers with their activations, norms) on or
+/// off for the whole process (on by default). Off, backends with the kernels run the generic
+/// tensor-op paths ([`generic_fused_attention`], [`generic_linear`](crate::generic_linear),
+/// [`generic_norm`]) and their autodiff instead: for before/after measurements and for ruling
+/// the kernels out when debugging. Results agree within float rounding either way.
 pub fn set_cpu_kernel(enabled: bool) {
     CPU_KERNEL_ON.store(enabled, std::sync::atomic::Ordering::Relaxed);
 }
@@ -176,7 +182,7 @@ std::thread_local! {
     static CPU_KERNEL_OFF_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Runs `f` with Focal's CPU attention kernel off for the attention calls made on this thread
+/// Runs `f` with Focal's CPU kernels off for the calls made on this thread
 /// (other threads are not affected; see [`set_cpu_kernel`] for the whole process). Tests use it
 /// to reach the generic path on ndarray. The previous setting is restored when `f` returns or
 /// panics, so a failed test cannot leave the kernel off for the next one on the same thread.
@@ -192,7 +198,7 @@ pub fn without_cpu_kernel<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Whether Focal's CPU attention kernel is on for calls made on this thread (see
+/// Whether Focal's CPU kernels are on for calls made on this thread (see
 /// [`set_cpu_kernel`] and [`without_cpu_kernel`]).
 pub fn cpu_kernel_enabled() -> bool {
     CPU_KERNEL_ON.load(std::sync::atomic::Ordering::Relaxed) && !CPU_KERNEL_OFF_HERE.get()
