@@ -572,10 +572,34 @@ focal_backend::if_ndarray! {
         match view.ndim() {
             2 => fixed::<ndarray::Ix2>(view.clone()),
             3 => fixed::<ndarray::Ix3>(view.clone()),
-            4 => fixed::<ndarray::Ix4>(view.clone()),
+            4 => rows_copy(view.clone()),
             _ => None,
         }
         .unwrap_or_else(|| view.iter().copied().collect())
+    }
+
+    /// A 4-D view whose last axis is contiguous (split heads: `[b, l, h, d]` viewed as
+    /// `[b, h, l, d]`) copied row by row, each row one `memcpy`, the outer pairs in parallel.
+    fn rows_copy(view: ndarray::ArrayViewD<'_, f32>) -> Option<Vec<f32>> {
+        use ndarray::Axis;
+        use rayon::prelude::*;
+        let view = view.into_dimensionality::<ndarray::Ix4>().ok()?;
+        let [n0, n1, n2, d] = [0, 1, 2, 3].map(|a| view.len_of(Axis(a)));
+        if view.strides()[3] != 1 || n0 * n1 * n2 * d == 0 {
+            return Some(view.as_standard_layout().into_owned().into_raw_vec_and_offset().0);
+        }
+        let mut out = vec![0.0f32; n0 * n1 * n2 * d];
+        out.par_chunks_mut(n2 * d).enumerate().for_each(|(k, block)| {
+            let plane = view.index_axis(Axis(0), k / n1);
+            let plane = plane.index_axis(Axis(0), k % n1); // [n2, d]
+            for (to, from) in block.chunks_exact_mut(d).zip(plane.rows()) {
+                match from.as_slice() {
+                    Some(from) => to.copy_from_slice(from),
+                    None => to.iter_mut().zip(from.iter()).for_each(|(t, f)| *t = *f),
+                }
+            }
+        });
+        Some(out)
     }
 }
 
@@ -691,8 +715,12 @@ mod tests {
             // A permuted view is copied into row-major order.
             let permuted = B::host_values(tensor.clone().swap_dims(1, 2));
             assert!(matches!(permuted, HostValues::Owned(_)));
-            let expected: Vec<f32> = tensor.swap_dims(1, 2).into_data().to_vec().unwrap();
+            let expected: Vec<f32> = tensor.clone().swap_dims(1, 2).into_data().to_vec().unwrap();
             assert_eq!(permuted.as_slice(), expected.as_slice());
+            // And one whose last axis is strided (the row-by-row copy does not apply).
+            let transposed = B::host_values(tensor.clone().swap_dims(2, 3));
+            let expected: Vec<f32> = tensor.swap_dims(2, 3).into_data().to_vec().unwrap();
+            assert_eq!(transposed.as_slice(), expected.as_slice());
         }
     }
 
