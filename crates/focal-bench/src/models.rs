@@ -349,9 +349,11 @@ fn gpt2_decoding<B: FusedAttentionBackend>(
     decode(4); // warm-up: first-touch page faults of the weights and caches
     let baseline = kernels_off(|| decode(options.baseline_tokens).0);
     let (focal, tokens) = decode(options.new_tokens);
-    std::fs::write(
-        options.gpt2.join("focal_tokens.json"),
-        serde_json::to_string(&serde_json::json!({"prompt": prompt, "tokens": tokens}))?,
+    focal::train::write_atomic(
+        &options.gpt2.join("focal_tokens.json"),
+        serde_json::json!({"prompt": prompt, "tokens": tokens})
+            .to_string()
+            .as_bytes(),
     )?;
     let weight_bytes = (model_parameters() * 4) as f64;
     let limit = bandwidth / weight_bytes;
