@@ -216,6 +216,14 @@ pub enum HostValues {
 }
 
 impl HostValues {
+    /// The values as a vector of their own (copied when they are shared).
+    pub fn into_vec(self) -> Vec<f32> {
+        match self {
+            Self::Owned(values) => values,
+            Self::Shared(_) => self.as_slice().to_vec(),
+        }
+    }
+
     /// The values.
     pub fn as_slice(&self) -> &[f32] {
         match self {
@@ -498,10 +506,11 @@ focal_backend::if_ndarray! {
         }
 
         fn merge_heads(x: Tensor<Self, 4>) -> Tensor<Self, 3> {
+            // `host_values` copies the swapped view `[b, l, h, d]` row by row, in parallel.
             let [b, h, l, d] = x.dims();
             let device = x.device();
-            let values = Self::host_values(x);
-            crate::cpu::merge_heads(values.as_slice(), [b, h, l, d], &device)
+            let merged = Self::host_values(x.swap_dims(1, 2)).into_vec();
+            Tensor::from_data(burn::tensor::TensorData::new(merged, [b, l, h * d]), &device)
         }
 
         fn fused_norm<const D: usize>(

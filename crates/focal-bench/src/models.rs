@@ -100,6 +100,9 @@ struct TorchFigures {
 const ENCODER_FORWARD: &str = "encoder layer forward (d 512, 8 heads, ffn 2048, b 8, l 128)";
 const ENCODER_TRAIN: &str = "encoder layer training step (forward, backward, AdamW)";
 const GPT2_DECODE: &str = "GPT-2-small greedy decoding after a 16-token prompt";
+/// The wholes of the profile.
+const ENCODER_PROFILE: &str = "encoder layer forward";
+const DECODING_PROFILE: &str = "GPT-2-small decoding step";
 const MINILM: &str = "all-MiniLM-L6-v2 embeddings, 256 sentences, batch 32";
 
 pub fn run<A: FusedAutodiffBackend>(
@@ -179,23 +182,19 @@ fn encoder_forward<B: FusedAttentionBackend>(
     let focal = time(&mut forward);
 
     // The parts, each alone at the layer's shapes.
-    let whole = "encoder layer forward";
     let attention = &layer.self_attention;
     let q = Tensor::<B, 4>::random([8, 8, 128, 64], Distribution::Normal(0.0, 1.0), device);
     let dropout = burn::nn::DropoutConfig::new(0.0).init();
     let none = AttentionMask::none();
-    let ffn_input = x.clone();
-    let residual = x.clone();
     let norm = &layer.self_attention_residual.norm;
-    let mut parts = Vec::new();
-    parts.push((
+    let mut parts = vec![(
         "q, k, v and output projections (4 × 512→512)",
         time(&mut || {
             for i in 0..4 {
                 project(attention_linear(attention, i), x.clone()).into_data();
             }
         }),
-    ));
+    )];
     parts.push((
         "attention kernel (8 heads × 128 × 128), heads merged",
         time(&mut || {
@@ -207,7 +206,8 @@ fn encoder_forward<B: FusedAttentionBackend>(
                 memory_efficient_from: usize::MAX,
                 key_block: 128,
             };
-            // As the layer uses it: heads merged back to `[b, l, d]`.
+            // Heads merged back to `[b, l, d]` by swapping and reshaping (the layer itself
+            // merges through `merge_heads`, a parallel copy on ndarray).
             B::fused_attention(q.clone(), q.clone(), q.clone(), options)
                 .swap_dims(1, 2)
                 .reshape([8, 128, 512])
@@ -217,22 +217,23 @@ fn encoder_forward<B: FusedAttentionBackend>(
     parts.push((
         "feed-forward (512→2048, ReLU, 2048→512)",
         time(&mut || {
-            layer.feed_forward.forward(ffn_input.clone()).into_data();
+            layer.feed_forward.forward(x.clone()).into_data();
         }),
     ));
     parts.push((
         "2 × residual + LayerNorm",
         time(&mut || {
             for _ in 0..2 {
-                norm.forward(residual.clone() + x.clone()).into_data();
+                norm.forward(x.clone() + x.clone()).into_data();
             }
         }),
     ));
-    let named: f64 = parts.iter().map(|(_, s)| s).sum();
-    parts.push((
+    let parts = profile(
+        ENCODER_PROFILE,
+        parts,
         "the rest (head split/merge copies, reads)",
-        (focal - named).max(0.0),
-    ));
+        focal,
+    );
     let row = Row {
         workload: ENCODER_FORWARD.into(),
         unit: "ms".into(),
@@ -241,15 +242,26 @@ fn encoder_forward<B: FusedAttentionBackend>(
         pytorch: None,
         note: String::new(),
     };
-    let parts = parts
+    (row, parts)
+}
+
+/// The parts of `whole` as profile rows, and `rest`: what `total` leaves after them.
+fn profile<'a>(
+    whole: &str,
+    mut parts: Vec<(&'a str, f64)>,
+    rest: &'a str,
+    total: f64,
+) -> Vec<Part> {
+    let named: f64 = parts.iter().map(|(_, s)| s).sum();
+    parts.push((rest, (total - named).max(0.0)));
+    parts
         .into_iter()
         .map(|(part, seconds)| Part {
             whole: whole.into(),
             part: part.into(),
             seconds,
         })
-        .collect();
-    (row, parts)
+        .collect()
 }
 
 /// The query, key, value or output projection of a multi-head attention.
@@ -376,7 +388,6 @@ fn gpt2_decoding<B: FusedAttentionBackend>(
     };
 
     // One decoding step's parts: each layer's projections (1 row), the LM head.
-    let whole = "GPT-2-small decoding step";
     let time = |f: &mut dyn FnMut()| measure(options.budget, f).seconds;
     let row_input = Tensor::<B, 3>::random([1, 1, D], Distribution::Normal(0.0, 1.0), device);
     // Every layer's weights, as a step reads them (one layer's alone would stay in the cache).
@@ -401,24 +412,16 @@ fn gpt2_decoding<B: FusedAttentionBackend>(
     let head = time(&mut || {
         project_transposed(row_input.clone(), model.embedding.tokens.weight.val()).into_data();
     });
-    let mut parts = vec![
-        ("12 × q, k, v, output projections (768→768)", projections),
-        ("12 × feed-forward (768→3072, GELU, 3072→768)", feed_forward),
-        ("LM head (768→50257, tied)", head),
-    ];
-    let named: f64 = parts.iter().map(|(_, s)| s).sum();
-    parts.push((
+    let parts = profile(
+        DECODING_PROFILE,
+        vec![
+            ("12 × q, k, v, output projections (768→768)", projections),
+            ("12 × feed-forward (768→3072, GELU, 3072→768)", feed_forward),
+            ("LM head (768→50257, tied)", head),
+        ],
         "the rest (attention over the cache, norms, argmax)",
-        (step - named).max(0.0),
-    ));
-    let parts = parts
-        .into_iter()
-        .map(|(part, seconds)| Part {
-            whole: whole.into(),
-            part: part.into(),
-            seconds,
-        })
-        .collect();
+        step,
+    );
     Ok((row, parts))
 }
 
@@ -605,7 +608,7 @@ pub fn markdown(report: &Report, backend: &str) -> String {
         "\n\nStreaming read: {:.1} GB/s.\n\n| profile | part | time | share |\n|---|---|---:|---:|\n",
         report.bandwidth / 1e9
     );
-    for whole in ["encoder layer forward", "GPT-2-small decoding step"] {
+    for whole in [ENCODER_PROFILE, DECODING_PROFILE] {
         let parts: Vec<&Part> = report.profile.iter().filter(|p| p.whole == whole).collect();
         let total: f64 = parts.iter().map(|p| p.seconds).sum();
         for p in parts {

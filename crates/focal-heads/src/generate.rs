@@ -260,14 +260,9 @@ fn ids<B: Backend>(rows: &[&[usize]], device: &B::Device) -> Tensor<B, 2, Int> {
 /// The logits of the last position of each row, on the host.
 fn last_logits<B: FusedAttentionBackend>(logits: Tensor<B, 3>) -> Vec<Vec<f32>> {
     let [b, n, vocab] = logits.dims();
-    let last = if n == 1 {
-        logits
-    } else {
-        logits.slice([0..b, n - 1..n, 0..vocab])
-    };
     // `host_values` reads ndarray's tensor in place; `into_data` would copy it element by
     // element (about a millisecond per token for GPT-2's 50257 logits).
-    let values = B::host_values(last);
+    let values = B::host_values(logits.slice([0..b, n - 1..n, 0..vocab]));
     values
         .as_slice()
         .chunks(vocab)

@@ -110,21 +110,12 @@ impl pulp::WithSimd for Job<'_> {
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) {
         let Job { activation, z, out } = self;
-        // One loop per activation, so that each vectorises without a branch inside.
-        macro_rules! each {
-            ($f:ident) => {
-                match z {
-                    None => out.iter_mut().for_each(|v| *v = $f(activation, *v)),
-                    Some(z) => out
-                        .iter_mut()
-                        .zip(z)
-                        .for_each(|(g, &x)| *g *= $f(activation, x)),
-                }
-            };
-        }
         match z {
-            None => each!(value),
-            Some(_) => each!(derivative),
+            None => out.iter_mut().for_each(|v| *v = value(activation, *v)),
+            Some(z) => out
+                .iter_mut()
+                .zip(z)
+                .for_each(|(g, &x)| *g *= derivative(activation, x)),
         }
     }
 }

@@ -52,9 +52,7 @@ impl<'a> Mat<'a> {
         }
         strides
     }
-}
 
-impl<'a> Mat<'a> {
     /// The transpose of this matrix (no copy: the strides swap).
     pub fn t(self) -> Self {
         Self {
@@ -68,6 +66,14 @@ impl<'a> Mat<'a> {
     pub fn skip_cols(self, cols: usize) -> Self {
         Self {
             data: &self.data[cols * self.col_stride..],
+            ..self
+        }
+    }
+
+    /// The matrix without its first `rows` rows.
+    pub fn skip_rows(self, rows: usize) -> Self {
+        Self {
+            data: &self.data[rows * self.row_stride..],
             ..self
         }
     }

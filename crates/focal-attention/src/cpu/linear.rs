@@ -150,25 +150,29 @@ fn product(
     // slow thread does not hold up the rest. Each block of a column-contiguous `rhs` (an
     // `[out, in]` weight) is one contiguous stretch of memory.
     let block = n.div_ceil(4 * threads).next_multiple_of(16).max(16);
+    // The product of columns `start..start + out.len() / m` into `out` (rows `out.len() / m`
+    // apart), holding the previous values when accumulating.
+    let columns = |start: usize, out: &mut [f32]| {
+        let cols = out.len() / m;
+        matmul_on(
+            m,
+            cols,
+            k,
+            out,
+            cols,
+            lhs,
+            rhs.skip_cols(start),
+            1.0,
+            accumulate,
+            false,
+        );
+    };
     if m == 1 {
+        // One row: each block of columns is a slice of `dst` itself.
         dst[..n]
             .par_chunks_mut(block)
             .enumerate()
-            .for_each(|(i, out)| {
-                let cols = out.len();
-                matmul_on(
-                    1,
-                    cols,
-                    k,
-                    out,
-                    cols,
-                    lhs,
-                    rhs.skip_cols(i * block),
-                    1.0,
-                    accumulate,
-                    false,
-                );
-            });
+            .for_each(|(i, out)| columns(i * block, out));
         return;
     }
     let blocks: Vec<Vec<f32>> = (0..n.div_ceil(block))
@@ -181,18 +185,7 @@ fn product(
                     row.copy_from_slice(&from[start..start + cols]);
                 }
             }
-            matmul_on(
-                m,
-                cols,
-                k,
-                &mut out,
-                cols,
-                lhs,
-                rhs.skip_cols(start),
-                1.0,
-                accumulate,
-                false,
-            );
+            columns(start, &mut out);
             out
         })
         .collect();
@@ -232,7 +225,7 @@ fn few_rows_by_depth(
                 &mut out,
                 n,
                 lhs.skip_cols(start),
-                rhs.t().skip_cols(start).t(),
+                rhs.skip_rows(start),
                 1.0,
                 false,
                 false,

@@ -399,30 +399,6 @@ fn exp_nonpositive(x: f32) -> f32 {
     if x <= -87.0 { 0.0 } else { p * scale }
 }
 
-/// Heads `[b, h, l, d]` (row-major values) as `[b, l, h·d]`: each position's heads copied
-/// side by side, on every thread.
-#[allow(dead_code)] // unused when ndarray is off
-pub(crate) fn merge_heads<B: burn::tensor::backend::Backend>(
-    values: &[f32],
-    [b, h, l, d]: [usize; 4],
-    device: &B::Device,
-) -> burn::tensor::Tensor<B, 3> {
-    let mut merged = vec![0.0f32; values.len()];
-    if h * d > 0 && l > 0 {
-        merged
-            .par_chunks_mut(h * d)
-            .enumerate()
-            .for_each(|(bl, row)| {
-                let (batch, position) = (bl / l, bl % l);
-                for (head, slot) in row.chunks_exact_mut(d).enumerate() {
-                    let from = ((batch * h + head) * l + position) * d;
-                    slot.copy_from_slice(&values[from..from + d]);
-                }
-            });
-    }
-    burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(merged, [b, l, h * d]), device)
-}
-
 /// Runs `job` compiled for the best instruction set this CPU has: `pulp` compiles the job's
 /// [`pulp::WithSimd::with_simd`] (and everything `#[inline(always)]` under it) once per
 /// instruction set (AVX-512 or AVX2/FMA on x86-64 when present, portable code otherwise) and

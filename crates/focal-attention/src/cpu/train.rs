@@ -22,6 +22,44 @@ pub(crate) fn read<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32>
         .expect("converted to f32")
 }
 
+/// The values of an inner-backend primitive (see [`FusedAttentionBackend::host_values`]).
+fn values<B: FusedAttentionBackend, const D: usize>(
+    primitive: B::FloatTensorPrimitive,
+) -> HostValues {
+    B::host_values(Tensor::<B, D>::from_primitive(TensorPrimitive::Float(
+        primitive,
+    )))
+}
+
+/// An inner-backend primitive holding row-major `values` of shape `dims`.
+fn primitive<B: Backend, const D: usize>(
+    values: Vec<f32>,
+    dims: [usize; D],
+    device: &B::Device,
+) -> B::FloatTensorPrimitive {
+    Tensor::<B, D>::from_data(TensorData::new(values, dims), device)
+        .into_primitive()
+        .tensor()
+}
+
+/// A node's incoming gradient (as `grads.consume` returns it) on the host, and its device.
+fn upstream<B: FusedAttentionBackend, const D: usize>(
+    gradient: B::FloatTensorPrimitive,
+) -> (HostValues, B::Device) {
+    let gradient = Tensor::<B, D>::from_primitive(TensorPrimitive::Float(gradient));
+    let device = gradient.device();
+    (B::host_values(gradient), device)
+}
+
+/// An untracked tensor standing in for an absent parent of a node (it gets no gradient).
+fn stand_in<B: Backend, C: CheckpointStrategy>(
+    device: &B::Device,
+) -> <Autodiff<B, C> as burn::tensor::backend::BackendTypes>::FloatTensorPrimitive {
+    Tensor::<Autodiff<B, C>, 1>::zeros([1], device)
+        .into_primitive()
+        .tensor()
+}
+
 /// Everything the backward needs: the inputs and the forward's output and log-sum-exp.
 struct Saved {
     problem: Problem,
@@ -47,12 +85,9 @@ impl<B: FusedAttentionBackend> Backward<B, 4> for AttentionBackward {
 
     fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_q, node_k, node_v, node_bias] = ops.parents;
-        let d_out =
-            Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(grads.consume::<B>(&ops.node)));
-        let device = d_out.device();
+        let (d_out, device) = upstream::<B, 4>(grads.consume::<B>(&ops.node));
         let saved = ops.state;
         let p = &saved.problem;
-        let d_out = B::host_values(d_out);
         let [q, k, v] = [&saved.q, &saved.k, &saved.v].map(HostValues::as_slice);
         let g = super::backward(
             p,
@@ -63,11 +98,7 @@ impl<B: FusedAttentionBackend> Backward<B, 4> for AttentionBackward {
             d_out.as_slice(),
             node_bias.is_some(),
         );
-        let tensor = |data: Vec<f32>, shape: [usize; 4]| {
-            Tensor::<B, 4>::from_data(TensorData::new(data, shape), &device)
-                .into_primitive()
-                .tensor()
-        };
+        let tensor = |data: Vec<f32>, shape: [usize; 4]| primitive::<B, 4>(data, shape, &device);
         if let Some(node) = node_q {
             grads.register::<B>(node.id, tensor(g.dq, [p.b, p.h, p.l, p.d_k]));
         }
@@ -95,18 +126,13 @@ pub(crate) fn attention<B: FusedAttentionBackend, C: CheckpointStrategy>(
 ) -> Tensor<Autodiff<B, C>, 4> {
     let device = query.device();
     // Without a bias, an untracked stand-in fills the fourth parent (it gets no gradient).
-    let bias = bias
-        .unwrap_or_else(|| Tensor::zeros([1, 1, 1, 1], &device))
-        .into_primitive()
-        .tensor()
-        .node;
+    let bias = match bias {
+        Some(bias) => bias.into_primitive().tensor().node,
+        None => stand_in::<B, C>(&device).node,
+    };
     let [q, k, v] = [query, key, value].map(|t| t.into_primitive().tensor());
     let nodes = [q.node.clone(), k.node.clone(), v.node.clone(), bias];
-    let [q_data, k_data, v_data] = [q, k, v].map(|t| {
-        B::host_values(Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(
-            t.primitive,
-        )))
-    });
+    let [q_data, k_data, v_data] = [q, k, v].map(|t| values::<B, 4>(t.primitive));
     let forward = super::forward(
         &problem,
         q_data.as_slice(),
@@ -114,9 +140,7 @@ pub(crate) fn attention<B: FusedAttentionBackend, C: CheckpointStrategy>(
         v_data.as_slice(),
     );
     let shape = [problem.b, problem.h, problem.l, problem.d_v];
-    let out = Tensor::<B, 4>::from_data(TensorData::new(forward.out.clone(), shape), &device)
-        .into_primitive()
-        .tensor();
+    let out = primitive::<B, 4>(forward.out.clone(), shape, &device);
     let out = match AttentionBackward
         .prepare::<C>(nodes)
         .compute_bound()
@@ -139,14 +163,14 @@ pub(crate) fn attention<B: FusedAttentionBackend, C: CheckpointStrategy>(
 
 /// What the linear backward needs: the product's shapes and its saved input and weight.
 struct LinearSaved<const D: usize> {
+    /// Its layout is the one `w` is stored in.
     kernel: super::linear::Linear,
     x: HostValues,
     w: HostValues,
     x_dims: [usize; D],
-    /// The weight's dimensions as its parent node has them (`[in, out]` or `[out, in]`), and
-    /// whether the values in `w` are their transpose (a transposed view shared in place).
-    w_dims: [usize; 2],
-    w_flipped: bool,
+    /// The layout of the weight's parent node: the stored one, or its transpose when a
+    /// transposed view was shared in place.
+    layout: crate::WeightLayout,
     /// The fused activation and its input (the product plus bias).
     activation: Option<(crate::Activation, Vec<f32>)>,
 }
@@ -167,11 +191,9 @@ impl<B: FusedAttentionBackend, const D: usize> Backward<B, 3> for LinearBackward
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_w, node_b] = ops.parents;
-        let dy =
-            Tensor::<B, D>::from_primitive(TensorPrimitive::Float(grads.consume::<B>(&ops.node)));
-        let device = dy.device();
+        let (dy, device) = upstream::<B, D>(grads.consume::<B>(&ops.node));
         let saved = ops.state;
-        let dy = B::host_values(dy);
+        let kernel = &saved.kernel;
         // Through the activation first: dz = dy ∘ act'(z).
         let dz = saved.activation.as_ref().map(|(activation, z)| {
             let mut dz = dy.as_slice().to_vec();
@@ -180,26 +202,26 @@ impl<B: FusedAttentionBackend, const D: usize> Backward<B, 3> for LinearBackward
         });
         let dy = dz.as_deref().unwrap_or(dy.as_slice());
         let needed = [node_x.is_some(), node_w.is_some(), node_b.is_some()];
-        let [dx, dw, db] =
-            saved
-                .kernel
-                .backward(saved.x.as_slice(), saved.w.as_slice(), dy, needed);
+        let [dx, dw, db] = kernel.backward(saved.x.as_slice(), saved.w.as_slice(), dy, needed);
         if let (Some(node), Some(dx)) = (node_x, dx) {
-            let dx = Tensor::<B, D>::from_data(TensorData::new(dx, saved.x_dims), &device);
-            grads.register::<B>(node.id, dx.into_primitive().tensor());
+            grads.register::<B>(node.id, primitive::<B, D>(dx, saved.x_dims, &device));
         }
         if let (Some(node), Some(dw)) = (node_w, dw) {
-            let [a, b] = saved.w_dims;
-            let dw = if saved.w_flipped {
-                Tensor::<B, 2>::from_data(TensorData::new(dw, [b, a]), &device).transpose()
+            // dW in the stored layout, transposed back when the parent has the other one.
+            let stored = match kernel.layout {
+                crate::WeightLayout::InOut => [kernel.k, kernel.n],
+                crate::WeightLayout::OutIn => [kernel.n, kernel.k],
+            };
+            let dw = Tensor::<B, 2>::from_data(TensorData::new(dw, stored), &device);
+            let dw = if kernel.layout == saved.layout {
+                dw
             } else {
-                Tensor::<B, 2>::from_data(TensorData::new(dw, [a, b]), &device)
+                dw.transpose()
             };
             grads.register::<B>(node.id, dw.into_primitive().tensor());
         }
         if let (Some(node), Some(db)) = (node_b, db) {
-            let db = Tensor::<B, 1>::from_data(TensorData::new(db, [saved.kernel.n]), &device);
-            grads.register::<B>(node.id, db.into_primitive().tensor());
+            grads.register::<B>(node.id, primitive::<B, 1>(db, [kernel.n], &device));
         }
     }
 }
@@ -215,31 +237,20 @@ pub(crate) fn linear<B: FusedAttentionBackend, C: CheckpointStrategy, const D: u
     activation: Option<crate::Activation>,
 ) -> Tensor<Autodiff<B, C>, D> {
     let device = x.device();
-    let (x_dims, w_dims) = (x.dims(), weight.dims());
-    // Without a bias, an untracked stand-in fills the third parent (it gets no gradient).
-    let bias = bias.map(|b| b.into_primitive().tensor());
-    let bias_values = bias.as_ref().map(|b| {
-        B::host_values(Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(
-            b.primitive.clone(),
-        )))
-    });
-    let bias_node = match bias {
-        Some(b) => b.node,
-        None => {
-            Tensor::<Autodiff<B, C>, 1>::zeros([1], &device)
-                .into_primitive()
-                .tensor()
-                .node
-        }
-    };
+    let x_dims = x.dims();
     let [x, w] = [
         x.into_primitive().tensor(),
         weight.into_primitive().tensor(),
     ];
-    let nodes = [x.node.clone(), w.node.clone(), bias_node];
-    let x_values = B::host_values(Tensor::<B, D>::from_primitive(TensorPrimitive::Float(
-        x.primitive,
-    )));
+    let bias = bias.map(|b| b.into_primitive().tensor());
+    let nodes = [
+        x.node.clone(),
+        w.node.clone(),
+        bias.as_ref()
+            .map_or_else(|| stand_in::<B, C>(&device).node, |b| b.node.clone()),
+    ];
+    let bias_values = bias.map(|b| values::<B, 1>(b.primitive));
+    let x_values = values::<B, D>(x.primitive);
     let (w_values, stored) = B::host_weight(
         Tensor::from_primitive(TensorPrimitive::Float(w.primitive)),
         layout,
@@ -259,9 +270,7 @@ pub(crate) fn linear<B: FusedAttentionBackend, C: CheckpointStrategy, const D: u
         }
         None => (z, None),
     };
-    let out = Tensor::<B, D>::from_data(TensorData::new(y, shape.output), &device)
-        .into_primitive()
-        .tensor();
+    let out = primitive::<B, D>(y, shape.output, &device);
     let out = match LinearBackward::<D>
         .prepare::<C>(nodes)
         .compute_bound()
@@ -273,8 +282,7 @@ pub(crate) fn linear<B: FusedAttentionBackend, C: CheckpointStrategy, const D: u
                 x: x_values,
                 w: w_values,
                 x_dims,
-                w_dims,
-                w_flipped: stored != layout,
+                layout,
                 activation,
             }),
             out,
@@ -311,11 +319,8 @@ impl<B: FusedAttentionBackend, const D: usize> Backward<B, 4> for NormBackward<D
 
     fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_residual, node_gamma, node_beta] = ops.parents;
-        let dy =
-            Tensor::<B, D>::from_primitive(TensorPrimitive::Float(grads.consume::<B>(&ops.node)));
-        let device = dy.device();
+        let (dy, device) = upstream::<B, D>(grads.consume::<B>(&ops.node));
         let saved = ops.state;
-        let dy = B::host_values(dy);
         let (dx, d_gamma, d_beta) = saved.shape.backward(
             saved.input.as_slice(),
             &saved.mean,
@@ -333,12 +338,10 @@ impl<B: FusedAttentionBackend, const D: usize> Backward<B, 4> for NormBackward<D
             grads.register::<B>(node.id, dx.into_primitive().tensor());
         }
         if let Some(node) = node_gamma {
-            let t = Tensor::<B, 1>::from_data(TensorData::new(d_gamma, [d]), &device);
-            grads.register::<B>(node.id, t.into_primitive().tensor());
+            grads.register::<B>(node.id, primitive::<B, 1>(d_gamma, [d], &device));
         }
         if let Some(node) = node_beta {
-            let t = Tensor::<B, 1>::from_data(TensorData::new(d_beta, [d]), &device);
-            grads.register::<B>(node.id, t.into_primitive().tensor());
+            grads.register::<B>(node.id, primitive::<B, 1>(d_beta, [d], &device));
         }
     }
 }
@@ -354,13 +357,7 @@ pub(crate) fn norm<B: FusedAttentionBackend, C: CheckpointStrategy, const D: usi
 ) -> Tensor<Autodiff<B, C>, D> {
     let device = x.device();
     let dims = x.dims();
-    // An absent residual or β is an untracked stand-in parent (it gets no gradient).
-    let stand_in = || {
-        Tensor::<Autodiff<B, C>, 1>::zeros([1], &device)
-            .into_primitive()
-            .tensor()
-            .node
-    };
+    let stand_in = || stand_in::<B, C>(&device).node;
     let [x, gamma] = [x.into_primitive().tensor(), gamma.into_primitive().tensor()];
     let residual = residual.map(|r| r.into_primitive().tensor());
     let beta = beta.map(|b| b.into_primitive().tensor());
@@ -370,31 +367,17 @@ pub(crate) fn norm<B: FusedAttentionBackend, C: CheckpointStrategy, const D: usi
         gamma.node.clone(),
         beta.as_ref().map_or_else(stand_in, |b| b.node.clone()),
     ];
-    let x_values = B::host_values(Tensor::<B, D>::from_primitive(TensorPrimitive::Float(
-        x.primitive,
-    )));
-    let residual_values = residual.map(|r| {
-        B::host_values(Tensor::<B, D>::from_primitive(TensorPrimitive::Float(
-            r.primitive,
-        )))
-    });
-    let gamma_values = B::host_values(Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(
-        gamma.primitive,
-    )));
-    let beta_values = beta.map(|b| {
-        B::host_values(Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(
-            b.primitive,
-        )))
-    });
+    let x_values = values::<B, D>(x.primitive);
+    let residual_values = residual.map(|r| values::<B, D>(r.primitive));
+    let gamma_values = values::<B, 1>(gamma.primitive);
+    let beta_values = beta.map(|b| values::<B, 1>(b.primitive));
     let forward = shape.forward(
         x_values.as_slice(),
         residual_values.as_ref().map(HostValues::as_slice),
         gamma_values.as_slice(),
         beta_values.as_ref().map(HostValues::as_slice),
     );
-    let out = Tensor::<B, D>::from_data(TensorData::new(forward.out, dims), &device)
-        .into_primitive()
-        .tensor();
+    let out = primitive::<B, D>(forward.out, dims, &device);
     let out = match NormBackward::<D>
         .prepare::<C>(nodes)
         .compute_bound()
