@@ -16,8 +16,11 @@
 //! The trait gathers Focal's other kernel extensions too, so that one bound covers a whole
 //! model: [`FusedAttentionBackend::fused_linear`] (every projection, with an optional fused
 //! activation; see [`project`](crate::project)) and [`FusedAttentionBackend::fused_norm`]
-//! (residual + LayerNorm/RMSNorm in one pass), each with a tensor-op default.
+//! (residual + LayerNorm/RMSNorm in one pass) and [`FusedAttentionBackend::fused_adamw`] (one
+//! AdamW step per parameter, the optimizer's whole update in one pass), each with a tensor-op
+//! default.
 
+use crate::adamw::{AdamWMoments, AdamWStep, AdamWTensors, generic_adamw};
 use crate::linear::{LinearShape, generic_linear};
 use crate::sdpa::{attend, kv_shapes_agree, memory_efficient, scaled_scores, shared_kv_heads};
 use crate::{Activation, AttentionMask, WeightLayout};
@@ -129,6 +132,26 @@ pub trait FusedAttentionBackend: Backend {
         centered: bool,
     ) -> Tensor<Self, D> {
         generic_norm(x, residual, gamma, beta, eps, centered)
+    }
+
+    /// One AdamW step of one parameter: the new parameter and moments from the parameter, its
+    /// gradient and the previous moments (`None` on the first step). Optimizers call it
+    /// through `focal_train::FusedAdamW`.
+    ///
+    /// The default is [`generic_adamw`], burn's `AdamW` op for op. ndarray overrides it with
+    /// one parallel pass, in place where the arrays are not shared, bit-identical to burn's;
+    /// see `cpu/adamw.rs`.
+    ///
+    /// # Shapes
+    ///
+    /// - param, grad and every moment of one shape
+    fn fused_adamw<const D: usize>(
+        step: AdamWStep,
+        param: Tensor<Self, D>,
+        grad: Tensor<Self, D>,
+        previous: Option<AdamWMoments<Self, D>>,
+    ) -> AdamWTensors<Self, D> {
+        generic_adamw(step, param, grad, previous)
     }
 
     /// `softmax(softcap(q kᵀ · scale) + bias, masked) v` without materialising weights.
@@ -543,6 +566,68 @@ focal_backend::if_ndarray! {
             }
         }
 
+        fn fused_adamw<const D: usize>(
+            step: AdamWStep,
+            param: Tensor<Self, D>,
+            grad: Tensor<Self, D>,
+            previous: Option<AdamWMoments<Self, D>>,
+        ) -> AdamWTensors<Self, D> {
+            let dims = param.dims();
+            let fits = |t: &Tensor<Self, D>| {
+                t.dims() == dims && t.dtype() == burn::tensor::DType::F32
+            };
+            let agree = fits(&param)
+                && fits(&grad)
+                && previous.as_ref().is_none_or(|p| {
+                    fits(&p.moment_1)
+                        && fits(&p.moment_2)
+                        && p.max_moment_2.as_ref().is_none_or(fits)
+                });
+            if !agree || !cpu_kernel_enabled() {
+                return generic_adamw(step, param, grad, previous);
+            }
+            let device = param.device();
+            let n = dims.iter().product::<usize>();
+            let mut p = owned_values(param);
+            let g = Self::host_values(grad);
+            let (mut m, mut v, max, first) = match previous {
+                Some(previous) => (
+                    owned_values(previous.moment_1),
+                    owned_values(previous.moment_2),
+                    previous.max_moment_2.map(owned_values),
+                    false,
+                ),
+                None => (vec![0.0; n], vec![0.0; n], None, true),
+            };
+            // Without AMSGrad a running maximum is carried along untouched, as burn does.
+            let (mut max, kept, fresh_max) = match (step.amsgrad, max) {
+                (true, Some(max)) => (Some(max), None, false),
+                (true, None) => (Some(vec![0.0; n]), None, true),
+                (false, kept) => (None, kept, false),
+            };
+            crate::cpu::adamw::step(
+                &step,
+                crate::cpu::adamw::AdamWSlices {
+                    param: &mut p,
+                    grad: g.as_slice(),
+                    moment_1: &mut m,
+                    moment_2: &mut v,
+                    max_moment_2: max.as_deref_mut(),
+                    first,
+                    fresh_max,
+                },
+            );
+            let tensor = |values: Vec<f32>| {
+                Tensor::from_data(burn::tensor::TensorData::new(values, dims), &device)
+            };
+            AdamWTensors {
+                param: tensor(p),
+                moment_1: tensor(m),
+                moment_2: tensor(v),
+                max_moment_2: max.or(kept).map(tensor),
+            }
+        }
+
         fn fused_attention(
             query: Tensor<Self, 4>,
             key: Tensor<Self, 4>,
@@ -569,6 +654,30 @@ focal_backend::if_ndarray! {
         }
     }
     impl FusedAttentionBackend for burn::backend::NdArray<f64> {}
+
+    /// A float tensor's values as a vector of their own: the array's own buffer when nothing
+    /// else holds it (no copy), a copy otherwise.
+    fn owned_values<const D: usize>(tensor: Tensor<burn::backend::NdArray<f32>, D>) -> Vec<f32> {
+        match tensor.into_primitive().tensor() {
+            burn::backend::ndarray::NdArrayTensor::F32(storage) => {
+                let array = storage.into_shared();
+                if !array.is_standard_layout() {
+                    return standard_copy(array.view());
+                }
+                let len = array.len();
+                match array.into_owned().into_raw_vec_and_offset() {
+                    (values, Some(0)) if values.len() == len => values,
+                    (values, offset) => {
+                        let start = offset.unwrap_or(0);
+                        values[start..start + len].to_vec()
+                    }
+                }
+            }
+            other => crate::cpu::train::read(Tensor::<burn::backend::NdArray<f32>, D>::from_primitive(
+                burn::tensor::TensorPrimitive::Float(other),
+            )),
+        }
+    }
 
     /// A row-major copy of a strided array (permuted heads, `[b, l, h, d]` viewed as
     /// `[b, h, l, d]`), through a fixed-rank view where the rank allows: it iterates an order of

@@ -29,6 +29,7 @@
 //! width, `d_h` head width.
 
 mod activation;
+mod adamw;
 mod alibi;
 mod cpu;
 mod fused;
@@ -44,6 +45,7 @@ mod sdpa;
 mod state_dict;
 
 pub use activation::Activation;
+pub use adamw::{AdamWMoments, AdamWStep, AdamWTensors, generic_adamw};
 pub use alibi::{alibi_bias, alibi_slopes};
 pub use fused::{
     FusedAttentionBackend, FusedAttentionOptions, FusedAutodiffBackend, HostValues,

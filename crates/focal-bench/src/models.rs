@@ -23,7 +23,7 @@
 
 use crate::measure::{format_seconds, measure};
 use anyhow::Context;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::{Bool, Distribution, Int, Tensor, TensorData};
 use focal::attention::{
     AttentionMask, FusedAttentionBackend, FusedAttentionOptions, FusedAutodiffBackend, project,
@@ -32,6 +32,7 @@ use focal::attention::{
 use focal::blocks::{TransformerLayer, TransformerLayerConfig};
 use focal::heads::{GenerationConfig, generate};
 use focal::pretrained::{Gpt2, SentenceEmbedder, TextTokenizer};
+use focal::train::FusedAdamWConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -277,7 +278,7 @@ fn encoder_training<A: FusedAutodiffBackend>(budget: Duration, device: &A::Devic
     let target = Tensor::<A, 3>::random([8, 128, 512], Distribution::Normal(0.0, 1.0), device);
     let time = || {
         let mut layer = Some(encoder_layer::<A>(device));
-        let mut optimizer = AdamWConfig::new().init::<A, TransformerLayer<A>>();
+        let mut optimizer = FusedAdamWConfig::new().init::<A, TransformerLayer<A>>();
         measure(budget, || {
             let current = layer.take().expect("the layer is put back after each step");
             let y = current

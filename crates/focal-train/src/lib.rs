@@ -18,6 +18,7 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod eval;
+pub mod optim;
 pub mod task;
 pub mod trainer;
 
@@ -25,5 +26,6 @@ pub use checkpoint::{
     CheckpointError, ModelArtifact, load_checkpoint, save_checkpoint, write_atomic,
 };
 pub use eval::{EvalMetrics, evaluate};
+pub use optim::{FusedAdamW, FusedAdamWConfig};
 pub use task::{Example, ReverseTask, Seq2SeqTask, TaskKind, TrainingStream};
 pub use trainer::{EvalPoint, TrainConfig, TrainError, TrainOptions, TrainReport, train};

@@ -13,7 +13,7 @@ use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
 use burn::lr_scheduler::linear::LinearLrSchedulerConfig;
 use burn::module::AutodiffModule;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::ElementConversion;
 use focal_attention::FusedAutodiffBackend;
 use focal_backend::ConfigError;
@@ -192,7 +192,7 @@ pub fn train<B: FusedAutodiffBackend>(
     let rng = focal_backend::seed::<B>(device, config.seed);
     let mut stream = TrainingStream::new(task.as_ref(), &held_out, rng);
     let mut model = config.model.init::<B>(device);
-    let mut optimizer = AdamWConfig::new()
+    let mut optimizer = crate::FusedAdamWConfig::new()
         .with_weight_decay(config.weight_decay)
         .with_grad_clipping(Some(GradientClippingConfig::Norm(config.grad_clip_norm)))
         .init::<B, focal_heads::Seq2SeqTransformer<B>>();

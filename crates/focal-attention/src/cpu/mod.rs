@@ -41,6 +41,7 @@
 //! key give zeros and zero gradients.
 
 pub(crate) mod activation;
+pub(crate) mod adamw;
 mod gemm;
 pub(crate) mod linear;
 pub(crate) mod norm;

@@ -1,0 +1,257 @@
+//! AdamW with burn's algorithm, defaults and state, each parameter's update done by the
+//! backend's [`fused_adamw`](FusedAttentionBackend::fused_adamw): one parallel pass over the
+//! parameter, its gradient and its moments on ndarray, where burn's `AdamW` makes about fifteen
+//! tensor-op passes (as much time as a layer's backward on a CPU); burn's own formula on every
+//! other backend.
+//!
+//! It is a drop-in for `burn::optim::AdamWConfig`: the same fields and defaults, results
+//! bit-identical to burn's on ndarray and wgpu (tested), and the same state
+//! ([`AdamWState`]), so optimizer records saved by one load into the other.
+//!
+//! ```
+//! use focal_train::FusedAdamWConfig;
+//! use burn::backend::{Autodiff, NdArray};
+//! use burn::nn::{Linear, LinearConfig};
+//! use burn::optim::{GradientsParams, Optimizer};
+//! use burn::tensor::Tensor;
+//!
+//! type B = Autodiff<NdArray>;
+//! let device = Default::default();
+//! let mut model: Linear<B> = LinearConfig::new(4, 2).init(&device);
+//! let mut optimizer = FusedAdamWConfig::new().with_weight_decay(0.01).init::<B, Linear<B>>();
+//! let x = Tensor::<B, 2>::ones([3, 4], &device);
+//! let loss = model.forward(x).powi_scalar(2).mean();
+//! let grads = GradientsParams::from_grads(loss.backward(), &model);
+//! model = optimizer.step(1e-3, model, grads);
+//! ```
+
+use burn::config::Config;
+use burn::grad_clipping::GradientClippingConfig;
+use burn::module::AutodiffModule;
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamWState, AdaptiveMomentumState, LearningRate, SimpleOptimizer};
+use burn::tensor::Tensor;
+use burn::tensor::backend::AutodiffBackend;
+use focal_attention::{AdamWMoments, AdamWStep, FusedAttentionBackend};
+
+/// [`FusedAdamW`]'s configuration: `burn::optim::AdamWConfig`'s fields and defaults.
+#[derive(Config, Debug)]
+pub struct FusedAdamWConfig {
+    /// Decay of the first moment.
+    #[config(default = 0.9)]
+    pub beta_1: f32,
+    /// Decay of the second moment.
+    #[config(default = 0.999)]
+    pub beta_2: f32,
+    /// Added to `√v̂` in the denominator.
+    #[config(default = 1e-5)]
+    pub epsilon: f32,
+    /// Decoupled weight decay.
+    #[config(default = 1e-4)]
+    pub weight_decay: f32,
+    /// Decay only where the parameter's sign agrees with the first moment's
+    /// (<https://arxiv.org/abs/2510.12402>).
+    #[config(default = false)]
+    pub cautious_weight_decay: bool,
+    /// AMSGrad: divide by the running maximum of the second moment.
+    #[config(default = false)]
+    pub amsgrad: bool,
+    /// Gradient clipping, applied by burn's optimizer adaptor before the update.
+    pub grad_clipping: Option<GradientClippingConfig>,
+}
+
+/// AdamW (Loshchilov & Hutter, 2019) with a fused update; see the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct FusedAdamW {
+    beta_1: f32,
+    beta_2: f32,
+    epsilon: f32,
+    weight_decay: f32,
+    cautious_weight_decay: bool,
+    amsgrad: bool,
+}
+
+impl FusedAdamWConfig {
+    /// The optimizer alone, for `burn::optim::adaptor::OptimizerAdaptor::from` or burn-train.
+    pub fn build(&self) -> FusedAdamW {
+        FusedAdamW {
+            beta_1: self.beta_1,
+            beta_2: self.beta_2,
+            epsilon: self.epsilon,
+            weight_decay: self.weight_decay,
+            cautious_weight_decay: self.cautious_weight_decay,
+            amsgrad: self.amsgrad,
+        }
+    }
+
+    /// The optimizer for a module `M` trained on `B`, with the configured gradient clipping.
+    pub fn init<B, M>(&self) -> OptimizerAdaptor<FusedAdamW, M, B>
+    where
+        B: AutodiffBackend<InnerBackend: FusedAttentionBackend>,
+        M: AutodiffModule<B>,
+    {
+        let optimizer = OptimizerAdaptor::from(self.build());
+        match &self.grad_clipping {
+            Some(clipping) => optimizer.with_grad_clipping(clipping.init()),
+            None => optimizer,
+        }
+    }
+}
+
+impl<B: FusedAttentionBackend> SimpleOptimizer<B> for FusedAdamW {
+    type State<const D: usize> = AdamWState<B, D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<B, D>,
+        grad: Tensor<B, D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<B, D>, Option<Self::State<D>>) {
+        let (previous, time) = match state {
+            Some(AdamWState { momentum }) => (
+                Some(AdamWMoments {
+                    moment_1: momentum.moment_1,
+                    moment_2: momentum.moment_2,
+                    max_moment_2: momentum.max_moment_2,
+                }),
+                momentum.time + 1,
+            ),
+            None => (None, 1),
+        };
+        let step = AdamWStep {
+            lr,
+            beta_1: self.beta_1,
+            beta_2: self.beta_2,
+            epsilon: self.epsilon,
+            weight_decay: self.weight_decay,
+            cautious_weight_decay: self.cautious_weight_decay,
+            amsgrad: self.amsgrad,
+            time,
+        };
+        let out = B::fused_adamw(step, tensor, grad, previous);
+        let mut momentum = AdaptiveMomentumState::new(time, out.moment_1, out.moment_2);
+        momentum.max_moment_2 = out.max_moment_2;
+        (out.param, Some(AdamWState::new(momentum)))
+    }
+
+    fn to_device<const D: usize>(mut state: Self::State<D>, device: &B::Device) -> Self::State<D> {
+        state.momentum = state.momentum.to_device(device);
+        state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Autodiff;
+    use burn::module::Module;
+    use burn::nn::{Linear, LinearConfig};
+    use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+    use burn::tensor::Distribution;
+    use burn::tensor::backend::Backend;
+    use focal_attention::without_cpu_kernel;
+
+    #[derive(Module, Debug)]
+    struct Two<B: Backend> {
+        first: Linear<B>,
+        second: Linear<B>,
+    }
+
+    impl<B: Backend> Two<B> {
+        fn loss(&self, x: Tensor<B, 2>) -> Tensor<B, 1> {
+            self.second
+                .forward(self.first.forward(x).tanh())
+                .powi_scalar(2)
+                .mean()
+        }
+
+        fn values(&self) -> Vec<f32> {
+            let mut all = Vec::new();
+            for layer in [&self.first, &self.second] {
+                all.extend(layer.weight.val().into_data().to_vec::<f32>().unwrap());
+                let bias = layer.bias.as_ref().expect("a bias");
+                all.extend(bias.val().into_data().to_vec::<f32>().unwrap());
+            }
+            all
+        }
+    }
+
+    /// Every parameter after each of four steps on changing inputs and learning rates, from
+    /// the same start, under burn's `AdamW` and under [`FusedAdamW`] configured alike. The
+    /// first weight (22 200 values) is split among threads by ndarray's kernel, the others
+    /// run in one piece.
+    fn trajectories<B: FusedAttentionBackend>(
+        weight_decay: f32,
+        cautious: bool,
+        amsgrad: bool,
+        device: &B::Device,
+    ) -> [Vec<Vec<f32>>; 2] {
+        type A<B> = Autodiff<B>;
+        let start = Two::<A<B>> {
+            first: LinearConfig::new(37, 600).init(device),
+            second: LinearConfig::new(600, 5).init(device),
+        };
+        let inputs: Vec<Tensor<A<B>, 2>> = (0..4)
+            .map(|_| Tensor::random([6, 37], Distribution::Normal(0.0, 1.0), device))
+            .collect();
+        let mut burn_optim = AdamWConfig::new()
+            .with_weight_decay(weight_decay)
+            .with_cautious_weight_decay(cautious)
+            .with_amsgrad(amsgrad)
+            .init::<A<B>, Two<A<B>>>();
+        let mut fused_optim = FusedAdamWConfig::new()
+            .with_weight_decay(weight_decay)
+            .with_cautious_weight_decay(cautious)
+            .with_amsgrad(amsgrad)
+            .init::<A<B>, Two<A<B>>>();
+        // Parameters are initialised lazily, and a clone before that would draw its own.
+        start.values();
+        let (mut burn_model, mut fused_model) = (start.clone(), start);
+        let (mut burn_steps, mut fused_steps) = (Vec::new(), Vec::new());
+        for (i, x) in inputs.into_iter().enumerate() {
+            let lr = 0.05 / (1 + i) as f64;
+            let grads =
+                GradientsParams::from_grads(burn_model.loss(x.clone()).backward(), &burn_model);
+            burn_model = burn_optim.step(lr, burn_model, grads);
+            burn_steps.push(burn_model.values());
+            let grads = GradientsParams::from_grads(fused_model.loss(x).backward(), &fused_model);
+            fused_model = fused_optim.step(lr, fused_model, grads);
+            fused_steps.push(fused_model.values());
+        }
+        [burn_steps, fused_steps]
+    }
+
+    /// Plain, cautious and AMSGrad AdamW, with and without weight decay: the fused update
+    /// (ndarray's kernel, and the generic path with the kernel off; the generic path on wgpu)
+    /// equals burn's `AdamW` bit for bit at every step.
+    fn fused_adamw_equals_burns_adamw<B: FusedAttentionBackend>(device: &B::Device) {
+        for (weight_decay, cautious, amsgrad) in [
+            (0.0, false, false),
+            (1e-2, false, false),
+            (0.3, true, false),
+            (1e-2, false, true),
+        ] {
+            for kernel in [true, false] {
+                let run = || trajectories::<B>(weight_decay, cautious, amsgrad, device);
+                let [burn, fused] = if kernel {
+                    run()
+                } else {
+                    without_cpu_kernel(run)
+                };
+                for (step, (want, got)) in burn.iter().zip(&fused).enumerate() {
+                    assert_eq!(want.len(), got.len());
+                    for (i, (w, g)) in want.iter().zip(got).enumerate() {
+                        assert!(
+                            w.to_bits() == g.to_bits(),
+                            "weight decay {weight_decay}, cautious {cautious}, amsgrad {amsgrad}, \
+                             kernel {kernel}, step {step}, value {i}: burn {w}, fused {g}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    focal_backend::backend_tests!(fused_adamw_equals_burns_adamw);
+}
