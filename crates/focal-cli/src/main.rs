@@ -12,6 +12,7 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod output;
 mod pretrained;
 
 /// Attention mechanisms and Transformer models, in Rust, on the CPU (ndarray) or the GPU (wgpu).
@@ -81,6 +82,7 @@ struct TranslateArgs {
 }
 
 fn main() -> ExitCode {
+    output::quiet_wayland_probe();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
@@ -94,14 +96,12 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(cli.verbose);
-    match run(cli) {
+    match run(cli).and_then(|()| output::flush()) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader has gone (`| head`): end quietly, as `cat` does.
+        Err(err) if output::is_broken_pipe(&err) => ExitCode::from(output::BROKEN_PIPE_STATUS),
         Err(err) => {
-            let message = format!("{err:#}");
-            eprintln!(
-                "error: {}",
-                message.split_whitespace().collect::<Vec<_>>().join(" ")
-            );
+            eprintln!("error: {}", output::error_line(&err));
             ExitCode::FAILURE
         }
     }
@@ -191,20 +191,20 @@ fn train(backend: BackendKind, args: TrainArgs, json: bool) -> anyhow::Result<()
     })??;
 
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        output::line(serde_json::to_string_pretty(&report)?)?;
     } else {
         let m = report.final_metrics;
-        println!(
+        output::line(format_args!(
             "trained {} on {} in {:.1} s ({} steps, {:.0} examples/s)",
             report.task, report.backend, report.seconds, report.steps, report.examples_per_second
-        );
-        println!(
+        ))?;
+        output::line(format_args!(
             "held-out exact match: {:.2}% of {} sequences (token accuracy {:.2}%)",
             100.0 * m.exact_match,
             m.examples,
             100.0 * m.token_accuracy
-        );
-        println!("model written to {}", out.display());
+        ))?;
+        output::line(format_args!("model written to {}", out.display()))?;
     }
     Ok(())
 }
@@ -226,10 +226,11 @@ fn translate(backend: BackendKind, args: TranslateArgs, json: bool) -> anyhow::R
             for text in &self.texts {
                 let ids = vocabulary
                     .encode(text)
-                    .with_context(|| format!("input \"{text}\""))?;
+                    .with_context(|| format!("input {}", output::echo(text)))?;
                 if ids.len() > artifact.max_input_len {
                     bail!(
-                        "input \"{text}\" has {} tokens; this model takes at most {}",
+                        "input {} has {} tokens; this model takes at most {}",
+                        output::echo(text),
                         ids.len(),
                         artifact.max_input_len
                     );
@@ -256,13 +257,12 @@ fn translate(backend: BackendKind, args: TranslateArgs, json: bool) -> anyhow::R
             .zip(&outputs)
             .map(|(input, output)| json!({"input": input, "output": output}))
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({"model": args.model, "translations": items}))?
-        );
+        output::line(serde_json::to_string_pretty(
+            &json!({"model": args.model, "translations": items}),
+        )?)?;
     } else {
-        for output in outputs {
-            println!("{output}");
+        for translation in outputs {
+            output::line(translation)?;
         }
     }
     Ok(())
@@ -284,27 +284,27 @@ fn info(json: bool) -> anyhow::Result<()> {
             Some(Err(e)) => json!({"error": e}),
             None => json!(null),
         };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "focal": env!("CARGO_PKG_VERSION"),
-                "burn": focal::BURN_VERSION,
-                "backends": names,
-                "default_backend": "ndarray",
-                "wgpu_adapter": adapter,
-            }))?
-        );
+        output::line(serde_json::to_string_pretty(&json!({
+            "focal": env!("CARGO_PKG_VERSION"),
+            "burn": focal::BURN_VERSION,
+            "backends": names,
+            "default_backend": "ndarray",
+            "wgpu_adapter": adapter,
+        }))?)?;
     } else {
-        println!(
+        output::line(format_args!(
             "focal {} (burn {})",
             env!("CARGO_PKG_VERSION"),
             focal::BURN_VERSION
-        );
-        println!("backends: {} (default ndarray)", names.join(", "));
+        ))?;
+        output::line(format_args!(
+            "backends: {} (default ndarray)",
+            names.join(", ")
+        ))?;
         match adapter {
-            Some(Ok(a)) => println!("wgpu adapter: {a}"),
-            Some(Err(e)) => println!("wgpu adapter: unavailable ({e})"),
-            None => println!("wgpu adapter: wgpu is not enabled in this build"),
+            Some(Ok(a)) => output::line(format_args!("wgpu adapter: {a}"))?,
+            Some(Err(e)) => output::line(format_args!("wgpu adapter: unavailable ({e})"))?,
+            None => output::line("wgpu adapter: wgpu is not enabled in this build")?,
         }
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! `focal embed`, `focal fill-mask`, `focal generate`: Hugging Face model directories.
 
+use crate::output;
 use anyhow::{Context, bail};
 use clap::Args;
 use focal::attention::{FusedAttentionBackend, FusedAutodiffBackend};
@@ -8,7 +9,6 @@ use focal::burn::tensor::{Bool, Int, Tensor, TensorData, activation::softmax};
 use focal::heads::{EarlyStopping, GenerationConfig, Strategy, generate};
 use focal::pretrained::{Bert, EncodedBatch, Gpt2, Pooling, SentenceEmbedder, TextTokenizer};
 use serde_json::json;
-use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -137,16 +137,16 @@ pub fn embed(backend: BackendKind, args: EmbedArgs, json_out: bool) -> anyhow::R
     let texts = args.text.clone();
     let embeddings = backend.run(EmbedJob(args))??;
     if json_out {
-        println!("{}", json!({"model": model, "embeddings": embeddings}));
+        output::line(json!({"model": model, "embeddings": embeddings}))?;
     } else {
         for (text, e) in texts.iter().zip(&embeddings) {
             let shown: Vec<String> = e.iter().take(8).map(|x| format!("{x:.6}")).collect();
-            println!(
+            output::line(format_args!(
                 "{text}\t[{}{}] ({} dims)",
                 shown.join(", "),
                 if e.len() > 8 { ", …" } else { "" },
                 e.len()
-            );
+            ))?;
         }
     }
     Ok(())
@@ -217,10 +217,10 @@ pub fn fill_mask(backend: BackendKind, args: FillMaskArgs, json_out: bool) -> an
             .iter()
             .map(|(token, score, sequence)| json!({"token": token, "score": score, "sequence": sequence}))
             .collect();
-        println!("{}", json!({"model": model, "candidates": items}));
+        output::line(json!({"model": model, "candidates": items}))?;
     } else {
         for (token, score, sequence) in candidates {
-            println!("{score:.4}\t{token}\t{sequence}");
+            output::line(format_args!("{score:.4}\t{token}\t{sequence}"))?;
         }
     }
     Ok(())
@@ -279,13 +279,15 @@ impl<B: FusedAutodiffBackend> RunOn<B> for GenerateJob {
         // token may be part of a multi-byte character, which decodes only once complete).
         let mut ids: Vec<u32> = Vec::new();
         let mut printed = String::new();
-        let mut stdout = std::io::stdout();
         let stream = !self.json;
         if stream {
-            print!("{}", args.prompt);
+            output::stream(&args.prompt).map_err(end_if_broken_pipe)?;
         }
+        // A write that fails ends the printing; generation cannot be stopped from here, so
+        // the error is returned when it ends (a closed pipe ends the process at once).
+        let mut failed: Option<anyhow::Error> = None;
         let generated = generate(&gpt2, &prompt, &options, &device, |token| {
-            if !stream {
+            if !stream || failed.is_some() {
                 return;
             }
             ids.push(token as u32);
@@ -293,13 +295,17 @@ impl<B: FusedAutodiffBackend> RunOn<B> for GenerateJob {
                 && !text.ends_with('\u{FFFD}')
                 && let Some(new) = text.strip_prefix(printed.as_str())
             {
-                print!("{new}");
-                let _ = stdout.flush();
+                if let Err(err) = output::stream(new).map_err(end_if_broken_pipe) {
+                    failed = Some(err);
+                }
                 printed = text;
             }
         })?;
+        if let Some(err) = failed {
+            return Err(err);
+        }
         if stream {
-            println!();
+            output::line("").map_err(end_if_broken_pipe)?;
         }
         let ids: Vec<u32> = generated.iter().map(|&t| t as u32).collect();
         Ok((tokenizer.decode(&ids)?, generated))
@@ -317,10 +323,19 @@ pub fn generate_text(
         json: json_out,
     })??;
     if json_out {
-        println!(
-            "{}",
-            json!({"model": model, "prompt": prompt, "completion": text, "token_ids": ids})
-        );
+        output::line(
+            json!({"model": model, "prompt": prompt, "completion": text, "token_ids": ids}),
+        )?;
     }
     Ok(())
+}
+
+/// Ends the process as a closed pipe ends `cat` (see [`output::BROKEN_PIPE_STATUS`]) when the
+/// error is one; returns it otherwise. Streaming runs inside the backend's job, where the
+/// error cannot stop the generation loop early.
+fn end_if_broken_pipe(err: anyhow::Error) -> anyhow::Error {
+    if output::is_broken_pipe(&err) {
+        std::process::exit(output::BROKEN_PIPE_STATUS.into());
+    }
+    err
 }
