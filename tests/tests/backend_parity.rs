@@ -16,7 +16,7 @@ focal::backend::if_wgpu! {
     use std::path::Path;
 
     fn artifact() -> ModelArtifact {
-        let vocabulary = focal::heads::Vocabulary::new((0..10).map(|d| d.to_string()));
+        let vocabulary = focal::heads::Vocabulary::new((0..10).map(|d| d.to_string())).unwrap();
         let model = Seq2SeqConfig::new(vocabulary.len(), vocabulary.len())
             .with_d_model(32)
             .with_n_heads(4)

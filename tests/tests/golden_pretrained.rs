@@ -67,6 +67,7 @@ fn bert_matches_hugging_face<B: FusedAttentionBackend>(device: &B::Device) {
     let tokenizer = hf::read_tokenizer(
         &fixtures().join("bert"),
         config.max_position_embeddings,
+        config.vocab_size,
         Some((config.pad_token_id as u32, "[PAD]".to_string())),
     )
     .unwrap();
@@ -356,7 +357,13 @@ fn minilm_matches_sentence_transformers() {
         serde_json::from_str(include_str!("../fixtures/minilm_reference.json")).unwrap();
     let texts: Vec<String> = serde_json::from_value(reference["texts"].clone()).unwrap();
     let expected: Vec<Vec<f32>> = serde_json::from_value(reference["embeddings"].clone()).unwrap();
-    let tokenizer = TextTokenizer::load(&dir, embedder.max_len, Some((0, "[PAD]".into()))).unwrap();
+    let tokenizer = TextTokenizer::load(
+        &dir,
+        embedder.max_len,
+        embedder.bert.vocab_size(),
+        Some((0, "[PAD]".into())),
+    )
+    .unwrap();
     let batch = tokenizer.encode_batch(&texts).unwrap();
     let to_rows = |rows: &[Vec<u32>]| -> Vec<Vec<i64>> {
         rows.iter()
@@ -508,8 +515,8 @@ fn gpt2_attention_buffers_are_checked_not_ignored() {
     assert!(Gpt2::<B>::load(dir.path(), &device).is_ok());
 }
 
-/// Tied copies must equal what they are tied to, element for element: a NaN in GPT-2's
-/// `lm_head.weight` and a BERT `cls.predictions.decoder.bias` that differs from
+/// Tied copies must equal what they are tied to, element for element: a changed or NaN value
+/// in GPT-2's `lm_head.weight` and a BERT `cls.predictions.decoder.bias` that differs from
 /// `cls.predictions.bias` are refused; an equal `decoder.bias` is accepted.
 #[test]
 fn tied_copies_must_equal_their_tensors_nan_included() {
@@ -519,11 +526,19 @@ fn tied_copies_must_equal_their_tensors_nan_included() {
     assert!(Gpt2::<B>::load(dir.path(), &device).is_ok());
     put_tensor(dir.path(), "lm_head.weight", &words, &shape);
     assert!(Gpt2::<B>::load(dir.path(), &device).is_ok());
+    words[7] += 0.25;
+    put_tensor(dir.path(), "lm_head.weight", &words, &shape);
+    let message = gpt2_error(dir.path());
+    assert!(
+        message.contains("lm_head.weight differs from the tensor it should be tied to (an untied LM head): element 7 is"),
+        "{message}"
+    );
+    // A NaN copy is refused before the comparison, as every non-finite weight is.
     words[7] = f32::NAN;
     put_tensor(dir.path(), "lm_head.weight", &words, &shape);
     let message = gpt2_error(dir.path());
     assert!(
-        message.contains("lm_head.weight differs from the tensor it should be tied to (an untied LM head): element 7 is NaN"),
+        message.contains("tensor 'lm_head.weight' holds a non-finite value (NaN at element 7)"),
         "{message}"
     );
 
@@ -538,4 +553,263 @@ fn tied_copies_must_equal_their_tensors_nan_included() {
         message.contains("cls.predictions.decoder.bias differs from the tensor it should be tied to (an untied MLM bias): element 2"),
         "{message}"
     );
+}
+
+/// Rewrites `name` in `dir/model.safetensors` with the raw `bytes` of `dtype`.
+fn put_raw_tensor(
+    dir: &Path,
+    name: &str,
+    dtype: safetensors::Dtype,
+    bytes: &[u8],
+    shape: &[usize],
+) {
+    let path = dir.join("model.safetensors");
+    let file_bytes = std::fs::read(&path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&file_bytes).unwrap();
+    let mut kept: Vec<(String, safetensors::tensor::TensorView<'_>)> = file
+        .tensors()
+        .into_iter()
+        .filter(|(key, _)| key != name)
+        .collect();
+    let view = safetensors::tensor::TensorView::new(dtype, shape.to_vec(), bytes).unwrap();
+    kept.push((name.to_string(), view));
+    std::fs::write(&path, safetensors::serialize(kept, None).unwrap()).unwrap();
+}
+
+/// NaN, infinities and integer tensors in a Hugging Face checkpoint are refused with the
+/// tensor's name, for BERT and GPT-2 (they used to load and give NaN embeddings or streams of
+/// token 0).
+#[test]
+fn non_finite_or_integer_weights_are_refused_by_name() {
+    for (family, key) in [
+        ("bert", "embeddings.word_embeddings.weight"),
+        ("gpt2", "transformer.h.0.mlp.c_fc.bias"),
+    ] {
+        let error = |dir: &Path| match family {
+            "bert" => load_error(dir),
+            _ => gpt2_error(dir),
+        };
+        let (values, shape) = tensor_values(&fixtures().join(family), key);
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let dir = copy_of(family);
+            let mut broken = values.clone();
+            broken[3] = bad;
+            put_tensor(dir.path(), key, &broken, &shape);
+            let message = error(dir.path());
+            assert!(
+                message.contains(&format!(
+                    "tensor '{key}' holds a non-finite value ({bad} at element 3)"
+                )),
+                "{family}: {message}"
+            );
+        }
+        let dir = copy_of(family);
+        let ints: Vec<u8> = values
+            .iter()
+            .flat_map(|v| (*v as i64).to_le_bytes())
+            .collect();
+        put_raw_tensor(dir.path(), key, safetensors::Dtype::I64, &ints, &shape);
+        let message = error(dir.path());
+        assert!(
+            message.contains(&format!("tensor '{key}' holds I64 values")),
+            "{family}: {message}"
+        );
+    }
+}
+
+/// Every id a tokenizer can produce must index the model's embedding table: an added token
+/// beyond it, or a padding id beyond it, is refused when the tokenizer is read.
+#[test]
+fn tokenizer_ids_beyond_the_embedding_table_are_refused() {
+    use focal::pretrained::TextTokenizer;
+    let dir = copy_of("bert");
+    let path = dir.path().join("tokenizer.json");
+    let mut tokenizer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert!(TextTokenizer::load(dir.path(), 64, 162, None).is_ok());
+    let err = TextTokenizer::load(dir.path(), 64, 100, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("has id 100, but the model's embedding table has 100 rows"),
+        "{err}"
+    );
+    let err = TextTokenizer::load(dir.path(), 64, 162, Some((500, "[PAD]".into())))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("padding token \"[PAD]\" has id 500"), "{err}");
+    tokenizer["added_tokens"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "id": 4000, "content": "[NEW]", "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true
+        }));
+    std::fs::write(&path, tokenizer.to_string()).unwrap();
+    // tokenizers gives the added token the next free id: the table's 163rd row.
+    let err = TextTokenizer::load(dir.path(), 64, 162, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("token \"[NEW]\" has id 162"), "{err}");
+}
+
+/// A tokenizer file with a fixed padding longer than the model is not padded past it, and
+/// truncation keeps every input within the model's positions.
+#[test]
+fn tokenizer_files_cannot_make_inputs_longer_than_the_model() {
+    use focal::pretrained::TextTokenizer;
+    let dir = copy_of("bert");
+    let path = dir.path().join("tokenizer.json");
+    let mut tokenizer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    tokenizer["padding"] = serde_json::json!({
+        "strategy": {"Fixed": 600}, "direction": "Right", "pad_to_multiple_of": null,
+        "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"
+    });
+    std::fs::write(&path, tokenizer.to_string()).unwrap();
+    let long = "hello ".repeat(500);
+    for pad in [None, Some((0, "[PAD]".to_string()))] {
+        let tokenizer = TextTokenizer::load(dir.path(), 64, 162, pad.clone()).unwrap();
+        let batch = tokenizer
+            .encode_batch(&["hello".into(), long.clone()])
+            .unwrap();
+        for ids in &batch.ids {
+            assert!(ids.len() <= 64, "{pad:?}: {} tokens", ids.len());
+        }
+        if pad.is_none() {
+            assert!(
+                batch.ids[0].len() < 10,
+                "no fixed padding: {}",
+                batch.ids[0].len()
+            );
+        }
+    }
+}
+
+/// sentence-transformers options Focal does not run are errors naming them, not ignored:
+/// modules other than Transformer, Pooling and Normalize, the pooling modes it lacks, a
+/// pooling width that is not the model's, and a `max_seq_length` too short to truncate to.
+#[test]
+fn sentence_transformers_options_focal_lacks_are_refused() {
+    use focal::pretrained::SentenceEmbedder;
+    let setup = |modules: serde_json::Value,
+                 pooling: serde_json::Value,
+                 sbert: Option<serde_json::Value>| {
+        let dir = copy_of("bert");
+        std::fs::write(dir.path().join("modules.json"), modules.to_string()).unwrap();
+        std::fs::create_dir(dir.path().join("1_Pooling")).unwrap();
+        std::fs::write(
+            dir.path().join("1_Pooling/config.json"),
+            pooling.to_string(),
+        )
+        .unwrap();
+        if let Some(sbert) = sbert {
+            std::fs::write(
+                dir.path().join("sentence_bert_config.json"),
+                sbert.to_string(),
+            )
+            .unwrap();
+        }
+        dir
+    };
+    let modules = |extra: Option<&str>| {
+        let mut list = vec![
+            serde_json::json!({"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}),
+            serde_json::json!({"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}),
+        ];
+        if let Some(kind) = extra {
+            list.push(serde_json::json!({"idx": 2, "name": "2", "path": "2_Extra", "type": kind}));
+        }
+        serde_json::Value::Array(list)
+    };
+    let mean =
+        serde_json::json!({"word_embedding_dimension": 32, "pooling_mode_mean_tokens": true});
+    let load = |dir: &tempfile::TempDir| {
+        SentenceEmbedder::<B>::load(dir.path(), &Default::default())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    assert!(load(&setup(modules(None), mean.clone(), None)).is_ok());
+    assert!(
+        load(&setup(
+            modules(Some("sentence_transformers.models.Normalize")),
+            mean.clone(),
+            None
+        ))
+        .is_ok()
+    );
+    let cases = [
+        (
+            setup(
+                modules(Some("sentence_transformers.models.Dense")),
+                mean.clone(),
+                None,
+            ),
+            "unsupported option module = sentence_transformers.models.Dense at '2_Extra'",
+        ),
+        (
+            setup(modules(Some("my_package.Custom")), mean.clone(), None),
+            "my_package.Custom",
+        ),
+        (
+            setup(
+                modules(None),
+                serde_json::json!({"pooling_mode_mean_sqrt_len_tokens": true}),
+                None,
+            ),
+            "pooling_mode_mean_sqrt_len_tokens = true",
+        ),
+        (
+            setup(
+                modules(None),
+                serde_json::json!({"pooling_mode_weightedmean_tokens": true}),
+                None,
+            ),
+            "pooling_mode_weightedmean_tokens = true",
+        ),
+        (
+            setup(
+                modules(None),
+                serde_json::json!({"pooling_mode_lasttoken": true}),
+                None,
+            ),
+            "pooling_mode_lasttoken = true",
+        ),
+        (
+            setup(
+                modules(None),
+                serde_json::json!({"word_embedding_dimension": 384, "pooling_mode_mean_tokens": true}),
+                None,
+            ),
+            "word_embedding_dimension = 384 (the model's hidden_size is 32)",
+        ),
+        (
+            setup(
+                modules(None),
+                mean.clone(),
+                Some(serde_json::json!({"max_seq_length": 1})),
+            ),
+            "max_seq_length = 1 (at least 2",
+        ),
+        (
+            setup(
+                modules(None),
+                mean.clone(),
+                Some(serde_json::json!({"max_seq_length": 0})),
+            ),
+            "max_seq_length = 0 (at least 2",
+        ),
+    ];
+    for (dir, expected) in cases {
+        let err = load(&dir).unwrap_err();
+        assert!(err.contains(expected), "expected '{expected}' in: {err}");
+    }
+    // A longer max_seq_length than the model's positions is bounded by them.
+    let dir = setup(
+        modules(None),
+        mean,
+        Some(serde_json::json!({"max_seq_length": 100000})),
+    );
+    let embedder = SentenceEmbedder::<B>::load(dir.path(), &Default::default()).unwrap();
+    assert_eq!(embedder.max_len, 64);
 }

@@ -70,4 +70,4 @@ pub use score::{
 pub use sdpa::{
     AttentionInput, AttentionOutput, ScaledDotProductAttention, ScaledDotProductAttentionConfig,
 };
-pub use state_dict::{StateDict, WeightLayout};
+pub use state_dict::{StateDict, WeightLayout, checked_f32};

@@ -642,6 +642,28 @@ pub enum PytorchImportError {
     /// Tensors were given that the configuration does not use.
     #[error("unexpected tensors: {}", .0.join(", "))]
     Unexpected(Vec<String>),
+    /// A tensor's elements are not floating point.
+    #[error(
+        "tensor '{key}' holds {found} values; weights must be floating point (F32, or F64, F16 and BF16, converted)"
+    )]
+    DType {
+        /// The state-dict key.
+        key: String,
+        /// The element type found.
+        found: String,
+    },
+    /// A tensor holds NaN or an infinity.
+    #[error(
+        "tensor '{key}' holds a non-finite value ({value} at element {index}); the checkpoint is corrupt or was saved after training diverged"
+    )]
+    NonFinite {
+        /// The state-dict key.
+        key: String,
+        /// The first such element (row-major).
+        index: usize,
+        /// Its value.
+        value: f32,
+    },
 }
 
 #[cfg(test)]

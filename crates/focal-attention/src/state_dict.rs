@@ -3,7 +3,7 @@
 use crate::PytorchImportError;
 use burn::module::Param;
 use burn::nn::Linear;
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 
@@ -61,8 +61,9 @@ impl<'a> StateDict<'a> {
                 found: data.shape.to_vec(),
             });
         }
+        let data = checked_f32(key, data.clone())?;
         self.used.borrow_mut().insert(key.to_string());
-        Ok(Tensor::from_data(data.clone().convert::<f32>(), device))
+        Ok(Tensor::from_data(data, device))
     }
 
     /// PyTorch's `nn.Linear` `{prefix}.weight` `[out, in]` and `{prefix}.bias`.
@@ -136,4 +137,29 @@ pub(crate) fn join(prefix: &str, name: &str) -> String {
     } else {
         format!("{prefix}.{name}")
     }
+}
+
+/// A checkpoint tensor as `f32`, checked: a floating-point tensor (F64, F16, BF16) is
+/// converted, any other element type is refused, and so is a value that is NaN or infinite
+/// (the error names the tensor, the first such element and its value). Every loader reads
+/// weights through it, so that a model never computes on values it cannot represent.
+pub fn checked_f32(key: &str, data: TensorData) -> Result<TensorData, PytorchImportError> {
+    let data = match data.dtype {
+        DType::F32 => data,
+        DType::F64 | DType::F16 | DType::BF16 => data.convert::<f32>(),
+        other => {
+            return Err(PytorchImportError::DType {
+                key: key.to_string(),
+                found: format!("{other:?}"),
+            });
+        }
+    };
+    if let Some((index, value)) = data.iter::<f32>().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(PytorchImportError::NonFinite {
+            key: key.to_string(),
+            index,
+            value,
+        });
+    }
+    Ok(data)
 }

@@ -516,7 +516,12 @@ fn write_random_gpt2(dir: &Path) -> anyhow::Result<()> {
 fn minilm<B: FusedAttentionBackend>(dir: &Path, device: &B::Device) -> anyhow::Result<Row> {
     let embedder = SentenceEmbedder::<B>::load(dir, device)
         .with_context(|| format!("loading {}", dir.display()))?;
-    let tokenizer = TextTokenizer::load(dir, embedder.max_len, Some((0, "[PAD]".into())))?;
+    let tokenizer = TextTokenizer::load(
+        dir,
+        embedder.max_len,
+        embedder.bert.vocab_size(),
+        Some((0, "[PAD]".into())),
+    )?;
     let sentences: Vec<String> = include_str!("../sentences.txt")
         .lines()
         .map(str::to_string)

@@ -118,8 +118,12 @@ impl<B: FusedAutodiffBackend> RunOn<B> for EmbedJob {
             embedder.pooling = pooling;
         }
         embedder.normalize |= args.normalize;
-        let tokenizer =
-            TextTokenizer::load(&args.model, embedder.max_len, Some((0, "[PAD]".into())))?;
+        let tokenizer = TextTokenizer::load(
+            &args.model,
+            embedder.max_len,
+            embedder.bert.vocab_size(),
+            Some((0, "[PAD]".into())),
+        )?;
         let batch = tokenizer.encode_batch(&args.text)?;
         let (ids, types, valid) = inputs::<B::InnerBackend>(&batch, &device);
         let embeddings = embedder.embed(ids, types, valid);
@@ -168,7 +172,12 @@ impl<B: FusedAutodiffBackend> RunOn<B> for FillMaskJob {
                 args.model.display()
             );
         }
-        let tokenizer = TextTokenizer::load(&args.model, config.max_position_embeddings, None)?;
+        let tokenizer = TextTokenizer::load(
+            &args.model,
+            config.max_position_embeddings,
+            config.vocab_size,
+            None,
+        )?;
         let mask_id = tokenizer.token_id("[MASK]").with_context(|| {
             format!(
                 "{}: the tokenizer has no [MASK] token",
@@ -239,7 +248,8 @@ impl<B: FusedAutodiffBackend> RunOn<B> for GenerateJob {
     fn run(self, device: B::Device) -> Self::Output {
         let args = self.args;
         let (gpt2, config) = Gpt2::<B::InnerBackend>::load(&args.model, &device)?;
-        let tokenizer = TextTokenizer::load(&args.model, config.n_positions, None)?;
+        let tokenizer =
+            TextTokenizer::load(&args.model, config.n_positions, config.vocab_size, None)?;
         let prompt: Vec<usize> = tokenizer
             .encode_batch(std::slice::from_ref(&args.prompt))?
             .ids[0]

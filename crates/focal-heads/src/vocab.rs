@@ -32,13 +32,16 @@ pub enum VocabularyError {
     /// The input has no token at all.
     #[error("the input has no tokens")]
     Empty,
+    /// A vocabulary cannot be built or read as given.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Tokens `<pad>`, `<bos>`, `<eos>` (ids 0, 1, 2) followed by the words of a task.
 ///
 /// Text is split on whitespace; each piece must be a word of the vocabulary.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "VocabularyFile", into = "VocabularyFile")]
+#[serde(try_from = "VocabularyFile", into = "VocabularyFile")]
 pub struct Vocabulary {
     tokens: Vec<String>,
     ids: HashMap<String, usize>,
@@ -49,18 +52,37 @@ struct VocabularyFile {
     tokens: Vec<String>,
 }
 
-impl From<VocabularyFile> for Vocabulary {
-    fn from(file: VocabularyFile) -> Self {
-        let ids = file
-            .tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i))
-            .collect();
-        Vocabulary {
+impl TryFrom<VocabularyFile> for Vocabulary {
+    type Error = String;
+
+    /// A stored vocabulary is checked, since the special tokens' ids are fixed: it must start
+    /// with [`Vocabulary::SPECIALS`] in order, and every token must be one non-empty word
+    /// appearing once.
+    fn try_from(file: VocabularyFile) -> Result<Self, String> {
+        let head: Vec<&str> = file.tokens.iter().take(3).map(String::as_str).collect();
+        if head != Vocabulary::SPECIALS {
+            return Err(format!(
+                "the vocabulary must start with the special tokens {:?} in this order, found {head:?}",
+                Vocabulary::SPECIALS
+            ));
+        }
+        let mut ids = HashMap::with_capacity(file.tokens.len());
+        for (id, token) in file.tokens.iter().enumerate() {
+            if token.is_empty() || token.split_whitespace().count() != 1 || token.trim() != token {
+                return Err(format!(
+                    "vocabulary token {id} ({token:?}) is not one word: text is split on whitespace, so it could never be read"
+                ));
+            }
+            if let Some(first) = ids.insert(token.clone(), id) {
+                return Err(format!(
+                    "vocabulary token {token:?} appears twice (ids {first} and {id})"
+                ));
+            }
+        }
+        Ok(Vocabulary {
             tokens: file.tokens,
             ids,
-        }
+        })
     }
 }
 
@@ -77,7 +99,12 @@ impl Vocabulary {
     pub const SPECIALS: [&'static str; 3] = ["<pad>", "<bos>", "<eos>"];
 
     /// The special tokens followed by `words` (duplicates are dropped).
-    pub fn new<S: AsRef<str>>(words: impl IntoIterator<Item = S>) -> Self {
+    ///
+    /// # Errors
+    ///
+    /// [`VocabularyError::Invalid`] when a word is empty or holds whitespace (text is split on
+    /// whitespace, so it could never be read).
+    pub fn new<S: AsRef<str>>(words: impl IntoIterator<Item = S>) -> Result<Self, VocabularyError> {
         let mut tokens: Vec<String> = Self::SPECIALS.iter().map(|s| s.to_string()).collect();
         for word in words {
             let word = word.as_ref().to_string();
@@ -85,7 +112,9 @@ impl Vocabulary {
                 tokens.push(word);
             }
         }
-        VocabularyFile { tokens }.into()
+        VocabularyFile { tokens }
+            .try_into()
+            .map_err(VocabularyError::Invalid)
     }
 
     /// The ids of `<pad>`, `<bos>` and `<eos>`.
@@ -152,7 +181,7 @@ mod tests {
     use super::*;
 
     fn digits() -> Vocabulary {
-        Vocabulary::new((0..10).map(|d| d.to_string()))
+        Vocabulary::new((0..10).map(|d| d.to_string())).unwrap()
     }
 
     #[test]
@@ -181,9 +210,48 @@ mod tests {
 
     #[test]
     fn serializes_as_a_token_list() {
-        let v = Vocabulary::new(["a", "b"]);
+        let v = Vocabulary::new(["a", "b"]).unwrap();
         let json = serde_json::to_string(&v).unwrap();
         assert_eq!(json, r#"{"tokens":["<pad>","<bos>","<eos>","a","b"]}"#);
         assert_eq!(serde_json::from_str::<Vocabulary>(&json).unwrap(), v);
+    }
+
+    /// A stored vocabulary whose special tokens are missing, swapped or repeated, or whose
+    /// words could never be read, is refused when read, since the special ids are fixed.
+    #[test]
+    fn stored_vocabularies_are_checked() {
+        let read = |tokens: &str| {
+            serde_json::from_str::<Vocabulary>(&format!(r#"{{"tokens":{tokens}}}"#))
+                .map_err(|e| e.to_string())
+        };
+        assert!(read(r#"["<pad>","<bos>","<eos>","a"]"#).is_ok());
+        for (tokens, expected) in [
+            (
+                r#"["<pad>","<eos>","<bos>","a"]"#,
+                "must start with the special tokens",
+            ),
+            (
+                r#"["a","<pad>","<bos>","<eos>"]"#,
+                "must start with the special tokens",
+            ),
+            (r#"["<pad>","<bos>"]"#, "must start with the special tokens"),
+            (
+                r#"["<pad>","<bos>","<eos>","a","a"]"#,
+                "appears twice (ids 3 and 4)",
+            ),
+            (
+                r#"["<pad>","<bos>","<eos>","<eos>"]"#,
+                "appears twice (ids 2 and 3)",
+            ),
+            (r#"["<pad>","<bos>","<eos>","a b"]"#, "is not one word"),
+            (r#"["<pad>","<bos>","<eos>",""]"#, "is not one word"),
+        ] {
+            let err = read(tokens).unwrap_err();
+            assert!(err.contains(expected), "{tokens}: {err}");
+        }
+        assert!(matches!(
+            Vocabulary::new(["ok", "not ok"]),
+            Err(VocabularyError::Invalid(_))
+        ));
     }
 }

@@ -138,6 +138,7 @@ pub struct Bert<B: Backend> {
     /// The masked-LM head, when the checkpoint has it.
     pub mlm: Option<MaskedLmHead<B>>,
     max_len: usize,
+    vocab_size: usize,
 }
 
 /// What [`Bert::forward`] returns.
@@ -295,6 +296,7 @@ impl<B: Backend> Bert<B> {
                 pooler,
                 mlm,
                 max_len: config.max_position_embeddings,
+                vocab_size: config.vocab_size,
             })
         };
         let tensors_error = |cause| PretrainedError::Tensors {
@@ -309,6 +311,11 @@ impl<B: Backend> Bert<B> {
     /// The longest sequence the model takes.
     pub fn max_len(&self) -> usize {
         self.max_len
+    }
+
+    /// Rows of the word-embedding table: every token id must be below it.
+    pub fn vocab_size(&self) -> usize {
+        self.vocab_size
     }
 }
 
@@ -415,12 +422,25 @@ struct ModuleEntry {
 #[derive(Deserialize)]
 struct PoolingConfig {
     #[serde(default)]
+    word_embedding_dimension: Option<usize>,
+    #[serde(default)]
     pooling_mode_cls_token: bool,
     #[serde(default)]
     pooling_mode_mean_tokens: bool,
     #[serde(default)]
     pooling_mode_max_tokens: bool,
+    #[serde(default)]
+    pooling_mode_mean_sqrt_len_tokens: bool,
+    #[serde(default)]
+    pooling_mode_weightedmean_tokens: bool,
+    #[serde(default)]
+    pooling_mode_lasttoken: bool,
 }
+
+/// The modules of a sentence-transformers pipeline Focal runs; any other is refused.
+const TRANSFORMER_MODULE: &str = "sentence_transformers.models.Transformer";
+const POOLING_MODULE: &str = "sentence_transformers.models.Pooling";
+const NORMALIZE_MODULE: &str = "sentence_transformers.models.Normalize";
 
 impl<B: Backend> SentenceEmbedder<B> {
     /// Reads a sentence-transformers directory: the BERT at its root, the pooling of the
@@ -428,12 +448,24 @@ impl<B: Backend> SentenceEmbedder<B> {
     /// module follows. A plain BERT directory (no `modules.json`) gets mean pooling and no
     /// normalisation.
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self, PretrainedError> {
-        let (bert, _) = Bert::load(dir, device)?;
+        let (bert, bert_config) = Bert::load(dir, device)?;
         let mut max_len = bert.max_len();
         let sbert_path = dir.join("sentence_bert_config.json");
         if sbert_path.is_file() {
             let config: SentenceBertConfig = read_json(&sbert_path)?;
-            max_len = config.max_seq_length.unwrap_or(max_len).min(max_len);
+            if let Some(length) = config.max_seq_length {
+                // [CLS] and [SEP] take two positions; below that the tokenizer cannot
+                // truncate at all.
+                if length < 2 {
+                    return Err(PretrainedError::Unsupported {
+                        path: sbert_path,
+                        option: "max_seq_length".to_string(),
+                        value: format!("{length} (at least 2: [CLS] and [SEP])"),
+                    });
+                }
+                // The model's positions bound it whatever the file says.
+                max_len = length.min(max_len);
+            }
         }
         let modules_path = dir.join("modules.json");
         if !modules_path.is_file() {
@@ -448,13 +480,47 @@ impl<B: Backend> SentenceEmbedder<B> {
         let mut pooling = Pooling::Mean;
         let mut normalize = false;
         for module in &modules {
-            if module.kind.ends_with(".Pooling") {
+            if module.kind == POOLING_MODULE {
                 let path = file(
                     &dir.join(&module.path),
                     "config.json",
                     "the pooling config.json",
                 )?;
                 let config: PoolingConfig = read_json(&path)?;
+                let unsupported = |option: &str, value: String| PretrainedError::Unsupported {
+                    path: path.clone(),
+                    option: option.to_string(),
+                    value,
+                };
+                if let Some(width) = config.word_embedding_dimension
+                    && width != bert_config.hidden_size
+                {
+                    return Err(unsupported(
+                        "word_embedding_dimension",
+                        format!(
+                            "{width} (the model's hidden_size is {})",
+                            bert_config.hidden_size
+                        ),
+                    ));
+                }
+                for (option, on) in [
+                    (
+                        "pooling_mode_mean_sqrt_len_tokens",
+                        config.pooling_mode_mean_sqrt_len_tokens,
+                    ),
+                    (
+                        "pooling_mode_weightedmean_tokens",
+                        config.pooling_mode_weightedmean_tokens,
+                    ),
+                    ("pooling_mode_lasttoken", config.pooling_mode_lasttoken),
+                ] {
+                    if on {
+                        return Err(unsupported(
+                            option,
+                            "true (Focal pools by mean, cls or max)".to_string(),
+                        ));
+                    }
+                }
                 pooling = match (
                     config.pooling_mode_mean_tokens,
                     config.pooling_mode_cls_token,
@@ -472,8 +538,19 @@ impl<B: Backend> SentenceEmbedder<B> {
                         });
                     }
                 };
-            } else if module.kind.ends_with(".Normalize") {
+            } else if module.kind == NORMALIZE_MODULE {
                 normalize = true;
+            } else if module.kind != TRANSFORMER_MODULE {
+                // A Dense projection, a LayerNorm, word embeddings… would change every
+                // embedding; skipping one would be a silent wrong answer.
+                return Err(PretrainedError::Unsupported {
+                    path: modules_path.clone(),
+                    option: "module".to_string(),
+                    value: format!(
+                        "{} at '{}' (Focal runs {TRANSFORMER_MODULE}, {POOLING_MODULE} and {NORMALIZE_MODULE})",
+                        module.kind, module.path
+                    ),
+                });
             }
         }
         Ok(Self {

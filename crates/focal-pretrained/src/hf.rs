@@ -101,10 +101,16 @@ pub fn read_weights(dir: &Path) -> Result<(HashMap<String, TensorData>, PathBuf)
 }
 
 /// `dir/tokenizer.json`, truncating to `max_len` tokens (specials included) and padding
-/// batches to their longest sequence with `pad_id`.
+/// batches to their longest sequence with `pad_id` (without `pad`, not padding, whatever the
+/// file says: a fixed padding longer than the model would not fit it).
+///
+/// Every id the tokenizer can produce (its vocabulary, added and special tokens, and `pad_id`)
+/// must be below `vocab_size`, the model's embedding rows; the error names the first token
+/// that is not.
 pub fn read_tokenizer(
     dir: &Path,
     max_len: usize,
+    vocab_size: usize,
     pad: Option<(u32, String)>,
 ) -> Result<Tokenizer, PretrainedError> {
     let path = file(dir, "tokenizer.json", "tokenizer.json")?;
@@ -113,6 +119,23 @@ pub fn read_tokenizer(
         message,
     };
     let mut tokenizer = Tokenizer::from_file(&path).map_err(|e| error(e.to_string()))?;
+    if let Some((token, id)) = tokenizer
+        .get_vocab(true)
+        .into_iter()
+        .filter(|(_, id)| *id as usize >= vocab_size)
+        .min_by_key(|(_, id)| *id)
+    {
+        return Err(error(format!(
+            "token {token:?} has id {id}, but the model's embedding table has {vocab_size} rows (vocab_size in config.json)"
+        )));
+    }
+    if let Some((pad_id, pad_token)) = &pad
+        && *pad_id as usize >= vocab_size
+    {
+        return Err(error(format!(
+            "padding token {pad_token:?} has id {pad_id}, but the model's embedding table has {vocab_size} rows"
+        )));
+    }
     tokenizer
         .with_truncation(Some(TruncationParams {
             max_length: max_len,
@@ -120,14 +143,12 @@ pub fn read_tokenizer(
             ..Default::default()
         }))
         .map_err(|e| error(e.to_string()))?;
-    if let Some((pad_id, pad_token)) = pad {
-        tokenizer.with_padding(Some(PaddingParams {
-            strategy: PaddingStrategy::BatchLongest,
-            pad_id,
-            pad_token,
-            ..Default::default()
-        }));
-    }
+    tokenizer.with_padding(pad.map(|(pad_id, pad_token)| PaddingParams {
+        strategy: PaddingStrategy::BatchLongest,
+        pad_id,
+        pad_token,
+        ..Default::default()
+    }));
     Ok(tokenizer)
 }
 
@@ -174,21 +195,26 @@ pub struct EncodedBatch {
 }
 
 /// A directory's `tokenizer.json` with truncation to the model's length and batch padding.
+#[derive(Debug)]
 pub struct TextTokenizer {
     tokenizer: Tokenizer,
     path: PathBuf,
+    max_len: usize,
 }
 
 impl TextTokenizer {
-    /// Reads `dir/tokenizer.json` (see [`read_tokenizer`]).
+    /// Reads `dir/tokenizer.json` for a model of `max_len` positions and `vocab_size`
+    /// embedding rows (see [`read_tokenizer`]).
     pub fn load(
         dir: &Path,
         max_len: usize,
+        vocab_size: usize,
         pad: Option<(u32, String)>,
     ) -> Result<Self, PretrainedError> {
         Ok(Self {
-            tokenizer: read_tokenizer(dir, max_len, pad)?,
+            tokenizer: read_tokenizer(dir, max_len, vocab_size, pad)?,
             path: dir.join("tokenizer.json"),
+            max_len,
         })
     }
 
@@ -205,6 +231,14 @@ impl TextTokenizer {
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| self.error(e))?;
+        // Truncation cannot shorten below the special tokens a template adds.
+        if let Some(long) = encodings.iter().find(|e| e.len() > self.max_len) {
+            return Err(self.error(format!(
+                "an input became {} tokens, more than the model's {} positions (the tokenizer cannot truncate it further)",
+                long.len(),
+                self.max_len
+            )));
+        }
         let take = |f: fn(&tokenizers::Encoding) -> &[u32]| {
             encodings.iter().map(|e| f(e).to_vec()).collect::<Vec<_>>()
         };

@@ -3,7 +3,10 @@
 
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::backend::Backend;
+use burn::tensor::{DType, TensorData};
+use focal_attention::{PytorchImportError, checked_f32};
 use focal_heads::{Seq2SeqConfig, Seq2SeqTransformer, Vocabulary};
+use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -78,6 +81,9 @@ impl ModelArtifact {
             ("max_input_len", self.max_input_len),
             ("max_output_len", self.max_output_len),
         ] {
+            if len == 0 {
+                return Err(format!("{name} must be at least 1, got 0"));
+            }
             if len >= self.model.max_len {
                 return Err(format!(
                     "{name} ({len}) must be below the model's max_len ({})",
@@ -123,6 +129,14 @@ pub enum CheckpointError {
         path: PathBuf,
         /// What is wrong.
         reason: String,
+    },
+    /// A tensor of the weights cannot be used: not floating point, or not finite.
+    #[error("{path}: {cause}")]
+    InvalidTensor {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with which tensor.
+        cause: PytorchImportError,
     },
     /// The weights do not fit the model described by `config.json`.
     #[error("{path}: weights do not match config.json: {details}")]
@@ -219,7 +233,7 @@ pub fn load_checkpoint<B: Backend>(
 ) -> Result<(ModelArtifact, Seq2SeqTransformer<B>), CheckpointError> {
     let artifact = load_artifact(dir)?;
     let path = dir.join(WEIGHTS_FILE);
-    let bytes = read(&path)?;
+    let bytes = checked_weights(&path, read(&path)?)?;
     let mut model = artifact.model.init::<B>(device);
     let mut store = SafetensorsStore::from_bytes(Some(bytes))
         .validate(false)
@@ -260,7 +274,68 @@ pub fn load_checkpoint<B: Backend>(
     Ok((artifact, model))
 }
 
+/// The weights file's bytes with every tensor in `f32`: floating-point tensors of other widths
+/// are converted (the file is rewritten in memory only then), other element types and
+/// non-finite values are refused naming the tensor, before anything reaches the backend (whose
+/// kernels would panic on them or compute garbage).
+fn checked_weights(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>, CheckpointError> {
+    let corrupt = |reason: String| CheckpointError::CorruptWeights {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let invalid = |cause| CheckpointError::InvalidTensor {
+        path: path.to_path_buf(),
+        cause,
+    };
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let mut tensors = Vec::new();
+    for (name, view) in file.iter() {
+        let dtype = match view.dtype() {
+            Dtype::F32 => DType::F32,
+            Dtype::F64 => DType::F64,
+            Dtype::F16 => DType::F16,
+            Dtype::BF16 => DType::BF16,
+            other => {
+                return Err(invalid(PytorchImportError::DType {
+                    key: name.to_string(),
+                    found: other.to_string(),
+                }));
+            }
+        };
+        let data = TensorData::from_bytes_vec(view.data().to_vec(), view.shape().to_vec(), dtype);
+        let data = checked_f32(name, data).map_err(invalid)?;
+        tensors.push((name.to_string(), dtype, data));
+    }
+    if tensors.iter().all(|(_, dtype, _)| *dtype == DType::F32) {
+        return Ok(bytes);
+    }
+    let (_, metadata) = SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let views = tensors
+        .iter()
+        .map(|(name, _, data)| {
+            let view = safetensors::tensor::TensorView::new(
+                Dtype::F32,
+                data.shape.to_vec(),
+                data.as_bytes(),
+            )
+            .map_err(|e| corrupt(format!("tensor '{name}': {e}")))?;
+            Ok((name.as_str(), view))
+        })
+        .collect::<Result<Vec<_>, CheckpointError>>()?;
+    safetensors::serialize(views, metadata.metadata().clone()).map_err(|e| corrupt(e.to_string()))
+}
+
+/// A file's bytes; only regular files are read (a named pipe would block, a directory fail
+/// obscurely).
 fn read(path: &Path) -> Result<Vec<u8>, CheckpointError> {
+    if let Ok(metadata) = std::fs::metadata(path)
+        && !metadata.is_file()
+    {
+        return Err(CheckpointError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
+        });
+    }
     std::fs::read(path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             CheckpointError::MissingFile(path.to_path_buf())
@@ -396,6 +471,199 @@ mod tests {
         assert!(
             err.to_string()
                 .contains("d_model (16) is not divisible by n_heads (3)"),
+            "{err}"
+        );
+    }
+
+    /// The weights file of a saved model rewritten tensor by tensor: `change` gets each
+    /// tensor's name and `f32` values and returns the element type and bytes to store.
+    fn rewrite(dir: &Path, mut change: impl FnMut(&str, &[usize], Vec<f32>) -> (Dtype, Vec<u8>)) {
+        let path = dir.join(WEIGHTS_FILE);
+        let bytes = std::fs::read(&path).unwrap();
+        let file = SafeTensors::deserialize(&bytes).unwrap();
+        let mut tensors: Vec<(String, Vec<usize>, Dtype, Vec<u8>)> = Vec::new();
+        for (name, view) in file.iter() {
+            let values: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            let (dtype, data) = change(name, view.shape(), values);
+            tensors.push((name.to_string(), view.shape().to_vec(), dtype, data));
+        }
+        let views: Vec<_> = tensors
+            .iter()
+            .map(|(name, shape, dtype, data)| {
+                let view =
+                    safetensors::tensor::TensorView::new(*dtype, shape.clone(), data).unwrap();
+                (name.as_str(), view)
+            })
+            .collect();
+        std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+    }
+
+    fn stored(values: Vec<f32>, shape: &[usize], dtype: DType) -> Vec<u8> {
+        TensorData::new(values, shape.to_vec())
+            .convert_dtype(dtype)
+            .as_bytes()
+            .to_vec()
+    }
+
+    /// Weights in every element type: floating point ones load (F64 exactly, F16 and BF16
+    /// within their precision), the others are refused naming the tensor and the type.
+    #[test]
+    fn weights_of_every_dtype_load_or_are_refused_by_name() {
+        let device = Default::default();
+        let artifact = artifact();
+        let model = artifact.model.init::<NdArray>(&device);
+        let src = Tensor::<NdArray, 2, Int>::from_ints([[4, 5, 6]], &device);
+        let valid = padding_mask_from_lengths::<NdArray>(&[3], 3, &device);
+        let tgt = Tensor::<NdArray, 2, Int>::from_ints([[1, 6]], &device);
+        let want = model.forward(src.clone(), valid.clone(), tgt.clone());
+        for (dtype, stored_as, tolerance) in [
+            (DType::F64, Dtype::F64, 0.0),
+            (DType::F16, Dtype::F16, 2e-2),
+            (DType::BF16, Dtype::BF16, 1e-1),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            save_checkpoint(dir.path(), &artifact, &model).unwrap();
+            rewrite(dir.path(), |_, shape, values| {
+                (stored_as, stored(values, shape, dtype))
+            });
+            let (_, loaded) = load_checkpoint::<NdArray>(dir.path(), &device)
+                .unwrap_or_else(|e| panic!("{dtype:?}: {e}"));
+            assert_close(
+                loaded.forward(src.clone(), valid.clone(), tgt.clone()),
+                want.clone(),
+                tolerance,
+            );
+        }
+        for (dtype, stored_as) in [
+            (DType::I64, Dtype::I64),
+            (DType::I32, Dtype::I32),
+            (DType::U8, Dtype::U8),
+            (DType::U8, Dtype::BOOL),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            save_checkpoint(dir.path(), &artifact, &model).unwrap();
+            rewrite(dir.path(), |name, shape, values| {
+                if name.ends_with("bias") {
+                    (stored_as, stored(values, shape, dtype))
+                } else {
+                    (Dtype::F32, stored(values, shape, DType::F32))
+                }
+            });
+            let err = load_checkpoint::<NdArray>(dir.path(), &device).unwrap_err();
+            assert!(
+                matches!(err, CheckpointError::InvalidTensor { .. })
+                    && err.to_string().contains("bias' holds")
+                    && err.to_string().contains(&format!("{stored_as}")),
+                "{dtype:?}: {err}"
+            );
+        }
+    }
+
+    /// NaN and infinities in any tensor are refused with its name and the element.
+    #[test]
+    fn non_finite_weights_are_refused_by_name() {
+        let device = Default::default();
+        let artifact = artifact();
+        let model = artifact.model.init::<NdArray>(&device);
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let dir = tempfile::tempdir().unwrap();
+            save_checkpoint(dir.path(), &artifact, &model).unwrap();
+            let mut victim = None;
+            rewrite(dir.path(), |name, shape, mut values| {
+                if victim.is_none() {
+                    victim = Some(name.to_string());
+                    values[1] = bad;
+                }
+                (Dtype::F32, stored(values, shape, DType::F32))
+            });
+            let err = load_checkpoint::<NdArray>(dir.path(), &device).unwrap_err();
+            let victim = victim.unwrap();
+            assert!(
+                matches!(err, CheckpointError::InvalidTensor { .. })
+                    && err.to_string().contains(&format!(
+                        "tensor '{victim}' holds a non-finite value ({bad} at element 1)"
+                    )),
+                "{err}"
+            );
+        }
+    }
+
+    /// The weights file cut at 300 offsets and flipped at 300 bytes: a typed error (or, for a
+    /// flip inside the values, a model), never a panic.
+    #[test]
+    fn truncated_or_flipped_weights_never_panic() {
+        let device = Default::default();
+        let artifact = artifact();
+        let model = artifact.model.init::<NdArray>(&device);
+        let dir = tempfile::tempdir().unwrap();
+        save_checkpoint(dir.path(), &artifact, &model).unwrap();
+        let path = dir.path().join(WEIGHTS_FILE);
+        let good = std::fs::read(&path).unwrap();
+        let offsets: Vec<usize> = (0..300).map(|i| i * good.len() / 300).collect();
+        let mut errors = 0;
+        for &at in &offsets {
+            std::fs::write(&path, &good[..at]).unwrap();
+            assert!(
+                load_checkpoint::<NdArray>(dir.path(), &device).is_err(),
+                "cut at {at}"
+            );
+            errors += 1;
+        }
+        for &at in &offsets {
+            let mut flipped = good.clone();
+            flipped[at] ^= 0xA5;
+            std::fs::write(&path, &flipped).unwrap();
+            if load_checkpoint::<NdArray>(dir.path(), &device).is_err() {
+                errors += 1;
+            }
+        }
+        assert!(errors > 300, "{errors}");
+    }
+
+    /// Only regular files are read: a named pipe in place of config.json or the weights is an
+    /// error at once (reading it would block forever), and so is a directory.
+    #[cfg(unix)]
+    #[test]
+    fn special_files_are_refused_not_read() {
+        let device = Default::default();
+        let artifact = artifact();
+        let model = artifact.model.init::<NdArray>(&device);
+        for name in [CONFIG_FILE, WEIGHTS_FILE] {
+            let dir = tempfile::tempdir().unwrap();
+            save_checkpoint(dir.path(), &artifact, &model).unwrap();
+            let path = dir.path().join(name);
+            std::fs::remove_file(&path).unwrap();
+            let status = std::process::Command::new("mkfifo")
+                .arg(&path)
+                .status()
+                .unwrap();
+            assert!(status.success());
+            let err = load_checkpoint::<NdArray>(dir.path(), &device).unwrap_err();
+            assert!(err.to_string().contains("not a regular file"), "{err}");
+            std::fs::remove_file(&path).unwrap();
+            std::fs::create_dir(&path).unwrap();
+            let err = load_checkpoint::<NdArray>(dir.path(), &device).unwrap_err();
+            assert!(err.to_string().contains("not a regular file"), "{err}");
+        }
+    }
+
+    /// Lengths of 0 are refused when config.json is read.
+    #[test]
+    fn zero_lengths_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let device = Default::default();
+        let mut artifact = artifact();
+        let model = artifact.model.init::<NdArray>(&device);
+        artifact.max_output_len = 0;
+        save_checkpoint(dir.path(), &artifact, &model).unwrap();
+        let err = load_checkpoint::<NdArray>(dir.path(), &device).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("max_output_len must be at least 1, got 0"),
             "{err}"
         );
     }

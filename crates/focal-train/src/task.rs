@@ -159,7 +159,7 @@ impl Seq2SeqTask for ReverseTask {
     }
 
     fn vocabulary(&self) -> Vocabulary {
-        Vocabulary::new((0..10).map(|d| d.to_string()))
+        Vocabulary::new((0..10).map(|d| d.to_string())).expect("digits are single words")
     }
 
     fn max_source_len(&self) -> usize {
