@@ -18,7 +18,7 @@ mod kind;
 mod testing;
 
 pub use assert::{Tolerance, assert_close, assert_data_close, compare_data};
-pub use config_error::ConfigError;
+pub use config_error::{ConfigError, checked_product, format_bytes, machine_memory};
 pub use kind::{
     BackendError, BackendJob, BackendKind, RunOn, RunsOnEnabled, WgpuAdapterInfo, wgpu_adapter_info,
 };

@@ -54,6 +54,15 @@ impl TokenEmbeddingConfig {
         ConfigError::ensure_positive(NAME, "vocab_size", self.vocab_size)?;
         ConfigError::ensure_positive(NAME, "d_model", self.d_model)?;
         ConfigError::ensure_dropout(NAME, "dropout", self.dropout)?;
+        let rows = self.vocab_size as u128 + self.max_len as u128 + self.n_segments as u128;
+        ConfigError::ensure_fits(
+            NAME,
+            &format!(
+                "the embedding tables ({} + {} + {} rows of {})",
+                self.vocab_size, self.max_len, self.n_segments, self.d_model
+            ),
+            rows.checked_mul(self.d_model as u128),
+        )?;
         match self.positions {
             PositionKind::Sinusoidal => self.sinusoidal().validate(),
             PositionKind::Learned => self.learned().validate(),

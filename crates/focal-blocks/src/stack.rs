@@ -56,6 +56,19 @@ impl TransformerStackConfig {
         const NAME: &str = "TransformerStackConfig";
         ConfigError::ensure_positive(NAME, "n_layers", self.n_layers)?;
         self.layer.validate()?;
+        // At least the projections (4·d²) and the feed-forward (2·d·d_ff) of every layer.
+        let (d, d_ff) = (self.layer.d_model, self.layer.d_ff);
+        let per_layer = focal_backend::checked_product(&[4, d, d]).and_then(|attention| {
+            attention.checked_add(focal_backend::checked_product(&[2, d, d_ff])?)
+        });
+        ConfigError::ensure_fits(
+            NAME,
+            &format!(
+                "the weights of {} layers (d_model {d}, d_ff {d_ff})",
+                self.n_layers
+            ),
+            per_layer.and_then(|p| p.checked_mul(self.n_layers as u128)),
+        )?;
         if let Some(relative) = &self.relative_bias {
             ConfigError::ensure(!self.alibi, NAME, || {
                 "alibi and relative_bias are two position biases; choose one".to_string()

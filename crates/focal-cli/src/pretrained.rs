@@ -273,6 +273,24 @@ impl<B: FusedAutodiffBackend> RunOn<B> for GenerateJob {
             },
             other => bail!("unknown strategy '{other}': expected greedy, sample or beam"),
         };
+        // The key/value cache of every beam over every position it may reach, and a row of
+        // logits per beam, must fit before any is allocated.
+        let beams = match strategy {
+            Strategy::Beam { beams, .. } => beams,
+            _ => 1,
+        };
+        let positions = prompt
+            .len()
+            .saturating_add(args.max_new_tokens)
+            .min(config.n_positions);
+        let cache =
+            focal::backend::checked_product(&[beams, positions, config.n_layer, 2, config.n_embd]);
+        let logits = focal::backend::checked_product(&[beams, config.vocab_size]);
+        focal::backend::ConfigError::ensure_fits(
+            "GenerationConfig",
+            &format!("the key/value cache and logits of {beams} beams over {positions} positions"),
+            cache.zip(logits).and_then(|(c, l)| c.checked_add(l)),
+        )?;
         let options = GenerationConfig {
             max_new_tokens: args.max_new_tokens,
             strategy,

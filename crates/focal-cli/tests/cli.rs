@@ -337,3 +337,64 @@ fn success_is_silent_without_a_runtime_directory() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Sizes whose tensors could never be allocated are refused with the estimate, before anything
+/// is allocated, instead of aborting in the allocator: a training batch, beams, and model
+/// configurations with 10¹² layers or positions (Focal's own and Hugging Face's).
+#[test]
+fn impossible_sizes_are_refused_with_an_estimate() {
+    let out = focal(&[
+        "train",
+        "--task",
+        "reverse",
+        "--batch-size",
+        "1000000000000",
+    ]);
+    assert_one_line_error(&out, "a step's activations (batch_size 1000000000000");
+    assert_one_line_error(&out, "of memory, more than");
+
+    let gpt2 = fixture("gpt2");
+    let out = focal(&[
+        "generate",
+        "--model",
+        &gpt2,
+        "--prompt",
+        "the",
+        "--strategy",
+        "beam",
+        "--beams",
+        "100000000000",
+    ]);
+    assert_one_line_error(&out, "the key/value cache and logits of 100000000000 beams");
+
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&gpt2).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    let path = dir.path().join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["n_layer"] = serde_json::json!(1_000_000_000_000u64);
+    std::fs::write(&path, config.to_string()).unwrap();
+    let out = focal(&[
+        "generate",
+        "--model",
+        dir.path().to_str().unwrap(),
+        "--prompt",
+        "the",
+    ]);
+    assert_one_line_error(&out, "the weights of 1000000000000 layers");
+
+    config["n_layer"] = serde_json::json!(2);
+    config["n_positions"] = serde_json::json!(1_000_000_000_000u64);
+    std::fs::write(&path, config.to_string()).unwrap();
+    let out = focal(&[
+        "generate",
+        "--model",
+        dir.path().to_str().unwrap(),
+        "--prompt",
+        "the",
+    ]);
+    assert_one_line_error(&out, "would need");
+}

@@ -97,7 +97,22 @@ impl TrainConfig {
             NAME,
             || format!("learning_rate ({}) must be in (0, 1]", self.learning_rate),
         )?;
-        self.model.validate()
+        self.model.validate()?;
+        // A lower bound on what one step keeps for the backward: per token and layer, the
+        // inputs of the projections, norms and feed-forward (8·d + 2·d_ff values).
+        let m = &self.model;
+        let layers = m.n_encoder_layers as u128 + m.n_decoder_layers as u128;
+        let per_token = (8 * m.d_model as u128).checked_add(2 * m.d_ff as u128);
+        ConfigError::ensure_fits(
+            NAME,
+            &format!(
+                "a step's activations (batch_size {} × {} positions × {layers} layers)",
+                self.batch_size, m.max_len
+            ),
+            focal_backend::checked_product(&[self.batch_size, m.max_len])
+                .and_then(|tokens| tokens.checked_mul(layers))
+                .and_then(|n| n.checked_mul(per_token?)),
+        )
     }
 }
 
