@@ -69,6 +69,10 @@ struct TrainArgs {
     /// Seed of initialisation and training data (default 42).
     #[arg(long)]
     seed: Option<u64>,
+    /// Replace what --out holds (a trained model, other files); without it such a directory is
+    /// refused before training starts.
+    #[arg(long)]
+    overwrite: bool,
 }
 
 #[derive(Args, Debug)]
@@ -173,6 +177,8 @@ fn train(backend: BackendKind, args: TrainArgs, json: bool) -> anyhow::Result<()
         }
     }
 
+    // Before anything else: a file, another run or other files at --out are refused at once.
+    focal::train::trainer::check_out_dir(&out, args.overwrite)?;
     if !json {
         eprintln!(
             "training {task} on {backend}: {} steps of {} examples, writing {}",
@@ -187,6 +193,7 @@ fn train(backend: BackendKind, args: TrainArgs, json: bool) -> anyhow::Result<()
         options: TrainOptions {
             progress: !json,
             backend: backend.name().to_string(),
+            overwrite: args.overwrite,
         },
     })??;
 

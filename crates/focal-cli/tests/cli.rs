@@ -398,3 +398,141 @@ fn impossible_sizes_are_refused_with_an_estimate() {
     ]);
     assert_one_line_error(&out, "would need");
 }
+
+/// `--out` is checked before training: a file, a directory of other files and a finished run
+/// are refused at once (with what to do), `--overwrite` replaces them.
+#[test]
+fn the_output_directory_is_checked_before_training() {
+    let parent = tempfile::tempdir().unwrap();
+    let train = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--task",
+            "reverse",
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--eval-every",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        focal(&args)
+    };
+    let file = parent.path().join("file");
+    std::fs::write(&file, b"keep me").unwrap();
+    let started = std::time::Instant::now();
+    assert_one_line_error(&train(&file, &[]), "exists and is not a directory");
+    assert!(started.elapsed().as_secs() < 20);
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+
+    let other = parent.path().join("bert");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("pytorch_model.bin"), b"weights").unwrap();
+    assert_one_line_error(
+        &train(&other, &[]),
+        "holds files that are not a Focal model (pytorch_model.bin); pass --overwrite",
+    );
+    assert!(other.join("pytorch_model.bin").is_file());
+
+    let run = parent.path().join("run");
+    assert!(train(&run, &[]).status.success());
+    assert_one_line_error(
+        &train(&run, &[]),
+        "holds a trained Focal model (2 steps); pass --overwrite",
+    );
+    let out = train(&run, &["--overwrite"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = train(&other, &["--overwrite"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!other.join("pytorch_model.bin").exists());
+}
+
+/// `focal train` killed (SIGKILL) at 16 moments of a run that saves after every step, with
+/// each save slowed down (a pause in the middle and at the end of every file and after each
+/// rename) so that kills land inside the writes: the output directory is always absent or a
+/// complete model that `translate` loads, and what the killed writes left is gone once the
+/// next run starts.
+#[test]
+fn a_killed_run_leaves_no_half_written_model() {
+    let parent = tempfile::tempdir().unwrap();
+    let run = parent.path().join("run");
+    let run_str = run.to_str().unwrap();
+    let (mut absent, mut complete, mut leftovers) = (0, 0, 0);
+    for i in 0..16u64 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_focal"))
+            .args([
+                "train",
+                "--task",
+                "reverse",
+                "--steps",
+                "400",
+                "--batch-size",
+                "2",
+                "--eval-every",
+                "1",
+                "--overwrite",
+                "--out",
+                run_str,
+            ])
+            .env("FOCAL_TEST_WRITE_PAUSE_MS", "150")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1500 + 433 * i));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        if run.exists() {
+            let out = focal(&["translate", "--model", run_str, "3 1 4"]);
+            assert!(
+                out.status.success(),
+                "kill {i}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            complete += 1;
+        } else {
+            absent += 1;
+        }
+        let entries = std::fs::read_dir(parent.path()).unwrap().count();
+        leftovers += usize::from(entries > usize::from(run.exists()));
+    }
+    // Some kills land after a save, some inside one (a temporary directory is left beside).
+    assert!(
+        complete > 0 && leftovers > 0,
+        "{complete} complete, {absent} absent, {leftovers} with leftovers"
+    );
+    // The next run cleans up what killed writes left.
+    let out = focal(&[
+        "train",
+        "--task",
+        "reverse",
+        "--steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--overwrite",
+        "--out",
+        run_str,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names: Vec<String> = std::fs::read_dir(parent.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["run"]);
+}

@@ -177,31 +177,166 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     result.map_err(io)
 }
 
-/// Saves the model directory `dir` (created if needed): `config.json` and `model.safetensors`,
-/// each written atomically.
+/// Saves the model directory `dir`: `config.json` and `model.safetensors` (see
+/// [`save_run`]).
 pub fn save_checkpoint<B: Backend>(
     dir: &Path,
     artifact: &ModelArtifact,
     model: &Seq2SeqTransformer<B>,
 ) -> Result<(), CheckpointError> {
-    std::fs::create_dir_all(dir).map_err(|source| CheckpointError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let weights_path = dir.join(WEIGHTS_FILE);
+    save_run(dir, artifact, model, &[])
+}
+
+/// Saves the model directory `dir` as a whole: `config.json`, `model.safetensors` and the
+/// `extra` files (name, contents) are written and flushed into a temporary sibling directory,
+/// which then replaces `dir` by renames (see [`write_dir_atomic`]). At any instant `dir` is
+/// absent, the previous complete directory or the new complete one.
+pub fn save_run<B: Backend>(
+    dir: &Path,
+    artifact: &ModelArtifact,
+    model: &Seq2SeqTransformer<B>,
+    extra: &[(&str, Vec<u8>)],
+) -> Result<(), CheckpointError> {
     let corrupt = |reason: String| CheckpointError::CorruptWeights {
-        path: weights_path.clone(),
+        path: dir.join(WEIGHTS_FILE),
         reason,
     };
     let mut store = SafetensorsStore::from_bytes(None).metadata("focal_format", FORMAT);
     model
         .save_into(&mut store)
         .map_err(|e| corrupt(e.to_string()))?;
-    let bytes = store.get_bytes().map_err(|e| corrupt(e.to_string()))?;
-    write_atomic(&weights_path, &bytes)?;
+    let weights = store.get_bytes().map_err(|e| corrupt(e.to_string()))?;
+    let config = serde_json::to_vec_pretty(artifact).expect("model artifact serialises to JSON");
+    let mut files: Vec<(&str, &[u8])> = vec![(WEIGHTS_FILE, &weights), (CONFIG_FILE, &config)];
+    files.extend(extra.iter().map(|(name, bytes)| (*name, bytes.as_slice())));
+    write_dir_atomic(dir, &files)
+}
 
-    let json = serde_json::to_vec_pretty(artifact).expect("model artifact serialises to JSON");
-    write_atomic(&dir.join(CONFIG_FILE), &json)
+/// The temporary siblings of `dir` that [`write_dir_atomic`] makes: `.NAME.tmp-PID` (being
+/// written) and `.NAME.old-PID` (the previous directory, between two renames).
+fn siblings(dir: &Path) -> (PathBuf, String) {
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    (parent, name)
+}
+
+/// Cleans up after runs killed while writing `dir`: a `.NAME.old-*` left where `dir` is
+/// missing (killed between the two renames) is moved back, and every `.NAME.tmp-*` and
+/// remaining `.NAME.old-*` is removed. Returns the paths it acted on.
+pub fn recover_dir(dir: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
+    let (parent, name) = siblings(dir);
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CheckpointError::Io { path, source }
+    };
+    let Ok(entries) = std::fs::read_dir(&parent) else {
+        return Ok(Vec::new());
+    };
+    let (tmp, old) = (format!(".{name}.tmp-"), format!(".{name}.old-"));
+    let mut acted = Vec::new();
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if file_name.starts_with(&old) && !dir.exists() {
+            std::fs::rename(&path, dir).map_err(io(&path))?;
+            acted.push(path);
+        } else if file_name.starts_with(&tmp) || file_name.starts_with(&old) {
+            std::fs::remove_dir_all(&path).map_err(io(&path))?;
+            acted.push(path);
+        }
+    }
+    Ok(acted)
+}
+
+/// Writes `files` (name, contents) as the directory `dir`, replacing it as a whole: they are
+/// written and flushed into `.NAME.tmp-PID` next to `dir`; then `dir` (when it exists) is
+/// renamed to `.NAME.old-PID`, the new directory renamed to `dir`, and the old one removed.
+/// A crash leaves `dir` complete (old or new) or, between the two renames, absent with the old
+/// one beside it, which [`recover_dir`] (run first here and by `train`) moves back.
+pub fn write_dir_atomic(dir: &Path, files: &[(&str, &[u8])]) -> Result<(), CheckpointError> {
+    recover_dir(dir)?;
+    let (parent, name) = siblings(dir);
+    let pid = std::process::id();
+    let tmp = parent.join(format!(".{name}.tmp-{pid}"));
+    let old = parent.join(format!(".{name}.old-{pid}"));
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CheckpointError::Io { path, source }
+    };
+    std::fs::create_dir_all(&parent).map_err(io(&parent))?;
+    let result = (|| {
+        std::fs::create_dir(&tmp).map_err(io(&tmp))?;
+        for (file, bytes) in files {
+            let path = tmp.join(file);
+            let mut out = std::fs::File::create(&path).map_err(io(&path))?;
+            // Half the file, a pause for fault-injection tests, the rest.
+            let (head, tail) = bytes.split_at(bytes.len() / 2);
+            out.write_all(head).map_err(io(&path))?;
+            test_pause();
+            out.write_all(tail).map_err(io(&path))?;
+            out.sync_all().map_err(io(&path))?;
+            test_pause();
+        }
+        sync_dir(&tmp);
+        if dir.exists() {
+            if !dir.is_dir() {
+                return Err(CheckpointError::Io {
+                    path: dir.to_path_buf(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        "exists and is not a directory",
+                    ),
+                });
+            }
+            std::fs::rename(dir, &old).map_err(io(dir))?;
+            test_pause();
+            std::fs::rename(&tmp, dir).map_err(io(dir))?;
+            test_pause();
+            sync_dir(&parent);
+            std::fs::remove_dir_all(&old).map_err(io(&old))?;
+        } else {
+            std::fs::rename(&tmp, dir).map_err(io(dir))?;
+        }
+        sync_dir(&parent);
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        if old.exists() && !dir.exists() {
+            let _ = std::fs::rename(&old, dir);
+        }
+    }
+    result
+}
+
+/// Sleeps `FOCAL_TEST_WRITE_PAUSE_MS` milliseconds (read once; 0 when unset) at each step of
+/// [`write_dir_atomic`], so that tests which kill a run can land inside every file write and
+/// between the renames.
+fn test_pause() {
+    static PAUSE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let ms = *PAUSE.get_or_init(|| {
+        std::env::var("FOCAL_TEST_WRITE_PAUSE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    });
+    if ms > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
+/// Flushes a directory's entries (the renames) to disk where the system allows it.
+fn sync_dir(dir: &Path) {
+    if let Ok(handle) = std::fs::File::open(dir) {
+        let _ = handle.sync_all();
+    }
 }
 
 /// Reads `config.json` of a model directory.
@@ -666,5 +801,47 @@ mod tests {
                 .contains("max_output_len must be at least 1, got 0"),
             "{err}"
         );
+    }
+
+    /// The directory is replaced as a whole; a run killed between the two renames (the old
+    /// directory set aside, the new one not yet in place) is recovered on the next write, and
+    /// temporary directories of killed writes are removed.
+    #[test]
+    fn directories_are_replaced_whole_and_killed_writes_recovered() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("run");
+        write_dir_atomic(&dir, &[("a", b"1"), ("b", b"2")]).unwrap();
+        write_dir_atomic(&dir, &[("a", b"3")]).unwrap();
+        let names = |path: &Path| {
+            let mut names: Vec<String> = std::fs::read_dir(path)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(names(&dir), ["a"]);
+        assert_eq!(std::fs::read(dir.join("a")).unwrap(), b"3");
+        assert_eq!(names(parent.path()), ["run"]);
+
+        // Killed between the renames: `run` missing, the previous one set aside, a half-written
+        // new one beside it.
+        std::fs::rename(&dir, parent.path().join(".run.old-999")).unwrap();
+        std::fs::create_dir(parent.path().join(".run.tmp-999")).unwrap();
+        std::fs::write(parent.path().join(".run.tmp-999/a"), b"half").unwrap();
+        let acted = recover_dir(&dir).unwrap();
+        assert_eq!(acted.len(), 2, "{acted:?}");
+        assert_eq!(names(parent.path()), ["run"]);
+        assert_eq!(std::fs::read(dir.join("a")).unwrap(), b"3");
+
+        // A file where the directory should be is an error, and nothing is left behind.
+        let file = parent.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let err = write_dir_atomic(&file, &[("a", b"1")]).unwrap_err();
+        assert!(
+            err.to_string().contains("exists and is not a directory"),
+            "{err}"
+        );
+        assert_eq!(names(parent.path()), ["file", "run"]);
     }
 }

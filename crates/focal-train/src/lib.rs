@@ -23,7 +23,8 @@ pub mod task;
 pub mod trainer;
 
 pub use checkpoint::{
-    CheckpointError, ModelArtifact, load_checkpoint, save_checkpoint, write_atomic,
+    CheckpointError, ModelArtifact, load_checkpoint, recover_dir, save_checkpoint, save_run,
+    write_atomic, write_dir_atomic,
 };
 pub use eval::{EvalMetrics, evaluate};
 pub use optim::{FusedAdamW, FusedAdamWConfig};

@@ -2,7 +2,7 @@
 
 use crate::batch::Seq2SeqBatch;
 use crate::checkpoint::{
-    CheckpointError, METRICS_FILE, ModelArtifact, save_checkpoint, write_atomic,
+    CheckpointError, METRICS_FILE, ModelArtifact, load_artifact, recover_dir, save_run,
 };
 use crate::eval::{EvalMetrics, evaluate};
 use crate::task::{TaskKind, TrainingStream};
@@ -123,6 +123,9 @@ pub struct TrainOptions {
     pub progress: bool,
     /// The backend's name, recorded in `metrics.json`.
     pub backend: String,
+    /// Replace whatever the output directory holds (another run, other files); without it such
+    /// a directory is refused before training starts.
+    pub overwrite: bool,
 }
 
 /// One evaluation during training.
@@ -169,6 +172,14 @@ pub enum TrainError {
     /// The model directory could not be written.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// The output directory cannot take this run (checked before training starts).
+    #[error("{path}: {reason}")]
+    OutDir {
+        /// The output directory.
+        path: PathBuf,
+        /// Why not, and what to do.
+        reason: String,
+    },
     /// The loss became NaN or infinite.
     #[error("training diverged at step {step}: loss is {loss}")]
     Diverged {
@@ -191,6 +202,7 @@ pub fn train<B: FusedAutodiffBackend>(
     options: &TrainOptions,
 ) -> Result<TrainReport, TrainError> {
     config.validate()?;
+    check_out_dir(out, options.overwrite)?;
     let kind: TaskKind = config.task.parse().map_err(TrainError::UnknownTask)?;
     let task = kind.build();
     let vocabulary = task.vocabulary();
@@ -303,9 +315,8 @@ pub fn train<B: FusedAutodiffBackend>(
                 history: history.clone(),
                 config: config.clone(),
             };
-            save_checkpoint(out, &artifact, &valid)?;
             let json = serde_json::to_vec_pretty(&report).expect("report serialises to JSON");
-            write_atomic(&out.join(METRICS_FILE), &json)?;
+            save_run(out, &artifact, &valid, &[(METRICS_FILE, json)])?;
             if step == config.steps {
                 bar.finish_and_clear();
                 return Ok(report);
@@ -313,6 +324,52 @@ pub fn train<B: FusedAutodiffBackend>(
         }
     }
     unreachable!("the last step always evaluates and returns")
+}
+
+/// Refuses an output directory this run must not write into, before any training: a file; a
+/// directory holding a trained Focal model or other files, unless `overwrite`. Leftovers of
+/// killed runs are cleaned up first ([`recover_dir`]).
+pub fn check_out_dir(out: &Path, overwrite: bool) -> Result<(), TrainError> {
+    recover_dir(out)?;
+    let refuse = |reason: String| TrainError::OutDir {
+        path: out.to_path_buf(),
+        reason,
+    };
+    if !out.exists() {
+        return Ok(());
+    }
+    if !out.is_dir() {
+        return Err(refuse(
+            "exists and is not a directory; choose another --out".to_string(),
+        ));
+    }
+    let mut names: Vec<String> = std::fs::read_dir(out)
+        .map_err(|source| CheckpointError::Io {
+            path: out.to_path_buf(),
+            source,
+        })?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    if names.is_empty() || overwrite {
+        return Ok(());
+    }
+    names.sort();
+    if load_artifact(out).is_ok() {
+        let steps = std::fs::read(out.join(METRICS_FILE))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<TrainReport>(&bytes).ok())
+            .map_or_else(String::new, |r| format!(" ({} steps)", r.steps));
+        return Err(refuse(format!(
+            "holds a trained Focal model{steps}; pass --overwrite to train a new one in its place, or choose another --out"
+        )));
+    }
+    let shown: Vec<&str> = names.iter().take(3).map(String::as_str).collect();
+    Err(refuse(format!(
+        "holds files that are not a Focal model ({}{}); pass --overwrite to replace them, or choose another --out",
+        shown.join(", "),
+        if names.len() > 3 { ", …" } else { "" }
+    )))
 }
 
 fn progress_bar(steps: usize, visible: bool) -> ProgressBar {
