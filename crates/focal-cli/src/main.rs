@@ -71,8 +71,12 @@ struct TrainArgs {
     seed: Option<u64>,
     /// Replace what --out holds (a trained model, other files); without it such a directory is
     /// refused before training starts.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     overwrite: bool,
+    /// Continue the unfinished run in --out from its last save (same settings), with its
+    /// optimizer state, schedule and step count.
+    #[arg(long)]
+    resume: bool,
 }
 
 #[derive(Args, Debug)]
@@ -178,7 +182,11 @@ fn train(backend: BackendKind, args: TrainArgs, json: bool) -> anyhow::Result<()
     }
 
     // Before anything else: a file, another run or other files at --out are refused at once.
-    focal::train::trainer::check_out_dir(&out, args.overwrite)?;
+    if args.resume {
+        focal::train::trainer::check_resume(&out, &config)?;
+    } else {
+        focal::train::trainer::check_out_dir(&out, args.overwrite)?;
+    }
     if !json {
         eprintln!(
             "training {task} on {backend}: {} steps of {} examples, writing {}",
@@ -194,6 +202,8 @@ fn train(backend: BackendKind, args: TrainArgs, json: bool) -> anyhow::Result<()
             progress: !json,
             backend: backend.name().to_string(),
             overwrite: args.overwrite,
+            resume: args.resume,
+            stop_after: None,
         },
     })??;
 

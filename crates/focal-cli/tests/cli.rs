@@ -441,7 +441,15 @@ fn the_output_directory_is_checked_before_training() {
     assert!(train(&run, &[]).status.success());
     assert_one_line_error(
         &train(&run, &[]),
-        "holds a trained Focal model (2 steps); pass --overwrite",
+        "holds a trained Focal model (2 steps); pass --resume to continue it, --overwrite",
+    );
+    assert_one_line_error(
+        &train(&run, &["--resume"]),
+        "the saved run finished all 2 steps; nothing to resume",
+    );
+    assert_one_line_error(
+        &train(&run, &["--resume", "--seed", "7"]),
+        "the saved run has another configuration: seed 42 (now 7)",
     );
     let out = train(&run, &["--overwrite"]);
     assert!(

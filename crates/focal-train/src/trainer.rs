@@ -11,7 +11,7 @@ use burn::lr_scheduler::LrScheduler;
 use burn::lr_scheduler::composed::ComposedLrSchedulerConfig;
 use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
 use burn::lr_scheduler::linear::LinearLrSchedulerConfig;
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::ElementConversion;
@@ -126,7 +126,69 @@ pub struct TrainOptions {
     /// Replace whatever the output directory holds (another run, other files); without it such
     /// a directory is refused before training starts.
     pub overwrite: bool,
+    /// Continue the unfinished run saved in the output directory from its last save: its
+    /// weights, optimizer moments, learning-rate schedule, step count, loss sums and history,
+    /// and the training stream fast-forwarded to the same example. With dropout 0 the result
+    /// equals an uninterrupted run's bit for bit (tested).
+    pub resume: bool,
+    /// End the run after this step (saving it first), to continue it later with `resume`.
+    pub stop_after: Option<usize>,
 }
+
+/// The name of the run's progress inside a model directory (read by `resume`).
+pub const STATE_FILE: &str = "training_state.json";
+/// The name of the optimizer's state (burn's binary record of `FusedAdamW`'s moments).
+pub const OPTIMIZER_FILE: &str = "optimizer.bin";
+/// The name of the learning-rate schedule's state (burn's binary record).
+pub const SCHEDULER_FILE: &str = "scheduler.bin";
+
+/// Where a run stands: saved with every checkpoint, restored by `resume`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct RunState {
+    /// The run's configuration, which a resumed run must repeat.
+    config: Option<TrainConfig>,
+    step: usize,
+    examples_seen: usize,
+    loss_sum: f64,
+    loss_count: usize,
+    training_seconds: f64,
+    seconds: f64,
+    history: Vec<EvalPoint>,
+    /// The ids of the model's float parameters in visiting order: the optimizer's record is
+    /// keyed by them, and a resumed model gets them back.
+    param_ids: Vec<u64>,
+}
+
+/// Collects the ids of a module's float parameters in visiting order.
+struct ParamIds(Vec<u64>);
+
+impl<B: burn::tensor::backend::Backend> burn::module::ModuleVisitor<B> for ParamIds {
+    fn visit_float<const D: usize>(
+        &mut self,
+        param: &burn::module::Param<burn::tensor::Tensor<B, D>>,
+    ) {
+        self.0.push(param.id.val());
+    }
+}
+
+/// Gives a module's float parameters the ids `ids`, in visiting order.
+struct SetParamIds<'a>(std::slice::Iter<'a, u64>);
+
+impl<B: burn::tensor::backend::Backend> burn::module::ModuleMapper<B> for SetParamIds<'_> {
+    fn map_float<const D: usize>(
+        &mut self,
+        param: burn::module::Param<burn::tensor::Tensor<B, D>>,
+    ) -> burn::module::Param<burn::tensor::Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let id = self
+            .0
+            .next()
+            .map_or(id, |&saved| burn::module::ParamId::from(saved));
+        burn::module::Param::from_mapped_value(id, tensor, mapper)
+    }
+}
+
+type Recorder = burn::record::BinBytesRecorder<burn::record::FullPrecisionSettings>;
 
 /// One evaluation during training.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -202,7 +264,12 @@ pub fn train<B: FusedAutodiffBackend>(
     options: &TrainOptions,
 ) -> Result<TrainReport, TrainError> {
     config.validate()?;
-    check_out_dir(out, options.overwrite)?;
+    let resumed = if options.resume {
+        Some(resumable(out, config)?)
+    } else {
+        check_out_dir(out, options.overwrite)?;
+        None
+    };
     let kind: TaskKind = config.task.parse().map_err(TrainError::UnknownTask)?;
     let task = kind.build();
     let vocabulary = task.vocabulary();
@@ -239,15 +306,67 @@ pub fn train<B: FusedAutodiffBackend>(
         .with_pad_tokens(Some(vec![specials.pad]))
         .init(device);
 
-    let bar = progress_bar(config.steps, options.progress);
-    let started = Instant::now();
-    let mut training_seconds = 0.0;
-    let mut history = Vec::new();
-    let mut loss_sum = 0.0f64;
-    let mut loss_count = 0usize;
-    let mut examples_seen = 0usize;
+    let mut run = RunState {
+        config: Some(config.clone()),
+        ..RunState::default()
+    };
+    if let Some(state) = resumed {
+        let record_error = |file: &str, e: burn::record::RecorderError| {
+            TrainError::Checkpoint(CheckpointError::CorruptWeights {
+                path: out.join(file),
+                reason: e.to_string(),
+            })
+        };
+        let (_, weights) = crate::checkpoint::load_checkpoint::<B>(out, device)?;
+        let mut fresh = ParamIds(Vec::new());
+        weights.visit(&mut fresh);
+        if fresh.0.len() != state.param_ids.len() {
+            return Err(TrainError::OutDir {
+                path: out.to_path_buf(),
+                reason: format!(
+                    "{STATE_FILE} lists {} parameters, the model has {}",
+                    state.param_ids.len(),
+                    fresh.0.len()
+                ),
+            });
+        }
+        // The optimizer's moments are keyed by the ids the parameters had when saved.
+        model = weights.map(&mut SetParamIds(state.param_ids.iter()));
+        let read = |file: &str| {
+            std::fs::read(out.join(file)).map_err(|source| CheckpointError::Io {
+                path: out.join(file),
+                source,
+            })
+        };
+        let record =
+            burn::record::Recorder::<B>::load(&Recorder::default(), read(OPTIMIZER_FILE)?, device)
+                .map_err(|e| record_error(OPTIMIZER_FILE, e))?;
+        optimizer = optimizer.load_record(record);
+        let record =
+            burn::record::Recorder::<B>::load(&Recorder::default(), read(SCHEDULER_FILE)?, device)
+                .map_err(|e| record_error(SCHEDULER_FILE, e))?;
+        schedule = schedule.load_record::<B>(record);
+        // The same examples as the uninterrupted run from here on.
+        for _ in 0..state.step {
+            stream.batch(config.batch_size);
+        }
+        run = state;
+    }
 
-    for step in 1..=config.steps {
+    let bar = progress_bar(config.steps, options.progress);
+    bar.set_position(run.step as u64);
+    let started = Instant::now();
+    let seconds_before = run.seconds;
+    let RunState {
+        mut training_seconds,
+        mut history,
+        mut loss_sum,
+        mut loss_count,
+        mut examples_seen,
+        ..
+    } = run.clone();
+
+    for step in run.step + 1..=config.steps {
         let step_started = Instant::now();
         let examples = stream.batch(config.batch_size);
         let batch = Seq2SeqBatch::<B>::new(&examples, specials, device);
@@ -277,7 +396,8 @@ pub fn train<B: FusedAutodiffBackend>(
             examples_seen as f64 / training_seconds
         ));
 
-        if step.is_multiple_of(config.eval_every) || step == config.steps {
+        let stop = options.stop_after == Some(step);
+        if step.is_multiple_of(config.eval_every) || step == config.steps || stop {
             let valid = model.valid();
             let metrics = evaluate(&valid, &held_out, specials, 250, device);
             let point = EvalPoint {
@@ -305,25 +425,135 @@ pub fn train<B: FusedAutodiffBackend>(
                 "evaluation"
             );
             history.push(point);
+            let seconds = seconds_before + started.elapsed().as_secs_f64();
             let report = TrainReport {
                 task: task.name().to_string(),
                 backend: options.backend.clone(),
                 steps: step,
-                seconds: started.elapsed().as_secs_f64(),
+                seconds,
                 examples_per_second: examples_seen as f64 / training_seconds,
                 final_metrics: metrics,
                 history: history.clone(),
                 config: config.clone(),
             };
-            let json = serde_json::to_vec_pretty(&report).expect("report serialises to JSON");
-            save_run(out, &artifact, &valid, &[(METRICS_FILE, json)])?;
-            if step == config.steps {
+            let mut ids = ParamIds(Vec::new());
+            model.visit(&mut ids);
+            let state = RunState {
+                param_ids: ids.0,
+                config: Some(config.clone()),
+                step,
+                examples_seen,
+                loss_sum,
+                loss_count,
+                training_seconds,
+                seconds,
+                history: history.clone(),
+            };
+            let record = |result: Result<Vec<u8>, burn::record::RecorderError>, file: &str| {
+                result.map_err(|e| {
+                    TrainError::Checkpoint(CheckpointError::CorruptWeights {
+                        path: out.join(file),
+                        reason: e.to_string(),
+                    })
+                })
+            };
+            let optimizer_bytes = record(
+                burn::record::Recorder::<B>::record(
+                    &Recorder::default(),
+                    optimizer.to_record(),
+                    (),
+                ),
+                OPTIMIZER_FILE,
+            )?;
+            let scheduler_bytes = record(
+                burn::record::Recorder::<B>::record(
+                    &Recorder::default(),
+                    schedule.to_record::<B>(),
+                    (),
+                ),
+                SCHEDULER_FILE,
+            )?;
+            save_run(
+                out,
+                &artifact,
+                &valid,
+                &[
+                    (
+                        METRICS_FILE,
+                        serde_json::to_vec_pretty(&report).expect("report serialises to JSON"),
+                    ),
+                    (
+                        STATE_FILE,
+                        serde_json::to_vec_pretty(&state).expect("state serialises to JSON"),
+                    ),
+                    (OPTIMIZER_FILE, optimizer_bytes),
+                    (SCHEDULER_FILE, scheduler_bytes),
+                ],
+            )?;
+            if step == config.steps || stop {
                 bar.finish_and_clear();
                 return Ok(report);
             }
         }
     }
-    unreachable!("the last step always evaluates and returns")
+    Err(TrainError::OutDir {
+        path: out.to_path_buf(),
+        reason: format!(
+            "the saved run is at step {} of {}: nothing is left to train",
+            run.step, config.steps
+        ),
+    })
+}
+
+/// The step at which `config` would continue the unfinished run saved in `out`, or why it
+/// cannot (no run, a finished run, other settings): what `train` checks first when resuming.
+pub fn check_resume(out: &Path, config: &TrainConfig) -> Result<usize, TrainError> {
+    resumable(out, config).map(|state| state.step)
+}
+
+/// The state of the unfinished run in `out` that `config` continues, or why there is none.
+fn resumable(out: &Path, config: &TrainConfig) -> Result<RunState, TrainError> {
+    recover_dir(out)?;
+    let refuse = |reason: String| TrainError::OutDir {
+        path: out.to_path_buf(),
+        reason,
+    };
+    load_artifact(out)?;
+    let path = out.join(STATE_FILE);
+    let bytes = std::fs::read(&path).map_err(|_| {
+        refuse(format!(
+            "holds no {STATE_FILE}, so there is no run to resume (models saved before resume existed cannot be continued)"
+        ))
+    })?;
+    let state: RunState = serde_json::from_slice(&bytes).map_err(|e| {
+        TrainError::Checkpoint(CheckpointError::InvalidConfig {
+            path: path.clone(),
+            reason: e.to_string(),
+        })
+    })?;
+    let saved = serde_json::to_value(&state.config).unwrap_or_default();
+    let asked = serde_json::to_value(config).unwrap_or_default();
+    if saved != asked {
+        let differing: Vec<String> = match (&saved, &asked) {
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => a
+                .iter()
+                .filter(|(k, v)| b.get(*k) != Some(v))
+                .map(|(k, v)| format!("{k} {v} (now {})", b.get(k).cloned().unwrap_or_default()))
+                .collect(),
+            _ => vec!["everything".to_string()],
+        };
+        return Err(refuse(format!(
+            "the saved run has another configuration: {}; repeat its settings to resume, or use --overwrite",
+            differing.join(", ")
+        )));
+    }
+    if state.step >= config.steps {
+        return Err(refuse(format!(
+            "the saved run finished all {} steps; nothing to resume",
+            config.steps
+        )));
+    }
+    Ok(state)
 }
 
 /// Refuses an output directory this run must not write into, before any training: a file; a
@@ -361,7 +591,7 @@ pub fn check_out_dir(out: &Path, overwrite: bool) -> Result<(), TrainError> {
             .and_then(|bytes| serde_json::from_slice::<TrainReport>(&bytes).ok())
             .map_or_else(String::new, |r| format!(" ({} steps)", r.steps));
         return Err(refuse(format!(
-            "holds a trained Focal model{steps}; pass --overwrite to train a new one in its place, or choose another --out"
+            "holds a trained Focal model{steps}; pass --resume to continue it, --overwrite to train a new one in its place, or choose another --out"
         )));
     }
     let shown: Vec<&str> = names.iter().take(3).map(String::as_str).collect();
@@ -399,7 +629,7 @@ pub fn default_out_dir(task: TaskKind) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::load_checkpoint;
+    use crate::checkpoint::{WEIGHTS_FILE, load_checkpoint};
     use burn::backend::Autodiff;
     use focal_attention::FusedAttentionBackend;
 
@@ -465,6 +695,77 @@ mod tests {
             after.held_out.token_accuracy,
             before.held_out.token_accuracy
         );
+    }
+
+    /// A run stopped after step 7 of 12 and resumed ends with the weights, optimizer state and
+    /// history of the run that was never stopped, bit for bit; resuming with other settings or
+    /// a finished run is refused.
+    #[cfg(feature = "ndarray")]
+    #[test]
+    fn a_resumed_run_equals_an_uninterrupted_one() {
+        type A = Autodiff<focal_backend::NdArray>;
+        let device = Default::default();
+        let config = tiny_run(12, 10, 3e-3);
+        let whole = tempfile::tempdir().unwrap();
+        let uninterrupted =
+            train::<A>(&config, &device, whole.path(), &TrainOptions::default()).unwrap();
+
+        let parts = tempfile::tempdir().unwrap();
+        let stopped = TrainOptions {
+            stop_after: Some(7),
+            ..TrainOptions::default()
+        };
+        let first = train::<A>(&config, &device, parts.path(), &stopped).unwrap();
+        assert_eq!(first.steps, 7);
+        let resume = TrainOptions {
+            resume: true,
+            ..TrainOptions::default()
+        };
+        let mut other = config.clone();
+        other.learning_rate = 1e-3;
+        let err = train::<A>(&other, &device, parts.path(), &resume).unwrap_err();
+        assert!(
+            err.to_string().contains("learning_rate 0.003 (now 0.001)"),
+            "{err}"
+        );
+        let resumed = train::<A>(&config, &device, parts.path(), &resume).unwrap();
+        assert_eq!(resumed.steps, 12);
+
+        // Every weight, bit for bit (the files' bytes may differ in their metadata).
+        let tensors = |dir: &Path| {
+            let bytes = std::fs::read(dir.join(WEIGHTS_FILE)).unwrap();
+            let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+            let mut all: Vec<(String, Vec<u8>)> = file
+                .iter()
+                .map(|(name, view)| (name.to_string(), view.data().to_vec()))
+                .collect();
+            all.sort();
+            all
+        };
+        let (want, got) = (tensors(whole.path()), tensors(parts.path()));
+        assert_eq!(want.len(), got.len());
+        for ((name, a), (_, b)) in want.iter().zip(&got) {
+            assert!(a == b, "{name} differs");
+        }
+        let losses = |r: &TrainReport| -> Vec<(usize, f64, f64)> {
+            r.history
+                .iter()
+                .map(|p| (p.step, p.train_loss, p.held_out.token_accuracy))
+                .collect()
+        };
+        // The uninterrupted run evaluates at 6 and 12; the stopped one also at 7.
+        let resumed_points: Vec<_> = losses(&resumed)
+            .into_iter()
+            .filter(|(step, _, _)| *step != 7)
+            .collect();
+        assert_eq!(losses(&uninterrupted)[0], resumed_points[0]);
+        assert_eq!(
+            uninterrupted.final_metrics.token_accuracy,
+            resumed.final_metrics.token_accuracy
+        );
+
+        let err = train::<A>(&config, &device, parts.path(), &resume).unwrap_err();
+        assert!(err.to_string().contains("finished all 12 steps"), "{err}");
     }
 
     #[test]
