@@ -308,14 +308,19 @@ impl<B: FusedAutodiffBackend> RunOn<B> for GenerateJob {
         let mut ids: Vec<u32> = Vec::new();
         let mut printed = String::new();
         let stream = !self.json;
-        if stream {
-            output::stream(&args.prompt).map_err(end_if_broken_pipe)?;
-        }
         // A write that fails ends the printing; generation cannot be stopped from here, so
-        // the error is returned when it ends (a closed pipe ends the process at once).
+        // the error is returned when it ends (a closed pipe ends the process at once). The
+        // prompt is printed with the first token, so that a request refused before
+        // generating prints nothing on stdout.
         let mut failed: Option<anyhow::Error> = None;
         let generated = generate(&gpt2, &prompt, &options, &device, |token| {
             if !stream || failed.is_some() {
+                return;
+            }
+            if ids.is_empty()
+                && let Err(err) = output::stream(&args.prompt).map_err(end_if_broken_pipe)
+            {
+                failed = Some(err);
                 return;
             }
             ids.push(token as u32);
@@ -333,6 +338,9 @@ impl<B: FusedAutodiffBackend> RunOn<B> for GenerateJob {
             return Err(err);
         }
         if stream {
+            if generated.is_empty() {
+                output::stream(&args.prompt).map_err(end_if_broken_pipe)?;
+            }
             output::line("").map_err(end_if_broken_pipe)?;
         }
         let ids: Vec<u32> = generated.iter().map(|&t| t as u32).collect();

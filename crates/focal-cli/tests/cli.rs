@@ -283,6 +283,25 @@ fn pretrained_errors_are_one_line() {
         "magic",
     ]);
     assert_one_line_error(&out, "unknown strategy 'magic'");
+    // A request refused before generating prints nothing on stdout (not the prompt).
+    let out = focal(&[
+        "generate",
+        "--model",
+        &fixture("gpt2"),
+        "--prompt",
+        "the",
+        "--max-new-tokens",
+        "18446744073709551615",
+    ]);
+    assert_one_line_error(
+        &out,
+        "18446744073709551615 more were asked for, but the model takes at most 64",
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 /// A reader that goes away (`| head -0`) ends the command quietly with the status a shell
