@@ -485,25 +485,28 @@ fn the_output_directory_is_checked_before_training() {
     assert!(!other.join("pytorch_model.bin").exists());
 }
 
-/// `focal train` killed (SIGKILL) at 16 moments of a run that saves after every step, with
-/// each save slowed down (a pause in the middle and at the end of every file and after each
-/// rename) so that kills land inside the writes: the output directory is always absent or a
-/// complete model that `translate` loads, and what the killed writes left is gone once the
-/// next run starts.
+/// `focal train` stopped at every point of its first two saves in turn (in the middle and at
+/// the end of each of the six files, after each rename: the process aborts there, as a kill
+/// would): the output directory is always absent (first save) or a complete model that
+/// `translate` loads, and what the stopped writes left is gone once the next run starts.
 #[test]
 fn a_killed_run_leaves_no_half_written_model() {
     let parent = tempfile::tempdir().unwrap();
     let run = parent.path().join("run");
     let run_str = run.to_str().unwrap();
-    let (mut absent, mut complete, mut leftovers) = (0, 0, 0);
-    for i in 0..16u64 {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_focal"))
+    // A save passes 2 points per file (6 files: config, weights, metrics, training state,
+    // optimizer, schedule) and, replacing a directory, 2 renames.
+    let (first_save, second_save) = (12u32, 14u32);
+    let mut leftovers = 0;
+    for point in 1..=first_save + second_save {
+        let _ = std::fs::remove_dir_all(&run);
+        let out = Command::new(env!("CARGO_BIN_EXE_focal"))
             .args([
                 "train",
                 "--task",
                 "reverse",
                 "--steps",
-                "400",
+                "3",
                 "--batch-size",
                 "2",
                 "--eval-every",
@@ -512,33 +515,42 @@ fn a_killed_run_leaves_no_half_written_model() {
                 "--out",
                 run_str,
             ])
-            .env("FOCAL_TEST_WRITE_PAUSE_MS", "150")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
+            .env("FOCAL_TEST_WRITE_ABORT_AT", point.to_string())
+            .output()
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(1500 + 433 * i));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        assert!(!out.status.success(), "point {point} was not reached");
+        let names: Vec<String> = std::fs::read_dir(parent.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        if point <= first_save {
+            // The first save had no previous model to keep and has not put its own in place.
+            assert!(
+                !run.exists(),
+                "point {point}: a model before its save ended"
+            );
+        } else if point == first_save + 13 {
+            // Between the two renames: the previous model is set aside, and the next run
+            // puts it back (checked at the end).
+            assert!(!run.exists(), "point {point}");
+            assert!(
+                names.iter().any(|n| n.starts_with(".run.old-")),
+                "{names:?}"
+            );
+        } else {
+            assert!(run.exists(), "point {point}: the previous model is gone");
+        }
         if run.exists() {
             let out = focal(&["translate", "--model", run_str, "3 1 4"]);
             assert!(
                 out.status.success(),
-                "kill {i}: {}",
+                "point {point}: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            complete += 1;
-        } else {
-            absent += 1;
         }
-        let entries = std::fs::read_dir(parent.path()).unwrap().count();
-        leftovers += usize::from(entries > usize::from(run.exists()));
+        leftovers += usize::from(names.len() > usize::from(run.exists()));
     }
-    // Some kills land after a save, some inside one (a temporary directory is left beside).
-    assert!(
-        complete > 0 && leftovers > 0,
-        "{complete} complete, {absent} absent, {leftovers} with leftovers"
-    );
+    assert!(leftovers > 0);
     // The next run cleans up what killed writes left.
     let out = focal(&[
         "train",

@@ -316,19 +316,22 @@ pub fn write_dir_atomic(dir: &Path, files: &[(&str, &[u8])]) -> Result<(), Check
     result
 }
 
-/// Sleeps `FOCAL_TEST_WRITE_PAUSE_MS` milliseconds (read once; 0 when unset) at each step of
-/// [`write_dir_atomic`], so that tests which kill a run can land inside every file write and
-/// between the renames.
+/// Fault injection for tests at each step of [`write_dir_atomic`] (in the middle and at the
+/// end of every file, after each rename): `FOCAL_TEST_WRITE_ABORT_AT=N` aborts the process at
+/// the N-th such point of its run (counted from 1), as a kill would, so that a test can stop a
+/// run at every point of a save in turn. Unset (always, outside tests), nothing happens.
 fn test_pause() {
-    static PAUSE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let ms = *PAUSE.get_or_init(|| {
-        std::env::var("FOCAL_TEST_WRITE_PAUSE_MS")
+    static ABORT_AT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    static REACHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let abort_at = *ABORT_AT.get_or_init(|| {
+        std::env::var("FOCAL_TEST_WRITE_ABORT_AT")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
     });
-    if ms > 0 {
-        std::thread::sleep(std::time::Duration::from_millis(ms));
+    if let Some(n) = abort_at
+        && REACHED.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == n
+    {
+        std::process::abort();
     }
 }
 
@@ -843,5 +846,88 @@ mod tests {
             "{err}"
         );
         assert_eq!(names(parent.path()), ["file", "run"]);
+    }
+
+    /// Every value of `json` (objects and arrays walked to their leaves) replaced in turn by
+    /// each of `replacements`: the documents a generator of wrong JSON types and sizes makes.
+    pub(crate) fn json_variants(json: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
+        fn leaves(value: &serde_json::Value, path: String, out: &mut Vec<String>) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    for (k, v) in map {
+                        leaves(v, format!("{path}/{k}"), out);
+                    }
+                }
+                serde_json::Value::Array(items) if !items.is_empty() => {
+                    // The first item stands for the rest (vocabularies are long).
+                    leaves(&items[0], format!("{path}/0"), out);
+                }
+                _ => out.push(path),
+            }
+        }
+        let replacements = [
+            serde_json::json!(null),
+            serde_json::json!("text"),
+            serde_json::json!(-1),
+            serde_json::json!(0),
+            serde_json::json!(1.5),
+            serde_json::json!(1e300),
+            serde_json::json!(1_000_000_000_000_000u64),
+            serde_json::json!([]),
+            serde_json::json!({}),
+        ];
+        let mut paths = Vec::new();
+        leaves(json, String::new(), &mut paths);
+        let mut variants = Vec::new();
+        for path in paths {
+            for replacement in &replacements {
+                let mut changed = json.clone();
+                *changed.pointer_mut(&path).expect("a leaf of the document") = replacement.clone();
+                variants.push((format!("{path} = {replacement}"), changed));
+            }
+        }
+        variants
+    }
+
+    /// config.json with every value replaced in turn by a wrong type, a negative, zero, a
+    /// fraction, a huge number, an empty list and an empty object (155 documents),
+    /// plus an empty and a truncated file: each loads or is a typed error, none panics or
+    /// aborts.
+    #[test]
+    fn malformed_configs_are_errors_never_panics() {
+        let device = Default::default();
+        let artifact = artifact();
+        let model = artifact.model.init::<NdArray>(&device);
+        let dir = tempfile::tempdir().unwrap();
+        save_checkpoint(dir.path(), &artifact, &model).unwrap();
+        let path = dir.path().join(CONFIG_FILE);
+        let good: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let mut documents: Vec<(String, Vec<u8>)> = json_variants(&good)
+            .into_iter()
+            .map(|(what, json)| (what, serde_json::to_vec(&json).unwrap()))
+            .collect();
+        let text = serde_json::to_vec(&good).unwrap();
+        documents.push(("empty file".into(), Vec::new()));
+        documents.push(("truncated".into(), text[..text.len() / 2].to_vec()));
+        let mut panicked = Vec::new();
+        let mut refused = 0;
+        for (what, bytes) in &documents {
+            std::fs::write(&path, bytes).unwrap();
+            match std::panic::catch_unwind(|| load_checkpoint::<NdArray>(dir.path(), &device)) {
+                Ok(Err(err)) => {
+                    assert!(!err.to_string().contains('\n'), "{what}: {err}");
+                    refused += 1;
+                }
+                Ok(Ok(_)) => {}
+                Err(_) => panicked.push(what.clone()),
+            }
+        }
+        assert!(panicked.is_empty(), "panics: {panicked:?}");
+        assert!(
+            documents.len() > 100 && refused > documents.len() / 2,
+            "{refused} of {}",
+            documents.len()
+        );
     }
 }
