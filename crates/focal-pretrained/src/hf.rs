@@ -239,6 +239,17 @@ impl TextTokenizer {
                 self.max_len
             )));
         }
+        // Inputs longer than the model are cut to its positions; say so once per process.
+        if encodings.iter().any(|e| !e.get_overflowing().is_empty()) {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    max_len = self.max_len,
+                    "an input was longer than the model's {} positions and was cut to them",
+                    self.max_len
+                );
+            });
+        }
         let take = |f: fn(&tokenizers::Encoding) -> &[u32]| {
             encodings.iter().map(|e| f(e).to_vec()).collect::<Vec<_>>()
         };
