@@ -575,3 +575,20 @@ fn a_killed_run_leaves_no_half_written_model() {
         .collect();
     assert_eq!(names, ["run"]);
 }
+
+/// An input longer than the model is cut to its positions and said so once on stderr (no
+/// colour codes when stderr is not a terminal); the embedding is still printed.
+#[test]
+fn inputs_cut_to_the_model_are_reported_once() {
+    let long = "hello ".repeat(100);
+    let out = focal(&["embed", "--model", &fixture("bert"), &long, &long]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("was cut to them").count(), 1, "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+}
