@@ -239,11 +239,21 @@ pub enum HostValues {
 }
 
 impl HostValues {
-    /// The values as a vector of their own (copied when they are shared).
+    /// The values as a vector of their own: the array's own buffer when nothing else holds
+    /// it, a copy otherwise.
     pub fn into_vec(self) -> Vec<f32> {
         match self {
             Self::Owned(values) => values,
-            Self::Shared(_) => self.as_slice().to_vec(),
+            Self::Shared(array) => {
+                let len = array.len();
+                match array.into_owned().into_raw_vec_and_offset() {
+                    (values, Some(0) | None) if values.len() == len => values,
+                    (values, offset) => {
+                        let start = offset.unwrap_or(0);
+                        values[start..start + len].to_vec()
+                    }
+                }
+            }
         }
     }
 
@@ -588,13 +598,15 @@ focal_backend::if_ndarray! {
             }
             let device = param.device();
             let n = dims.iter().product::<usize>();
-            let mut p = owned_values(param);
+            let mut p = Self::host_values(param).into_vec();
             let g = Self::host_values(grad);
             let (mut m, mut v, max, first) = match previous {
                 Some(previous) => (
-                    owned_values(previous.moment_1),
-                    owned_values(previous.moment_2),
-                    previous.max_moment_2.map(owned_values),
+                    Self::host_values(previous.moment_1).into_vec(),
+                    Self::host_values(previous.moment_2).into_vec(),
+                    previous
+                        .max_moment_2
+                        .map(|max| Self::host_values(max).into_vec()),
                     false,
                 ),
                 None => (vec![0.0; n], vec![0.0; n], None, true),
@@ -654,30 +666,6 @@ focal_backend::if_ndarray! {
         }
     }
     impl FusedAttentionBackend for burn::backend::NdArray<f64> {}
-
-    /// A float tensor's values as a vector of their own: the array's own buffer when nothing
-    /// else holds it (no copy), a copy otherwise.
-    fn owned_values<const D: usize>(tensor: Tensor<burn::backend::NdArray<f32>, D>) -> Vec<f32> {
-        match tensor.into_primitive().tensor() {
-            burn::backend::ndarray::NdArrayTensor::F32(storage) => {
-                let array = storage.into_shared();
-                if !array.is_standard_layout() {
-                    return standard_copy(array.view());
-                }
-                let len = array.len();
-                match array.into_owned().into_raw_vec_and_offset() {
-                    (values, Some(0)) if values.len() == len => values,
-                    (values, offset) => {
-                        let start = offset.unwrap_or(0);
-                        values[start..start + len].to_vec()
-                    }
-                }
-            }
-            other => crate::cpu::train::read(Tensor::<burn::backend::NdArray<f32>, D>::from_primitive(
-                burn::tensor::TensorPrimitive::Float(other),
-            )),
-        }
-    }
 
     /// A row-major copy of a strided array (permuted heads, `[b, l, h, d]` viewed as
     /// `[b, h, l, d]`), through a fixed-rank view where the rank allows: it iterates an order of

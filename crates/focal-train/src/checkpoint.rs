@@ -152,18 +152,7 @@ pub enum CheckpointError {
 /// disk, then renamed over `path`. A reader sees the old file or the new one, never a mix, and
 /// a crash mid-write leaves the old file intact.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    let io = |source| CheckpointError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let (dir, name) = siblings(path);
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
@@ -174,7 +163,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result.map_err(io)
+    result.map_err(io_error(path))
+}
+
+/// The error of an I/O operation on `path`.
+pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError {
+    let path = path.to_path_buf();
+    move |source| CheckpointError::Io { path, source }
 }
 
 /// Saves the model directory `dir`: `config.json` and `model.safetensors` (see
@@ -212,8 +207,8 @@ pub fn save_run<B: Backend>(
     write_dir_atomic(dir, &files)
 }
 
-/// The temporary siblings of `dir` that [`write_dir_atomic`] makes: `.NAME.tmp-PID` (being
-/// written) and `.NAME.old-PID` (the previous directory, between two renames).
+/// The folder of `path` and its name, for the temporary siblings that [`write_atomic`] and
+/// [`write_dir_atomic`] make beside it (`.NAME.tmp-PID`, `.NAME.old-PID`).
 fn siblings(dir: &Path) -> (PathBuf, String) {
     let parent = dir
         .parent()
@@ -232,10 +227,6 @@ fn siblings(dir: &Path) -> (PathBuf, String) {
 /// remaining `.NAME.old-*` is removed. Returns the paths it acted on.
 pub fn recover_dir(dir: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
     let (parent, name) = siblings(dir);
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| CheckpointError::Io { path, source }
-    };
     let Ok(entries) = std::fs::read_dir(&parent) else {
         return Ok(Vec::new());
     };
@@ -245,10 +236,10 @@ pub fn recover_dir(dir: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
         let file_name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
         if file_name.starts_with(&old) && !dir.exists() {
-            std::fs::rename(&path, dir).map_err(io(&path))?;
+            std::fs::rename(&path, dir).map_err(io_error(&path))?;
             acted.push(path);
         } else if file_name.starts_with(&tmp) || file_name.starts_with(&old) {
-            std::fs::remove_dir_all(&path).map_err(io(&path))?;
+            std::fs::remove_dir_all(&path).map_err(io_error(&path))?;
             acted.push(path);
         }
     }
@@ -266,22 +257,18 @@ pub fn write_dir_atomic(dir: &Path, files: &[(&str, &[u8])]) -> Result<(), Check
     let pid = std::process::id();
     let tmp = parent.join(format!(".{name}.tmp-{pid}"));
     let old = parent.join(format!(".{name}.old-{pid}"));
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| CheckpointError::Io { path, source }
-    };
-    std::fs::create_dir_all(&parent).map_err(io(&parent))?;
+    std::fs::create_dir_all(&parent).map_err(io_error(&parent))?;
     let result = (|| {
-        std::fs::create_dir(&tmp).map_err(io(&tmp))?;
+        std::fs::create_dir(&tmp).map_err(io_error(&tmp))?;
         for (file, bytes) in files {
             let path = tmp.join(file);
-            let mut out = std::fs::File::create(&path).map_err(io(&path))?;
+            let mut out = std::fs::File::create(&path).map_err(io_error(&path))?;
             // Half the file, a pause for fault-injection tests, the rest.
             let (head, tail) = bytes.split_at(bytes.len() / 2);
-            out.write_all(head).map_err(io(&path))?;
+            out.write_all(head).map_err(io_error(&path))?;
             test_pause();
-            out.write_all(tail).map_err(io(&path))?;
-            out.sync_all().map_err(io(&path))?;
+            out.write_all(tail).map_err(io_error(&path))?;
+            out.sync_all().map_err(io_error(&path))?;
             test_pause();
         }
         sync_dir(&tmp);
@@ -295,14 +282,14 @@ pub fn write_dir_atomic(dir: &Path, files: &[(&str, &[u8])]) -> Result<(), Check
                     ),
                 });
             }
-            std::fs::rename(dir, &old).map_err(io(dir))?;
+            std::fs::rename(dir, &old).map_err(io_error(dir))?;
             test_pause();
-            std::fs::rename(&tmp, dir).map_err(io(dir))?;
+            std::fs::rename(&tmp, dir).map_err(io_error(dir))?;
             test_pause();
             sync_dir(&parent);
-            std::fs::remove_dir_all(&old).map_err(io(&old))?;
+            std::fs::remove_dir_all(&old).map_err(io_error(&old))?;
         } else {
-            std::fs::rename(&tmp, dir).map_err(io(dir))?;
+            std::fs::rename(&tmp, dir).map_err(io_error(dir))?;
         }
         sync_dir(&parent);
         Ok(())

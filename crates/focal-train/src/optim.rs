@@ -63,24 +63,16 @@ pub struct FusedAdamWConfig {
 /// AdamW (Loshchilov & Hutter, 2019) with a fused update; see the [module docs](self).
 #[derive(Clone, Debug)]
 pub struct FusedAdamW {
-    beta_1: f32,
-    beta_2: f32,
-    epsilon: f32,
-    weight_decay: f32,
-    cautious_weight_decay: bool,
-    amsgrad: bool,
+    /// The hyper-parameters (its gradient clipping is the adaptor's, see
+    /// [`FusedAdamWConfig::init`]).
+    config: FusedAdamWConfig,
 }
 
 impl FusedAdamWConfig {
     /// The optimizer alone, for `burn::optim::adaptor::OptimizerAdaptor::from` or burn-train.
     pub fn build(&self) -> FusedAdamW {
         FusedAdamW {
-            beta_1: self.beta_1,
-            beta_2: self.beta_2,
-            epsilon: self.epsilon,
-            weight_decay: self.weight_decay,
-            cautious_weight_decay: self.cautious_weight_decay,
-            amsgrad: self.amsgrad,
+            config: self.clone(),
         }
     }
 
@@ -119,14 +111,15 @@ impl<B: FusedAttentionBackend> SimpleOptimizer<B> for FusedAdamW {
             ),
             None => (None, 1),
         };
+        let c = &self.config;
         let step = AdamWStep {
             lr,
-            beta_1: self.beta_1,
-            beta_2: self.beta_2,
-            epsilon: self.epsilon,
-            weight_decay: self.weight_decay,
-            cautious_weight_decay: self.cautious_weight_decay,
-            amsgrad: self.amsgrad,
+            beta_1: c.beta_1,
+            beta_2: c.beta_2,
+            epsilon: c.epsilon,
+            weight_decay: c.weight_decay,
+            cautious_weight_decay: c.cautious_weight_decay,
+            amsgrad: c.amsgrad,
             time,
         };
         let out = B::fused_adamw(step, tensor, grad, previous);

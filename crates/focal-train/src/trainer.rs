@@ -171,6 +171,24 @@ impl<B: burn::tensor::backend::Backend> burn::module::ModuleVisitor<B> for Param
     }
 }
 
+/// The ids of `module`'s float parameters, in visiting order.
+fn param_ids<B: burn::tensor::backend::Backend, M: Module<B>>(module: &M) -> Vec<u64> {
+    let mut ids = ParamIds(Vec::new());
+    module.visit(&mut ids);
+    ids.0
+}
+
+/// The error of saving or reading the record `file` of the run in `out`.
+fn record_error(out: &Path, file: &str) -> impl FnOnce(burn::record::RecorderError) -> TrainError {
+    let path = out.join(file);
+    move |e| {
+        TrainError::Checkpoint(CheckpointError::CorruptWeights {
+            path,
+            reason: e.to_string(),
+        })
+    }
+}
+
 /// Gives a module's float parameters the ids `ids`, in visiting order.
 struct SetParamIds<'a>(std::slice::Iter<'a, u64>);
 
@@ -311,60 +329,46 @@ pub fn train<B: FusedAutodiffBackend>(
         ..RunState::default()
     };
     if let Some(state) = resumed {
-        let record_error = |file: &str, e: burn::record::RecorderError| {
-            TrainError::Checkpoint(CheckpointError::CorruptWeights {
-                path: out.join(file),
-                reason: e.to_string(),
-            })
-        };
         let (_, weights) = crate::checkpoint::load_checkpoint::<B>(out, device)?;
-        let mut fresh = ParamIds(Vec::new());
-        weights.visit(&mut fresh);
-        if fresh.0.len() != state.param_ids.len() {
+        let fresh = param_ids(&weights);
+        if fresh.len() != state.param_ids.len() {
             return Err(TrainError::OutDir {
                 path: out.to_path_buf(),
                 reason: format!(
                     "{STATE_FILE} lists {} parameters, the model has {}",
                     state.param_ids.len(),
-                    fresh.0.len()
+                    fresh.len()
                 ),
             });
         }
         // The optimizer's moments are keyed by the ids the parameters had when saved.
         model = weights.map(&mut SetParamIds(state.param_ids.iter()));
         let read = |file: &str| {
-            std::fs::read(out.join(file)).map_err(|source| CheckpointError::Io {
-                path: out.join(file),
-                source,
-            })
+            let path = out.join(file);
+            std::fs::read(&path).map_err(crate::checkpoint::io_error(&path))
         };
         let record =
             burn::record::Recorder::<B>::load(&Recorder::default(), read(OPTIMIZER_FILE)?, device)
-                .map_err(|e| record_error(OPTIMIZER_FILE, e))?;
+                .map_err(record_error(out, OPTIMIZER_FILE))?;
         optimizer = optimizer.load_record(record);
         let record =
             burn::record::Recorder::<B>::load(&Recorder::default(), read(SCHEDULER_FILE)?, device)
-                .map_err(|e| record_error(SCHEDULER_FILE, e))?;
+                .map_err(record_error(out, SCHEDULER_FILE))?;
         schedule = schedule.load_record::<B>(record);
         // The same examples as the uninterrupted run from here on.
         for _ in 0..state.step {
             stream.batch(config.batch_size);
         }
         run = state;
+    } else {
+        // Parameters keep their ids through the optimizer's steps.
+        run.param_ids = param_ids(&model);
     }
 
     let bar = progress_bar(config.steps, options.progress);
     bar.set_position(run.step as u64);
     let started = Instant::now();
     let seconds_before = run.seconds;
-    let RunState {
-        mut training_seconds,
-        mut history,
-        mut loss_sum,
-        mut loss_count,
-        mut examples_seen,
-        ..
-    } = run.clone();
 
     for step in run.step + 1..=config.steps {
         let step_started = Instant::now();
@@ -386,14 +390,14 @@ pub fn train<B: FusedAutodiffBackend>(
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optimizer.step(schedule.step(), model, grads);
 
-        training_seconds += step_started.elapsed().as_secs_f64();
-        examples_seen += examples.len();
-        loss_sum += f64::from(loss_value);
-        loss_count += 1;
+        run.training_seconds += step_started.elapsed().as_secs_f64();
+        run.examples_seen += examples.len();
+        run.loss_sum += f64::from(loss_value);
+        run.loss_count += 1;
         bar.set_position(step as u64);
         bar.set_message(format!(
             "loss {loss_value:.4} · {:.0} ex/s",
-            examples_seen as f64 / training_seconds
+            run.examples_seen as f64 / run.training_seconds
         ));
 
         let stop = options.stop_after == Some(step);
@@ -402,10 +406,10 @@ pub fn train<B: FusedAutodiffBackend>(
             let metrics = evaluate(&valid, &held_out, specials, 250, device);
             let point = EvalPoint {
                 step,
-                train_loss: loss_sum / loss_count.max(1) as f64,
+                train_loss: run.loss_sum / run.loss_count.max(1) as f64,
                 held_out: metrics,
             };
-            (loss_sum, loss_count) = (0.0, 0);
+            (run.loss_sum, run.loss_count) = (0.0, 0);
             let line = format!(
                 "step {step:>6}  train loss {:.4}  held-out exact match {:.2}%  token accuracy {:.2}%",
                 point.train_loss,
@@ -424,55 +428,31 @@ pub fn train<B: FusedAutodiffBackend>(
                 exact_match = metrics.exact_match,
                 "evaluation"
             );
-            history.push(point);
-            let seconds = seconds_before + started.elapsed().as_secs_f64();
+            run.history.push(point);
+            run.step = step;
+            run.seconds = seconds_before + started.elapsed().as_secs_f64();
             let report = TrainReport {
                 task: task.name().to_string(),
                 backend: options.backend.clone(),
                 steps: step,
-                seconds,
-                examples_per_second: examples_seen as f64 / training_seconds,
+                seconds: run.seconds,
+                examples_per_second: run.examples_seen as f64 / run.training_seconds,
                 final_metrics: metrics,
-                history: history.clone(),
+                history: run.history.clone(),
                 config: config.clone(),
             };
-            let mut ids = ParamIds(Vec::new());
-            model.visit(&mut ids);
-            let state = RunState {
-                param_ids: ids.0,
-                config: Some(config.clone()),
-                step,
-                examples_seen,
-                loss_sum,
-                loss_count,
-                training_seconds,
-                seconds,
-                history: history.clone(),
-            };
-            let record = |result: Result<Vec<u8>, burn::record::RecorderError>, file: &str| {
-                result.map_err(|e| {
-                    TrainError::Checkpoint(CheckpointError::CorruptWeights {
-                        path: out.join(file),
-                        reason: e.to_string(),
-                    })
-                })
-            };
-            let optimizer_bytes = record(
-                burn::record::Recorder::<B>::record(
-                    &Recorder::default(),
-                    optimizer.to_record(),
-                    (),
-                ),
-                OPTIMIZER_FILE,
-            )?;
-            let scheduler_bytes = record(
-                burn::record::Recorder::<B>::record(
-                    &Recorder::default(),
-                    schedule.to_record::<B>(),
-                    (),
-                ),
-                SCHEDULER_FILE,
-            )?;
+            let optimizer_bytes = burn::record::Recorder::<B>::record(
+                &Recorder::default(),
+                optimizer.to_record(),
+                (),
+            )
+            .map_err(record_error(out, OPTIMIZER_FILE))?;
+            let scheduler_bytes = burn::record::Recorder::<B>::record(
+                &Recorder::default(),
+                schedule.to_record::<B>(),
+                (),
+            )
+            .map_err(record_error(out, SCHEDULER_FILE))?;
             save_run(
                 out,
                 &artifact,
@@ -484,7 +464,7 @@ pub fn train<B: FusedAutodiffBackend>(
                     ),
                     (
                         STATE_FILE,
-                        serde_json::to_vec_pretty(&state).expect("state serialises to JSON"),
+                        serde_json::to_vec_pretty(&run).expect("state serialises to JSON"),
                     ),
                     (OPTIMIZER_FILE, optimizer_bytes),
                     (SCHEDULER_FILE, scheduler_bytes),
@@ -574,10 +554,7 @@ pub fn check_out_dir(out: &Path, overwrite: bool) -> Result<(), TrainError> {
         ));
     }
     let mut names: Vec<String> = std::fs::read_dir(out)
-        .map_err(|source| CheckpointError::Io {
-            path: out.to_path_buf(),
-            source,
-        })?
+        .map_err(crate::checkpoint::io_error(out))?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
