@@ -69,11 +69,9 @@ pub fn machine_memory() -> Option<u64> {
     })
 }
 
-/// `bytes` for people: `1.5 GiB`.
+/// `bytes` for people: `512` → `"512 B"`, `1536` → `"1.5 KiB"`.
 pub fn format_bytes(bytes: u128) -> String {
-    const UNITS: [&str; 9] = [
-        "bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB",
-    ];
+    const UNITS: [&str; 9] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
     while value >= 1024.0 && unit + 1 < UNITS.len() {
@@ -81,7 +79,7 @@ pub fn format_bytes(bytes: u128) -> String {
         unit += 1;
     }
     if unit == 0 {
-        format!("{bytes} bytes")
+        format!("{bytes} B")
     } else {
         format!("{value:.1} {}", UNITS[unit])
     }

@@ -136,7 +136,7 @@ pub fn run<A: FusedAutodiffBackend>(options: &Options, device: &A::Device) -> Ve
             memory_vs_baseline: None,
             note: format!(
                 "plain autodiff would hold several [b, h, l, s] f32 score tensors: {} each",
-                format_bytes(BATCH * HEADS * length * length * 4)
+                format_bytes((BATCH * HEADS * length * length * 4) as u128)
             ),
         });
     }
@@ -335,7 +335,7 @@ fn one_length<A: FusedAutodiffBackend>(
         format!(
             "not run above l = {}: [b, h, l, s] scores are {} per tensor",
             options.max_quadratic_backward,
-            format_bytes(score_bytes)
+            format_bytes(score_bytes as u128)
         )
     };
 
@@ -567,7 +567,7 @@ pub fn markdown(rows: &[Row], backend: &str, memory_counted: bool) -> String {
                 format_seconds(m.seconds),
                 format!("{:.1}", r.flops / m.seconds / 1e9),
                 if memory_counted {
-                    format_bytes(m.peak_bytes)
+                    format_bytes(m.peak_bytes as u128)
                 } else {
                     "n/a".into()
                 },

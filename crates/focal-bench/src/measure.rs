@@ -1,5 +1,6 @@
 //! Timing and peak-memory measurement shared by every benchmark.
 
+pub use focal::backend::format_bytes;
 use peak_alloc::PeakAlloc;
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -52,22 +53,6 @@ pub fn measure(budget: Duration, mut f: impl FnMut()) -> Measurement {
         seconds: times[times.len() / 2],
         runs: times.len(),
         peak_bytes,
-    }
-}
-
-/// `1536` → `"1.5 KiB"`.
-pub fn format_bytes(bytes: usize) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
     }
 }
 
