@@ -78,3 +78,44 @@ impl Fixture {
             .collect()
     }
 }
+
+/// Every value of `json` (objects and arrays walked to their leaves; an array's first item
+/// stands for the rest) replaced in turn by null, a string, -1, 0, 1.5, 1e300, 10¹⁵, `[]` and
+/// `{}`: the documents of a generator of wrong JSON types and sizes, each with what changed.
+pub fn json_variants(json: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
+    fn leaves(value: &serde_json::Value, path: String, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    leaves(v, format!("{path}/{k}"), out);
+                }
+            }
+            serde_json::Value::Array(items) if !items.is_empty() => {
+                leaves(&items[0], format!("{path}/0"), out);
+            }
+            _ => out.push(path),
+        }
+    }
+    let replacements = [
+        serde_json::json!(null),
+        serde_json::json!("text"),
+        serde_json::json!(-1),
+        serde_json::json!(0),
+        serde_json::json!(1.5),
+        serde_json::json!(1e300),
+        serde_json::json!(1_000_000_000_000_000u64),
+        serde_json::json!([]),
+        serde_json::json!({}),
+    ];
+    let mut paths = Vec::new();
+    leaves(json, String::new(), &mut paths);
+    let mut variants = Vec::new();
+    for path in paths {
+        for replacement in &replacements {
+            let mut changed = json.clone();
+            *changed.pointer_mut(&path).expect("a leaf of the document") = replacement.clone();
+            variants.push((format!("{path} = {replacement}"), changed));
+        }
+    }
+    variants
+}
