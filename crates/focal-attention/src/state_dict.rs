@@ -108,6 +108,11 @@ impl<'a> StateDict<'a> {
         })
     }
 
+    /// The shape of the tensor `key`, when there is one (not counted as used).
+    pub fn shape(&self, key: &str) -> Option<Vec<usize>> {
+        self.tensors.get(key).map(|data| data.shape.to_vec())
+    }
+
     /// Counts `key` as used without reading it as a weight (buffers checked by the caller).
     pub fn mark_used(&self, key: &str) {
         self.used.borrow_mut().insert(key.to_string());

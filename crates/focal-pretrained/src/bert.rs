@@ -28,7 +28,7 @@ fn default_positions() -> String {
 }
 
 /// BERT's `config.json`, with Hugging Face's field names.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct BertConfig {
     /// Vocabulary size.
     pub vocab_size: usize,
@@ -174,6 +174,17 @@ impl<B: Backend> Bert<B> {
     /// | `cls.predictions.decoder.weight` | tied to `embedding.tokens` (must equal it) |
     /// | `embeddings.position_ids` | a buffer of old checkpoints (must be 0, 1, 2, …), not a weight |
     pub fn load(dir: &Path, device: &B::Device) -> Result<(Self, BertConfig), PretrainedError> {
+        let (bert, config, ()) = Self::load_with(dir, device, |_, _| Ok(()))?;
+        Ok((bert, config))
+    }
+
+    /// [`Bert::load`], with a task head read from the same weights by `head` (given the state
+    /// dict and the config); every tensor must be used by the encoder or the head.
+    pub(crate) fn load_with<H>(
+        dir: &Path,
+        device: &B::Device,
+        head: impl FnOnce(&StateDict<'_>, &BertConfig) -> Result<H, PytorchImportError>,
+    ) -> Result<(Self, BertConfig, H), PretrainedError> {
         let (config, config_path): (BertConfig, _) = read_config(dir, "bert")?;
         if config.position_embedding_type != "absolute" {
             return Err(PretrainedError::Unsupported {
@@ -192,7 +203,7 @@ impl<B: Backend> Bert<B> {
 
         let (tensors, weights_path) = read_weights(dir)?;
         let state = StateDict::new(&tensors);
-        let fill = || -> Result<Bert<B>, PytorchImportError> {
+        let fill = || -> Result<(Bert<B>, H), PytorchImportError> {
             let p = if tensors.contains_key("bert.embeddings.word_embeddings.weight") {
                 "bert."
             } else {
@@ -289,7 +300,8 @@ impl<B: Backend> Bert<B> {
             } else {
                 None
             };
-            Ok(Bert {
+            let head = head(&state, &config)?;
+            let bert = Bert {
                 embedding,
                 embedding_norm,
                 encoder,
@@ -297,15 +309,16 @@ impl<B: Backend> Bert<B> {
                 mlm,
                 max_len: config.max_position_embeddings,
                 vocab_size: config.vocab_size,
-            })
+            };
+            Ok((bert, head))
         };
         let tensors_error = |cause| PretrainedError::Tensors {
             path: weights_path.clone(),
             cause,
         };
-        let model = fill().map_err(tensors_error)?;
+        let (model, head) = fill().map_err(tensors_error)?;
         state.finish().map_err(tensors_error)?;
-        Ok((model, config))
+        Ok((model, config, head))
     }
 
     /// The longest sequence the model takes.
@@ -405,6 +418,8 @@ pub struct SentenceEmbedder<B: Backend> {
     /// Longest input in tokens: `sentence_bert_config.json`'s `max_seq_length` when present,
     /// else the model's.
     pub max_len: usize,
+    /// The padding token's id (`pad_token_id` of `config.json`).
+    pub pad_id: u32,
 }
 
 #[derive(Deserialize)]
@@ -474,6 +489,7 @@ impl<B: Backend> SentenceEmbedder<B> {
                 pooling: Pooling::Mean,
                 normalize: false,
                 max_len,
+                pad_id: bert_config.pad_token_id as u32,
             });
         }
         let modules: Vec<ModuleEntry> = read_json(&modules_path)?;
@@ -558,6 +574,7 @@ impl<B: Backend> SentenceEmbedder<B> {
             pooling,
             normalize,
             max_len,
+            pad_id: bert_config.pad_token_id as u32,
         })
     }
 }

@@ -43,6 +43,16 @@ pub enum PretrainedError {
         /// The model types accepted.
         expected: &'static str,
     },
+    /// `config.json`'s `architectures` names a model of another task than the one asked for.
+    #[error("{path}: the model is {found}, not {expected} (a directory of another task)")]
+    Architecture {
+        /// The config file.
+        path: PathBuf,
+        /// The architectures listed.
+        found: String,
+        /// The architecture needed.
+        expected: &'static str,
+    },
     /// `config.json` sets an option Focal does not implement.
     #[error("{path}: unsupported option {option} = {value}")]
     Unsupported {

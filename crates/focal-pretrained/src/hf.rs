@@ -9,7 +9,10 @@ use burn_store::{ModuleStore, SafetensorsStore, TensorSnapshot};
 use focal_attention::{PytorchImportError, StateDict};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams, TruncationStrategy};
+pub use tokenizers::Encoding;
+use tokenizers::{
+    EncodeInput, PaddingParams, PaddingStrategy, Tokenizer, TruncationParams, TruncationStrategy,
+};
 
 /// `dir/name`, which must exist.
 pub(crate) fn file(dir: &Path, name: &str, what: &'static str) -> Result<PathBuf, PretrainedError> {
@@ -194,6 +197,20 @@ pub struct EncodedBatch {
     pub attention_mask: Vec<Vec<u32>>,
 }
 
+impl EncodedBatch {
+    /// The ids, token types and attention masks of encodings (padded alike).
+    pub fn from_encodings(encodings: &[Encoding]) -> Self {
+        let take = |f: fn(&Encoding) -> &[u32]| {
+            encodings.iter().map(|e| f(e).to_vec()).collect::<Vec<_>>()
+        };
+        Self {
+            ids: take(Encoding::get_ids),
+            type_ids: take(Encoding::get_type_ids),
+            attention_mask: take(Encoding::get_attention_mask),
+        }
+    }
+}
+
 /// A directory's `tokenizer.json` with truncation to the model's length and batch padding.
 #[derive(Debug)]
 pub struct TextTokenizer {
@@ -225,11 +242,58 @@ impl TextTokenizer {
         }
     }
 
+    /// Reads `dir/tokenizer.json` as [`TextTokenizer::load`], padding batches with the token of
+    /// id `pad_id` (the model's `pad_token_id`).
+    pub fn load_padded(
+        dir: &Path,
+        max_len: usize,
+        vocab_size: usize,
+        pad_id: u32,
+    ) -> Result<Self, PretrainedError> {
+        let unpadded = Self::load(dir, max_len, vocab_size, None)?;
+        let pad_token = unpadded.tokenizer.id_to_token(pad_id).ok_or_else(|| {
+            unpadded.error(format!(
+                "the padding id {pad_id} (pad_token_id in config.json) is no token of the vocabulary"
+            ))
+        })?;
+        Self::load(dir, max_len, vocab_size, Some((pad_id, pad_token)))
+    }
+
     /// Encodes texts with the tokenizer's special tokens, truncated and padded.
     pub fn encode_batch(&self, texts: &[String]) -> Result<EncodedBatch, PretrainedError> {
+        Ok(EncodedBatch::from_encodings(&self.encode(texts, None)?))
+    }
+
+    /// The tokenizer's encodings of texts, or of text pairs (`pairs[i]` the second text of
+    /// `texts[i]`, with token type 1), truncated and padded, with character offsets.
+    pub fn encode(
+        &self,
+        texts: &[String],
+        pairs: Option<&[String]>,
+    ) -> Result<Vec<Encoding>, PretrainedError> {
+        let inputs: Vec<EncodeInput<'_>> = match pairs {
+            Some(pairs) => {
+                if pairs.len() != texts.len() {
+                    return Err(self.error(format!(
+                        "{} texts but {} second texts of pairs",
+                        texts.len(),
+                        pairs.len()
+                    )));
+                }
+                texts
+                    .iter()
+                    .zip(pairs)
+                    .map(|(a, b)| EncodeInput::Dual(a.as_str().into(), b.as_str().into()))
+                    .collect()
+            }
+            None => texts
+                .iter()
+                .map(|t| EncodeInput::Single(t.as_str().into()))
+                .collect(),
+        };
         let encodings = self
             .tokenizer
-            .encode_batch(texts.to_vec(), true)
+            .encode_batch_char_offsets(inputs, true)
             .map_err(|e| self.error(e))?;
         // Truncation cannot shorten below the special tokens a template adds.
         if let Some(long) = encodings.iter().find(|e| e.len() > self.max_len) {
@@ -250,14 +314,63 @@ impl TextTokenizer {
                 );
             });
         }
-        let take = |f: fn(&tokenizers::Encoding) -> &[u32]| {
-            encodings.iter().map(|e| f(e).to_vec()).collect::<Vec<_>>()
-        };
-        Ok(EncodedBatch {
-            ids: take(tokenizers::Encoding::get_ids),
-            type_ids: take(tokenizers::Encoding::get_type_ids),
-            attention_mask: take(tokenizers::Encoding::get_attention_mask),
-        })
+        Ok(encodings)
+    }
+
+    /// The windows of a question and a long context, as transformers' question-answering
+    /// pipeline makes them: `[CLS] question [SEP] context part [SEP]`, at most `max_len` tokens
+    /// each, the context cut into parts that overlap by `stride` tokens (the question is never
+    /// cut). Not padded; character offsets.
+    pub fn encode_windows(
+        &self,
+        question: &str,
+        context: &str,
+        max_len: usize,
+        stride: usize,
+    ) -> Result<Vec<Encoding>, PretrainedError> {
+        let mut tokenizer = self.tokenizer.clone();
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: max_len.min(self.max_len),
+                stride,
+                strategy: TruncationStrategy::OnlySecond,
+                ..Default::default()
+            }))
+            .map_err(|e| self.error(e))?;
+        tokenizer.with_padding(None);
+        let mut encoding = tokenizer
+            .encode_char_offsets(EncodeInput::Dual(question.into(), context.into()), true)
+            .map_err(|e| {
+                self.error(format!(
+                    "{e} (the question must leave room for the context and the stride of {stride} tokens in {max_len})"
+                ))
+            })?;
+        if encoding.len() > self.max_len {
+            return Err(self.error(format!(
+                "the question takes {} tokens with the context's first part, more than the model's {} positions",
+                encoding.len(),
+                self.max_len
+            )));
+        }
+        let overflowing = encoding.take_overflowing();
+        Ok(std::iter::once(encoding).chain(overflowing).collect())
+    }
+
+    /// The tokenizer read from `tokenizer.json` (with Focal's truncation and padding).
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Tokens joined into text as the tokenizer's decoder joins them (`["paris", "##s"]` →
+    /// `"pariss"` for WordPiece), as transformers' `convert_tokens_to_string`.
+    pub fn join_tokens(&self, tokens: &[String]) -> String {
+        use tokenizers::Decoder;
+        match self.tokenizer.get_decoder() {
+            Some(decoder) => decoder
+                .decode(tokens.to_vec())
+                .unwrap_or_else(|_| tokens.join(" ")),
+            None => tokens.join(" "),
+        }
     }
 
     /// The id of a token of the vocabulary, e.g. `[MASK]`.

@@ -5,6 +5,9 @@
 //!
 //! - [`Bert`]: `model_type` `bert` (`BertModel` with its pooler, `BertForMaskedLM` with its
 //!   masked-LM head), and sentence-transformers directories ([`SentenceEmbedder`]).
+//! - Task models: [`BertForSequenceClassification`], [`BertForTokenClassification`],
+//!   [`BertForQuestionAnswering`], with their labels ([`TaskConfig`]), and transformers'
+//!   pipelines on them ([`TextClassifier`], [`Tagger`], [`QuestionAnswerer`], [`TextMatcher`]).
 //! - [`Gpt2`]: `model_type` `gpt2` (`GPT2LMHeadModel`), a [`focal_heads::CausalLm`] for
 //!   [`focal_heads::generate()`].
 //!
@@ -16,8 +19,15 @@ mod bert;
 mod error;
 mod gpt2;
 pub mod hf;
+pub mod pipelines;
+mod tasks;
 
 pub use bert::{Bert, BertConfig, BertOutput, MaskedLmHead, Pooling, SentenceEmbedder};
 pub use error::PretrainedError;
 pub use gpt2::{Gpt2, Gpt2Config};
-pub use hf::{EncodedBatch, TextTokenizer};
+pub use hf::{EncodedBatch, Encoding, TextTokenizer};
+pub use pipelines::{QaSettings, QuestionAnswerer, Tagger, TextClassifier, TextMatcher};
+pub use tasks::{
+    BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification,
+    BertInputs, BertTask, TaskConfig,
+};
