@@ -321,8 +321,141 @@ fn question_answering_matches_transformers<B: FusedAttentionBackend>(device: &B:
     }
 }
 
+/// Tensors of a safetensors file by name, as raw little-endian bytes with their shapes.
+fn tensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<_> = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| (name, view.shape().to_vec(), view.data().to_vec()))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Every head saved by Focal as a Hugging Face directory: the weights equal the transformers
+/// fixture's bit for bit under the same names; config.json is the one transformers loaded in
+/// `tests/fixtures/heads_saved_report.json` (written by `tests/fixtures/check_saved_heads.py`,
+/// which found no missing or unexpected keys and the original weights); and the saved directory
+/// loads back in Focal with the logits transformers computed from it. With
+/// `FOCAL_SAVED_HEADS_DIR` set, the directories are written there for that script.
+fn saved_heads_load_in_transformers<B: FusedAttentionBackend>(device: &B::Device) {
+    let report: Value =
+        serde_json::from_str(include_str!("../fixtures/heads_saved_report.json")).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let writing = std::env::var_os("FOCAL_SAVED_HEADS_DIR");
+    let root = writing
+        .clone()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| scratch.path().to_path_buf());
+    let tolerance = Tolerance::new(TOLERANCE, TOLERANCE);
+    let all = json();
+    for name in ["classify", "multilabel", "regress", "tag", "qa"] {
+        let out = root.join(name);
+        let expected = &report[name];
+        let architecture = match name {
+            "tag" => {
+                let tagger = Tagger::<B>::load(&heads(name), device).unwrap();
+                tagger.model.save_pretrained(&out, &tagger.config).unwrap();
+                if writing.is_some() {
+                    continue;
+                }
+                let saved = Tagger::<B>::load(&out, device).unwrap();
+                let (_, logits) = saved.logits(&strings(&all[name]["texts"])).unwrap();
+                let theirs: Vec<Vec<Vec<f32>>> =
+                    serde_json::from_value(expected["logits"].clone()).unwrap();
+                let shape = [theirs.len(), theirs[0].len(), theirs[0][0].len()];
+                let flat: Vec<f32> = theirs.into_iter().flatten().flatten().collect();
+                assert_close(
+                    logits,
+                    Tensor::from_data(TensorData::new(flat, shape), device),
+                    tolerance,
+                );
+                "BertForTokenClassification"
+            }
+            "qa" => {
+                let answerer = QuestionAnswerer::<B>::load(&heads(name), device).unwrap();
+                answerer
+                    .model
+                    .save_pretrained(&out, &answerer.config)
+                    .unwrap();
+                if writing.is_some() {
+                    continue;
+                }
+                let saved = QuestionAnswerer::<B>::load(&out, device).unwrap();
+                let ids = ints(&all["qa"]["short_input_ids"]);
+                let types = ints(&all["qa"]["short_token_type_ids"]);
+                let tensor = |rows: &[Vec<i64>]| {
+                    Tensor::<B, 2, Int>::from_data(
+                        TensorData::new(
+                            rows.iter().flatten().copied().collect::<Vec<_>>(),
+                            [rows.len(), rows[0].len()],
+                        ),
+                        device,
+                    )
+                };
+                let valid = tensor(&ids).ones_like().equal_elem(1);
+                let (start, end) = saved.model.forward((tensor(&ids), tensor(&types), valid));
+                let theirs: Vec<Vec<Vec<f32>>> =
+                    serde_json::from_value(expected["logits"].clone()).unwrap();
+                for (ours, theirs) in [start, end].into_iter().zip(theirs) {
+                    let shape = [theirs.len(), theirs[0].len()];
+                    let flat: Vec<f32> = theirs.into_iter().flatten().collect();
+                    assert_close(
+                        ours,
+                        Tensor::from_data(TensorData::new(flat, shape), device),
+                        tolerance,
+                    );
+                }
+                "BertForQuestionAnswering"
+            }
+            _ => {
+                let classifier = TextClassifier::<B>::load(&heads(name), device).unwrap();
+                classifier
+                    .model
+                    .save_pretrained(&out, &classifier.config)
+                    .unwrap();
+                if writing.is_some() {
+                    continue;
+                }
+                let saved = TextClassifier::<B>::load(&out, device).unwrap();
+                assert_eq!(saved.config.labels, classifier.config.labels);
+                assert_eq!(saved.config.problem_type, classifier.config.problem_type);
+                let logits = saved.logits(&strings(&all[name]["texts"]), None).unwrap();
+                let theirs: Vec<Vec<f32>> =
+                    serde_json::from_value(expected["logits"].clone()).unwrap();
+                let shape = [theirs.len(), theirs[0].len()];
+                let flat: Vec<f32> = theirs.into_iter().flatten().collect();
+                assert_close(
+                    logits,
+                    Tensor::from_data(TensorData::new(flat, shape), device),
+                    tolerance,
+                );
+                "BertForSequenceClassification"
+            }
+        };
+        assert_eq!(expected["class"], architecture, "{name}");
+        for key in ["missing_keys", "unexpected_keys", "mismatched_keys"] {
+            assert_eq!(expected[key], serde_json::json!([]), "{name}: {key}");
+        }
+        assert_eq!(expected["weights_equal_original"], true, "{name}");
+        let config: Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(config, expected["config"], "{name}: config.json");
+        assert_eq!(
+            tensors(&out.join("model.safetensors")),
+            tensors(&heads(name).join("model.safetensors")),
+            "{name}: weights"
+        );
+        assert!(out.join("tokenizer.json").is_file());
+    }
+}
+
 focal::backend::backend_tests!(
     sequence_classifiers_match_transformers,
     token_classifier_matches_transformers,
-    question_answering_matches_transformers
+    question_answering_matches_transformers,
+    saved_heads_load_in_transformers
 );

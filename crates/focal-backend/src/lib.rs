@@ -14,11 +14,13 @@
 
 mod assert;
 mod config_error;
+pub mod files;
 mod kind;
 mod testing;
 
 pub use assert::{Tolerance, assert_close, assert_data_close, compare_data};
 pub use config_error::{ConfigError, checked_product, format_bytes, machine_memory};
+pub use files::{FileError, recover_dir, write_atomic, write_dir_atomic};
 pub use kind::{
     BackendError, BackendJob, BackendKind, RunOn, RunsOnEnabled, WgpuAdapterInfo, wgpu_adapter_info,
 };

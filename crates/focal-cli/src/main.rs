@@ -14,6 +14,7 @@ use std::process::ExitCode;
 
 mod output;
 mod pretrained;
+mod tasks;
 
 /// Attention mechanisms and Transformer models, in Rust, on the CPU (ndarray) or the GPU (wgpu).
 #[derive(Parser, Debug)]
@@ -45,6 +46,18 @@ enum Command {
     FillMask(pretrained::FillMaskArgs),
     /// Continue a prompt with a GPT-2 directory, streaming tokens as they come.
     Generate(pretrained::GenerateArgs),
+    /// Label texts or text pairs with a BertForSequenceClassification directory
+    /// (transformers' text-classification pipeline).
+    Classify(tasks::ClassifyArgs),
+    /// Find entities (people, places, organisations, …) with a BertForTokenClassification
+    /// directory (token-classification pipeline, simple aggregation).
+    Tag(tasks::TagArgs),
+    /// Answer questions from a context with a BertForQuestionAnswering directory
+    /// (question-answering pipeline).
+    Answer(tasks::AnswerArgs),
+    /// Rank candidate texts (FAQ questions, tickets) for each query by cosine similarity of
+    /// sentence embeddings.
+    Match(tasks::MatchArgs),
     /// Show the enabled backends, the wgpu adapter in use, and versions.
     Info,
 }
@@ -154,6 +167,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Embed(args) => pretrained::embed(backend, args, cli.json),
         Command::FillMask(args) => pretrained::fill_mask(backend, args, cli.json),
         Command::Generate(args) => pretrained::generate_text(backend, args, cli.json),
+        Command::Classify(args) => tasks::classify(backend, args, cli.json),
+        Command::Tag(args) => tasks::tag(backend, args, cli.json),
+        Command::Answer(args) => tasks::answer(backend, args, cli.json),
+        Command::Match(args) => tasks::match_texts(backend, args, cli.json),
         Command::Info => info(cli.json),
     }
 }

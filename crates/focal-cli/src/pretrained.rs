@@ -1,6 +1,7 @@
 //! `focal embed`, `focal fill-mask`, `focal generate`: Hugging Face model directories.
 
 use crate::output;
+use crate::tasks::{Inputs, for_each_batch};
 use anyhow::{Context, bail};
 use clap::Args;
 use focal::attention::{FusedAttentionBackend, FusedAutodiffBackend};
@@ -23,8 +24,10 @@ pub struct EmbedArgs {
     /// L2-normalise the embeddings (also on when the directory lists a Normalize module).
     #[arg(long)]
     normalize: bool,
-    /// Texts to embed.
-    #[arg(required = true)]
+    /// Texts per forward pass.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Texts to embed (none: one per line of standard input).
     text: Vec<String>,
 }
 
@@ -93,7 +96,7 @@ fn tensor_2d<B: FusedAttentionBackend>(rows: &[Vec<u32>], device: &B::Device) ->
 }
 
 /// Ids, token types and the padding mask of a batch.
-fn inputs<B: FusedAttentionBackend>(
+fn inputs_of<B: FusedAttentionBackend>(
     batch: &EncodedBatch,
     device: &B::Device,
 ) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>, Tensor<B, 2, Bool>) {
@@ -104,56 +107,66 @@ fn inputs<B: FusedAttentionBackend>(
     )
 }
 
-struct EmbedJob(EmbedArgs);
+struct EmbedJob {
+    args: EmbedArgs,
+    json: bool,
+}
 
 impl BackendJob for EmbedJob {
-    type Output = anyhow::Result<Vec<Vec<f32>>>;
+    type Output = anyhow::Result<()>;
 }
 
 impl<B: FusedAutodiffBackend> RunOn<B> for EmbedJob {
     fn run(self, device: B::Device) -> Self::Output {
-        let args = self.0;
+        let args = self.args;
         let mut embedder = SentenceEmbedder::<B::InnerBackend>::load(&args.model, &device)?;
         if let Some(pooling) = args.pooling {
             embedder.pooling = pooling;
         }
         embedder.normalize |= args.normalize;
-        let tokenizer = TextTokenizer::load(
+        let tokenizer = TextTokenizer::load_padded(
             &args.model,
             embedder.max_len,
             embedder.bert.vocab_size(),
-            Some((0, "[PAD]".into())),
+            embedder.pad_id,
         )?;
-        let batch = tokenizer.encode_batch(&args.text)?;
-        let (ids, types, valid) = inputs::<B::InnerBackend>(&batch, &device);
-        let embeddings = embedder.embed(ids, types, valid);
-        let [_, d] = embeddings.dims();
-        let values = embeddings
-            .into_data()
-            .to_vec::<f32>()
-            .expect("f32 embeddings");
-        Ok(values.chunks(d).map(<[f32]>::to_vec).collect())
+        let inputs = Inputs::new(args.text);
+        let streaming = inputs.streaming();
+        for_each_batch(inputs, args.batch_size, |batch| {
+            let (numbers, texts): (Vec<usize>, Vec<String>) = batch.into_iter().unzip();
+            let encoded = tokenizer.encode_batch(&texts)?;
+            let (ids, types, valid) = inputs_of::<B::InnerBackend>(&encoded, &device);
+            let embeddings = embedder.embed(ids, types, valid);
+            let [_, d] = embeddings.dims();
+            let values = embeddings
+                .into_data()
+                .to_vec::<f32>()
+                .expect("f32 embeddings");
+            for ((number, text), e) in numbers.iter().zip(&texts).zip(values.chunks(d)) {
+                if self.json {
+                    let line = if streaming {
+                        json!(number)
+                    } else {
+                        json!(null)
+                    };
+                    output::line(json!({"line": line, "text": text, "embedding": e}))?;
+                } else {
+                    let shown: Vec<String> = e.iter().take(8).map(|x| format!("{x:.6}")).collect();
+                    output::line(format_args!(
+                        "{text}\t[{}{}] ({} dims)",
+                        shown.join(", "),
+                        if e.len() > 8 { ", …" } else { "" },
+                        e.len()
+                    ))?;
+                }
+            }
+            Ok(())
+        })
     }
 }
 
-pub fn embed(backend: BackendKind, args: EmbedArgs, json_out: bool) -> anyhow::Result<()> {
-    let model = args.model.clone();
-    let texts = args.text.clone();
-    let embeddings = backend.run(EmbedJob(args))??;
-    if json_out {
-        output::line(json!({"model": model, "embeddings": embeddings}))?;
-    } else {
-        for (text, e) in texts.iter().zip(&embeddings) {
-            let shown: Vec<String> = e.iter().take(8).map(|x| format!("{x:.6}")).collect();
-            output::line(format_args!(
-                "{text}\t[{}{}] ({} dims)",
-                shown.join(", "),
-                if e.len() > 8 { ", …" } else { "" },
-                e.len()
-            ))?;
-        }
-    }
-    Ok(())
+pub fn embed(backend: BackendKind, args: EmbedArgs, json: bool) -> anyhow::Result<()> {
+    backend.run(EmbedJob { args, json })?
 }
 
 struct FillMaskJob(FillMaskArgs);
@@ -197,7 +210,7 @@ impl<B: FusedAutodiffBackend> RunOn<B> for FillMaskJob {
                 positions.len()
             );
         };
-        let (ids, types, valid) = inputs::<B::InnerBackend>(&batch, &device);
+        let (ids, types, valid) = inputs_of::<B::InnerBackend>(&batch, &device);
         let h = bert.forward(ids, types, valid).last_hidden_state;
         let logits = bert.mlm_logits(h); // [1, l, V]
         let [_, _, vocab] = logits.dims();

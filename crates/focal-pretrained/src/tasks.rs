@@ -280,3 +280,254 @@ impl<B: FusedAttentionBackend> BertForQuestionAnswering<B> {
             .forward(self.bert.forward(ids, types, valid).last_hidden_state)
     }
 }
+
+/// A tensor to save: transformers' key, values, shape.
+type Saved = (String, Vec<f32>, Vec<usize>);
+
+fn values<B: Backend, const D: usize>(key: String, x: Tensor<B, D>) -> Saved {
+    let shape = x.dims().to_vec();
+    let data = x.into_data().convert::<f32>();
+    (key, data.to_vec().expect("f32 after convert"), shape)
+}
+
+/// A linear layer under PyTorch's names and layout (`weight` `[out, in]`, `bias`).
+fn linear_tensors<B: Backend>(key: &str, layer: &burn::nn::Linear<B>) -> Vec<Saved> {
+    let mut out = vec![values(
+        format!("{key}.weight"),
+        layer.weight.val().transpose(),
+    )];
+    if let Some(bias) = &layer.bias {
+        out.push(values(format!("{key}.bias"), bias.val()));
+    }
+    out
+}
+
+fn norm_tensors<B: Backend>(key: &str, norm: &focal_blocks::Norm<B>) -> Vec<Saved> {
+    match norm {
+        focal_blocks::Norm::LayerNorm(ln) => {
+            let mut out = vec![values(format!("{key}.weight"), ln.gamma.val())];
+            if let Some(beta) = &ln.beta {
+                out.push(values(format!("{key}.bias"), beta.val()));
+            }
+            out
+        }
+        focal_blocks::Norm::RmsNorm(rms) => vec![values(format!("{key}.weight"), rms.gamma.val())],
+    }
+}
+
+/// The encoder's tensors under transformers' names with the `bert.` prefix (the inverse of
+/// [`Bert::load`]'s key map); the pooler when it has one.
+fn bert_tensors<B: Backend>(bert: &Bert<B>) -> Vec<Saved> {
+    let p = "bert.embeddings";
+    let mut out = vec![values(
+        format!("{p}.word_embeddings.weight"),
+        bert.embedding.tokens.weight.val(),
+    )];
+    if let Some(focal_blocks::Positions::Learned(positions)) = &bert.embedding.positions {
+        out.push(values(
+            format!("{p}.position_embeddings.weight"),
+            positions.positions.weight.val(),
+        ));
+    }
+    if let Some(segments) = &bert.embedding.segments {
+        out.push(values(
+            format!("{p}.token_type_embeddings.weight"),
+            segments.weight.val(),
+        ));
+    }
+    out.extend(norm_tensors(
+        &format!("{p}.LayerNorm"),
+        &bert.embedding_norm,
+    ));
+    for (i, layer) in bert.encoder.layers.iter().enumerate() {
+        let key = |name: &str| format!("bert.encoder.layer.{i}.{name}");
+        let [query, k, v, o] = layer.self_attention.projections();
+        for (name, linear) in [
+            ("attention.self.query", query),
+            ("attention.self.key", k),
+            ("attention.self.value", v),
+            ("attention.output.dense", o),
+            ("intermediate.dense", &layer.feed_forward.expand),
+            ("output.dense", &layer.feed_forward.contract),
+        ] {
+            out.extend(linear_tensors(&key(name), linear));
+        }
+        out.extend(norm_tensors(
+            &key("attention.output.LayerNorm"),
+            &layer.self_attention_residual.norm,
+        ));
+        out.extend(norm_tensors(
+            &key("output.LayerNorm"),
+            &layer.feed_forward_residual.norm,
+        ));
+    }
+    if let Some(pooler) = &bert.pooler {
+        out.extend(linear_tensors("bert.pooler.dense", pooler));
+    }
+    out
+}
+
+/// Files of a tokenizer directory copied along with a saved model, when the source has them.
+const TOKENIZER_FILES: [&str; 4] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+];
+
+/// Writes a Hugging Face directory: `config.json` (the source's, with the encoder's settings,
+/// `architectures`, labels and problem type set), `model.safetensors` with transformers' names,
+/// and the tokenizer files of the source directory; as a whole, atomically.
+fn save_task_dir(
+    dir: &Path,
+    config: &TaskConfig,
+    task: BertTask,
+    tensors: Vec<Saved>,
+) -> Result<(), PretrainedError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |cause| PretrainedError::Io { path, cause }
+    };
+    let mut json: serde_json::Map<String, serde_json::Value> =
+        match read_json::<serde_json::Value>(&config.path) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+    let bert = &config.bert;
+    for (key, value) in [
+        ("model_type", serde_json::json!("bert")),
+        ("architectures", serde_json::json!([task.architecture()])),
+        ("vocab_size", serde_json::json!(bert.vocab_size)),
+        ("hidden_size", serde_json::json!(bert.hidden_size)),
+        (
+            "num_hidden_layers",
+            serde_json::json!(bert.num_hidden_layers),
+        ),
+        (
+            "num_attention_heads",
+            serde_json::json!(bert.num_attention_heads),
+        ),
+        (
+            "intermediate_size",
+            serde_json::json!(bert.intermediate_size),
+        ),
+        ("hidden_act", serde_json::json!(bert.hidden_act)),
+        (
+            "hidden_dropout_prob",
+            serde_json::json!(bert.hidden_dropout_prob),
+        ),
+        (
+            "max_position_embeddings",
+            serde_json::json!(bert.max_position_embeddings),
+        ),
+        ("type_vocab_size", serde_json::json!(bert.type_vocab_size)),
+        ("layer_norm_eps", serde_json::json!(bert.layer_norm_eps)),
+        (
+            "position_embedding_type",
+            serde_json::json!(bert.position_embedding_type),
+        ),
+        ("pad_token_id", serde_json::json!(bert.pad_token_id)),
+    ] {
+        json.insert(key.to_string(), value);
+    }
+    if task != BertTask::QuestionAnswering {
+        let id2label: serde_json::Map<String, serde_json::Value> = config
+            .labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i.to_string(), serde_json::json!(l)))
+            .collect();
+        let label2id: serde_json::Map<String, serde_json::Value> = config
+            .labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.clone(), serde_json::json!(i)))
+            .collect();
+        json.insert("id2label".into(), id2label.into());
+        json.insert("label2id".into(), label2id.into());
+    }
+    if task == BertTask::SequenceClassification {
+        json.insert(
+            "problem_type".into(),
+            serde_json::json!(config.problem_type.name()),
+        );
+    }
+    let config_bytes =
+        serde_json::to_vec_pretty(&serde_json::Value::Object(json)).expect("JSON serialises");
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        .into_iter()
+        .map(|(key, v, shape)| (key, v.iter().flat_map(|x| x.to_le_bytes()).collect(), shape))
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(key, data, shape)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                .map(|view| (key.clone(), view))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PretrainedError::Weights {
+            path: dir.join("model.safetensors"),
+            message: e.to_string(),
+        })?;
+    let metadata = Some(std::collections::HashMap::from([(
+        "format".to_string(),
+        "pt".to_string(),
+    )]));
+    let weights =
+        safetensors::serialize(views, metadata).map_err(|e| PretrainedError::Weights {
+            path: dir.join("model.safetensors"),
+            message: e.to_string(),
+        })?;
+    let source = config.path.parent().unwrap_or(Path::new("."));
+    let mut copied = Vec::new();
+    for name in TOKENIZER_FILES {
+        let path = source.join(name);
+        if path.is_file() {
+            copied.push((name, std::fs::read(&path).map_err(io(&path))?));
+        }
+    }
+    let mut files: Vec<(&str, &[u8])> = vec![
+        ("config.json", &config_bytes),
+        ("model.safetensors", &weights),
+    ];
+    files.extend(copied.iter().map(|(name, bytes)| (*name, bytes.as_slice())));
+    focal_backend::write_dir_atomic(dir, &files).map_err(|e| PretrainedError::Io {
+        path: e.path,
+        cause: e.source,
+    })
+}
+
+impl<B: Backend> BertForSequenceClassification<B> {
+    /// Saves the model as a Hugging Face `BertForSequenceClassification` directory that
+    /// transformers' `AutoModelForSequenceClassification.from_pretrained` loads (see
+    /// [`BertForSequenceClassification::load`] for the names), with `config`'s labels and
+    /// problem type and the tokenizer of the directory `config` was read from.
+    pub fn save_pretrained(&self, dir: &Path, config: &TaskConfig) -> Result<(), PretrainedError> {
+        let mut tensors = bert_tensors(&self.bert);
+        if let Some(pooler) = &self.head.pooler {
+            tensors.extend(linear_tensors("bert.pooler.dense", pooler));
+        }
+        tensors.extend(linear_tensors("classifier", &self.head.classifier));
+        save_task_dir(dir, config, BertTask::SequenceClassification, tensors)
+    }
+}
+
+impl<B: Backend> BertForTokenClassification<B> {
+    /// Saves the model as a Hugging Face `BertForTokenClassification` directory (see
+    /// [`BertForSequenceClassification::save_pretrained`]).
+    pub fn save_pretrained(&self, dir: &Path, config: &TaskConfig) -> Result<(), PretrainedError> {
+        let mut tensors = bert_tensors(&self.bert);
+        tensors.extend(linear_tensors("classifier", &self.head.classifier));
+        save_task_dir(dir, config, BertTask::TokenClassification, tensors)
+    }
+}
+
+impl<B: Backend> BertForQuestionAnswering<B> {
+    /// Saves the model as a Hugging Face `BertForQuestionAnswering` directory (see
+    /// [`BertForSequenceClassification::save_pretrained`]).
+    pub fn save_pretrained(&self, dir: &Path, config: &TaskConfig) -> Result<(), PretrainedError> {
+        let mut tensors = bert_tensors(&self.bert);
+        tensors.extend(linear_tensors("qa_outputs", &self.head.qa_outputs));
+        save_task_dir(dir, config, BertTask::QuestionAnswering, tensors)
+    }
+}

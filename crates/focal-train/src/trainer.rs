@@ -493,7 +493,7 @@ pub fn check_resume(out: &Path, config: &TrainConfig) -> Result<usize, TrainErro
 
 /// The state of the unfinished run in `out` that `config` continues, or why there is none.
 fn resumable(out: &Path, config: &TrainConfig) -> Result<RunState, TrainError> {
-    recover_dir(out)?;
+    recover_dir(out).map_err(CheckpointError::from)?;
     let refuse = |reason: String| TrainError::OutDir {
         path: out.to_path_buf(),
         reason,
@@ -540,7 +540,7 @@ fn resumable(out: &Path, config: &TrainConfig) -> Result<RunState, TrainError> {
 /// directory holding a trained Focal model or other files, unless `overwrite`. Leftovers of
 /// killed runs are cleaned up first ([`recover_dir`]).
 pub fn check_out_dir(out: &Path, overwrite: bool) -> Result<(), TrainError> {
-    recover_dir(out)?;
+    recover_dir(out).map_err(CheckpointError::from)?;
     let refuse = |reason: String| TrainError::OutDir {
         path: out.to_path_buf(),
         reason,

@@ -1,0 +1,524 @@
+//! `focal classify`, `focal tag`, `focal answer`, `focal match`: transformers' pipeline tasks on
+//! Hugging Face directories, over texts given as arguments or streamed from standard input.
+
+use crate::output;
+use anyhow::{Context, bail};
+use clap::Args;
+use focal::attention::FusedAutodiffBackend;
+use focal::backend::{BackendJob, BackendKind, RunOn};
+use focal::heads::AnswerSearch;
+use focal::pretrained::{QaSettings, QuestionAnswerer, Tagger, TextClassifier, TextMatcher};
+use serde_json::json;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+/// The texts of a command: its arguments, or the lines of standard input when it has none, read
+/// a batch at a time (a long input never sits in memory at once). Empty texts are skipped with
+/// a warning; each text keeps its line (or argument) number.
+pub struct Inputs {
+    args: std::vec::IntoIter<String>,
+    stdin: Option<std::io::Lines<std::io::StdinLock<'static>>>,
+    number: usize,
+    skipped: usize,
+}
+
+impl Inputs {
+    /// Texts from `args`, or from standard input when `args` is empty.
+    pub fn new(args: Vec<String>) -> Self {
+        let stdin = args.is_empty().then(|| std::io::stdin().lock().lines());
+        Self {
+            args: args.into_iter(),
+            stdin,
+            number: 0,
+            skipped: 0,
+        }
+    }
+
+    /// Whether the texts come from standard input.
+    pub fn streaming(&self) -> bool {
+        self.stdin.is_some()
+    }
+
+    fn next_text(&mut self) -> anyhow::Result<Option<String>> {
+        let next = match &mut self.stdin {
+            Some(lines) => lines
+                .next()
+                .transpose()
+                .with_context(|| format!("standard input, line {}", self.number + 1))?,
+            None => self.args.next(),
+        };
+        if next.is_some() {
+            self.number += 1;
+        }
+        Ok(next)
+    }
+
+    /// The next at most `n` non-empty texts with their numbers (counted from 1); empty when
+    /// the input is exhausted.
+    pub fn batch(&mut self, n: usize) -> anyhow::Result<Vec<(usize, String)>> {
+        let mut batch = Vec::with_capacity(n.min(1024));
+        while batch.len() < n {
+            let Some(text) = self.next_text()? else {
+                break;
+            };
+            let text = text.strip_suffix('\r').map(str::to_string).unwrap_or(text);
+            if text.trim().is_empty() {
+                if self.skipped == 0 {
+                    let place = if self.streaming() { "line" } else { "text" };
+                    tracing::warn!("{place} {} is empty: skipped", self.number);
+                }
+                self.skipped += 1;
+                continue;
+            }
+            batch.push((self.number, text));
+        }
+        Ok(batch)
+    }
+
+    /// Says how many empty texts were skipped, when more than the first.
+    pub fn finish(self) {
+        if self.skipped > 1 {
+            tracing::warn!("{} empty texts were skipped in all", self.skipped);
+        }
+    }
+}
+
+/// Runs `each` on every batch of `inputs`.
+pub fn for_each_batch(
+    mut inputs: Inputs,
+    batch_size: usize,
+    mut each: impl FnMut(Vec<(usize, String)>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    if batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    loop {
+        let batch = inputs.batch(batch_size)?;
+        if batch.is_empty() {
+            break;
+        }
+        each(batch)?;
+    }
+    inputs.finish();
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct ClassifyArgs {
+    /// A BertForSequenceClassification directory (config.json with id2label,
+    /// model.safetensors, tokenizer.json).
+    #[arg(long)]
+    model: PathBuf,
+    /// The second text of a pair, once per TEXT (a cross-encoder: paraphrase, entailment).
+    #[arg(long)]
+    pair: Vec<String>,
+    /// Read pairs from standard input: each line is TEXT<TAB>SECOND TEXT.
+    #[arg(long, conflicts_with = "pair")]
+    pairs: bool,
+    /// Labels to print per text, best first (more than the model has: all).
+    #[arg(long, default_value_t = 1)]
+    top_k: usize,
+    /// Texts per forward pass.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Texts to classify (none: one per line of standard input).
+    text: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct TagArgs {
+    /// A BertForTokenClassification directory (config.json with id2label, e.g. O, B-PER,
+    /// I-PER, …).
+    #[arg(long)]
+    model: PathBuf,
+    /// Texts per forward pass.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Texts to tag (none: one per line of standard input).
+    text: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct AnswerArgs {
+    /// A BertForQuestionAnswering directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// The text to find answers in (any length: it is read in overlapping windows).
+    #[arg(long, required_unless_present = "context_file")]
+    context: Option<String>,
+    /// Read the context from this file instead.
+    #[arg(long, conflicts_with = "context")]
+    context_file: Option<PathBuf>,
+    /// A question (repeatable; none: one per line of standard input).
+    #[arg(long)]
+    question: Vec<String>,
+    /// Answers per question.
+    #[arg(long, default_value_t = 1)]
+    top_k: usize,
+    /// Longest answer, in tokens.
+    #[arg(long, default_value_t = 15)]
+    max_answer_len: usize,
+    /// Let "no answer" (empty, score of the [CLS] token) compete.
+    #[arg(long)]
+    handle_impossible_answer: bool,
+    /// Tokens per window of question and context (default: the model's positions, at most
+    /// 384).
+    #[arg(long)]
+    max_seq_len: Option<usize>,
+    /// Tokens shared by consecutive windows (default: half a window, at most 128).
+    #[arg(long)]
+    doc_stride: Option<usize>,
+    /// Questions per batch read from standard input.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct MatchArgs {
+    /// A BERT or sentence-transformers directory (e.g. all-MiniLM-L6-v2).
+    #[arg(long)]
+    model: PathBuf,
+    /// The candidates: one per line, or a .csv / .tsv / .jsonl file whose --column holds them.
+    #[arg(long)]
+    candidates: PathBuf,
+    /// The column (CSV, TSV header) or field (JSON Lines) of the candidates.
+    #[arg(long, default_value = "text")]
+    column: String,
+    /// Matches per query.
+    #[arg(long, default_value_t = 3)]
+    top_k: usize,
+    /// Texts per forward pass (candidates and queries).
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Queries (none: one per line of standard input).
+    query: Vec<String>,
+}
+
+/// `{"line": n}` for texts read from standard input (so that skipped empty lines leave the
+/// numbering clear), nothing for arguments.
+fn line_field(streaming: bool, number: usize) -> serde_json::Value {
+    if streaming {
+        json!(number)
+    } else {
+        json!(null)
+    }
+}
+
+fn split_pair(number: usize, line: &str) -> anyhow::Result<(String, String)> {
+    let Some((text, pair)) = line.split_once('\t') else {
+        bail!("line {number}: --pairs needs TEXT<TAB>SECOND TEXT, found no tab");
+    };
+    Ok((text.to_string(), pair.to_string()))
+}
+
+struct ClassifyJob {
+    args: ClassifyArgs,
+    json: bool,
+}
+
+impl BackendJob for ClassifyJob {
+    type Output = anyhow::Result<()>;
+}
+
+impl<B: FusedAutodiffBackend> RunOn<B> for ClassifyJob {
+    fn run(self, device: B::Device) -> Self::Output {
+        let args = self.args;
+        if !args.pair.is_empty() && args.pair.len() != args.text.len() {
+            bail!(
+                "--pair is given {} times for {} texts: one second text per TEXT",
+                args.pair.len(),
+                args.text.len()
+            );
+        }
+        if args.top_k == 0 {
+            bail!("--top-k must be at least 1");
+        }
+        let classifier = TextClassifier::<B::InnerBackend>::load(&args.model, &device)?;
+        let mut given_pairs = args.pair.into_iter();
+        let inputs = Inputs::new(args.text);
+        let streaming = inputs.streaming();
+        for_each_batch(inputs, args.batch_size, |batch| {
+            let (numbers, mut texts): (Vec<usize>, Vec<String>) = batch.into_iter().unzip();
+            let pairs: Option<Vec<String>> = if args.pairs {
+                let split = numbers
+                    .iter()
+                    .zip(&texts)
+                    .map(|(&n, line)| split_pair(n, line))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let (firsts, seconds) = split.into_iter().unzip();
+                texts = firsts;
+                Some(seconds)
+            } else if given_pairs.len() > 0 {
+                Some(given_pairs.by_ref().take(texts.len()).collect())
+            } else {
+                None
+            };
+            let results = classifier.classify(&texts, pairs.as_deref(), Some(args.top_k))?;
+            for (i, labels) in results.iter().enumerate() {
+                let pair = pairs.as_ref().map(|p| p[i].as_str());
+                if self.json {
+                    output::line(json!({
+                        "line": line_field(streaming, numbers[i]),
+                        "text": texts[i],
+                        "pair": pair,
+                        "labels": labels,
+                    }))?;
+                } else {
+                    let shown: Vec<String> = labels
+                        .iter()
+                        .map(|l| format!("{} {:.4}", l.label, l.score))
+                        .collect();
+                    let input = match pair {
+                        Some(pair) => format!("{}\t{pair}", texts[i]),
+                        None => texts[i].clone(),
+                    };
+                    output::line(format_args!("{}\t{input}", shown.join(", ")))?;
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+pub fn classify(backend: BackendKind, args: ClassifyArgs, json: bool) -> anyhow::Result<()> {
+    backend.run(ClassifyJob { args, json })?
+}
+
+struct TagJob {
+    args: TagArgs,
+    json: bool,
+}
+
+impl BackendJob for TagJob {
+    type Output = anyhow::Result<()>;
+}
+
+impl<B: FusedAutodiffBackend> RunOn<B> for TagJob {
+    fn run(self, device: B::Device) -> Self::Output {
+        let args = self.args;
+        let tagger = Tagger::<B::InnerBackend>::load(&args.model, &device)?;
+        let inputs = Inputs::new(args.text);
+        let streaming = inputs.streaming();
+        for_each_batch(inputs, args.batch_size, |batch| {
+            let (numbers, texts): (Vec<usize>, Vec<String>) = batch.into_iter().unzip();
+            for (i, entities) in tagger.tag(&texts)?.iter().enumerate() {
+                if self.json {
+                    output::line(json!({
+                        "line": line_field(streaming, numbers[i]),
+                        "text": texts[i],
+                        "entities": entities,
+                    }))?;
+                } else {
+                    let shown: Vec<String> = entities
+                        .iter()
+                        .map(|e| {
+                            format!(
+                                "{} \"{}\" [{}, {}) {:.4}",
+                                e.entity_group, e.word, e.start, e.end, e.score
+                            )
+                        })
+                        .collect();
+                    output::line(format_args!("{}\t{}", texts[i], shown.join("; ")))?;
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+pub fn tag(backend: BackendKind, args: TagArgs, json: bool) -> anyhow::Result<()> {
+    backend.run(TagJob { args, json })?
+}
+
+struct AnswerJob {
+    args: AnswerArgs,
+    json: bool,
+}
+
+impl BackendJob for AnswerJob {
+    type Output = anyhow::Result<()>;
+}
+
+impl<B: FusedAutodiffBackend> RunOn<B> for AnswerJob {
+    fn run(self, device: B::Device) -> Self::Output {
+        let args = self.args;
+        let context = match (&args.context, &args.context_file) {
+            (Some(text), _) => text.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .with_context(|| format!("--context-file {}", path.display()))?,
+            (None, None) => bail!("give --context TEXT or --context-file FILE"),
+        };
+        if context.trim().is_empty() {
+            bail!("the context is empty");
+        }
+        let settings = QaSettings {
+            search: AnswerSearch {
+                top_k: args.top_k,
+                max_answer_len: args.max_answer_len,
+                handle_impossible_answer: args.handle_impossible_answer,
+            },
+            max_seq_len: args.max_seq_len,
+            doc_stride: args.doc_stride,
+        };
+        settings.search.validate()?;
+        let answerer = QuestionAnswerer::<B::InnerBackend>::load(&args.model, &device)?;
+        let inputs = Inputs::new(args.question);
+        let streaming = inputs.streaming();
+        for_each_batch(inputs, args.batch_size, |batch| {
+            for (number, question) in batch {
+                let answers = answerer.answer(&question, &context, &settings)?;
+                if self.json {
+                    output::line(json!({
+                        "line": line_field(streaming, number),
+                        "question": question,
+                        "answers": answers,
+                    }))?;
+                } else {
+                    for answer in answers {
+                        output::line(format_args!(
+                            "{}\t{:.4}\t[{}, {})\t{question}",
+                            answer.answer, answer.score, answer.start, answer.end
+                        ))?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+pub fn answer(backend: BackendKind, args: AnswerArgs, json: bool) -> anyhow::Result<()> {
+    backend.run(AnswerJob { args, json })?
+}
+
+/// Reads the candidates of `path` a batch at a time: plain lines, or the `column` of a CSV /
+/// TSV file (by header) or of a JSON Lines file (by field), chosen by the file's extension.
+fn read_candidates(
+    path: &Path,
+    column: &str,
+    batch_size: usize,
+    mut each: impl FnMut(Vec<String>) -> anyhow::Result<()>,
+) -> anyhow::Result<usize> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("--candidates {}", path.display()))?;
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let at = |line: usize| format!("{}, line {line}", path.display());
+    let mut batch = Vec::new();
+    let mut total = 0;
+    let mut push = |text: String, batch: &mut Vec<String>| -> anyhow::Result<()> {
+        if text.trim().is_empty() {
+            return Ok(());
+        }
+        batch.push(text);
+        total += 1;
+        if batch.len() == batch_size {
+            each(std::mem::take(batch))?;
+        }
+        Ok(())
+    };
+    match extension.as_str() {
+        "csv" | "tsv" => {
+            let mut reader = csv::ReaderBuilder::new()
+                .delimiter(if extension == "tsv" { b'\t' } else { b',' })
+                .from_reader(std::io::BufReader::new(file));
+            let headers = reader.headers().with_context(|| at(1))?.clone();
+            let index = headers.iter().position(|h| h == column).with_context(|| {
+                format!(
+                    "{}: no column \"{column}\" (the header has {}); choose one with --column",
+                    path.display(),
+                    headers.iter().collect::<Vec<_>>().join(", ")
+                )
+            })?;
+            for record in reader.records() {
+                let record = record.with_context(|| path.display().to_string())?;
+                let line = record.position().map_or(0, |p| p.line() as usize);
+                let text = record
+                    .get(index)
+                    .with_context(|| format!("{}: no column \"{column}\"", at(line)))?;
+                push(text.to_string(), &mut batch)?;
+            }
+        }
+        "jsonl" | "ndjson" => {
+            for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+                let line = line.with_context(|| at(i + 1))?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let value: serde_json::Value =
+                    serde_json::from_str(&line).with_context(|| at(i + 1))?;
+                let text = value
+                    .get(column)
+                    .and_then(|v| v.as_str())
+                    .with_context(|| format!("{}: no text field \"{column}\"", at(i + 1)))?;
+                push(text.to_string(), &mut batch)?;
+            }
+        }
+        _ => {
+            for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+                push(line.with_context(|| at(i + 1))?, &mut batch)?;
+            }
+        }
+    }
+    if !batch.is_empty() {
+        each(batch)?;
+    }
+    Ok(total)
+}
+
+struct MatchJob {
+    args: MatchArgs,
+    json: bool,
+}
+
+impl BackendJob for MatchJob {
+    type Output = anyhow::Result<()>;
+}
+
+impl<B: FusedAutodiffBackend> RunOn<B> for MatchJob {
+    fn run(self, device: B::Device) -> Self::Output {
+        let args = self.args;
+        if args.top_k == 0 || args.batch_size == 0 {
+            bail!("--top-k and --batch-size must be at least 1");
+        }
+        let mut matcher = TextMatcher::<B::InnerBackend>::load(&args.model, &device)?;
+        let count = read_candidates(&args.candidates, &args.column, args.batch_size, |texts| {
+            Ok(matcher.add_candidates(texts)?)
+        })?;
+        if count == 0 {
+            bail!("{}: no candidates", args.candidates.display());
+        }
+        let inputs = Inputs::new(args.query);
+        let streaming = inputs.streaming();
+        for_each_batch(inputs, args.batch_size, |batch| {
+            let (numbers, queries): (Vec<usize>, Vec<String>) = batch.into_iter().unzip();
+            for (i, matches) in matcher.top_k(&queries, args.top_k)?.iter().enumerate() {
+                if self.json {
+                    output::line(json!({
+                        "line": line_field(streaming, numbers[i]),
+                        "query": queries[i],
+                        "matches": matches,
+                    }))?;
+                } else {
+                    for (rank, m) in matches.iter().enumerate() {
+                        output::line(format_args!(
+                            "{}\t{}\t{:.4}\t{}",
+                            queries[i],
+                            rank + 1,
+                            m.score,
+                            m.text
+                        ))?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+pub fn match_texts(backend: BackendKind, args: MatchArgs, json: bool) -> anyhow::Result<()> {
+    backend.run(MatchJob { args, json })?
+}
