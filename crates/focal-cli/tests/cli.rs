@@ -188,10 +188,40 @@ fn json_stdout(output: &Output) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).expect("JSON on stdout")
 }
 
+/// Standard output as JSON Lines, one value per line.
+fn json_lines(output: &Output) -> Vec<serde_json::Value> {
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON value per line"))
+        .collect()
+}
+
+/// Runs focal with `stdin` as its standard input.
+fn focal_with_input(args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_focal"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the focal binary runs");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
 #[test]
 fn embed_prints_one_vector_per_text() {
     let model = fixture("bert");
-    let out = json_stdout(&focal(&[
+    let lines = json_lines(&focal(&[
         "--json",
         "embed",
         "--model",
@@ -200,14 +230,306 @@ fn embed_prints_one_vector_per_text() {
         "he was here .",
         "the city",
     ]));
-    let embeddings = out["embeddings"].as_array().unwrap();
-    assert_eq!(embeddings.len(), 2);
-    for e in embeddings {
-        let v: Vec<f64> = serde_json::from_value(e.clone()).unwrap();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["text"], "the city");
+    for line in lines {
+        let v: Vec<f64> = serde_json::from_value(line["embedding"].clone()).unwrap();
         assert_eq!(v.len(), 32);
         let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
         assert!((norm - 1.0).abs() < 1e-5, "norm {norm}");
     }
+}
+
+fn heads(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/heads")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// `focal classify` on arguments, on pairs, and streamed from standard input in batches smaller
+/// than the input (JSON Lines with line numbers; an empty line skipped with one warning); the
+/// labels are the model's, best first, as transformers' pipeline gives them.
+#[test]
+fn classify_reads_arguments_pairs_and_standard_input() {
+    let model = heads("classify");
+    let out = focal(&[
+        "classify",
+        "--model",
+        &model,
+        "the capital of france is paris .",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // transformers: neutral 0.68236, negative 0.25060, positive 0.06704.
+    assert_eq!(stdout, "neutral 0.6824\tthe capital of france is paris .\n");
+
+    let lines = json_lines(&focal(&[
+        "--json",
+        "classify",
+        "--model",
+        &model,
+        "--top-k",
+        "9",
+        "what did he say",
+        "--pair",
+        "he said that he would come back .",
+    ]));
+    let labels: Vec<&str> = lines[0]["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels.len(), 3);
+    assert_eq!(lines[0]["pair"], "he said that he would come back .");
+
+    let input = "the city\n\nhe was here\nthe world\n\n";
+    let out = focal_with_input(
+        &["--json", "classify", "--model", &model, "--batch-size", "2"],
+        input,
+    );
+    let lines = json_lines(&out);
+    let numbers: Vec<u64> = lines.iter().map(|l| l["line"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, [1, 3, 4]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 2 is empty: skipped"), "{stderr}");
+    assert!(stderr.contains("2 empty texts were skipped"), "{stderr}");
+
+    let out = focal_with_input(
+        &["classify", "--model", &model, "--pairs"],
+        "a question\tits pair\nno tab here\n",
+    );
+    assert_one_line_error(&out, "line 2: --pairs needs TEXT<TAB>SECOND TEXT");
+}
+
+/// `focal tag` prints the entity groups of transformers' pipeline (simple aggregation).
+#[test]
+fn tag_prints_entities_with_offsets() {
+    let lines = json_lines(&focal(&[
+        "--json",
+        "tag",
+        "--model",
+        &heads("tag"),
+        "the capital of france is paris .",
+    ]));
+    let entities: Vec<(String, String, u64, u64)> = lines[0]["entities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["entity_group"].as_str().unwrap().to_string(),
+                e["word"].as_str().unwrap().to_string(),
+                e["start"].as_u64().unwrap(),
+                e["end"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("LOC", "the", 0, 3),
+        ("ORG", "of", 12, 14),
+        ("LOC", "france", 15, 21),
+        ("LOC", "paris.", 25, 32),
+    ];
+    let expected: Vec<(String, String, u64, u64)> = expected
+        .iter()
+        .map(|&(g, w, s, e)| (g.to_string(), w.to_string(), s, e))
+        .collect();
+    assert_eq!(entities, expected);
+}
+
+/// `focal answer` over a context longer than one window, and questions from standard input.
+#[test]
+fn answer_finds_spans_in_long_contexts() {
+    let context = "paris is the capital of france . it is a city with many people , and he said that the city was the capital of the world for years . there is a state there , and the people have been working there since the old days . which city is the capital of france ? paris , he said , is still the capital .";
+    let out = focal(&[
+        "answer",
+        "--model",
+        &heads("qa"),
+        "--context",
+        context,
+        "--question",
+        "what is the capital of france ?",
+        "--top-k",
+        "3",
+        "--max-seq-len",
+        "48",
+        "--doc-stride",
+        "16",
+        "--max-answer-len",
+        "10",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answers: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('\t').take(3).collect::<Vec<_>>().join("|"))
+        .collect();
+    // transformers 4.57.1: "he" 1.0346 [69, 71), "which city is the" 0.4014 [217, 234),
+    // "which city is the capital of" 0.2305 [217, 245).
+    assert_eq!(
+        answers,
+        [
+            "he|1.0346|[69, 71)",
+            "which city is the|0.4014|[217, 234)",
+            "which city is the capital of|0.2305|[217, 245)"
+        ]
+    );
+    let lines = json_lines(&focal_with_input(
+        &[
+            "--json",
+            "answer",
+            "--model",
+            &heads("qa"),
+            "--context",
+            context,
+        ],
+        "who said it ?\nwhat city ?\n",
+    ));
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["question"], "what city ?");
+}
+
+/// `focal match` reads candidates from plain, CSV and JSON Lines files; the best candidate of a
+/// query that is one of them is itself, with cosine 1.
+#[test]
+fn match_ranks_candidates_from_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("faq.txt");
+    std::fs::write(
+        &plain,
+        "paris is big\n\nthe city of the world\nhe said no\n",
+    )
+    .unwrap();
+    let csv = dir.path().join("faq.csv");
+    std::fs::write(
+        &csv,
+        "id,question\n1,paris is big\n2,\"the city, of the world\"\n",
+    )
+    .unwrap();
+    let jsonl = dir.path().join("faq.jsonl");
+    std::fs::write(
+        &jsonl,
+        "{\"q\": \"paris is big\"}\n{\"q\": \"he said no\"}\n",
+    )
+    .unwrap();
+    for (file, column) in [(&plain, "text"), (&csv, "question"), (&jsonl, "q")] {
+        let lines = json_lines(&focal(&[
+            "--json",
+            "match",
+            "--model",
+            &fixture("bert"),
+            "--candidates",
+            &file.display().to_string(),
+            "--column",
+            column,
+            "--top-k",
+            "2",
+            "paris is big",
+        ]));
+        let best = &lines[0]["matches"][0];
+        assert_eq!(best["text"], "paris is big", "{file:?}");
+        assert!((best["score"].as_f64().unwrap() - 1.0).abs() < 1e-5);
+        assert_eq!(lines[0]["matches"].as_array().unwrap().len(), 2);
+    }
+    let out = focal(&[
+        "match",
+        "--model",
+        &fixture("bert"),
+        "--candidates",
+        &csv.display().to_string(),
+        "--column",
+        "answer",
+        "paris",
+    ]);
+    assert_one_line_error(&out, "no column \"answer\" (the header has id, question)");
+}
+
+/// A directory of another task, a config without labels, a line longer than the model: a clear
+/// message, never a panic.
+#[test]
+fn task_commands_explain_bad_models_and_inputs() {
+    let out = focal(&["classify", "--model", &heads("qa"), "a text"]);
+    assert_one_line_error(
+        &out,
+        "the model is BertForQuestionAnswering, not BertForSequenceClassification",
+    );
+    let out = focal(&["tag", "--model", &heads("classify"), "a text"]);
+    assert_one_line_error(&out, "not BertForTokenClassification");
+    let out = focal(&[
+        "answer",
+        "--model",
+        &heads("tag"),
+        "--context",
+        "c",
+        "--question",
+        "q",
+    ]);
+    assert_one_line_error(&out, "not BertForQuestionAnswering");
+    let out = focal(&["classify", "--model", &fixture("bert"), "a text"]);
+    assert_one_line_error(
+        &out,
+        "the model is BertModel, not BertForSequenceClassification",
+    );
+
+    // No id2label: transformers' names, said once.
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(heads("classify")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    let config_path = dir.path().join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    let object = config.as_object_mut().unwrap();
+    object.remove("id2label");
+    object.remove("label2id");
+    let without_labels = config.clone();
+    std::fs::write(&config_path, without_labels.to_string()).unwrap();
+    let model = dir.path().display().to_string();
+    let out = focal(&["classify", "--model", &model, "he was here"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("LABEL_1 0.6827"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no id2label; the 3 outputs are named LABEL_0 … LABEL_2"),
+        "{stderr}"
+    );
+
+    // Labels that do not fit the classifier.
+    config = without_labels;
+    config["id2label"] = serde_json::json!({"0": "a", "1": "b"});
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let out = focal(&["classify", "--model", &model, "he was here"]);
+    assert_one_line_error(&out, "2 labels, but the classifier has 3 outputs");
+
+    // Too long: cut, said once, answered.
+    let long = "the city ".repeat(100);
+    let out = focal_with_input(
+        &["tag", "--model", &heads("tag")],
+        &format!("{long}\n{long}\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("was cut to them").count(), 1, "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
 }
 
 #[test]
