@@ -169,11 +169,11 @@ pub fn search_answers(windows: &[QaWindow], context: &str, settings: &AnswerSear
     let mut min_null = 1_000_000f64;
     for window in windows {
         let l = window.start_logits.len();
-        let mut start = masked_softmax(&window.start_logits, &window.candidate);
-        let mut end = masked_softmax(&window.end_logits, &window.candidate);
         if l == 0 {
             continue;
         }
+        let mut start = masked_softmax(&window.start_logits, &window.candidate);
+        let mut end = masked_softmax(&window.end_logits, &window.candidate);
         if settings.handle_impossible_answer {
             min_null = min_null.min(f64::from(start[0] * end[0]));
         }

@@ -191,7 +191,7 @@ impl<B: FusedAttentionBackend> Tagger<B> {
 }
 
 /// Window settings of [`QuestionAnswerer::answer`] besides the answer search.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct QaSettings {
     /// How answers are searched.
     pub search: AnswerSearch,
@@ -201,15 +201,6 @@ pub struct QaSettings {
     pub doc_stride: Option<usize>,
 }
 
-impl Default for QaSettings {
-    fn default() -> Self {
-        Self {
-            search: AnswerSearch::default(),
-            max_seq_len: None,
-            doc_stride: None,
-        }
-    }
-}
 
 /// transformers' `question-answering` pipeline: a question and a context (of any length, cut into
 /// overlapping windows) → answers with character offsets and scores.
