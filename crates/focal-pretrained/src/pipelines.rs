@@ -201,7 +201,6 @@ pub struct QaSettings {
     pub doc_stride: Option<usize>,
 }
 
-
 /// transformers' `question-answering` pipeline: a question and a context (of any length, cut into
 /// overlapping windows) → answers with character offsets and scores.
 #[derive(Debug)]
