@@ -64,9 +64,38 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct TrainArgs {
-    /// The task: reverse (reverse a sequence of 4 to 12 digits).
+    /// The task: reverse (reverse a sequence of 4 to 12 digits), or classify (fine-tune a text
+    /// classifier on --data from --init).
     #[arg(long)]
     task: String,
+    /// classify: the training rows, a .csv, .tsv or .jsonl file with a text and a label column.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// classify: the held-out rows (same format), scored before and after training.
+    #[arg(long)]
+    valid: Option<PathBuf>,
+    /// classify: the BERT or sentence-transformers directory to start from (e.g.
+    /// all-MiniLM-L6-v2), or a BertForSequenceClassification directory with the same labels.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// classify: passes over the data (default 3).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// classify: AdamW's learning rate (default 5e-5).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// classify: longest input in tokens (default 128).
+    #[arg(long)]
+    max_length: Option<usize>,
+    /// classify: the column (CSV / TSV header) or field (JSON Lines) of the texts.
+    #[arg(long, default_value = "text")]
+    text_column: String,
+    /// classify: the column of the second texts of pairs (none: single texts).
+    #[arg(long)]
+    pair_column: Option<String>,
+    /// classify: the column of the labels.
+    #[arg(long, default_value = "label")]
+    label_column: String,
     /// Optimiser steps (default: the task's recipe, 1000 for reverse).
     #[arg(long)]
     steps: Option<usize>,
@@ -176,7 +205,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn train(backend: BackendKind, args: TrainArgs, json: bool) -> anyhow::Result<()> {
-    let task: TaskKind = args.task.parse().map_err(anyhow::Error::msg)?;
+    if args.task == "classify" {
+        return fine_tune(backend, args, json);
+    }
+    let task: TaskKind = args
+        .task
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("{e}, classify"))?;
+    for (flag, given) in [
+        ("--data", args.data.is_some()),
+        ("--valid", args.valid.is_some()),
+        ("--init", args.init.is_some()),
+        ("--epochs", args.epochs.is_some()),
+        ("--lr", args.lr.is_some()),
+        ("--max-length", args.max_length.is_some()),
+    ] {
+        if given {
+            bail!("{flag} is for --task classify; the {task} task makes its own data");
+        }
+    }
     let mut config = TrainConfig::for_task(task);
     config.steps = args.steps.unwrap_or(config.steps);
     config.batch_size = args.batch_size.unwrap_or(config.batch_size);
@@ -241,6 +288,111 @@ fn train(backend: BackendKind, args: TrainArgs, json: bool) -> anyhow::Result<()
             m.examples,
             100.0 * m.token_accuracy
         ))?;
+        output::line(format_args!("model written to {}", out.display()))?;
+    }
+    Ok(())
+}
+
+/// `focal train --task classify`: fine-tunes a classifier on burn-train's Learner.
+fn fine_tune(backend: BackendKind, args: TrainArgs, json: bool) -> anyhow::Result<()> {
+    use focal::train::{Columns, FineTuneConfig, FineTuneReport};
+    let need = |value: Option<PathBuf>, flag: &str| {
+        value.with_context(|| format!("--task classify needs {flag}"))
+    };
+    let data = need(args.data, "--data FILE")?;
+    let valid = need(args.valid, "--valid FILE")?;
+    let init = need(
+        args.init,
+        "--init DIR (a BERT or sentence-transformers directory)",
+    )?;
+    let out = args.out.context("--task classify needs --out DIR")?;
+    if args.resume || args.steps.is_some() || args.eval_every.is_some() {
+        bail!("--resume, --steps and --eval-every are not available for --task classify yet");
+    }
+    for (path, flag) in [(&data, "--data"), (&valid, "--valid")] {
+        if !path.is_file() {
+            bail!("{flag} {}: no such file", path.display());
+        }
+    }
+    if !init.is_dir() {
+        bail!("--init {}: no such directory", init.display());
+    }
+    focal::train::trainer::check_out_dir(&out, args.overwrite)?;
+    let defaults = FineTuneConfig::default();
+    let config = FineTuneConfig {
+        epochs: args.epochs.unwrap_or(defaults.epochs),
+        batch_size: args.batch_size.unwrap_or(defaults.batch_size),
+        learning_rate: args.lr.unwrap_or(defaults.learning_rate),
+        max_length: args.max_length.unwrap_or(defaults.max_length),
+        seed: args.seed.unwrap_or(defaults.seed),
+        columns: Columns {
+            text: args.text_column,
+            pair: args.pair_column,
+            label: args.label_column,
+        },
+    };
+    config.validate()?;
+
+    struct FineTuneJob {
+        init: PathBuf,
+        data: PathBuf,
+        valid: PathBuf,
+        out: PathBuf,
+        config: FineTuneConfig,
+    }
+    impl BackendJob for FineTuneJob {
+        type Output = Result<FineTuneReport, focal::train::FineTuneError>;
+    }
+    impl<B: FusedAutodiffBackend> RunOn<B> for FineTuneJob {
+        fn run(self, device: B::Device) -> Self::Output {
+            focal::train::fine_tune_classifier::<B>(
+                &self.init,
+                &self.data,
+                &self.valid,
+                &self.out,
+                &self.config,
+                &device,
+            )
+        }
+    }
+    {
+        // With -v: the data files are read inside the job, and a refusal must stay one line.
+        tracing::info!(
+            "fine-tuning {} on {} ({} epochs, batch {}, lr {}) on {backend}, writing {}",
+            init.display(),
+            data.display(),
+            config.epochs,
+            config.batch_size,
+            config.learning_rate,
+            out.display()
+        );
+    }
+    let report = backend.run(FineTuneJob {
+        init,
+        data,
+        valid,
+        out: out.clone(),
+        config,
+    })??;
+    if json {
+        output::line(serde_json::to_string_pretty(&report)?)?;
+    } else {
+        output::line(format_args!(
+            "trained on {} examples in {:.1} s ({:.1} examples/s), labels {}",
+            report.train_examples,
+            report.seconds,
+            report.examples_per_second,
+            report.labels.join(", ")
+        ))?;
+        for (when, m) in [("before", &report.before), ("after", &report.after)] {
+            output::line(format_args!(
+                "held-out {when}: accuracy {:.2}%, macro-F1 {:.4}, loss {:.4} ({} examples)",
+                100.0 * m.accuracy,
+                m.macro_f1,
+                m.loss,
+                m.examples
+            ))?;
+        }
         output::line(format_args!("model written to {}", out.display()))?;
     }
     Ok(())

@@ -41,7 +41,10 @@ fn unknown_backend_is_one_line() {
 #[test]
 fn unknown_task_is_one_line() {
     let out = focal(&["train", "--task", "juggle"]);
-    assert_one_line_error(&out, "unknown task 'juggle': expected one of reverse");
+    assert_one_line_error(
+        &out,
+        "unknown task 'juggle': expected one of reverse, classify",
+    );
 }
 
 #[test]
@@ -913,4 +916,72 @@ fn inputs_cut_to_the_model_are_reported_once() {
     assert_eq!(stderr.matches("was cut to them").count(), 1, "{stderr}");
     assert!(!stderr.contains('\u{1b}'), "{stderr}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+}
+
+/// `focal train --task classify` fine-tunes the tiny BERT on the committed rows: held-out
+/// accuracy rises, and `focal classify` runs the directory it writes; bad settings are one line.
+#[test]
+fn train_classify_fine_tunes_and_classify_runs_the_result() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+    let data = fixtures
+        .join("train/classify_train.csv")
+        .display()
+        .to_string();
+    let valid = fixtures
+        .join("train/classify_valid.csv")
+        .display()
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run").display().to_string();
+    let report = json_stdout(&focal(&[
+        "--json",
+        "train",
+        "--task",
+        "classify",
+        "--data",
+        &data,
+        "--valid",
+        &valid,
+        "--init",
+        &fixture("bert"),
+        "--out",
+        &out,
+        "--epochs",
+        "12",
+        "--lr",
+        "3e-3",
+        "--batch-size",
+        "16",
+    ]));
+    assert_eq!(report["labels"], serde_json::json!(["person", "place"]));
+    let before = report["before"]["accuracy"].as_f64().unwrap();
+    let after = report["after"]["accuracy"].as_f64().unwrap();
+    assert!(
+        after >= 0.9 && after > before,
+        "accuracy {before} -> {after}"
+    );
+    let classified = focal(&["classify", "--model", &out, "paris was great ."]);
+    assert!(String::from_utf8_lossy(&classified.stdout).starts_with("place "));
+
+    let out2 = dir.path().join("run2").display().to_string();
+    let missing = focal(&[
+        "train", "--task", "classify", "--data", &data, "--out", &out2,
+    ]);
+    assert_one_line_error(&missing, "--task classify needs --valid FILE");
+    let bad = focal(&[
+        "train",
+        "--task",
+        "classify",
+        "--data",
+        &data,
+        "--valid",
+        &valid,
+        "--init",
+        &fixture("bert"),
+        "--out",
+        &out2,
+        "--label-column",
+        "category",
+    ]);
+    assert_one_line_error(&bad, "no column \"category\" in the header (text, label)");
 }

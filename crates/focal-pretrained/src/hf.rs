@@ -212,7 +212,7 @@ impl EncodedBatch {
 }
 
 /// A directory's `tokenizer.json` with truncation to the model's length and batch padding.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct TextTokenizer {
     tokenizer: Tokenizer,
     path: PathBuf,

@@ -201,6 +201,68 @@ impl<B: Backend> BertForSequenceClassification<B> {
     }
 }
 
+impl<B: Backend> BertForSequenceClassification<B> {
+    /// A classifier for `labels` to fine-tune from a directory: a `BertForSequenceClassification`
+    /// directory with these labels is loaded as it is; any other BERT or sentence-transformers
+    /// directory gives its encoder and pooler (a new pooler when it has none) under a new
+    /// classifier (burn's initialisation), as transformers'
+    /// `AutoModelForSequenceClassification.from_pretrained(dir, num_labels=…)` does.
+    pub fn for_labels(
+        dir: &Path,
+        labels: Vec<String>,
+        problem_type: ProblemType,
+        device: &B::Device,
+    ) -> Result<(Self, TaskConfig), PretrainedError> {
+        let path = file(dir, "config.json", "config.json")?;
+        let fields: TaskFields = read_json(&path)?;
+        let task = BertTask::SequenceClassification;
+        if fields
+            .architectures
+            .as_ref()
+            .is_some_and(|found| found.iter().any(|a| a == task.architecture()))
+        {
+            let (model, config) = Self::load(dir, device)?;
+            if config.labels != labels {
+                return Err(PretrainedError::Unsupported {
+                    path,
+                    option: "id2label".to_string(),
+                    value: format!(
+                        "{:?}, but the data's labels are {labels:?} (start from the encoder's directory to train a new head)",
+                        config.labels
+                    ),
+                });
+            }
+            return Ok((model, config));
+        }
+        let (mut bert, config) = Bert::load(dir, device)?;
+        bert.mlm = None;
+        let invalid = |cause| PretrainedError::Config {
+            path: path.clone(),
+            cause,
+        };
+        let dropout = fields
+            .classifier_dropout
+            .unwrap_or(config.hidden_dropout_prob);
+        let mut head = SequenceClassifierConfig::new(config.hidden_size, labels.len())
+            .with_problem_type(problem_type)
+            .with_dropout(dropout)
+            .try_init::<B>(device)
+            .map_err(invalid)?;
+        if let Some(pooler) = bert.pooler.take() {
+            head.pooler = Some(pooler);
+        }
+        Ok((
+            Self { bert, head },
+            TaskConfig {
+                bert: config,
+                labels,
+                problem_type,
+                path,
+            },
+        ))
+    }
+}
+
 impl<B: Backend> BertForTokenClassification<B> {
     /// Reads a `BertForTokenClassification` directory: the encoder as [`Bert::load`] (no
     /// pooler), the classifier (`classifier`, `[num_labels, d]`) and the labels (`id2label`).
@@ -383,6 +445,7 @@ fn save_task_dir(
     config: &TaskConfig,
     task: BertTask,
     tensors: Vec<Saved>,
+    extra: &[(&str, Vec<u8>)],
 ) -> Result<(), PretrainedError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -491,6 +554,7 @@ fn save_task_dir(
         ("model.safetensors", &weights),
     ];
     files.extend(copied.iter().map(|(name, bytes)| (*name, bytes.as_slice())));
+    files.extend(extra.iter().map(|(name, bytes)| (*name, bytes.as_slice())));
     focal_backend::write_dir_atomic(dir, &files).map_err(|e| PretrainedError::Io {
         path: e.path,
         cause: e.source,
@@ -503,12 +567,29 @@ impl<B: Backend> BertForSequenceClassification<B> {
     /// [`BertForSequenceClassification::load`] for the names), with `config`'s labels and
     /// problem type and the tokenizer of the directory `config` was read from.
     pub fn save_pretrained(&self, dir: &Path, config: &TaskConfig) -> Result<(), PretrainedError> {
+        self.save_pretrained_with(dir, config, &[])
+    }
+
+    /// [`Self::save_pretrained`] with `extra` files (name, contents) in the same directory,
+    /// written with it as a whole (e.g. `metrics.json` of a training run).
+    pub fn save_pretrained_with(
+        &self,
+        dir: &Path,
+        config: &TaskConfig,
+        extra: &[(&str, Vec<u8>)],
+    ) -> Result<(), PretrainedError> {
         let mut tensors = bert_tensors(&self.bert);
         if let Some(pooler) = &self.head.pooler {
             tensors.extend(linear_tensors("bert.pooler.dense", pooler));
         }
         tensors.extend(linear_tensors("classifier", &self.head.classifier));
-        save_task_dir(dir, config, BertTask::SequenceClassification, tensors)
+        save_task_dir(
+            dir,
+            config,
+            BertTask::SequenceClassification,
+            tensors,
+            extra,
+        )
     }
 }
 
@@ -518,7 +599,7 @@ impl<B: Backend> BertForTokenClassification<B> {
     pub fn save_pretrained(&self, dir: &Path, config: &TaskConfig) -> Result<(), PretrainedError> {
         let mut tensors = bert_tensors(&self.bert);
         tensors.extend(linear_tensors("classifier", &self.head.classifier));
-        save_task_dir(dir, config, BertTask::TokenClassification, tensors)
+        save_task_dir(dir, config, BertTask::TokenClassification, tensors, &[])
     }
 }
 
@@ -528,6 +609,6 @@ impl<B: Backend> BertForQuestionAnswering<B> {
     pub fn save_pretrained(&self, dir: &Path, config: &TaskConfig) -> Result<(), PretrainedError> {
         let mut tensors = bert_tensors(&self.bert);
         tensors.extend(linear_tensors("qa_outputs", &self.head.qa_outputs));
-        save_task_dir(dir, config, BertTask::QuestionAnswering, tensors)
+        save_task_dir(dir, config, BertTask::QuestionAnswering, tensors, &[])
     }
 }

@@ -6,10 +6,13 @@
 //! - [`eval`]: exact-match and token accuracy by greedy decoding.
 //! - [`checkpoint`]: the model directory (`config.json`, `model.safetensors`, `metrics.json`),
 //!   written atomically and loaded with typed errors.
+//! - [`finetune`]: fine-tuning a text classifier on a user's CSV / TSV / JSON Lines file, from a
+//!   BERT or sentence-transformers directory, on burn-train's `Learner`; the result is a Hugging
+//!   Face `BertForSequenceClassification` directory with `metrics.json`.
 //! - [`trainer`]: the training loop: AdamW with linear warmup and cosine decay, an `indicatif`
 //!   progress bar with loss and throughput, periodic held-out evaluation.
 //!
-//! The loop is our own rather than burn-train's `Learner`: the tasks here are evaluated by
+//! The reverse task's loop is still our own rather than burn-train's `Learner`: the tasks here are evaluated by
 //! greedy decoding (exact match on whole sequences), checkpoints must be written atomically
 //! into one self-describing directory, and the progress display is a single `indicatif` line
 //! that works in a plain terminal and in CI logs. Optimiser, schedules and gradient clipping
@@ -18,6 +21,7 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod eval;
+pub mod finetune;
 pub mod optim;
 pub mod task;
 pub mod trainer;
@@ -27,6 +31,9 @@ pub use checkpoint::{
     write_atomic, write_dir_atomic,
 };
 pub use eval::{EvalMetrics, evaluate};
+pub use finetune::{
+    ClassifierMetrics, Columns, FineTuneConfig, FineTuneError, FineTuneReport, fine_tune_classifier,
+};
 pub use optim::{FusedAdamW, FusedAdamWConfig};
 pub use task::{Example, ReverseTask, Seq2SeqTask, TaskKind, TrainingStream};
 pub use trainer::{EvalPoint, TrainConfig, TrainError, TrainOptions, TrainReport, train};
