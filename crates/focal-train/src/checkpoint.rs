@@ -367,6 +367,7 @@ mod tests {
 
     #[test]
     fn round_trip_restores_the_same_outputs() {
+        let _rng = crate::rng_lock();
         let device = Default::default();
         let dir = tempfile::tempdir().unwrap();
         let artifact = artifact();
@@ -393,6 +394,7 @@ mod tests {
 
     #[test]
     fn missing_directory_and_files_are_named() {
+        let _rng = crate::rng_lock();
         let device = Default::default();
         let err = load_checkpoint::<NdArray>(Path::new("/nonexistent/focal"), &device).unwrap_err();
         assert_eq!(
@@ -410,6 +412,7 @@ mod tests {
 
     #[test]
     fn corrupt_or_mismatched_weights_are_typed_errors() {
+        let _rng = crate::rng_lock();
         let device = Default::default();
         let dir = tempfile::tempdir().unwrap();
         let artifact = artifact();
@@ -505,6 +508,7 @@ mod tests {
     /// within their precision), the others are refused naming the tensor and the type.
     #[test]
     fn weights_of_every_dtype_load_or_are_refused_by_name() {
+        let _rng = crate::rng_lock();
         let device = Default::default();
         let artifact = artifact();
         let model = artifact.model.init::<NdArray>(&device);
@@ -558,6 +562,7 @@ mod tests {
     /// NaN and infinities in any tensor are refused with its name and the element.
     #[test]
     fn non_finite_weights_are_refused_by_name() {
+        let _rng = crate::rng_lock();
         let device = Default::default();
         let artifact = artifact();
         let model = artifact.model.init::<NdArray>(&device);
@@ -588,6 +593,7 @@ mod tests {
     /// flip inside the values, a model), never a panic.
     #[test]
     fn truncated_or_flipped_weights_never_panic() {
+        let _rng = crate::rng_lock();
         let device = Default::default();
         let artifact = artifact();
         let model = artifact.model.init::<NdArray>(&device);
@@ -621,6 +627,7 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn special_files_are_refused_not_read() {
+        let _rng = crate::rng_lock();
         let device = Default::default();
         let artifact = artifact();
         let model = artifact.model.init::<NdArray>(&device);
@@ -646,6 +653,7 @@ mod tests {
     /// Lengths of 0 are refused when config.json is read.
     #[test]
     fn zero_lengths_are_refused() {
+        let _rng = crate::rng_lock();
         let dir = tempfile::tempdir().unwrap();
         let device = Default::default();
         let mut artifact = artifact();
@@ -665,6 +673,7 @@ mod tests {
     /// temporary directories of killed writes are removed.
     #[test]
     fn directories_are_replaced_whole_and_killed_writes_recovered() {
+        let _rng = crate::rng_lock();
         let parent = tempfile::tempdir().unwrap();
         let dir = parent.path().join("run");
         write_dir_atomic(&dir, &[("a", b"1"), ("b", b"2")]).unwrap();

@@ -324,7 +324,7 @@ pub struct FineTuneConfig {
     pub learning_rate: f64,
     /// Longest input in tokens (at most the model's positions).
     pub max_length: usize,
-    /// Seed of the shuffling.
+    /// Seed of the new head's initialisation, dropout and shuffling.
     pub seed: u64,
     /// Where the texts and labels are.
     pub columns: Columns,
@@ -525,6 +525,8 @@ pub fn fine_tune_classifier<B: FusedAutodiffBackend>(
             reason: format!("one label only ({labels:?}): a classifier needs at least two"),
         });
     }
+    // The new head's initialisation and dropout draw from the backend's generator.
+    focal_backend::seed::<B>(device, config.seed);
     let train_examples = classes(train_rows, &labels, train)?;
     let valid_examples = classes(valid_rows, &labels, valid)?;
     let (model, task) = BertForSequenceClassification::<B>::for_labels(
@@ -650,6 +652,7 @@ mod tests {
     /// directory written is a Hugging Face classifier that Focal's pipeline loads, with the
     /// data's labels and `metrics.json`.
     fn fine_tuning_learns_the_labels<B: FusedAttentionBackend>(device: &B::Device) {
+        let _rng = crate::rng_lock();
         let out = tempfile::tempdir().unwrap();
         let dir = out.path().join("model");
         let config = FineTuneConfig {

@@ -37,3 +37,14 @@ pub use finetune::{
 pub use optim::{FusedAdamW, FusedAdamWConfig};
 pub use task::{Example, ReverseTask, Seq2SeqTask, TaskKind, TrainingStream};
 pub use trainer::{EvalPoint, TrainConfig, TrainError, TrainOptions, TrainReport, train};
+
+/// burn's backend random generator is one per process: tests that need a run to be
+/// reproducible, and tests that draw from it (initialisation, dropout) while those run, take
+/// this lock.
+#[cfg(test)]
+pub(crate) fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    BACKEND_RNG
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -219,6 +219,7 @@ mod tests {
     /// (ndarray's kernel, and the generic path with the kernel off; the generic path on wgpu)
     /// equals burn's `AdamW` bit for bit at every step.
     fn fused_adamw_equals_burns_adamw<B: FusedAttentionBackend>(device: &B::Device) {
+        let _rng = crate::rng_lock();
         for (weight_decay, cautious, amsgrad) in [
             (0.0, false, false),
             (1e-2, false, false),

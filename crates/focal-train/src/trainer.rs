@@ -634,6 +634,7 @@ mod tests {
     fn short_run_lowers_the_loss_and_writes_a_loadable_model<B: FusedAttentionBackend>(
         device: &B::Device,
     ) {
+        let _rng = crate::rng_lock();
         let config = tiny_run(40, 20, 3e-3);
         let dir = tempfile::tempdir().unwrap();
         let report =
@@ -655,6 +656,7 @@ mod tests {
     #[cfg(feature = "ndarray")]
     #[test]
     fn a_short_run_learns_to_reverse() {
+        let _rng = crate::rng_lock();
         type B = focal_backend::NdArray;
         let config = tiny_run(200, 50, 1e-2);
         let dir = tempfile::tempdir().unwrap();
@@ -680,6 +682,7 @@ mod tests {
     #[cfg(feature = "ndarray")]
     #[test]
     fn a_resumed_run_equals_an_uninterrupted_one() {
+        let _rng = crate::rng_lock();
         type A = Autodiff<focal_backend::NdArray>;
         let device = Default::default();
         let config = tiny_run(12, 10, 3e-3);
@@ -747,6 +750,7 @@ mod tests {
 
     #[test]
     fn invalid_settings_are_refused() {
+        let _rng = crate::rng_lock();
         let mut config = TrainConfig::for_task(TaskKind::Reverse);
         config.batch_size = 0;
         assert_eq!(
