@@ -330,6 +330,7 @@ fn fine_tune(backend: BackendKind, args: TrainArgs, json: bool) -> anyhow::Resul
             pair: args.pair_column,
             label: args.label_column,
         },
+        progress: !json,
     };
     config.validate()?;
 

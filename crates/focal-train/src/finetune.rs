@@ -328,6 +328,9 @@ pub struct FineTuneConfig {
     pub seed: u64,
     /// Where the texts and labels are.
     pub columns: Columns,
+    /// Print one line per epoch on standard error (burn-train's loss and accuracy).
+    #[serde(skip)]
+    pub progress: bool,
 }
 
 impl Default for FineTuneConfig {
@@ -339,6 +342,7 @@ impl Default for FineTuneConfig {
             max_length: 128,
             seed: 42,
             columns: Columns::default(),
+            progress: false,
         }
     }
 }
@@ -392,25 +396,101 @@ pub struct FineTuneReport {
     pub after: ClassifierMetrics,
 }
 
-/// A renderer that prints nothing: burn-train's plain renderer writes every step on standard
-/// output, which belongs to results; Focal reports the held-out figures itself.
-struct QuietRenderer;
-
-impl MetricsRendererTraining for QuietRenderer {
-    fn update_train(&mut self, _state: MetricState) {}
-    fn update_valid(&mut self, _state: MetricState) {}
-    fn render_train(&mut self, _item: TrainingProgress, _progress: Vec<ProgressType>) {}
-    fn render_valid(&mut self, _item: TrainingProgress, _progress: Vec<ProgressType>) {}
+/// burn-train's metrics as one line per epoch on standard error (`epoch 2/3: train loss 0.41
+/// accuracy 81.2% | valid loss 0.37 accuracy 84.4%`), the means of the epoch's batches; nothing
+/// when `print` is off. burn-train's plain renderer writes every step on standard output,
+/// which belongs to results.
+struct EpochLines {
+    print: bool,
+    epochs: usize,
+    names: std::collections::HashMap<burn::train::metric::MetricId, String>,
+    train: std::collections::BTreeMap<String, (f64, usize)>,
+    valid: std::collections::BTreeMap<String, (f64, usize)>,
+    printed: usize,
 }
 
-impl MetricsRendererEvaluation for QuietRenderer {
+impl EpochLines {
+    fn record(&mut self, valid: bool, state: MetricState) {
+        if let MetricState::Numeric(entry, value) = state
+            && let Some(name) = self.names.get(&entry.metric_id)
+        {
+            let split = if valid {
+                &mut self.valid
+            } else {
+                &mut self.train
+            };
+            let (sum, count) = split.entry(name.clone()).or_default();
+            *sum += value.current();
+            *count += 1;
+        }
+    }
+
+    fn summary(split: &std::collections::BTreeMap<String, (f64, usize)>) -> String {
+        split
+            .iter()
+            .map(|(name, &(sum, count))| {
+                let mean = sum / count.max(1) as f64;
+                if name.contains("Accuracy") {
+                    format!("{} {:.1}%", name.to_lowercase(), mean)
+                } else {
+                    format!("{} {mean:.4}", name.to_lowercase())
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+impl MetricsRendererTraining for EpochLines {
+    fn update_train(&mut self, state: MetricState) {
+        self.record(false, state);
+    }
+
+    fn update_valid(&mut self, state: MetricState) {
+        self.record(true, state);
+    }
+
+    fn render_train(&mut self, _item: TrainingProgress, _progress: Vec<ProgressType>) {}
+
+    fn render_valid(&mut self, item: TrainingProgress, _progress: Vec<ProgressType>) {
+        let epoch = item.global_progress.items_processed;
+        let done = item
+            .progress
+            .as_ref()
+            .is_some_and(|p| p.items_processed >= p.items_total);
+        if done && epoch > self.printed {
+            if self.print {
+                eprintln!(
+                    "epoch {epoch}/{}: train {} | valid {}",
+                    self.epochs,
+                    Self::summary(&self.train),
+                    Self::summary(&self.valid)
+                );
+            }
+            self.printed = epoch;
+            self.train.clear();
+            self.valid.clear();
+        }
+    }
+
+    fn on_train_end(
+        &mut self,
+        _summary: Option<burn::train::LearnerSummary>,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        Ok(())
+    }
+}
+
+impl MetricsRendererEvaluation for EpochLines {
     fn update_test(&mut self, _name: EvaluationName, _state: MetricState) {}
     fn render_test(&mut self, _item: EvaluationProgress, _progress: Vec<ProgressType>) {}
 }
 
-impl MetricsRenderer for QuietRenderer {
+impl MetricsRenderer for EpochLines {
     fn manual_close(&mut self) {}
-    fn register_metric(&mut self, _definition: burn::train::metric::MetricDefinition) {}
+    fn register_metric(&mut self, definition: burn::train::metric::MetricDefinition) {
+        self.names.insert(definition.metric_id, definition.name);
+    }
 }
 
 /// Loss, accuracy, macro-F1 and confusion counts of `model` on `examples`.
@@ -528,6 +608,7 @@ pub fn fine_tune_classifier<B: FusedAutodiffBackend>(
     // The new head's initialisation and dropout draw from the backend's generator.
     focal_backend::seed::<B>(device, config.seed);
     let train_examples = classes(train_rows, &labels, train)?;
+    let train_count = train_examples.len();
     let valid_examples = classes(valid_rows, &labels, valid)?;
     let (model, task) = BertForSequenceClassification::<B>::for_labels(
         init,
@@ -556,14 +637,13 @@ pub fn fine_tune_classifier<B: FusedAutodiffBackend>(
                 })?;
         }
     }
-    let inner_device = device.clone();
     let before = evaluate_classifier(
         &model.valid(),
         &tokenizer,
         &valid_examples,
         labels.len(),
         config.batch_size,
-        &inner_device,
+        device,
     );
 
     let tokenizer = Arc::new(tokenizer);
@@ -575,11 +655,11 @@ pub fn fine_tune_classifier<B: FusedAutodiffBackend>(
         .shuffle(config.seed)
         .num_workers(1)
         .set_device(device.clone())
-        .build(Examples(train_examples.clone()));
+        .build(Examples(train_examples));
     let valid_loader = DataLoaderBuilder::new(batcher)
         .batch_size(config.batch_size)
         .num_workers(1)
-        .set_device(inner_device.clone())
+        .set_device(device.clone())
         .build(Examples(valid_examples.clone()));
 
     let parent = out
@@ -600,7 +680,14 @@ pub fn fine_tune_classifier<B: FusedAutodiffBackend>(
         .metric_valid_numeric(LossMetric::new())
         .metric_train_numeric(AccuracyMetric::new())
         .metric_valid_numeric(AccuracyMetric::new())
-        .renderer(QuietRenderer)
+        .renderer(EpochLines {
+            print: config.progress,
+            epochs: config.epochs,
+            names: Default::default(),
+            train: Default::default(),
+            valid: Default::default(),
+            printed: 0,
+        })
         // The process's own `tracing` subscriber (the CLI's) stays; burn-train would try to
         // install a second one.
         .with_application_logger(None)
@@ -621,14 +708,14 @@ pub fn fine_tune_classifier<B: FusedAutodiffBackend>(
         &valid_examples,
         labels.len(),
         config.batch_size,
-        &inner_device,
+        device,
     );
     let report = FineTuneReport {
         labels,
-        train_examples: train_examples.len(),
+        train_examples: train_count,
         config: config.clone(),
         seconds,
-        examples_per_second: (train_examples.len() * config.epochs) as f64 / seconds.max(1e-9),
+        examples_per_second: (train_count * config.epochs) as f64 / seconds.max(1e-9),
         before,
         after,
     };
@@ -662,6 +749,7 @@ mod tests {
             max_length: 32,
             seed: 3,
             columns: Columns::default(),
+            progress: false,
         };
         let report = fine_tune_classifier::<Autodiff<B>>(
             &fixtures().join("bert"),
