@@ -226,26 +226,24 @@ fn token_classifier_matches_transformers<B: FusedAttentionBackend>(device: &B::D
     }
 }
 
+/// Start and end logits of the recorded short question and context (no padding).
+fn short_qa_logits<B: FusedAttentionBackend>(
+    answerer: &QuestionAnswerer<B>,
+    device: &B::Device,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let case = &json()["qa"];
+    let ids = common::int_tensor::<B>(&ints(&case["short_input_ids"]), device);
+    let types = common::int_tensor(&ints(&case["short_token_type_ids"]), device);
+    let valid = ids.clone().ones_like().equal_elem(1);
+    answerer.model.forward((ids, types, valid))
+}
+
 /// Question answering: start/end logits and the loss on a short context; the pipeline's answers
 /// on a context longer than its windows, with three settings (top-k, no-answer, lengths).
 fn question_answering_matches_transformers<B: FusedAttentionBackend>(device: &B::Device) {
     let case = &json()["qa"];
     let answerer = QuestionAnswerer::<B>::load(&heads("qa"), device).unwrap();
-    let ids = ints(&case["short_input_ids"]);
-    let types = ints(&case["short_token_type_ids"]);
-    let tensor = |rows: &[Vec<i64>]| {
-        Tensor::<B, 2, Int>::from_data(
-            TensorData::new(
-                rows.iter().flatten().copied().collect::<Vec<_>>(),
-                [rows.len(), rows[0].len()],
-            ),
-            device,
-        )
-    };
-    let valid = tensor(&ids).ones_like().equal_elem(1);
-    let (start, end) = answerer
-        .model
-        .forward((tensor(&ids), tensor(&types), valid));
+    let (start, end) = short_qa_logits(&answerer, device);
     let tolerance = Tolerance::new(TOLERANCE, TOLERANCE);
     assert_close(
         start.clone(),
@@ -363,15 +361,8 @@ fn saved_heads_load_in_transformers<B: FusedAttentionBackend>(device: &B::Device
                 }
                 let saved = Tagger::<B>::load(&out, device).unwrap();
                 let (_, logits) = saved.logits(&strings(&all[name]["texts"])).unwrap();
-                let theirs: Vec<Vec<Vec<f32>>> =
-                    serde_json::from_value(expected["logits"].clone()).unwrap();
-                let shape = [theirs.len(), theirs[0].len(), theirs[0][0].len()];
-                let flat: Vec<f32> = theirs.into_iter().flatten().flatten().collect();
-                assert_close(
-                    logits,
-                    Tensor::from_data(TensorData::new(flat, shape), device),
-                    tolerance,
-                );
+                let theirs = common::json_tensor(&expected["logits"], device);
+                assert_close(logits, theirs, tolerance);
                 "BertForTokenClassification"
             }
             "qa" => {
@@ -384,30 +375,10 @@ fn saved_heads_load_in_transformers<B: FusedAttentionBackend>(device: &B::Device
                     continue;
                 }
                 let saved = QuestionAnswerer::<B>::load(&out, device).unwrap();
-                let ids = ints(&all["qa"]["short_input_ids"]);
-                let types = ints(&all["qa"]["short_token_type_ids"]);
-                let tensor = |rows: &[Vec<i64>]| {
-                    Tensor::<B, 2, Int>::from_data(
-                        TensorData::new(
-                            rows.iter().flatten().copied().collect::<Vec<_>>(),
-                            [rows.len(), rows[0].len()],
-                        ),
-                        device,
-                    )
-                };
-                let valid = tensor(&ids).ones_like().equal_elem(1);
-                let (start, end) = saved.model.forward((tensor(&ids), tensor(&types), valid));
-                let theirs: Vec<Vec<Vec<f32>>> =
-                    serde_json::from_value(expected["logits"].clone()).unwrap();
-                for (ours, theirs) in [start, end].into_iter().zip(theirs) {
-                    let shape = [theirs.len(), theirs[0].len()];
-                    let flat: Vec<f32> = theirs.into_iter().flatten().collect();
-                    assert_close(
-                        ours,
-                        Tensor::from_data(TensorData::new(flat, shape), device),
-                        tolerance,
-                    );
-                }
+                let (start, end) = short_qa_logits(&saved, device);
+                let theirs = &expected["logits"];
+                assert_close(start, common::json_tensor(&theirs[0], device), tolerance);
+                assert_close(end, common::json_tensor(&theirs[1], device), tolerance);
                 "BertForQuestionAnswering"
             }
             _ => {
@@ -423,15 +394,8 @@ fn saved_heads_load_in_transformers<B: FusedAttentionBackend>(device: &B::Device
                 assert_eq!(saved.config.labels, classifier.config.labels);
                 assert_eq!(saved.config.problem_type, classifier.config.problem_type);
                 let logits = saved.logits(&strings(&all[name]["texts"]), None).unwrap();
-                let theirs: Vec<Vec<f32>> =
-                    serde_json::from_value(expected["logits"].clone()).unwrap();
-                let shape = [theirs.len(), theirs[0].len()];
-                let flat: Vec<f32> = theirs.into_iter().flatten().collect();
-                assert_close(
-                    logits,
-                    Tensor::from_data(TensorData::new(flat, shape), device),
-                    tolerance,
-                );
+                let theirs = common::json_tensor(&expected["logits"], device);
+                assert_close(logits, theirs, tolerance);
                 "BertForSequenceClassification"
             }
         };

@@ -15,7 +15,6 @@
 
 use focal::attention::FusedAttentionBackend;
 use focal::backend::{Tolerance, assert_close};
-use focal::burn::tensor::{Int, Tensor, TensorData};
 use focal::heads::{EarlyStopping, GenerationConfig, Strategy, beam_search, generate};
 use focal::pretrained::{Bert, Gpt2, PretrainedError, hf};
 use std::path::{Path, PathBuf};
@@ -44,15 +43,6 @@ fn ids_json() -> serde_json::Value {
 
 fn rows(value: &serde_json::Value) -> Vec<Vec<i64>> {
     serde_json::from_value(value.clone()).unwrap()
-}
-
-fn int_tensor<B: FusedAttentionBackend>(
-    rows: &[Vec<i64>],
-    device: &B::Device,
-) -> Tensor<B, 2, Int> {
-    let l = rows[0].len();
-    let values: Vec<i64> = rows.iter().flatten().copied().collect();
-    Tensor::from_data(TensorData::new(values, [rows.len(), l]), device)
 }
 
 /// `BertModel`: last hidden states and pooled output, with padding; the tokenizer gives
@@ -84,8 +74,12 @@ fn bert_matches_hugging_face<B: FusedAttentionBackend>(device: &B::Device) {
         .collect();
     assert_eq!(ours_mask, mask);
 
-    let valid = int_tensor::<B>(&mask, device).equal_elem(1);
-    let out = bert.forward(int_tensor(&ids, device), int_tensor(&types, device), valid);
+    let valid = common::int_tensor::<B>(&mask, device).equal_elem(1);
+    let out = bert.forward(
+        common::int_tensor(&ids, device),
+        common::int_tensor(&types, device),
+        valid,
+    );
     let tolerance = Tolerance::new(TOLERANCE, TOLERANCE);
     assert_close(
         out.last_hidden_state,
@@ -105,9 +99,13 @@ fn bert_mlm_matches_hugging_face<B: FusedAttentionBackend>(device: &B::Device) {
     assert!(bert.pooler.is_none());
     let ids = rows(&ids_json()["bert_mlm"]["input_ids"]);
     let zeros: Vec<Vec<i64>> = ids.iter().map(|r| vec![0; r.len()]).collect();
-    let valid = int_tensor::<B>(&zeros, device).equal_elem(0);
+    let valid = common::int_tensor::<B>(&zeros, device).equal_elem(0);
     let h = bert
-        .forward(int_tensor(&ids, device), int_tensor(&zeros, device), valid)
+        .forward(
+            common::int_tensor(&ids, device),
+            common::int_tensor(&zeros, device),
+            valid,
+        )
         .last_hidden_state;
     assert_close(
         bert.mlm_logits(h),
@@ -122,7 +120,7 @@ fn gpt2_matches_hugging_face<B: FusedAttentionBackend>(device: &B::Device) {
     let (gpt2, config) = Gpt2::<B>::load(&fixtures().join("gpt2"), device).unwrap();
     let json = &ids_json()["gpt2"];
     let prompt = rows(&json["input_ids"]);
-    let logits = gpt2.forward(int_tensor(&prompt, device));
+    let logits = gpt2.forward(common::int_tensor(&prompt, device));
     assert_close(
         logits,
         reference().tensor("gpt2.logits", device),
@@ -219,7 +217,7 @@ fn gpt2_without_attention_scale_matches_transformers<B: FusedAttentionBackend>(d
     ));
     let prompt = rows(&ids_json()["gpt2"]["input_ids"]);
     assert_close(
-        gpt2.forward(int_tensor(&prompt, device)),
+        gpt2.forward(common::int_tensor(&prompt, device)),
         variants.tensor("gpt2_unscaled.logits", device),
         Tolerance::new(TOLERANCE, TOLERANCE),
     );
@@ -370,9 +368,9 @@ fn minilm_matches_sentence_transformers() {
             .map(|r| r.iter().map(|&t| t as i64).collect())
             .collect()
     };
-    let ids = int_tensor::<B>(&to_rows(&batch.ids), &device);
-    let types = int_tensor::<B>(&to_rows(&batch.type_ids), &device);
-    let valid = int_tensor::<B>(&to_rows(&batch.attention_mask), &device).equal_elem(1);
+    let ids = common::int_tensor::<B>(&to_rows(&batch.ids), &device);
+    let types = common::int_tensor::<B>(&to_rows(&batch.type_ids), &device);
+    let valid = common::int_tensor::<B>(&to_rows(&batch.attention_mask), &device).equal_elem(1);
     let ours = embedder.embed(ids, types, valid);
     let [_, d] = ours.dims();
     let ours = ours.into_data().to_vec::<f32>().unwrap();
@@ -413,10 +411,10 @@ fn pytorch_bin_weights_match_hugging_face() {
         rows(&json["attention_mask"]),
         rows(&json["token_type_ids"]),
     );
-    let valid = int_tensor::<B>(&mask, &device).equal_elem(1);
+    let valid = common::int_tensor::<B>(&mask, &device).equal_elem(1);
     let out = bert.forward(
-        int_tensor(&ids, &device),
-        int_tensor(&types, &device),
+        common::int_tensor(&ids, &device),
+        common::int_tensor(&types, &device),
         valid,
     );
     assert_close(
@@ -468,7 +466,7 @@ fn gpt2_attention_buffers_are_checked_not_ignored() {
     let (gpt2, _) = Gpt2::<B>::load(&fixtures().join("gpt2-buffers"), &device).unwrap();
     let prompt = rows(&ids_json()["gpt2"]["input_ids"]);
     assert_close(
-        gpt2.forward(int_tensor(&prompt, &device)),
+        gpt2.forward(common::int_tensor(&prompt, &device)),
         reference().tensor("gpt2.logits", &device),
         Tolerance::new(TOLERANCE, TOLERANCE),
     );

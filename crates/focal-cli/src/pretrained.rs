@@ -1,14 +1,15 @@
 //! `focal embed`, `focal fill-mask`, `focal generate`: Hugging Face model directories.
 
 use crate::output;
-use crate::tasks::{Inputs, for_each_batch};
+use crate::tasks::{Inputs, for_each_batch, line_field};
 use anyhow::{Context, bail};
 use clap::Args;
-use focal::attention::{FusedAttentionBackend, FusedAutodiffBackend};
+use focal::attention::FusedAutodiffBackend;
 use focal::backend::{BackendJob, BackendKind, RunOn};
-use focal::burn::tensor::{Bool, Int, Tensor, TensorData, activation::softmax};
+use focal::burn::tensor::activation::softmax;
 use focal::heads::{EarlyStopping, GenerationConfig, Strategy, generate};
-use focal::pretrained::{Bert, EncodedBatch, Gpt2, Pooling, SentenceEmbedder, TextTokenizer};
+use focal::pretrained::pipelines::bert_inputs;
+use focal::pretrained::{Bert, Gpt2, Pooling, TextMatcher, TextTokenizer};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -89,24 +90,6 @@ pub struct GenerateArgs {
     seed: u64,
 }
 
-fn tensor_2d<B: FusedAttentionBackend>(rows: &[Vec<u32>], device: &B::Device) -> Tensor<B, 2, Int> {
-    let l = rows.first().map_or(0, Vec::len);
-    let values: Vec<i64> = rows.iter().flatten().map(|&t| t as i64).collect();
-    Tensor::from_data(TensorData::new(values, [rows.len(), l]), device)
-}
-
-/// Ids, token types and the padding mask of a batch.
-fn inputs_of<B: FusedAttentionBackend>(
-    batch: &EncodedBatch,
-    device: &B::Device,
-) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>, Tensor<B, 2, Bool>) {
-    (
-        tensor_2d(&batch.ids, device),
-        tensor_2d(&batch.type_ids, device),
-        tensor_2d::<B>(&batch.attention_mask, device).equal_elem(1),
-    )
-}
-
 struct EmbedJob {
     args: EmbedArgs,
     json: bool,
@@ -119,24 +102,17 @@ impl BackendJob for EmbedJob {
 impl<B: FusedAutodiffBackend> RunOn<B> for EmbedJob {
     fn run(self, device: B::Device) -> Self::Output {
         let args = self.args;
-        let mut embedder = SentenceEmbedder::<B::InnerBackend>::load(&args.model, &device)?;
+        // The matcher's encoder and tokenizer, without candidates.
+        let mut encoder = TextMatcher::<B::InnerBackend>::load(&args.model, &device)?;
         if let Some(pooling) = args.pooling {
-            embedder.pooling = pooling;
+            encoder.embedder.pooling = pooling;
         }
-        embedder.normalize |= args.normalize;
-        let tokenizer = TextTokenizer::load_padded(
-            &args.model,
-            embedder.max_len,
-            embedder.bert.vocab_size(),
-            embedder.pad_id,
-        )?;
+        encoder.embedder.normalize |= args.normalize;
         let inputs = Inputs::new(args.text);
         let streaming = inputs.streaming();
         for_each_batch(inputs, args.batch_size, |batch| {
             let (numbers, texts): (Vec<usize>, Vec<String>) = batch.into_iter().unzip();
-            let encoded = tokenizer.encode_batch(&texts)?;
-            let (ids, types, valid) = inputs_of::<B::InnerBackend>(&encoded, &device);
-            let embeddings = embedder.embed(ids, types, valid);
+            let embeddings = encoder.embed(&texts)?;
             let [_, d] = embeddings.dims();
             let values = embeddings
                 .into_data()
@@ -144,11 +120,7 @@ impl<B: FusedAutodiffBackend> RunOn<B> for EmbedJob {
                 .expect("f32 embeddings");
             for ((number, text), e) in numbers.iter().zip(&texts).zip(values.chunks(d)) {
                 if self.json {
-                    let line = if streaming {
-                        json!(number)
-                    } else {
-                        json!(null)
-                    };
+                    let line = line_field(streaming, *number);
                     output::line(json!({"line": line, "text": text, "embedding": e}))?;
                 } else {
                     let shown: Vec<String> = e.iter().take(8).map(|x| format!("{x:.6}")).collect();
@@ -210,7 +182,7 @@ impl<B: FusedAutodiffBackend> RunOn<B> for FillMaskJob {
                 positions.len()
             );
         };
-        let (ids, types, valid) = inputs_of::<B::InnerBackend>(&batch, &device);
+        let (ids, types, valid) = bert_inputs::<B::InnerBackend>(&batch, &device);
         let h = bert.forward(ids, types, valid).last_hidden_state;
         let logits = bert.mlm_logits(h); // [1, l, V]
         let [_, _, vocab] = logits.dims();

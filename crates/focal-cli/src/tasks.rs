@@ -8,6 +8,8 @@ use focal::attention::FusedAutodiffBackend;
 use focal::backend::{BackendJob, BackendKind, RunOn};
 use focal::heads::AnswerSearch;
 use focal::pretrained::{QaSettings, QuestionAnswerer, Tagger, TextClassifier, TextMatcher};
+use focal::train::FineTuneError;
+use focal::train::finetune::read_records;
 use serde_json::json;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -196,7 +198,7 @@ pub struct MatchArgs {
 
 /// `{"line": n}` for texts read from standard input (so that skipped empty lines leave the
 /// numbering clear), nothing for arguments.
-fn line_field(streaming: bool, number: usize) -> serde_json::Value {
+pub fn line_field(streaming: bool, number: usize) -> serde_json::Value {
     if streaming {
         json!(number)
     } else {
@@ -392,75 +394,53 @@ pub fn answer(backend: BackendKind, args: AnswerArgs, json: bool) -> anyhow::Res
 }
 
 /// Reads the candidates of `path` a batch at a time: plain lines, or the `column` of a CSV /
-/// TSV file (by header) or of a JSON Lines file (by field), chosen by the file's extension.
+/// TSV file (by header) or of a JSON Lines file (by field), chosen by the file's extension
+/// (`focal::train::finetune::read_records`). Empty candidates are skipped.
 fn read_candidates(
     path: &Path,
     column: &str,
     batch_size: usize,
     mut each: impl FnMut(Vec<String>) -> anyhow::Result<()>,
 ) -> anyhow::Result<usize> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("--candidates {}", path.display()))?;
-    let extension = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    let at = |line: usize| format!("{}, line {line}", path.display());
     let mut batch = Vec::new();
     let mut total = 0;
-    let mut push = |text: String, batch: &mut Vec<String>| -> anyhow::Result<()> {
+    let mut push = |text: String| -> anyhow::Result<()> {
         if text.trim().is_empty() {
             return Ok(());
         }
         batch.push(text);
         total += 1;
         if batch.len() == batch_size {
-            each(std::mem::take(batch))?;
+            each(std::mem::take(&mut batch))?;
         }
         Ok(())
     };
-    match extension.as_str() {
-        "csv" | "tsv" => {
-            let mut reader = csv::ReaderBuilder::new()
-                .delimiter(if extension == "tsv" { b'\t' } else { b',' })
-                .from_reader(std::io::BufReader::new(file));
-            let headers = reader.headers().with_context(|| at(1))?.clone();
-            let index = headers.iter().position(|h| h == column).with_context(|| {
-                format!(
-                    "{}: no column \"{column}\" (the header has {}); choose one with --column",
-                    path.display(),
-                    headers.iter().collect::<Vec<_>>().join(", ")
-                )
-            })?;
-            for record in reader.records() {
-                let record = record.with_context(|| path.display().to_string())?;
-                let line = record.position().map_or(0, |p| p.line() as usize);
-                let text = record
-                    .get(index)
-                    .with_context(|| format!("{}: no column \"{column}\"", at(line)))?;
-                push(text.to_string(), &mut batch)?;
-            }
-        }
-        "jsonl" | "ndjson" => {
-            for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-                let line = line.with_context(|| at(i + 1))?;
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let value: serde_json::Value =
-                    serde_json::from_str(&line).with_context(|| at(i + 1))?;
-                let text = value
-                    .get(column)
-                    .and_then(|v| v.as_str())
-                    .with_context(|| format!("{}: no text field \"{column}\"", at(i + 1)))?;
-                push(text.to_string(), &mut batch)?;
-            }
-        }
-        _ => {
-            for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-                push(line.with_context(|| at(i + 1))?, &mut batch)?;
-            }
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if ["csv", "tsv", "jsonl", "ndjson"].contains(&extension.as_str()) {
+        read_records::<anyhow::Error>(path, &[column], |line, mut values| {
+            let text = values
+                .pop()
+                .flatten()
+                .with_context(|| format!("{}, line {line}: no \"{column}\"", path.display()))?;
+            push(text)
+        })
+        .map_err(|err| match err.downcast_ref::<FineTuneError>() {
+            Some(FineTuneError::Column { header, .. }) => anyhow::anyhow!(
+                "{}: no column \"{column}\" (the header has {}); choose one with --column",
+                path.display(),
+                header.join(", ")
+            ),
+            _ => err,
+        })?;
+    } else {
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("--candidates {}", path.display()))?;
+        for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+            push(line.with_context(|| format!("{}, line {}", path.display(), i + 1))?)?;
         }
     }
     if !batch.is_empty() {

@@ -146,13 +146,18 @@ pub fn read_tokenizer(
             ..Default::default()
         }))
         .map_err(|e| error(e.to_string()))?;
-    tokenizer.with_padding(pad.map(|(pad_id, pad_token)| PaddingParams {
+    tokenizer.with_padding(pad.map(|(pad_id, pad_token)| batch_padding(pad_id, pad_token)));
+    Ok(tokenizer)
+}
+
+/// Padding of a batch to its longest row with the token `pad_token` of id `pad_id`.
+fn batch_padding(pad_id: u32, pad_token: String) -> PaddingParams {
+    PaddingParams {
         strategy: PaddingStrategy::BatchLongest,
         pad_id,
         pad_token,
         ..Default::default()
-    }));
-    Ok(tokenizer)
+    }
 }
 
 /// Checks that the checkpoint's copy `key` of a tied tensor equals `tied` (the tensor it is
@@ -250,13 +255,17 @@ impl TextTokenizer {
         vocab_size: usize,
         pad_id: u32,
     ) -> Result<Self, PretrainedError> {
-        let unpadded = Self::load(dir, max_len, vocab_size, None)?;
-        let pad_token = unpadded.tokenizer.id_to_token(pad_id).ok_or_else(|| {
-            unpadded.error(format!(
+        let mut loaded = Self::load(dir, max_len, vocab_size, None)?;
+        // A token of the vocabulary has an id below `vocab_size` (checked by `load`).
+        let pad_token = loaded.tokenizer.id_to_token(pad_id).ok_or_else(|| {
+            loaded.error(format!(
                 "the padding id {pad_id} (pad_token_id in config.json) is no token of the vocabulary"
             ))
         })?;
-        Self::load(dir, max_len, vocab_size, Some((pad_id, pad_token)))
+        loaded
+            .tokenizer
+            .with_padding(Some(batch_padding(pad_id, pad_token)));
+        Ok(loaded)
     }
 
     /// Encodes texts with the tokenizer's special tokens, truncated and padded.

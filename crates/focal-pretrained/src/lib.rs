@@ -26,8 +26,8 @@ pub use bert::{Bert, BertConfig, BertOutput, MaskedLmHead, Pooling, SentenceEmbe
 pub use error::PretrainedError;
 pub use gpt2::{Gpt2, Gpt2Config};
 pub use hf::{EncodedBatch, Encoding, TextTokenizer};
-pub use pipelines::{QaSettings, QuestionAnswerer, Tagger, TextClassifier, TextMatcher};
+pub use pipelines::{Pipeline, QaSettings, QuestionAnswerer, Tagger, TextClassifier, TextMatcher};
 pub use tasks::{
     BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification,
-    BertInputs, BertTask, TaskConfig,
+    BertInputs, BertTask, TaskConfig, TaskModel,
 };

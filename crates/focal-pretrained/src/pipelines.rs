@@ -6,7 +6,7 @@ use crate::SentenceEmbedder;
 use crate::hf::{EncodedBatch, Encoding, TextTokenizer};
 use crate::tasks::{
     BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification,
-    BertInputs, TaskConfig,
+    BertInputs, TaskConfig, TaskModel,
 };
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use focal_attention::FusedAttentionBackend;
@@ -51,22 +51,23 @@ fn bert_tokenizer(dir: &Path, config: &TaskConfig) -> Result<TextTokenizer, Pret
     )
 }
 
-/// transformers' `text-classification` pipeline: texts or text pairs → labels with scores.
+/// A task model of a Hugging Face directory with its labels and tokenizer, on a device: what
+/// each of transformers' pipelines runs on ([`TextClassifier`], [`Tagger`], [`QuestionAnswerer`]).
 #[derive(Debug)]
-pub struct TextClassifier<B: Backend> {
+pub struct Pipeline<M, B: Backend> {
     /// The model.
-    pub model: BertForSequenceClassification<B>,
+    pub model: M,
     /// Its labels and problem type.
     pub config: TaskConfig,
-    /// Its tokenizer.
+    /// Its tokenizer (truncating to the model, padding with its pad token).
     pub tokenizer: TextTokenizer,
     device: B::Device,
 }
 
-impl<B: FusedAttentionBackend> TextClassifier<B> {
-    /// Reads a `BertForSequenceClassification` directory.
+impl<M: TaskModel<B>, B: Backend> Pipeline<M, B> {
+    /// Reads the directory of the model's task (another task's directory is refused).
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self, PretrainedError> {
-        let (model, config) = BertForSequenceClassification::load(dir, device)?;
+        let (model, config) = M::load(dir, device)?;
         let tokenizer = bert_tokenizer(dir, &config)?;
         Ok(Self {
             model,
@@ -75,7 +76,12 @@ impl<B: FusedAttentionBackend> TextClassifier<B> {
             device: device.clone(),
         })
     }
+}
 
+/// transformers' `text-classification` pipeline: texts or text pairs → labels with scores.
+pub type TextClassifier<B> = Pipeline<BertForSequenceClassification<B>, B>;
+
+impl<B: FusedAttentionBackend> TextClassifier<B> {
     /// Logits `[b, num_labels]` of texts, or of pairs (`pairs[i]` goes with `texts[i]`).
     pub fn logits(
         &self,
@@ -108,30 +114,9 @@ impl<B: FusedAttentionBackend> TextClassifier<B> {
 
 /// transformers' `token-classification` pipeline with `aggregation_strategy="simple"`: texts →
 /// entities with character offsets.
-#[derive(Debug)]
-pub struct Tagger<B: Backend> {
-    /// The model.
-    pub model: BertForTokenClassification<B>,
-    /// Its labels.
-    pub config: TaskConfig,
-    /// Its tokenizer.
-    pub tokenizer: TextTokenizer,
-    device: B::Device,
-}
+pub type Tagger<B> = Pipeline<BertForTokenClassification<B>, B>;
 
 impl<B: FusedAttentionBackend> Tagger<B> {
-    /// Reads a `BertForTokenClassification` directory.
-    pub fn load(dir: &Path, device: &B::Device) -> Result<Self, PretrainedError> {
-        let (model, config) = BertForTokenClassification::load(dir, device)?;
-        let tokenizer = bert_tokenizer(dir, &config)?;
-        Ok(Self {
-            model,
-            config,
-            tokenizer,
-            device: device.clone(),
-        })
-    }
-
     /// Encodings and logits `[b, l, num_labels]` of texts.
     pub fn logits(
         &self,
@@ -203,30 +188,9 @@ pub struct QaSettings {
 
 /// transformers' `question-answering` pipeline: a question and a context (of any length, cut into
 /// overlapping windows) → answers with character offsets and scores.
-#[derive(Debug)]
-pub struct QuestionAnswerer<B: Backend> {
-    /// The model.
-    pub model: BertForQuestionAnswering<B>,
-    /// Its configuration.
-    pub config: TaskConfig,
-    /// Its tokenizer.
-    pub tokenizer: TextTokenizer,
-    device: B::Device,
-}
+pub type QuestionAnswerer<B> = Pipeline<BertForQuestionAnswering<B>, B>;
 
 impl<B: FusedAttentionBackend> QuestionAnswerer<B> {
-    /// Reads a `BertForQuestionAnswering` directory.
-    pub fn load(dir: &Path, device: &B::Device) -> Result<Self, PretrainedError> {
-        let (model, config) = BertForQuestionAnswering::load(dir, device)?;
-        let tokenizer = bert_tokenizer(dir, &config)?;
-        Ok(Self {
-            model,
-            config,
-            tokenizer,
-            device: device.clone(),
-        })
-    }
-
     /// The best answers to `question` in `context`, best first (see
     /// [`focal_heads::search_answers`]).
     pub fn answer(

@@ -50,6 +50,15 @@ struct TaskFields {
     classifier_dropout: Option<f64>,
 }
 
+impl TaskFields {
+    /// The head's dropout: `classifier_dropout`, else the encoder's `hidden_dropout_prob`, as
+    /// transformers chooses it.
+    fn dropout(&self, config: &BertConfig) -> f64 {
+        self.classifier_dropout
+            .unwrap_or(config.hidden_dropout_prob)
+    }
+}
+
 /// What a task directory's `config.json` says beyond the encoder.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaskConfig {
@@ -129,6 +138,13 @@ fn rows(state: &focal_attention::StateDict<'_>, key: &str) -> Result<usize, Pyto
         .ok_or_else(|| PytorchImportError::Missing(format!("{key}.weight")))
 }
 
+/// A BERT task model read from a directory with its [`TaskConfig`] (for
+/// [`crate::pipelines::Pipeline::load`]).
+pub trait TaskModel<B: Backend>: Sized {
+    /// Reads a directory of this task.
+    fn load(dir: &Path, device: &B::Device) -> Result<(Self, TaskConfig), PretrainedError>;
+}
+
 /// Ids, token types and the padding mask of a batch, as [`Bert::forward`] takes them.
 pub type BertInputs<B> = (Tensor<B, 2, Int>, Tensor<B, 2, Int>, Tensor<B, 2, Bool>);
 
@@ -171,9 +187,7 @@ impl<B: Backend> BertForSequenceClassification<B> {
             let n = rows(state, "classifier")?;
             let problem_type = ProblemType::infer(fields.problem_type.as_deref(), n)
                 .map_err(PytorchImportError::Unsupported)?;
-            let dropout = fields
-                .classifier_dropout
-                .unwrap_or(config.hidden_dropout_prob);
+            let dropout = fields.dropout(config);
             let d = config.hidden_size;
             let mut head = SequenceClassifierConfig::new(d, n)
                 .with_problem_type(problem_type)
@@ -240,9 +254,7 @@ impl<B: Backend> BertForSequenceClassification<B> {
             path: path.clone(),
             cause,
         };
-        let dropout = fields
-            .classifier_dropout
-            .unwrap_or(config.hidden_dropout_prob);
+        let dropout = fields.dropout(&config);
         let mut head = SequenceClassifierConfig::new(config.hidden_size, labels.len())
             .with_problem_type(problem_type)
             .with_dropout(dropout)
@@ -271,9 +283,7 @@ impl<B: Backend> BertForTokenClassification<B> {
         let (bert, config, (head, n)) = Bert::load_with(dir, device, |state, config| {
             let n = rows(state, "classifier")?;
             let d = config.hidden_size;
-            let dropout = fields
-                .classifier_dropout
-                .unwrap_or(config.hidden_dropout_prob);
+            let dropout = fields.dropout(config);
             let mut head = TokenClassifierConfig::new(d, n)
                 .with_dropout(dropout)
                 .try_init::<B>(device)?;
@@ -610,5 +620,23 @@ impl<B: Backend> BertForQuestionAnswering<B> {
         let mut tensors = bert_tensors(&self.bert);
         tensors.extend(linear_tensors("qa_outputs", &self.head.qa_outputs));
         save_task_dir(dir, config, BertTask::QuestionAnswering, tensors, &[])
+    }
+}
+
+impl<B: Backend> TaskModel<B> for BertForSequenceClassification<B> {
+    fn load(dir: &Path, device: &B::Device) -> Result<(Self, TaskConfig), PretrainedError> {
+        BertForSequenceClassification::load(dir, device)
+    }
+}
+
+impl<B: Backend> TaskModel<B> for BertForTokenClassification<B> {
+    fn load(dir: &Path, device: &B::Device) -> Result<(Self, TaskConfig), PretrainedError> {
+        BertForTokenClassification::load(dir, device)
+    }
+}
+
+impl<B: Backend> TaskModel<B> for BertForQuestionAnswering<B> {
+    fn load(dir: &Path, device: &B::Device) -> Result<(Self, TaskConfig), PretrainedError> {
+        BertForQuestionAnswering::load(dir, device)
     }
 }

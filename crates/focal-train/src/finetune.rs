@@ -28,7 +28,6 @@ use serde::Serialize;
 use std::collections::BTreeSet;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// Why fine-tuning could not run.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +41,16 @@ pub enum FineTuneError {
         line: usize,
         /// What is wrong.
         reason: String,
+    },
+    /// A CSV / TSV header lacks a column.
+    #[error("{path}, line 1: no column \"{column}\" in the header ({})", header.join(", "))]
+    Column {
+        /// The file.
+        path: PathBuf,
+        /// The column looked for.
+        column: String,
+        /// The header's columns.
+        header: Vec<String>,
     },
     /// A data file cannot be read at all.
     #[error("{path}: {reason}")]
@@ -93,9 +102,16 @@ pub struct LabelledText {
     pub line: usize,
 }
 
-/// Reads the labelled rows of a `.csv`, `.tsv` or `.jsonl` file. A missing column, an empty
-/// text or label, or a malformed line is an error naming the file and the line.
-pub fn read_labelled(path: &Path, columns: &Columns) -> Result<Vec<LabelledText>, FineTuneError> {
+/// Calls `each(line, values)` for every row of a `.csv` or `.tsv` file (columns found by the
+/// header) or a `.jsonl` / `.ndjson` file (fields of each object; numbers and booleans as text;
+/// blank lines skipped), with the values of `columns` in that order (`None` where a row has
+/// none). A column missing from the header is [`FineTuneError::Column`]; a malformed line or a
+/// file of another type is an error naming it. `each` may stop the reading with an error.
+pub fn read_records<E: From<FineTuneError>>(
+    path: &Path,
+    columns: &[&str],
+    mut each: impl FnMut(usize, Vec<Option<String>>) -> Result<(), E>,
+) -> Result<(), E> {
     let file_error = |reason: String| FineTuneError::File {
         path: path.to_path_buf(),
         reason,
@@ -111,31 +127,6 @@ pub fn read_labelled(path: &Path, columns: &Columns) -> Result<Vec<LabelledText>
         .and_then(|e| e.to_str())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let mut rows = Vec::new();
-    let mut push =
-        |line: usize, text: Option<&str>, pair: Option<Option<&str>>, label: Option<&str>| {
-            let missing =
-                |what: &str, name: &str| row_error(line, format!("no {what} (column \"{name}\")"));
-            let text = text
-                .filter(|t| !t.trim().is_empty())
-                .ok_or_else(|| missing("text", &columns.text))?;
-            let label = label
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .ok_or_else(|| missing("label", &columns.label))?;
-            let pair = match (pair, &columns.pair) {
-                (Some(Some(p)), _) if !p.trim().is_empty() => Some(p.to_string()),
-                (_, Some(name)) => return Err(missing("second text", name)),
-                (_, None) => None,
-            };
-            rows.push(LabelledText {
-                text: text.to_string(),
-                pair,
-                label: label.to_string(),
-                line,
-            });
-            Ok(())
-        };
     match extension.as_str() {
         "csv" | "tsv" => {
             let mut reader = csv::ReaderBuilder::new()
@@ -145,66 +136,96 @@ pub fn read_labelled(path: &Path, columns: &Columns) -> Result<Vec<LabelledText>
                 .headers()
                 .map_err(|e| row_error(1, e.to_string()))?
                 .clone();
-            let find = |name: &str| {
-                headers.iter().position(|h| h == name).ok_or_else(|| {
-                    row_error(
-                        1,
-                        format!(
-                            "no column \"{name}\" in the header ({})",
-                            headers.iter().collect::<Vec<_>>().join(", ")
-                        ),
-                    )
+            let indices = columns
+                .iter()
+                .map(|&name| {
+                    headers
+                        .iter()
+                        .position(|h| h == name)
+                        .ok_or_else(|| FineTuneError::Column {
+                            path: path.to_path_buf(),
+                            column: name.to_string(),
+                            header: headers.iter().map(str::to_string).collect(),
+                        })
                 })
-            };
-            let text = find(&columns.text)?;
-            let label = find(&columns.label)?;
-            let pair = columns.pair.as_deref().map(find).transpose()?;
+                .collect::<Result<Vec<_>, _>>()?;
             for record in reader.records() {
                 let record = record.map_err(|e| {
                     let line = e.position().map_or(0, |p| p.line() as usize);
                     row_error(line, e.to_string())
                 })?;
                 let line = record.position().map_or(0, |p| p.line() as usize);
-                push(
-                    line,
-                    record.get(text),
-                    pair.map(|p| record.get(p)),
-                    record.get(label),
-                )?;
+                let values = indices
+                    .iter()
+                    .map(|&i| record.get(i).map(str::to_string))
+                    .collect();
+                each(line, values)?;
             }
         }
         "jsonl" | "ndjson" => {
             for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-                let line_number = i + 1;
-                let line = line.map_err(|e| row_error(line_number, e.to_string()))?;
+                let number = i + 1;
+                let line = line.map_err(|e| row_error(number, e.to_string()))?;
                 if line.trim().is_empty() {
                     continue;
                 }
                 let value: serde_json::Value = serde_json::from_str(&line)
-                    .map_err(|e| row_error(line_number, format!("not JSON: {e}")))?;
-                let label = match value.get(&columns.label) {
-                    Some(serde_json::Value::String(s)) => Some(s.clone()),
-                    Some(serde_json::Value::Number(n)) => Some(n.to_string()),
-                    Some(serde_json::Value::Bool(b)) => Some(b.to_string()),
-                    _ => None,
-                };
-                let get = |name: &str| value.get(name).and_then(|v| v.as_str());
-                push(
-                    line_number,
-                    get(&columns.text),
-                    columns.pair.as_deref().map(get),
-                    label.as_deref(),
-                )?;
+                    .map_err(|e| row_error(number, format!("not JSON: {e}")))?;
+                let values = columns
+                    .iter()
+                    .map(|&name| match value.get(name) {
+                        Some(serde_json::Value::String(s)) => Some(s.clone()),
+                        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+                        Some(serde_json::Value::Bool(b)) => Some(b.to_string()),
+                        _ => None,
+                    })
+                    .collect();
+                each(number, values)?;
             }
         }
         other => {
             return Err(file_error(format!(
                 "unknown file type \"{other}\": expected .csv, .tsv or .jsonl"
-            )));
+            ))
+            .into());
         }
     }
+    Ok(())
+}
+
+/// Reads the labelled rows of a `.csv`, `.tsv` or `.jsonl` file (see [`read_records`]). A
+/// missing column, an empty text or label, or a malformed line is an error naming the file and
+/// the line.
+pub fn read_labelled(path: &Path, columns: &Columns) -> Result<Vec<LabelledText>, FineTuneError> {
+    let mut names = vec![columns.text.as_str(), columns.label.as_str()];
+    names.extend(columns.pair.as_deref());
+    let mut rows = Vec::new();
+    read_records::<FineTuneError>(path, &names, |line, values| {
+        let missing = |what: &str, name: &str| FineTuneError::Data {
+            path: path.to_path_buf(),
+            line,
+            reason: format!("no {what} (column \"{name}\")"),
+        };
+        let present = |value: &Option<String>| value.clone().filter(|v| !v.trim().is_empty());
+        let text = present(&values[0]).ok_or_else(|| missing("text", &columns.text))?;
+        let label = present(&values[1]).ok_or_else(|| missing("label", &columns.label))?;
+        let pair = match &columns.pair {
+            Some(name) => Some(present(&values[2]).ok_or_else(|| missing("second text", name))?),
+            None => None,
+        };
+        rows.push(LabelledText {
+            text,
+            pair,
+            label: label.trim().to_string(),
+            line,
+        });
+        Ok(())
+    })?;
     if rows.is_empty() {
-        return Err(file_error("no labelled rows".to_string()));
+        return Err(FineTuneError::File {
+            path: path.to_path_buf(),
+            reason: "no labelled rows".to_string(),
+        });
     }
     Ok(rows)
 }
@@ -219,11 +240,11 @@ pub fn label_set(rows: &[LabelledText]) -> Vec<String> {
     labels
 }
 
-/// A labelled example with its class id.
+/// A labelled example, tokenised once (unpadded), with its class id.
 #[derive(Clone, Debug)]
 pub struct ClassExample {
-    text: String,
-    pair: Option<String>,
+    ids: Vec<u32>,
+    types: Vec<u32>,
     class: usize,
 }
 
@@ -249,25 +270,31 @@ pub struct ClassBatch<B: Backend> {
     targets: Tensor<B, 1, Int>,
 }
 
-/// Tokenises examples into [`ClassBatch`]es (dynamic padding: each batch to its longest row).
+/// Pads tokenised examples into [`ClassBatch`]es (each batch to its longest row).
 #[derive(Clone)]
 struct ClassBatcher {
-    tokenizer: Arc<TextTokenizer>,
+    pad_id: u32,
 }
 
 impl<B: Backend> Batcher<B, ClassExample, ClassBatch<B>> for ClassBatcher {
     fn batch(&self, items: Vec<ClassExample>, device: &B::Device) -> ClassBatch<B> {
-        let texts: Vec<String> = items.iter().map(|i| i.text.clone()).collect();
-        let pairs: Option<Vec<String>> = items
-            .iter()
-            .map(|i| i.pair.clone())
-            .collect::<Option<Vec<_>>>();
-        // Every text was encoded once before training, so encoding cannot fail here.
-        let encodings = self
-            .tokenizer
-            .encode(&texts, pairs.as_deref())
-            .expect("texts checked before training");
-        let (ids, types, valid) = bert_inputs(&EncodedBatch::from_encodings(&encodings), device);
+        let l = items.iter().map(|i| i.ids.len()).max().unwrap_or(0);
+        let pad = |row: &[u32], fill: u32| -> Vec<u32> {
+            row.iter()
+                .copied()
+                .chain(std::iter::repeat(fill))
+                .take(l)
+                .collect()
+        };
+        let batch = EncodedBatch {
+            ids: items.iter().map(|i| pad(&i.ids, self.pad_id)).collect(),
+            type_ids: items.iter().map(|i| pad(&i.types, 0)).collect(),
+            attention_mask: items
+                .iter()
+                .map(|i| pad(&vec![1; i.ids.len()], 0))
+                .collect(),
+        };
+        let (ids, types, valid) = bert_inputs(&batch, device);
         let classes: Vec<i64> = items.iter().map(|i| i.class as i64).collect();
         let targets = Tensor::from_data(TensorData::new(classes, [items.len()]), device);
         ClassBatch {
@@ -286,12 +313,14 @@ pub struct ClassifierTraining<B: Backend> {
     pub model: BertForSequenceClassification<B>,
 }
 
-impl<B: FusedAttentionBackend> ClassifierTraining<B> {
-    fn output(&self, batch: ClassBatch<B>) -> ClassificationOutput<B> {
-        let logits = self.model.forward((batch.ids, batch.types, batch.valid));
-        let loss = cross_entropy(logits.clone(), batch.targets.clone());
-        ClassificationOutput::new(loss, logits, batch.targets)
-    }
+/// Logits, loss and targets of a batch.
+fn class_output<B: FusedAttentionBackend>(
+    model: &BertForSequenceClassification<B>,
+    batch: ClassBatch<B>,
+) -> ClassificationOutput<B> {
+    let logits = model.forward((batch.ids, batch.types, batch.valid));
+    let loss = cross_entropy(logits.clone(), batch.targets.clone());
+    ClassificationOutput::new(loss, logits, batch.targets)
 }
 
 impl<B: FusedAutodiffBackend> TrainStep for ClassifierTraining<B> {
@@ -299,7 +328,7 @@ impl<B: FusedAutodiffBackend> TrainStep for ClassifierTraining<B> {
     type Output = ClassificationOutput<B>;
 
     fn step(&self, batch: ClassBatch<B>) -> TrainOutput<ClassificationOutput<B>> {
-        let output = self.output(batch);
+        let output = class_output(&self.model, batch);
         TrainOutput::new(self, output.loss.backward(), output)
     }
 }
@@ -309,7 +338,7 @@ impl<B: FusedAttentionBackend> InferenceStep for ClassifierTraining<B> {
     type Output = ClassificationOutput<B>;
 
     fn step(&self, batch: ClassBatch<B>) -> ClassificationOutput<B> {
-        self.output(batch)
+        class_output(&self.model, batch)
     }
 }
 
@@ -494,25 +523,19 @@ impl MetricsRenderer for EpochLines {
 }
 
 /// Loss, accuracy, macro-F1 and confusion counts of `model` on `examples`.
-pub fn evaluate_classifier<B: FusedAttentionBackend>(
+fn evaluate_classifier<B: FusedAttentionBackend>(
     model: &BertForSequenceClassification<B>,
-    tokenizer: &TextTokenizer,
+    batcher: &ClassBatcher,
     examples: &[ClassExample],
     labels: usize,
     batch_size: usize,
     device: &B::Device,
 ) -> ClassifierMetrics {
-    let batcher = ClassBatcher {
-        tokenizer: Arc::new(tokenizer.clone()),
-    };
-    let training = ClassifierTraining {
-        model: model.clone(),
-    };
     let mut confusion = vec![vec![0usize; labels]; labels];
     let mut loss_sum = 0.0;
     for chunk in examples.chunks(batch_size.max(1)) {
         let batch: ClassBatch<B> = batcher.batch(chunk.to_vec(), device);
-        let output = training.output(batch);
+        let output = class_output(model, batch);
         let loss: f32 = output.loss.into_scalar().elem();
         loss_sum += f64::from(loss) * chunk.len() as f64;
         let predicted: Vec<i64> = output
@@ -547,15 +570,27 @@ pub fn evaluate_classifier<B: FusedAttentionBackend>(
     }
 }
 
-/// Class ids of rows under `labels`; a label outside the set is an error naming the file and
-/// the line.
-fn classes(
+/// Class ids of rows under `labels`, and their tokens: a label outside the set is an error
+/// naming the file and the line, and so is a text the tokenizer refuses (found here, before
+/// training, not as a panic inside the data loader). Each text is tokenised once.
+fn tokenised(
     rows: Vec<LabelledText>,
     labels: &[String],
+    tokenizer: &TextTokenizer,
     path: &Path,
 ) -> Result<Vec<ClassExample>, FineTuneError> {
-    rows.into_iter()
-        .map(|row| {
+    let mut examples = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(256) {
+        let texts: Vec<String> = chunk.iter().map(|r| r.text.clone()).collect();
+        let pairs: Option<Vec<String>> = chunk.iter().map(|r| r.pair.clone()).collect();
+        let encodings =
+            tokenizer
+                .encode(&texts, pairs.as_deref())
+                .map_err(|e| FineTuneError::File {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })?;
+        for (row, encoding) in chunk.iter().zip(encodings) {
             let class =
                 labels
                     .iter()
@@ -568,13 +603,20 @@ fn classes(
                             row.label
                         ),
                     })?;
-            Ok(ClassExample {
-                text: row.text,
-                pair: row.pair,
+            // Batches are padded on the right: the real tokens come first.
+            let n = encoding
+                .get_attention_mask()
+                .iter()
+                .filter(|&&m| m == 1)
+                .count();
+            examples.push(ClassExample {
+                ids: encoding.get_ids()[..n].to_vec(),
+                types: encoding.get_type_ids()[..n].to_vec(),
                 class,
-            })
-        })
-        .collect()
+            });
+        }
+    }
+    Ok(examples)
 }
 
 /// Fine-tunes a sequence classifier on burn-train's `Learner` and saves it as a Hugging Face
@@ -607,9 +649,6 @@ pub fn fine_tune_classifier<B: FusedAutodiffBackend>(
     }
     // The new head's initialisation and dropout draw from the backend's generator.
     focal_backend::seed::<B>(device, config.seed);
-    let train_examples = classes(train_rows, &labels, train)?;
-    let train_count = train_examples.len();
-    let valid_examples = classes(valid_rows, &labels, valid)?;
     let (model, task) = BertForSequenceClassification::<B>::for_labels(
         init,
         labels.clone(),
@@ -623,40 +662,28 @@ pub fn fine_tune_classifier<B: FusedAutodiffBackend>(
         task.bert.vocab_size,
         task.bert.pad_token_id as u32,
     )?;
-    // Every text is encoded once up front, so that a text the tokenizer refuses is an error
-    // here, not a panic inside the data loader's thread.
-    for (path, examples) in [(train, &train_examples), (valid, &valid_examples)] {
-        for chunk in examples.chunks(256) {
-            let texts: Vec<String> = chunk.iter().map(|e| e.text.clone()).collect();
-            let pairs: Option<Vec<String>> = chunk.iter().map(|e| e.pair.clone()).collect();
-            tokenizer
-                .encode(&texts, pairs.as_deref())
-                .map_err(|e| FineTuneError::File {
-                    path: path.to_path_buf(),
-                    reason: e.to_string(),
-                })?;
-        }
-    }
+    let train_examples = tokenised(train_rows, &labels, &tokenizer, train)?;
+    let train_count = train_examples.len();
+    let valid_examples = tokenised(valid_rows, &labels, &tokenizer, valid)?;
+    let batcher = ClassBatcher {
+        pad_id: task.bert.pad_token_id as u32,
+    };
     let before = evaluate_classifier(
         &model.valid(),
-        &tokenizer,
+        &batcher,
         &valid_examples,
         labels.len(),
         config.batch_size,
         device,
     );
 
-    let tokenizer = Arc::new(tokenizer);
-    let batcher = ClassBatcher {
-        tokenizer: tokenizer.clone(),
-    };
     let train_loader = DataLoaderBuilder::new(batcher.clone())
         .batch_size(config.batch_size)
         .shuffle(config.seed)
         .num_workers(1)
         .set_device(device.clone())
         .build(Examples(train_examples));
-    let valid_loader = DataLoaderBuilder::new(batcher)
+    let valid_loader = DataLoaderBuilder::new(batcher.clone())
         .batch_size(config.batch_size)
         .num_workers(1)
         .set_device(device.clone())
@@ -704,7 +731,7 @@ pub fn fine_tune_classifier<B: FusedAutodiffBackend>(
     let trained = result.model.model;
     let after = evaluate_classifier(
         &trained,
-        &tokenizer,
+        &batcher,
         &valid_examples,
         labels.len(),
         config.batch_size,

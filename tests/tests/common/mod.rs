@@ -3,7 +3,7 @@
 // Each test binary uses a part of these helpers.
 #![allow(dead_code)]
 
-use focal::burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
+use focal::burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 use std::collections::HashMap;
 
 /// A fixture file: every tensor by name (all float32).
@@ -118,4 +118,35 @@ pub fn json_variants(json: &serde_json::Value) -> Vec<(String, serde_json::Value
         }
     }
     variants
+}
+
+/// Integer rows `[b][l]` (token ids, types) as a tensor.
+pub fn int_tensor<B: Backend>(rows: &[Vec<i64>], device: &B::Device) -> Tensor<B, 2, Int> {
+    let l = rows[0].len();
+    let values: Vec<i64> = rows.iter().flatten().copied().collect();
+    Tensor::from_data(TensorData::new(values, [rows.len(), l]), device)
+}
+
+/// A JSON array of numbers nested `D` deep (what a fixture script wrote with `.tolist()`) as a
+/// float tensor.
+pub fn json_tensor<B: Backend, const D: usize>(
+    value: &serde_json::Value,
+    device: &B::Device,
+) -> Tensor<B, D> {
+    let mut shape = Vec::with_capacity(D);
+    let mut first = value;
+    while let Some(items) = first.as_array() {
+        shape.push(items.len());
+        first = &items[0];
+    }
+    fn leaves(value: &serde_json::Value, out: &mut Vec<f32>) {
+        match value {
+            serde_json::Value::Array(items) => items.iter().for_each(|v| leaves(v, out)),
+            number => out.push(number.as_f64().expect("a number") as f32),
+        }
+    }
+    let mut values = Vec::new();
+    leaves(value, &mut values);
+    assert_eq!(shape.len(), D, "a JSON array {D} deep");
+    Tensor::from_data(TensorData::new(values, shape), device)
 }
