@@ -64,36 +64,49 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct TrainArgs {
-    /// The task: reverse (reverse a sequence of 4 to 12 digits), or classify (fine-tune a text
-    /// classifier on --data from --init).
+    /// The task: fine-tune from --init on --data: classify (a label per text), pair (a label per
+    /// pair of texts), multilabel (any labels per text), regress (a number per text), tag (a
+    /// tag per word, CoNLL files); or reverse (reverse a sequence of 4 to 12 digits, a model
+    /// trained from scratch on generated data).
     #[arg(long)]
     task: String,
-    /// classify: the training rows, a .csv, .tsv or .jsonl file with a text and a label column.
+    /// Fine-tuning: the training rows, a .csv, .tsv or .jsonl file (a CoNLL file for tag).
     #[arg(long)]
     data: Option<PathBuf>,
-    /// classify: the held-out rows (same format), scored before and after training.
+    /// Fine-tuning: the held-out rows (same format), scored before and after training.
     #[arg(long)]
     valid: Option<PathBuf>,
-    /// classify: the BERT or sentence-transformers directory to start from (e.g.
-    /// all-MiniLM-L6-v2), or a BertForSequenceClassification directory with the same labels.
+    /// Fine-tuning: the BERT or sentence-transformers directory to start from (e.g.
+    /// all-MiniLM-L6-v2), or a directory of the task's model with the same labels.
     #[arg(long)]
     init: Option<PathBuf>,
-    /// classify: passes over the data (default 3).
+    /// Fine-tuning: passes over the data (default 3).
     #[arg(long)]
     epochs: Option<usize>,
-    /// classify: AdamW's learning rate (default 5e-5).
+    /// Fine-tuning: AdamW's peak learning rate (default 5e-5).
     #[arg(long)]
     lr: Option<f64>,
-    /// classify: longest input in tokens (default 128).
+    /// Fine-tuning: share of the optimizer steps warming the learning rate up from 0, after
+    /// which it falls linearly to 0 (default 0).
+    #[arg(long)]
+    warmup: Option<f64>,
+    /// Fine-tuning: batches whose gradients make one optimizer step (default 1).
+    #[arg(long)]
+    grad_accum: Option<usize>,
+    /// Fine-tuning: stop after this many epochs without a better validation metric.
+    #[arg(long)]
+    early_stopping: Option<usize>,
+    /// Fine-tuning: longest input in tokens (default 128).
     #[arg(long)]
     max_length: Option<usize>,
-    /// classify: the column (CSV / TSV header) or field (JSON Lines) of the texts.
+    /// Fine-tuning: the column (CSV / TSV header) or field (JSON Lines) of the texts.
     #[arg(long, default_value = "text")]
     text_column: String,
-    /// classify: the column of the second texts of pairs (none: single texts).
+    /// Fine-tuning: the column of the second texts of pairs (default text_pair for --task
+    /// pair; none otherwise).
     #[arg(long)]
     pair_column: Option<String>,
-    /// classify: the column of the labels.
+    /// Fine-tuning: the column of the labels (for multilabel, separated by | or a JSON list).
     #[arg(long, default_value = "label")]
     label_column: String,
     /// Optimiser steps (default: the task's recipe, 1000 for reverse).
@@ -205,23 +218,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn train(backend: BackendKind, args: TrainArgs, json: bool) -> anyhow::Result<()> {
-    if args.task == "classify" {
-        return fine_tune(backend, args, json);
+    if let Ok(task) = args.task.parse::<focal::train::FineTuneTask>() {
+        return fine_tune(backend, task, args, json);
     }
-    let task: TaskKind = args
-        .task
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!("{e}, classify"))?;
+    let task: TaskKind = args.task.parse().map_err(|e: String| {
+        let fine_tuning: Vec<_> = focal::train::FineTuneTask::ALL
+            .iter()
+            .map(|t| t.name())
+            .collect();
+        anyhow::anyhow!("{e}, {}", fine_tuning.join(", "))
+    })?;
     for (flag, given) in [
         ("--data", args.data.is_some()),
         ("--valid", args.valid.is_some()),
         ("--init", args.init.is_some()),
         ("--epochs", args.epochs.is_some()),
         ("--lr", args.lr.is_some()),
+        ("--warmup", args.warmup.is_some()),
+        ("--grad-accum", args.grad_accum.is_some()),
+        ("--early-stopping", args.early_stopping.is_some()),
         ("--max-length", args.max_length.is_some()),
     ] {
         if given {
-            bail!("{flag} is for --task classify; the {task} task makes its own data");
+            bail!("{flag} is for fine-tuning tasks; the {task} task makes its own data");
         }
     }
     let mut config = TrainConfig::for_task(task);
@@ -293,11 +312,17 @@ fn train(backend: BackendKind, args: TrainArgs, json: bool) -> anyhow::Result<()
     Ok(())
 }
 
-/// `focal train --task classify`: fine-tunes a classifier on burn-train's Learner.
-fn fine_tune(backend: BackendKind, args: TrainArgs, json: bool) -> anyhow::Result<()> {
+/// `focal train --task classify|pair|multilabel|regress|tag`: fine-tunes on burn-train's
+/// Learner.
+fn fine_tune(
+    backend: BackendKind,
+    task: focal::train::FineTuneTask,
+    args: TrainArgs,
+    json: bool,
+) -> anyhow::Result<()> {
     use focal::train::{Columns, FineTuneConfig, FineTuneReport};
     let need = |value: Option<PathBuf>, flag: &str| {
-        value.with_context(|| format!("--task classify needs {flag}"))
+        value.with_context(|| format!("--task {task} needs {flag}"))
     };
     let data = need(args.data, "--data FILE")?;
     let valid = need(args.valid, "--valid FILE")?;
@@ -305,9 +330,9 @@ fn fine_tune(backend: BackendKind, args: TrainArgs, json: bool) -> anyhow::Resul
         args.init,
         "--init DIR (a BERT or sentence-transformers directory)",
     )?;
-    let out = args.out.context("--task classify needs --out DIR")?;
+    let out = need(args.out, "--out DIR")?;
     if args.resume || args.steps.is_some() || args.eval_every.is_some() {
-        bail!("--resume, --steps and --eval-every are not available for --task classify yet");
+        bail!("--resume, --steps and --eval-every are not available for --task {task} yet");
     }
     for (path, flag) in [(&data, "--data"), (&valid, "--valid")] {
         if !path.is_file() {
@@ -320,9 +345,13 @@ fn fine_tune(backend: BackendKind, args: TrainArgs, json: bool) -> anyhow::Resul
     focal::train::trainer::check_out_dir(&out, args.overwrite)?;
     let defaults = FineTuneConfig::default();
     let config = FineTuneConfig {
+        task,
         epochs: args.epochs.unwrap_or(defaults.epochs),
         batch_size: args.batch_size.unwrap_or(defaults.batch_size),
+        grad_accum: args.grad_accum.unwrap_or(defaults.grad_accum),
         learning_rate: args.lr.unwrap_or(defaults.learning_rate),
+        warmup: args.warmup.unwrap_or(defaults.warmup),
+        early_stopping: args.early_stopping,
         max_length: args.max_length.unwrap_or(defaults.max_length),
         seed: args.seed.unwrap_or(defaults.seed),
         columns: Columns {
@@ -346,7 +375,7 @@ fn fine_tune(backend: BackendKind, args: TrainArgs, json: bool) -> anyhow::Resul
     }
     impl<B: FusedAutodiffBackend> RunOn<B> for FineTuneJob {
         fn run(self, device: B::Device) -> Self::Output {
-            focal::train::fine_tune_classifier::<B>(
+            focal::train::fine_tune::<B>(
                 &self.init,
                 &self.data,
                 &self.valid,
@@ -359,7 +388,7 @@ fn fine_tune(backend: BackendKind, args: TrainArgs, json: bool) -> anyhow::Resul
     {
         // With -v: the data files are read inside the job, and a refusal must stay one line.
         tracing::info!(
-            "fine-tuning {} on {} ({} epochs, batch {}, lr {}) on {backend}, writing {}",
+            "fine-tuning {} for {task} on {} ({} epochs, batch {}, lr {}) on {backend}, writing {}",
             init.display(),
             data.display(),
             config.epochs,
@@ -378,19 +407,23 @@ fn fine_tune(backend: BackendKind, args: TrainArgs, json: bool) -> anyhow::Resul
     if json {
         output::line(serde_json::to_string_pretty(&report)?)?;
     } else {
+        let labels = if report.labels.is_empty() {
+            String::new()
+        } else {
+            format!(", labels {}", report.labels.join(", "))
+        };
         output::line(format_args!(
-            "trained on {} examples in {:.1} s ({:.1} examples/s), labels {}",
+            "trained on {} examples in {:.1} s ({:.1} examples/s, {} epochs, best {}){labels}",
             report.train_examples,
             report.seconds,
             report.examples_per_second,
-            report.labels.join(", ")
+            report.epochs_run,
+            report.best_epoch
         ))?;
         for (when, m) in [("before", &report.before), ("after", &report.after)] {
             output::line(format_args!(
-                "held-out {when}: accuracy {:.2}%, macro-F1 {:.4}, loss {:.4} ({} examples)",
-                100.0 * m.accuracy,
-                m.macro_f1,
-                m.loss,
+                "held-out {when}: {} ({} examples)",
+                tasks::held_out_line(m),
                 m.examples
             ))?;
         }

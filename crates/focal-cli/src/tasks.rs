@@ -9,7 +9,7 @@ use focal::backend::{BackendJob, BackendKind, RunOn};
 use focal::heads::AnswerSearch;
 use focal::pretrained::{QaSettings, QuestionAnswerer, Tagger, TextClassifier, TextMatcher};
 use focal::train::FineTuneError;
-use focal::train::finetune::read_records;
+use focal::train::read_records;
 use serde_json::json;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -395,7 +395,7 @@ pub fn answer(backend: BackendKind, args: AnswerArgs, json: bool) -> anyhow::Res
 
 /// Reads the candidates of `path` a batch at a time: plain lines, or the `column` of a CSV /
 /// TSV file (by header) or of a JSON Lines file (by field), chosen by the file's extension
-/// (`focal::train::finetune::read_records`). Empty candidates are skipped.
+/// (`focal::train::read_records`). Empty candidates are skipped.
 fn read_candidates(
     path: &Path,
     column: &str,
@@ -501,4 +501,26 @@ impl<B: FusedAutodiffBackend> RunOn<B> for MatchJob {
 
 pub fn match_texts(backend: BackendKind, args: MatchArgs, json: bool) -> anyhow::Result<()> {
     backend.run(MatchJob { args, json })?
+}
+
+/// The held-out figures of a fine-tuned model on one line: the task's metrics (percent) and the
+/// loss.
+pub fn held_out_line(m: &focal::train::HeldOut) -> String {
+    let mut parts = Vec::new();
+    let mut percent = |name: &str, value: Option<f64>| {
+        if let Some(v) = value {
+            parts.push(format!("{name} {:.2}%", 100.0 * v));
+        }
+    };
+    percent("accuracy", m.accuracy);
+    percent("micro-F1", m.micro_f1);
+    percent("macro-F1", m.macro_f1);
+    percent("entity precision", m.entity_precision);
+    percent("entity recall", m.entity_recall);
+    percent("entity F1", m.entity_f1);
+    if let Some(r) = m.pearson {
+        parts.push(format!("Pearson {r:.4}"));
+    }
+    parts.push(format!("loss {:.4}", m.loss));
+    parts.join(", ")
 }

@@ -227,27 +227,13 @@ impl<B: Backend> BertForSequenceClassification<B> {
         problem_type: ProblemType,
         device: &B::Device,
     ) -> Result<(Self, TaskConfig), PretrainedError> {
-        let path = file(dir, "config.json", "config.json")?;
-        let fields: TaskFields = read_json(&path)?;
-        let task = BertTask::SequenceClassification;
-        if fields
-            .architectures
-            .as_ref()
-            .is_some_and(|found| found.iter().any(|a| a == task.architecture()))
-        {
-            let (model, config) = Self::load(dir, device)?;
-            if config.labels != labels {
-                return Err(PretrainedError::Unsupported {
-                    path,
-                    option: "id2label".to_string(),
-                    value: format!(
-                        "{:?}, but the data's labels are {labels:?} (start from the encoder's directory to train a new head)",
-                        config.labels
-                    ),
-                });
+        let (fields, path) = match continued(dir, BertTask::SequenceClassification)? {
+            Continue::Task => {
+                let (model, config) = Self::load(dir, device)?;
+                return same_labels(model, config, &labels);
             }
-            return Ok((model, config));
-        }
+            Continue::Encoder(fields, path) => (fields, path),
+        };
         let (mut bert, config) = Bert::load(dir, device)?;
         bert.mlm = None;
         let invalid = |cause| PretrainedError::Config {
@@ -301,6 +287,86 @@ impl<B: Backend> BertForTokenClassification<B> {
             },
         ))
     }
+}
+
+impl<B: Backend> BertForTokenClassification<B> {
+    /// A tagger for `labels` to fine-tune, as `AutoModelForTokenClassification.from_pretrained(dir,
+    /// num_labels=…)` builds it: the encoder of a BERT or sentence-transformers directory (no
+    /// pooler) and a new classifier; or, from a `BertForTokenClassification` directory, that
+    /// model, whose labels must then equal `labels`.
+    pub fn for_labels(
+        dir: &Path,
+        labels: Vec<String>,
+        device: &B::Device,
+    ) -> Result<(Self, TaskConfig), PretrainedError> {
+        let (fields, path) = match continued(dir, BertTask::TokenClassification)? {
+            Continue::Task => {
+                let (model, config) = Self::load(dir, device)?;
+                return same_labels(model, config, &labels);
+            }
+            Continue::Encoder(fields, path) => (fields, path),
+        };
+        let (mut bert, config) = Bert::load(dir, device)?;
+        bert.mlm = None;
+        bert.pooler = None;
+        let head = TokenClassifierConfig::new(config.hidden_size, labels.len())
+            .with_dropout(fields.dropout(&config))
+            .try_init::<B>(device)
+            .map_err(|cause| PretrainedError::Config {
+                path: path.clone(),
+                cause,
+            })?;
+        Ok((
+            Self { bert, head },
+            TaskConfig {
+                bert: config,
+                labels,
+                problem_type: ProblemType::SingleLabel,
+                path,
+            },
+        ))
+    }
+}
+
+/// Where fine-tuning from a directory starts.
+enum Continue {
+    /// The directory is already the task's model.
+    Task,
+    /// An encoder (its config fields and `config.json`'s path) to put a new head on.
+    Encoder(TaskFields, PathBuf),
+}
+
+fn continued(dir: &Path, task: BertTask) -> Result<Continue, PretrainedError> {
+    let path = file(dir, "config.json", "config.json")?;
+    let fields: TaskFields = read_json(&path)?;
+    let is_task = fields
+        .architectures
+        .as_ref()
+        .is_some_and(|found| found.iter().any(|a| a == task.architecture()));
+    Ok(if is_task {
+        Continue::Task
+    } else {
+        Continue::Encoder(fields, path)
+    })
+}
+
+/// A loaded task model to continue from, if its labels are the data's.
+fn same_labels<M>(
+    model: M,
+    config: TaskConfig,
+    labels: &[String],
+) -> Result<(M, TaskConfig), PretrainedError> {
+    if config.labels != labels {
+        return Err(PretrainedError::Unsupported {
+            path: config.path.clone(),
+            option: "id2label".to_string(),
+            value: format!(
+                "{:?}, but the data's labels are {labels:?} (start from the encoder's directory to train a new head)",
+                config.labels
+            ),
+        });
+    }
+    Ok((model, config))
 }
 
 impl<B: Backend> BertForQuestionAnswering<B> {
@@ -607,9 +673,20 @@ impl<B: Backend> BertForTokenClassification<B> {
     /// Saves the model as a Hugging Face `BertForTokenClassification` directory (see
     /// [`BertForSequenceClassification::save_pretrained`]).
     pub fn save_pretrained(&self, dir: &Path, config: &TaskConfig) -> Result<(), PretrainedError> {
+        self.save_pretrained_with(dir, config, &[])
+    }
+
+    /// [`Self::save_pretrained`] with `extra` files (see
+    /// [`BertForSequenceClassification::save_pretrained_with`]).
+    pub fn save_pretrained_with(
+        &self,
+        dir: &Path,
+        config: &TaskConfig,
+        extra: &[(&str, Vec<u8>)],
+    ) -> Result<(), PretrainedError> {
         let mut tensors = bert_tensors(&self.bert);
         tensors.extend(linear_tensors("classifier", &self.head.classifier));
-        save_task_dir(dir, config, BertTask::TokenClassification, tensors, &[])
+        save_task_dir(dir, config, BertTask::TokenClassification, tensors, extra)
     }
 }
 

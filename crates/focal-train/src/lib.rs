@@ -20,9 +20,13 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod data;
 pub mod eval;
 pub mod finetune;
+pub mod metrics;
 pub mod optim;
+pub mod plots;
+pub mod schedule;
 pub mod task;
 pub mod trainer;
 
@@ -30,11 +34,11 @@ pub use checkpoint::{
     CheckpointError, ModelArtifact, load_checkpoint, recover_dir, save_checkpoint, save_run,
     write_atomic, write_dir_atomic,
 };
+pub use data::{Columns, FineTuneError, read_conll, read_labelled, read_records};
 pub use eval::{EvalMetrics, evaluate};
-pub use finetune::{
-    ClassifierMetrics, Columns, FineTuneConfig, FineTuneError, FineTuneReport, fine_tune_classifier,
-};
+pub use finetune::{FineTuneConfig, FineTuneReport, FineTuneTask, HeldOut, History, fine_tune};
 pub use optim::{FusedAdamW, FusedAdamWConfig};
+pub use schedule::WarmupLinear;
 pub use task::{Example, ReverseTask, Seq2SeqTask, TaskKind, TrainingStream};
 pub use trainer::{EvalPoint, TrainConfig, TrainError, TrainOptions, TrainReport, train};
 

@@ -1,0 +1,455 @@
+//! Training data from files: CSV / TSV / JSON Lines rows of texts and labels, and CoNLL-style
+//! tagged sentences. Every malformed row is an error naming the file, the line and what is wrong.
+
+use focal_backend::ConfigError;
+use focal_pretrained::PretrainedError;
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+/// Why fine-tuning could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum FineTuneError {
+    /// A data file is missing, malformed, or has a row that cannot be used.
+    #[error("{path}, line {line}: {reason}")]
+    Data {
+        /// The file.
+        path: PathBuf,
+        /// The line (1 = the first line of the file, a CSV header included).
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A CSV / TSV header lacks a column.
+    #[error("{path}, line 1: no column \"{column}\" in the header ({})", header.join(", "))]
+    Column {
+        /// The file.
+        path: PathBuf,
+        /// The column looked for.
+        column: String,
+        /// The header's columns.
+        header: Vec<String>,
+    },
+    /// A data file cannot be read at all.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The model directory cannot be read or written.
+    #[error(transparent)]
+    Model(#[from] PretrainedError),
+    /// The settings are invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A picture of the run could not be drawn.
+    #[error(transparent)]
+    Plot(#[from] crate::plots::PlotError),
+}
+
+/// Which columns (CSV / TSV header names) or fields (JSON Lines) hold the texts and labels.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Columns {
+    /// The text. Default `text`.
+    pub text: String,
+    /// The second text of a pair (`None`: single texts). Default none.
+    pub pair: Option<String>,
+    /// The label. Default `label`.
+    pub label: String,
+}
+
+impl Default for Columns {
+    fn default() -> Self {
+        Self {
+            text: "text".to_string(),
+            pair: None,
+            label: "label".to_string(),
+        }
+    }
+}
+
+/// One labelled row of a data file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LabelledText {
+    /// The text.
+    pub text: String,
+    /// The second text of a pair.
+    pub pair: Option<String>,
+    /// The label as the file writes it.
+    pub label: String,
+    /// Its line in the file.
+    pub line: usize,
+}
+
+/// Calls `each(line, values)` for every row of a `.csv` or `.tsv` file (columns found by the
+/// header) or a `.jsonl` / `.ndjson` file (fields of each object; numbers and booleans as text;
+/// blank lines skipped), with the values of `columns` in that order (`None` where a row has
+/// none). A column missing from the header is [`FineTuneError::Column`]; a malformed line or a
+/// file of another type is an error naming it. `each` may stop the reading with an error.
+pub fn read_records<E: From<FineTuneError>>(
+    path: &Path,
+    columns: &[&str],
+    mut each: impl FnMut(usize, Vec<Option<String>>) -> Result<(), E>,
+) -> Result<(), E> {
+    let file_error = |reason: String| FineTuneError::File {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let row_error = |line: usize, reason: String| FineTuneError::Data {
+        path: path.to_path_buf(),
+        line,
+        reason,
+    };
+    let file = std::fs::File::open(path).map_err(|e| file_error(e.to_string()))?;
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    match extension.as_str() {
+        "csv" | "tsv" => {
+            let mut reader = csv::ReaderBuilder::new()
+                .delimiter(if extension == "tsv" { b'\t' } else { b',' })
+                .from_reader(std::io::BufReader::new(file));
+            let headers = reader
+                .headers()
+                .map_err(|e| row_error(1, e.to_string()))?
+                .clone();
+            let indices = columns
+                .iter()
+                .map(|&name| {
+                    headers
+                        .iter()
+                        .position(|h| h == name)
+                        .ok_or_else(|| FineTuneError::Column {
+                            path: path.to_path_buf(),
+                            column: name.to_string(),
+                            header: headers.iter().map(str::to_string).collect(),
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            for record in reader.records() {
+                let record = record.map_err(|e| {
+                    let line = e.position().map_or(0, |p| p.line() as usize);
+                    row_error(line, e.to_string())
+                })?;
+                let line = record.position().map_or(0, |p| p.line() as usize);
+                let values = indices
+                    .iter()
+                    .map(|&i| record.get(i).map(str::to_string))
+                    .collect();
+                each(line, values)?;
+            }
+        }
+        "jsonl" | "ndjson" => {
+            for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+                let number = i + 1;
+                let line = line.map_err(|e| row_error(number, e.to_string()))?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let value: serde_json::Value = serde_json::from_str(&line)
+                    .map_err(|e| row_error(number, format!("not JSON: {e}")))?;
+                let values = columns
+                    .iter()
+                    .map(|&name| match value.get(name) {
+                        Some(serde_json::Value::String(s)) => Some(s.clone()),
+                        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+                        Some(serde_json::Value::Bool(b)) => Some(b.to_string()),
+                        // A list (the labels of a multi-label row) as `a|b`.
+                        Some(serde_json::Value::Array(items)) => Some(
+                            items
+                                .iter()
+                                .map(|item| match item {
+                                    serde_json::Value::String(s) => s.clone(),
+                                    other => other.to_string(),
+                                })
+                                .collect::<Vec<_>>()
+                                .join(LABEL_SEPARATOR),
+                        ),
+                        _ => None,
+                    })
+                    .collect();
+                each(number, values)?;
+            }
+        }
+        other => {
+            return Err(file_error(format!(
+                "unknown file type \"{other}\": expected .csv, .tsv or .jsonl"
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// Between the labels of a multi-label row in a CSV / TSV cell (`finance|politics`); a JSON Lines
+/// row may give them as a list instead.
+pub const LABEL_SEPARATOR: &str = "|";
+
+/// Reads the labelled rows of a `.csv`, `.tsv` or `.jsonl` file (see [`read_records`]). A
+/// missing column, an empty text, an empty label (unless `empty_labels`: a multi-label row with
+/// no label), or a malformed line is an error naming the file and the line.
+pub fn read_labelled(
+    path: &Path,
+    columns: &Columns,
+    empty_labels: bool,
+) -> Result<Vec<LabelledText>, FineTuneError> {
+    let mut names = vec![columns.text.as_str(), columns.label.as_str()];
+    names.extend(columns.pair.as_deref());
+    let mut rows = Vec::new();
+    read_records::<FineTuneError>(path, &names, |line, values| {
+        let missing = |what: &str, name: &str| FineTuneError::Data {
+            path: path.to_path_buf(),
+            line,
+            reason: format!("no {what} (column \"{name}\")"),
+        };
+        let present = |value: &Option<String>| value.clone().filter(|v| !v.trim().is_empty());
+        let text = present(&values[0]).ok_or_else(|| missing("text", &columns.text))?;
+        let label = match &values[1] {
+            Some(label) if empty_labels => label.clone(),
+            _ => present(&values[1]).ok_or_else(|| missing("label", &columns.label))?,
+        };
+        let pair = match &columns.pair {
+            Some(name) => Some(present(&values[2]).ok_or_else(|| missing("second text", name))?),
+            None => None,
+        };
+        rows.push(LabelledText {
+            text,
+            pair,
+            label: label.trim().to_string(),
+            line,
+        });
+        Ok(())
+    })?;
+    if rows.is_empty() {
+        return Err(FineTuneError::File {
+            path: path.to_path_buf(),
+            reason: "no labelled rows".to_string(),
+        });
+    }
+    Ok(rows)
+}
+
+/// The label set of rows, sorted (numerically when every label is an integer).
+pub fn label_set(rows: &[LabelledText]) -> Vec<String> {
+    let set: BTreeSet<&str> = rows.iter().map(|r| r.label.as_str()).collect();
+    let mut labels: Vec<String> = set.into_iter().map(str::to_string).collect();
+    if labels.iter().all(|l| l.parse::<i64>().is_ok()) {
+        labels.sort_by_key(|l| l.parse::<i64>().unwrap_or_default());
+    }
+    labels
+}
+
+impl LabelledText {
+    /// The labels of a multi-label row (split at [`LABEL_SEPARATOR`], trimmed, empty parts
+    /// left out).
+    pub fn label_list(&self) -> Vec<String> {
+        self.label
+            .split(LABEL_SEPARATOR)
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The value of a regression row, or an error naming the file and line.
+    pub fn value(&self, path: &Path) -> Result<f32, FineTuneError> {
+        self.label
+            .parse::<f32>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| FineTuneError::Data {
+                path: path.to_path_buf(),
+                line: self.line,
+                reason: format!("label \"{}\" is not a finite number", self.label),
+            })
+    }
+}
+
+/// The labels of multi-label rows, sorted.
+pub fn label_list_set(rows: &[LabelledText]) -> Vec<String> {
+    let set: BTreeSet<String> = rows.iter().flat_map(LabelledText::label_list).collect();
+    set.into_iter().collect()
+}
+
+/// One sentence of a CoNLL file: its words and their tags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaggedSentence {
+    /// The words.
+    pub words: Vec<String>,
+    /// One tag per word (`O`, `B-PER`, …).
+    pub tags: Vec<String>,
+    /// The line of its first word.
+    pub line: usize,
+}
+
+/// Reads a CoNLL-2003-style file: one word per line, its tag in the last of the columns
+/// separated by white space (the word in the first), sentences separated by blank lines,
+/// `-DOCSTART-` lines ignored. A line with one column only is an error naming it.
+pub fn read_conll(path: &Path) -> Result<Vec<TaggedSentence>, FineTuneError> {
+    let file = std::fs::File::open(path).map_err(|e| FineTuneError::File {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let mut sentences = Vec::new();
+    let mut current = TaggedSentence {
+        words: Vec::new(),
+        tags: Vec::new(),
+        line: 0,
+    };
+    let mut finish = |current: &mut TaggedSentence| {
+        if !current.words.is_empty() {
+            sentences.push(std::mem::replace(
+                current,
+                TaggedSentence {
+                    words: Vec::new(),
+                    tags: Vec::new(),
+                    line: 0,
+                },
+            ));
+        }
+    };
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let number = i + 1;
+        let line = line.map_err(|e| FineTuneError::Data {
+            path: path.to_path_buf(),
+            line: number,
+            reason: e.to_string(),
+        })?;
+        let columns: Vec<&str> = line.split_whitespace().collect();
+        match columns.as_slice() {
+            [] => finish(&mut current),
+            [first, ..] if first.starts_with("-DOCSTART-") => finish(&mut current),
+            [_] => {
+                return Err(FineTuneError::Data {
+                    path: path.to_path_buf(),
+                    line: number,
+                    reason: format!(
+                        "\"{line}\" has one column: expected a word and its tag separated by white space"
+                    ),
+                });
+            }
+            [word, .., tag] => {
+                if current.words.is_empty() {
+                    current.line = number;
+                }
+                current.words.push(word.to_string());
+                current.tags.push(tag.to_string());
+            }
+        }
+    }
+    finish(&mut current);
+    if sentences.is_empty() {
+        return Err(FineTuneError::File {
+            path: path.to_path_buf(),
+            reason: "no tagged sentences".to_string(),
+        });
+    }
+    Ok(sentences)
+}
+
+/// The tags of sentences: `O` first, then the others sorted by entity type and then `B-` before
+/// `I-` (the order transformers' examples list them in), any other tag after them, sorted.
+pub fn tag_set(sentences: &[TaggedSentence]) -> Vec<String> {
+    let set: BTreeSet<&str> = sentences
+        .iter()
+        .flat_map(|s| s.tags.iter().map(String::as_str))
+        .collect();
+    let mut tags: Vec<String> = set.into_iter().map(str::to_string).collect();
+    let key = |tag: &String| -> (u8, String, String) {
+        if tag == "O" {
+            return (0, String::new(), String::new());
+        }
+        match tag.split_once('-') {
+            Some((prefix, kind)) => (1, kind.to_string(), prefix.to_string()),
+            None => (2, tag.clone(), String::new()),
+        }
+    };
+    tags.sort_by_key(key);
+    tags
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_rows_name_the_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.csv");
+        std::fs::write(&path, "text,label\nhello,a\n,b\n").unwrap();
+        let err = read_labelled(&path, &Columns::default(), false).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("{}, line 3: no text (column \"text\")", path.display())
+        );
+        std::fs::write(&path, "text,label\nhello,\n").unwrap();
+        let err = read_labelled(&path, &Columns::default(), false).unwrap_err();
+        assert!(err.to_string().contains("line 2: no label"), "{err}");
+        // A multi-label row may have no label.
+        let rows = read_labelled(&path, &Columns::default(), true).unwrap();
+        assert!(rows[0].label_list().is_empty());
+        std::fs::write(&path, "sentence,label\nhello,a\n").unwrap();
+        let err = read_labelled(&path, &Columns::default(), false).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("no column \"text\" in the header (sentence, label)"),
+            "{err}"
+        );
+        let path = dir.path().join("data.jsonl");
+        std::fs::write(&path, "{\"text\": \"a\", \"label\": 1}\n{oops\n").unwrap();
+        let err = read_labelled(&path, &Columns::default(), false).unwrap_err();
+        assert!(err.to_string().contains("line 2: not JSON"), "{err}");
+        std::fs::write(&path, "{\"text\": \"a\", \"label\": [\"x\", \"y\"]}\n").unwrap();
+        let rows = read_labelled(&path, &Columns::default(), true).unwrap();
+        assert_eq!(rows[0].label_list(), ["x", "y"]);
+        let row = |label: &str| LabelledText {
+            text: "a".into(),
+            pair: None,
+            label: label.into(),
+            line: 2,
+        };
+        assert_eq!(label_set(&[row("10"), row("9")]), ["9", "10"]);
+        assert_eq!(row("2.5").value(&path).unwrap(), 2.5);
+        let err = row("high").value(&path).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("line 2: label \"high\" is not a finite number")
+        );
+    }
+
+    #[test]
+    fn conll_files_are_read_or_refused_by_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tags.conll");
+        std::fs::write(
+            &path,
+            "-DOCSTART- -X- O\n\nEU NNP B-ORG\nrejects VBZ O\n\n\nPeter B-PER\nBlackburn I-PER\n",
+        )
+        .unwrap();
+        let sentences = read_conll(&path).unwrap();
+        assert_eq!(sentences.len(), 2);
+        assert_eq!(sentences[0].words, ["EU", "rejects"]);
+        assert_eq!(sentences[0].line, 3);
+        assert_eq!(sentences[1].tags, ["B-PER", "I-PER"]);
+        assert_eq!(tag_set(&sentences), ["O", "B-ORG", "B-PER", "I-PER"]);
+        std::fs::write(&path, "EU B-ORG\nrejects\n").unwrap();
+        let err = read_conll(&path).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("line 2: \"rejects\" has one column"),
+            "{err}"
+        );
+        std::fs::write(&path, "\n\n").unwrap();
+        assert!(
+            read_conll(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("no tagged sentences")
+        );
+    }
+}
