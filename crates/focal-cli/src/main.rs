@@ -58,6 +58,9 @@ enum Command {
     /// Rank candidate texts (FAQ questions, tickets) for each query by cosine similarity of
     /// sentence embeddings.
     Match(tasks::MatchArgs),
+    /// Score a fine-tuned model on a labelled file: precision, recall and F1 per class (per
+    /// entity type for a tagger), the confusion matrix, the task's metrics.
+    Eval(tasks::EvalArgs),
     /// Show the enabled backends, the wgpu adapter in use, and versions.
     Info,
 }
@@ -213,6 +216,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tag(args) => tasks::tag(backend, args, cli.json),
         Command::Answer(args) => tasks::answer(backend, args, cli.json),
         Command::Match(args) => tasks::match_texts(backend, args, cli.json),
+        Command::Eval(args) => tasks::eval(backend, args, cli.json),
         Command::Info => info(cli.json),
     }
 }

@@ -524,3 +524,136 @@ pub fn held_out_line(m: &focal::train::HeldOut) -> String {
     parts.push(format!("loss {:.4}", m.loss));
     parts.join(", ")
 }
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A directory written by `focal train` (or any BertForSequenceClassification /
+    /// BertForTokenClassification directory).
+    #[arg(long)]
+    model: PathBuf,
+    /// Labelled rows (.csv, .tsv, .jsonl), or a CoNLL file for a tagger.
+    #[arg(long)]
+    data: PathBuf,
+    /// Also draw the confusion matrix (single-label classification) into this PNG file.
+    #[arg(long)]
+    confusion: Option<PathBuf>,
+    /// The column of the texts (default: the training run's, else text).
+    #[arg(long)]
+    text_column: Option<String>,
+    /// The column of the second texts of pairs (default: the training run's, else none).
+    #[arg(long)]
+    pair_column: Option<String>,
+    /// The column of the labels (default: the training run's, else label).
+    #[arg(long)]
+    label_column: Option<String>,
+    /// Examples per forward pass.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Longest input in tokens.
+    #[arg(long, default_value_t = 128)]
+    max_length: usize,
+}
+
+struct EvalJob {
+    args: EvalArgs,
+}
+
+impl BackendJob for EvalJob {
+    type Output = Result<focal::train::Evaluation, focal::train::FineTuneError>;
+}
+
+impl<B: FusedAutodiffBackend> RunOn<B> for EvalJob {
+    fn run(self, device: B::Device) -> Self::Output {
+        let args = &self.args;
+        let given =
+            args.text_column.is_some() || args.pair_column.is_some() || args.label_column.is_some();
+        let defaults = focal::train::Columns::default();
+        let columns = given.then(|| focal::train::Columns {
+            text: args.text_column.clone().unwrap_or(defaults.text),
+            pair: args.pair_column.clone(),
+            label: args.label_column.clone().unwrap_or(defaults.label),
+        });
+        focal::train::evaluate_model::<B::InnerBackend>(
+            &args.model,
+            &args.data,
+            columns.as_ref(),
+            args.batch_size,
+            args.max_length,
+            &device,
+        )
+    }
+}
+
+/// `focal eval`: a fine-tuned model's figures on a labelled file, per class and overall.
+pub fn eval(backend: BackendKind, args: EvalArgs, json: bool) -> anyhow::Result<()> {
+    if !args.model.is_dir() {
+        anyhow::bail!("--model {}: no such directory", args.model.display());
+    }
+    if !args.data.is_file() {
+        anyhow::bail!("--data {}: no such file", args.data.display());
+    }
+    let confusion_file = args.confusion.clone();
+    let evaluation = backend.run(EvalJob { args })??;
+    let m = &evaluation.held_out;
+    if let Some(path) = &confusion_file {
+        let Some(confusion) = &m.confusion else {
+            anyhow::bail!(
+                "--confusion: a {} model has no confusion matrix (single-label classification only)",
+                evaluation.task
+            );
+        };
+        let picture = focal::train::plots::confusion_chart(&evaluation.labels, confusion)?;
+        focal::train::plots::write_picture(path, &picture)?;
+    }
+    if json {
+        return output::line(serde_json::to_string_pretty(&evaluation)?);
+    }
+    if !m.per_class.is_empty() {
+        let width = m
+            .per_class
+            .iter()
+            .map(|c| c.label.chars().count())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        output::line(format_args!(
+            "{:width$}  precision  recall      f1  support",
+            "label"
+        ))?;
+        for c in &m.per_class {
+            output::line(format_args!(
+                "{:width$}  {:>9.4}  {:>6.4}  {:>6.4}  {:>7}",
+                c.label, c.precision, c.recall, c.f1, c.support
+            ))?;
+        }
+    }
+    if let Some(confusion) = &m.confusion {
+        let width = evaluation
+            .labels
+            .iter()
+            .map(|l| l.chars().count())
+            .max()
+            .unwrap_or(4)
+            .max(6);
+        let header: Vec<String> = evaluation
+            .labels
+            .iter()
+            .map(|l| format!("{l:>width$}"))
+            .collect();
+        output::line(format_args!(
+            "confusion (rows true, columns predicted)\n{:width$}  {}",
+            "",
+            header.join("  ")
+        ))?;
+        for (label, row) in evaluation.labels.iter().zip(confusion) {
+            let cells: Vec<String> = row.iter().map(|n| format!("{n:>width$}")).collect();
+            output::line(format_args!("{label:width$}  {}", cells.join("  ")))?;
+        }
+    }
+    output::line(format_args!(
+        "{}: {} ({} examples)",
+        evaluation.task,
+        held_out_line(m),
+        m.examples
+    ))
+}

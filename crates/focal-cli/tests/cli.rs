@@ -963,6 +963,45 @@ fn train_classify_fine_tunes_and_classify_runs_the_result() {
     let classified = focal(&["classify", "--model", &out, "paris was great ."]);
     assert!(String::from_utf8_lossy(&classified.stdout).starts_with("place "));
 
+    // `focal eval` scores the directory again: the report's figures, per class, and the
+    // confusion matrix as text and as a picture.
+    let picture = dir.path().join("confusion.png");
+    let evaluated = focal(&[
+        "eval",
+        "--model",
+        &out,
+        "--data",
+        &valid,
+        "--confusion",
+        &picture.display().to_string(),
+    ]);
+    let table = String::from_utf8_lossy(&evaluated.stdout);
+    assert!(
+        table.starts_with("label   precision  recall      f1  support\nperson "),
+        "{table}"
+    );
+    assert!(
+        table.contains("confusion (rows true, columns predicted)"),
+        "{table}"
+    );
+    assert!(std::fs::read(&picture).unwrap().starts_with(b"\x89PNG"));
+    let evaluation = json_stdout(&focal(&[
+        "--json", "eval", "--model", &out, "--data", &valid,
+    ]));
+    assert_eq!(evaluation["task"], "classify");
+    assert_eq!(
+        evaluation["held_out"]["confusion"],
+        report["after"]["confusion"]
+    );
+    let wrong = focal(&[
+        "eval",
+        "--model",
+        &out,
+        "--data",
+        &fixture("train/tag_valid.conll"),
+    ]);
+    assert_one_line_error(&wrong, "unknown file type \"conll\"");
+
     let out2 = dir.path().join("run2").display().to_string();
     let missing = focal(&[
         "train", "--task", "classify", "--data", &data, "--out", &out2,

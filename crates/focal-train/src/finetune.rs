@@ -1467,6 +1467,114 @@ fn report(
     }
 }
 
+/// A fine-tuned model's figures on a labelled file ([`evaluate_model`]).
+#[derive(Clone, Debug, Serialize)]
+pub struct Evaluation {
+    /// The task, from the directory's architecture and problem type.
+    pub task: FineTuneTask,
+    /// The model's labels (tags), by id; empty for regression.
+    pub labels: Vec<String>,
+    /// The figures.
+    pub held_out: HeldOut,
+}
+
+/// Scores the model in `dir` (a `BertForSequenceClassification` or `BertForTokenClassification`
+/// directory, e.g. written by [`fine_tune`]) on the labelled file `data`: rows as
+/// [`read_labelled`] reads them, or a CoNLL file for a tagger. The columns are `columns`, or
+/// else those the run that wrote `dir` used (its `metrics.json`), or else the defaults; a
+/// single-label model reading pairs is the `pair` task. A label the model does not have is an
+/// error naming the line.
+pub fn evaluate_model<B: FusedAttentionBackend>(
+    dir: &Path,
+    data: &Path,
+    columns: Option<&Columns>,
+    batch_size: usize,
+    max_length: usize,
+    device: &B::Device,
+) -> Result<Evaluation, FineTuneError> {
+    let config_path = dir.join("config.json");
+    let config: serde_json::Value = std::fs::read(&config_path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default();
+    let is = |architecture: &str| {
+        config["architectures"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == architecture))
+    };
+    let trained_columns = || -> Option<Columns> {
+        let bytes = std::fs::read(dir.join("metrics.json")).ok()?;
+        let report: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        let c = &report["config"]["columns"];
+        Some(Columns {
+            text: c["text"].as_str()?.to_string(),
+            pair: c["pair"].as_str().map(str::to_string),
+            label: c["label"].as_str()?.to_string(),
+        })
+    };
+    let columns = columns
+        .cloned()
+        .or_else(trained_columns)
+        .unwrap_or_default();
+    let mut settings = FineTuneConfig {
+        batch_size,
+        max_length,
+        columns,
+        ..FineTuneConfig::default()
+    };
+    settings.validate()?;
+    if is("BertForTokenClassification") {
+        settings.task = FineTuneTask::Tag;
+        let (model, task) = BertForTokenClassification::<B>::load(dir, device)?;
+        let tokenizer = tokenizer_for(dir, &task, max_length)?;
+        let examples = tag_examples(read_conll(data)?, &task.labels, &tokenizer, data)?;
+        let pad_id = task.bert.pad_token_id as u32;
+        let held_out = evaluate(
+            &TagTraining { model },
+            &PadBatcher { pad_id },
+            &examples,
+            &settings,
+            &task.labels,
+            device,
+        );
+        return Ok(Evaluation {
+            task: settings.task,
+            labels: task.labels,
+            held_out,
+        });
+    }
+    let (model, task) = BertForSequenceClassification::<B>::load(dir, device)?;
+    settings.task = match task.problem_type {
+        ProblemType::Regression => FineTuneTask::Regress,
+        ProblemType::MultiLabel => FineTuneTask::MultiLabel,
+        ProblemType::SingleLabel if settings.columns.pair.is_some() => FineTuneTask::Pair,
+        ProblemType::SingleLabel => FineTuneTask::Classify,
+    };
+    let multi = settings.task == FineTuneTask::MultiLabel;
+    let rows = read_labelled(data, &settings.columns, multi)?;
+    let tokenizer = tokenizer_for(dir, &task, max_length)?;
+    let examples = text_examples(rows, settings.task, &task.labels, &tokenizer, data)?;
+    let pad_id = task.bert.pad_token_id as u32;
+    let held_out = evaluate(
+        &SequenceTraining { model },
+        &PadBatcher { pad_id },
+        &examples,
+        &settings,
+        &task.labels,
+        device,
+    );
+    let labels = if settings.task == FineTuneTask::Regress {
+        Vec::new()
+    } else {
+        task.labels
+    };
+    Ok(Evaluation {
+        task: settings.task,
+        labels,
+        held_out,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1552,6 +1660,19 @@ mod tests {
             .classify(&["paris was great .".to_string()], None, Some(1))
             .unwrap();
         assert_eq!(best[0][0].label, "place");
+        // Scoring the directory again on the held-out file gives the figures of the report.
+        let evaluation = evaluate_model::<B>(
+            &dir,
+            &fixtures().join("train/classify_valid.csv"),
+            None,
+            16,
+            32,
+            device,
+        )
+        .unwrap();
+        assert_eq!(evaluation.task, FineTuneTask::Classify);
+        assert_eq!(evaluation.held_out.confusion, report.after.confusion);
+        assert!((evaluation.held_out.loss - report.after.loss).abs() < 1e-5);
     }
 
     focal_backend::backend_tests!(classify_learns_the_labels);

@@ -36,7 +36,10 @@ pub use checkpoint::{
 };
 pub use data::{Columns, FineTuneError, read_conll, read_labelled, read_records};
 pub use eval::{EvalMetrics, evaluate};
-pub use finetune::{FineTuneConfig, FineTuneReport, FineTuneTask, HeldOut, History, fine_tune};
+pub use finetune::{
+    Evaluation, FineTuneConfig, FineTuneReport, FineTuneTask, HeldOut, History, evaluate_model,
+    fine_tune,
+};
 pub use optim::{FusedAdamW, FusedAdamWConfig};
 pub use schedule::WarmupLinear;
 pub use task::{Example, ReverseTask, Seq2SeqTask, TaskKind, TrainingStream};
