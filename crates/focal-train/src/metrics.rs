@@ -708,6 +708,248 @@ impl Numeric for EntityF1Metric {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::data::dataloader::Progress;
+    use serde_json::Value;
+
+    /// scikit-learn, SciPy and seqeval on fixed inputs: regenerate with
+    /// `python3 tests/fixtures/train/generate_metrics.py` (versions pinned there).
+    fn reference() -> Value {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/train/metrics_reference.json");
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    fn usizes(v: &Value) -> Vec<usize> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as usize)
+            .collect()
+    }
+
+    fn close(a: f64, b: f64, what: &str) {
+        assert!((a - b).abs() < 1e-12, "{what}: {a} != {b}");
+    }
+
+    fn metadata() -> MetricMetadata {
+        let progress = Progress {
+            items_processed: 1,
+            items_total: 1,
+        };
+        MetricMetadata {
+            progress: progress.clone(),
+            global_progress: progress,
+            iteration: Some(1),
+            lr: None,
+        }
+    }
+
+    /// Feeds `n` items to `update` in uneven batches (7, 1, 13, 7, 1, 13, …) and returns the
+    /// weighted mean of the entries, as burn-train's store aggregates an epoch.
+    fn epoch_mean(
+        n: usize,
+        mut update: impl FnMut(std::ops::Range<usize>) -> SerializedEntry,
+    ) -> f64 {
+        let (mut start, mut sum, mut count) = (0, 0.0, 0);
+        for size in [7, 1, 13].into_iter().cycle() {
+            if start >= n {
+                break;
+            }
+            let end = (start + size).min(n);
+            let entry = update(start..end);
+            if let NumericEntry::Aggregated {
+                aggregated_value,
+                count: c,
+            } = NumericEntry::deserialize(&entry.serialized).unwrap()
+            {
+                sum += aggregated_value * c as f64;
+                count += c;
+            }
+            start = end;
+        }
+        sum / count as f64
+    }
+
+    #[test]
+    fn single_label_figures_equal_scikit_learn() {
+        let r = &reference()["single_label"];
+        let (targets, predicted) = (usizes(&r["targets"]), usizes(&r["predicted"]));
+        let classes = r["classes"].as_u64().unwrap() as usize;
+        let outcomes = ClassOutcomes::single_label(&targets, &predicted, classes);
+        for (i, s) in outcomes.per_class(&[]).iter().enumerate() {
+            close(
+                s.precision,
+                r["precision"][i].as_f64().unwrap(),
+                "precision",
+            );
+            close(s.recall, r["recall"][i].as_f64().unwrap(), "recall");
+            close(s.f1, r["f1"][i].as_f64().unwrap(), "f1");
+            assert_eq!(s.support, r["support"][i].as_u64().unwrap());
+        }
+        close(
+            outcomes.macro_f1(),
+            r["macro_f1"].as_f64().unwrap(),
+            "macro-F1",
+        );
+        close(
+            outcomes.accuracy(),
+            r["accuracy"].as_f64().unwrap(),
+            "accuracy",
+        );
+        // Through burn-train's metric, batch by batch: the epoch figure is the epoch's.
+        for (mut metric, want) in [
+            (OutcomeMetric::macro_f1(), &r["macro_f1"]),
+            (OutcomeMetric::accuracy(), &r["accuracy"]),
+        ] {
+            let mean = epoch_mean(targets.len(), |range| {
+                let batch = ClassOutcomes::single_label(
+                    &targets[range.clone()],
+                    &predicted[range],
+                    classes,
+                );
+                metric.update(&batch, &metadata())
+            });
+            assert!((mean - 100.0 * want.as_f64().unwrap()).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn multi_label_figures_equal_scikit_learn() {
+        let r = &reference()["multi_label"];
+        let rows = |v: &Value| -> Vec<Vec<bool>> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|row| usizes(row).into_iter().map(|x| x == 1).collect())
+                .collect()
+        };
+        let (targets, predicted) = (rows(&r["targets"]), rows(&r["predicted"]));
+        let outcomes = ClassOutcomes::multi_label(&targets, &predicted);
+        close(
+            outcomes.macro_f1(),
+            r["macro_f1"].as_f64().unwrap(),
+            "macro-F1",
+        );
+        close(
+            outcomes.micro_f1(),
+            r["micro_f1"].as_f64().unwrap(),
+            "micro-F1",
+        );
+        let mut metric = OutcomeMetric::micro_f1();
+        let mean = epoch_mean(targets.len(), |range| {
+            let batch = ClassOutcomes::multi_label(&targets[range.clone()], &predicted[range]);
+            metric.update(&batch, &metadata())
+        });
+        assert!((mean - 100.0 * r["micro_f1"].as_f64().unwrap()).abs() < 1e-9);
+    }
+
+    #[test]
+    fn pearson_equals_scipy() {
+        let r = &reference()["pearson"];
+        let floats = |v: &Value| -> Vec<f64> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        };
+        let (x, y) = (floats(&r["predicted"]), floats(&r["targets"]));
+        let want = r["r"].as_f64().unwrap();
+        let mut sums = Correlation::default();
+        sums.add(&x, &y);
+        assert!((sums.pearson() - want).abs() < 1e-12);
+        let mut metric = PearsonMetric::new();
+        let mean = epoch_mean(x.len(), |range| {
+            let batch = RegressionPairs {
+                predicted: x[range.clone()].to_vec(),
+                targets: y[range].to_vec(),
+            };
+            metric.update(&batch, &metadata())
+        });
+        assert!((mean - want).abs() < 1e-9);
+        // Undefined correlations are 0, not NaN.
+        let mut flat = Correlation::default();
+        flat.add(&[1.0, 1.0, 1.0], &[0.0, 1.0, 2.0]);
+        assert_eq!(flat.pearson(), 0.0);
+    }
+
+    #[test]
+    fn entities_equal_seqeval() {
+        let r = &reference()["entities"];
+        let sentences = |v: &Value| -> Vec<Vec<String>> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|s| {
+                    s.as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|t| t.as_str().unwrap().to_string())
+                        .collect()
+                })
+                .collect()
+        };
+        let (gold, predicted) = (sentences(&r["gold"]), sentences(&r["predicted"]));
+        for (sentence, want) in gold.iter().zip(r["gold_entities"].as_array().unwrap()) {
+            let want: Vec<(String, usize, usize)> = want
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    (
+                        e[0].as_str().unwrap().to_string(),
+                        e[1].as_u64().unwrap() as usize,
+                        e[2].as_u64().unwrap() as usize,
+                    )
+                })
+                .collect();
+            assert_eq!(entities(sentence), want, "{sentence:?}");
+        }
+        let mut counts = EntityCounts::default();
+        counts.add(&gold, &predicted);
+        let (p, rec, f1) = counts.scores();
+        close(p, r["precision"].as_f64().unwrap(), "precision");
+        close(rec, r["recall"].as_f64().unwrap(), "recall");
+        close(f1, r["f1"].as_f64().unwrap(), "f1");
+        let per_type = r["per_type"].as_object().unwrap();
+        let mine = counts.per_type();
+        assert_eq!(mine.len(), per_type.len());
+        for s in mine {
+            let want = &per_type[&s.label];
+            close(s.precision, want["precision"].as_f64().unwrap(), &s.label);
+            close(s.recall, want["recall"].as_f64().unwrap(), &s.label);
+            close(s.f1, want["f1"].as_f64().unwrap(), &s.label);
+            assert_eq!(s.support, want["support"].as_u64().unwrap());
+        }
+        // Through burn-train's metric, by tag ids, batch by batch.
+        let labels: Vec<String> = gold
+            .iter()
+            .chain(&predicted)
+            .flatten()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let ids = |s: &[Vec<String>]| -> Vec<Vec<usize>> {
+            s.iter()
+                .map(|t| {
+                    t.iter()
+                        .map(|x| labels.iter().position(|l| l == x).unwrap())
+                        .collect()
+                })
+                .collect()
+        };
+        let (gold_ids, predicted_ids) = (ids(&gold), ids(&predicted));
+        let mut metric = EntityF1Metric::new(labels.clone());
+        let mean = epoch_mean(gold.len(), |range| {
+            let batch = TagSequences {
+                gold: gold_ids[range.clone()].to_vec(),
+                predicted: predicted_ids[range].to_vec(),
+            };
+            metric.update(&batch, &metadata())
+        });
+        assert!((mean - 100.0 * r["f1"].as_f64().unwrap()).abs() < 1e-9);
+    }
 
     #[test]
     fn epoch_entries_average_to_the_epoch_figure() {
