@@ -99,6 +99,11 @@ struct TrainArgs {
     /// Fine-tuning: stop after this many epochs without a better validation metric.
     #[arg(long)]
     early_stopping: Option<usize>,
+    /// Fine-tuning: keep the encoder frozen and train only a linear head on its mean-pooled
+    /// embeddings, computed once (logistic regression for classify; not for tag). A baseline,
+    /// and a fast model; the directory pools by the mean, which only Focal reads.
+    #[arg(long)]
+    linear_probe: bool,
     /// Fine-tuning: longest input in tokens (default 128).
     #[arg(long)]
     max_length: Option<usize>,
@@ -241,6 +246,7 @@ fn train(backend: BackendKind, args: TrainArgs, json: bool) -> anyhow::Result<()
         ("--warmup", args.warmup.is_some()),
         ("--grad-accum", args.grad_accum.is_some()),
         ("--early-stopping", args.early_stopping.is_some()),
+        ("--linear-probe", args.linear_probe),
         ("--max-length", args.max_length.is_some()),
     ] {
         if given {
@@ -356,6 +362,7 @@ fn fine_tune(
         learning_rate: args.lr.unwrap_or(defaults.learning_rate),
         warmup: args.warmup.unwrap_or(defaults.warmup),
         early_stopping: args.early_stopping,
+        linear_probe: args.linear_probe,
         max_length: args.max_length.unwrap_or(defaults.max_length),
         seed: args.seed.unwrap_or(defaults.seed),
         columns: Columns {

@@ -223,8 +223,15 @@ impl<B: FusedAttentionBackend> SequenceClassifier<B> {
     /// - hidden `[b, l, d]` (the encoder's last states), valid `[b, l]` (`true` = real token)
     /// - returns `[b, num_labels]`
     pub fn forward(&self, hidden: Tensor<B, 3>, valid: Tensor<B, 2, Bool>) -> Tensor<B, 2> {
+        let pooled = self.pool(hidden, valid);
+        project(&self.classifier, self.dropout.forward(pooled))
+    }
+
+    /// The pooled features `[b, d]` the classifier reads (before dropout): the pooler's output
+    /// or the mean of the real tokens' states.
+    pub fn pool(&self, hidden: Tensor<B, 3>, valid: Tensor<B, 2, Bool>) -> Tensor<B, 2> {
         let [b, l, d] = hidden.dims();
-        let pooled = match (self.pooling, &self.pooler) {
+        match (self.pooling, &self.pooler) {
             (ClassifierPooling::Pooler, Some(pooler)) => {
                 let first = hidden.slice([0..b, 0..1, 0..d]).reshape([b, d]);
                 project(pooler, first).tanh()
@@ -235,8 +242,7 @@ impl<B: FusedAttentionBackend> SequenceClassifier<B> {
                 let counts = weights.clone().sum_dim(1).clamp_min(1e-9);
                 (hidden * weights).sum_dim(1).div(counts).reshape([b, d])
             }
-        };
-        project(&self.classifier, self.dropout.forward(pooled))
+        }
     }
 }
 

@@ -29,5 +29,5 @@ pub use hf::{EncodedBatch, Encoding, TextTokenizer};
 pub use pipelines::{Pipeline, QaSettings, QuestionAnswerer, Tagger, TextClassifier, TextMatcher};
 pub use tasks::{
     BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification,
-    BertInputs, BertTask, TaskConfig, TaskModel,
+    BertInputs, BertTask, POOLING_KEY, TaskConfig, TaskModel,
 };

@@ -48,7 +48,17 @@ struct TaskFields {
     problem_type: Option<String>,
     #[serde(default)]
     classifier_dropout: Option<f64>,
+    /// Focal's own key for a classifier over the mean of the tokens' states (see
+    /// [`POOLING_KEY`]).
+    #[serde(default)]
+    focal_classifier_pooling: Option<String>,
 }
+
+/// The `config.json` key of a sequence classifier that pools by the mean of the real tokens'
+/// states (value `"mean"`), as a linear probe over sentence-transformers embeddings does.
+/// transformers' `BertForSequenceClassification` always pools with `[CLS]` and its pooler, so it
+/// ignores the key and does not reproduce such a model: the directory is for Focal.
+pub const POOLING_KEY: &str = "focal_classifier_pooling";
 
 impl TaskFields {
     /// The head's dropout: `classifier_dropout`, else the encoder's `hidden_dropout_prob`, as
@@ -189,18 +199,30 @@ impl<B: Backend> BertForSequenceClassification<B> {
                 .map_err(PytorchImportError::Unsupported)?;
             let dropout = fields.dropout(config);
             let d = config.hidden_size;
+            let pooling = match fields.focal_classifier_pooling.as_deref() {
+                None => ClassifierPooling::Pooler,
+                Some("mean") => ClassifierPooling::Mean,
+                Some(other) => {
+                    return Err(PytorchImportError::Unsupported(format!(
+                        "{POOLING_KEY} \"{other}\" (Focal knows \"mean\")"
+                    )));
+                }
+            };
             let mut head = SequenceClassifierConfig::new(d, n)
                 .with_problem_type(problem_type)
-                .with_pooling(ClassifierPooling::Pooler)
+                .with_pooling(pooling)
                 .with_dropout(dropout)
                 .try_init::<B>(device)?;
             head.classifier = state.linear::<B>("classifier", [d, n], device)?;
             Ok((head, n))
         })?;
-        head.pooler = Some(bert.pooler.take().ok_or_else(|| PretrainedError::Tensors {
-            path: dir.join("model.safetensors"),
-            cause: PytorchImportError::Missing("bert.pooler.dense.weight".to_string()),
-        })?);
+        let pooler = bert.pooler.take();
+        if head.pooling() == ClassifierPooling::Pooler {
+            head.pooler = Some(pooler.ok_or_else(|| PretrainedError::Tensors {
+                path: dir.join("model.safetensors"),
+                cause: PytorchImportError::Missing("bert.pooler.dense.weight".to_string()),
+            })?);
+        }
         let labels = labels(fields.id2label, n, &path)?;
         let problem_type = head.problem_type();
         Ok((
@@ -401,6 +423,15 @@ impl<B: FusedAttentionBackend> BertForSequenceClassification<B> {
             .last_hidden_state;
         self.head.forward(hidden, valid)
     }
+
+    /// The pooled features `[b, d]` the classifier reads (see [`SequenceClassifier::pool`]).
+    pub fn features(&self, (ids, types, valid): BertInputs<B>) -> Tensor<B, 2> {
+        let hidden = self
+            .bert
+            .forward(ids, types, valid.clone())
+            .last_hidden_state;
+        self.head.pool(hidden, valid)
+    }
 }
 
 impl<B: FusedAttentionBackend> BertForTokenClassification<B> {
@@ -522,6 +553,7 @@ fn save_task_dir(
     task: BertTask,
     tensors: Vec<Saved>,
     extra: &[(&str, Vec<u8>)],
+    focal_key: Option<(&str, serde_json::Value)>,
 ) -> Result<(), PretrainedError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -532,6 +564,12 @@ fn save_task_dir(
             Ok(serde_json::Value::Object(map)) => map,
             _ => serde_json::Map::new(),
         };
+    // A key of Focal's from the source directory (a probe fine-tuned further) goes unless the
+    // model saved has it.
+    json.remove(POOLING_KEY);
+    if let Some((key, value)) = focal_key {
+        json.insert(key.to_string(), value);
+    }
     let bert = &config.bert;
     for (key, value) in [
         ("model_type", serde_json::json!("bert")),
@@ -659,12 +697,14 @@ impl<B: Backend> BertForSequenceClassification<B> {
             tensors.extend(linear_tensors("bert.pooler.dense", pooler));
         }
         tensors.extend(linear_tensors("classifier", &self.head.classifier));
+        let mean = self.head.pooling() == ClassifierPooling::Mean;
         save_task_dir(
             dir,
             config,
             BertTask::SequenceClassification,
             tensors,
             extra,
+            mean.then_some((POOLING_KEY, serde_json::json!("mean"))),
         )
     }
 }
@@ -686,7 +726,14 @@ impl<B: Backend> BertForTokenClassification<B> {
     ) -> Result<(), PretrainedError> {
         let mut tensors = bert_tensors(&self.bert);
         tensors.extend(linear_tensors("classifier", &self.head.classifier));
-        save_task_dir(dir, config, BertTask::TokenClassification, tensors, extra)
+        save_task_dir(
+            dir,
+            config,
+            BertTask::TokenClassification,
+            tensors,
+            extra,
+            None,
+        )
     }
 }
 
@@ -696,7 +743,7 @@ impl<B: Backend> BertForQuestionAnswering<B> {
     pub fn save_pretrained(&self, dir: &Path, config: &TaskConfig) -> Result<(), PretrainedError> {
         let mut tensors = bert_tensors(&self.bert);
         tensors.extend(linear_tensors("qa_outputs", &self.head.qa_outputs));
-        save_task_dir(dir, config, BertTask::QuestionAnswering, tensors, &[])
+        save_task_dir(dir, config, BertTask::QuestionAnswering, tensors, &[], None)
     }
 }
 

@@ -43,9 +43,9 @@ use burn::train::{
 };
 use focal_attention::{FusedAttentionBackend, FusedAutodiffBackend};
 use focal_backend::ConfigError;
-use focal_heads::ProblemType;
 use focal_heads::align_word_labels;
 use focal_heads::loss::{binary_cross_entropy_with_logits, cross_entropy, mean_squared_error};
+use focal_heads::{ClassifierPooling, ProblemType, SequenceClassifierConfig};
 use focal_pretrained::pipelines::bert_inputs;
 use focal_pretrained::{
     BertForSequenceClassification, BertForTokenClassification, BertInputs, EncodedBatch,
@@ -149,6 +149,10 @@ pub struct FineTuneConfig {
     /// Where the texts and labels are (rows files; unused for tagging). For `pair`, the second
     /// text's column defaults to `text_pair`.
     pub columns: Columns,
+    /// Train a linear head (logistic regression for classification) on the frozen encoder's
+    /// mean-pooled embeddings, computed once, instead of fine-tuning the whole model (not for
+    /// tagging). The directory written pools by the mean ([`focal_pretrained::POOLING_KEY`]).
+    pub linear_probe: bool,
     /// Print one line per epoch on standard error.
     #[serde(skip)]
     pub progress: bool,
@@ -167,6 +171,7 @@ impl Default for FineTuneConfig {
             max_length: 128,
             seed: 42,
             columns: Columns::default(),
+            linear_probe: false,
             progress: false,
         }
     }
@@ -190,7 +195,12 @@ impl FineTuneConfig {
         )?;
         ConfigError::ensure((0.0..1.0).contains(&self.warmup), NAME, || {
             format!("warmup must be in [0, 1), got {}", self.warmup)
-        })
+        })?;
+        ConfigError::ensure(
+            !(self.linear_probe && self.task == FineTuneTask::Tag),
+            NAME,
+            || "linear_probe trains a head on pooled sentence embeddings: not for tag".to_string(),
+        )
     }
 
     /// The columns the task reads: `pair` needs a second text (default column `text_pair`).
@@ -308,47 +318,76 @@ impl PadBatcher {
     }
 }
 
+/// The targets of a batch (all of one kind: classes, label sets or values).
+fn batch_targets<B: Backend>(targets: Vec<&Target>, device: &B::Device) -> Targets<B> {
+    let n = targets.len();
+    let floats = |values: Vec<f32>, width: usize| {
+        Tensor::<B, 2>::from_data(TensorData::new(values, [n, width]), device)
+    };
+    match targets.first() {
+        Some(Target::Labels(first)) => {
+            let width = first.len();
+            let values = targets
+                .iter()
+                .flat_map(|t| match t {
+                    Target::Labels(v) => v.clone(),
+                    _ => vec![0.0; width],
+                })
+                .collect();
+            Targets::Labels(floats(values, width))
+        }
+        Some(Target::Value(_)) => {
+            let values = targets
+                .iter()
+                .map(|t| match t {
+                    Target::Value(v) => *v,
+                    _ => 0.0,
+                })
+                .collect();
+            Targets::Values(floats(values, 1))
+        }
+        _ => {
+            let classes: Vec<i64> = targets
+                .iter()
+                .map(|t| match t {
+                    Target::Class(c) => *c as i64,
+                    _ => 0,
+                })
+                .collect();
+            Targets::Classes(Tensor::from_data(TensorData::new(classes, [n]), device))
+        }
+    }
+}
+
+/// A text's pooled embedding (a linear probe's input) and its target.
+#[derive(Clone, Debug)]
+pub struct FeatureExample {
+    features: Vec<f32>,
+    target: Target,
+}
+
+/// A batch of embeddings `[b, d]` and their targets.
+#[derive(Clone, Debug)]
+pub struct FeatureBatch<B: Backend> {
+    features: Tensor<B, 2>,
+    targets: Targets<B>,
+}
+
+impl<B: Backend> Batcher<B, FeatureExample, FeatureBatch<B>> for PadBatcher {
+    fn batch(&self, items: Vec<FeatureExample>, device: &B::Device) -> FeatureBatch<B> {
+        let d = items.first().map_or(0, |i| i.features.len());
+        let values: Vec<f32> = items.iter().flat_map(|i| i.features.clone()).collect();
+        let features = Tensor::from_data(TensorData::new(values, [items.len(), d]), device);
+        let targets = batch_targets(items.iter().map(|i| &i.target).collect(), device);
+        FeatureBatch { features, targets }
+    }
+}
+
 impl<B: Backend> Batcher<B, TextExample, TextBatch<B>> for PadBatcher {
     fn batch(&self, items: Vec<TextExample>, device: &B::Device) -> TextBatch<B> {
         let rows: Vec<&Tokens> = items.iter().map(|i| &i.tokens).collect();
         let inputs = self.inputs(&rows, device);
-        let n = items.len();
-        let floats = |values: Vec<f32>, width: usize| {
-            Tensor::<B, 2>::from_data(TensorData::new(values, [n, width]), device)
-        };
-        let targets = match items.first().map(|i| &i.target) {
-            Some(Target::Labels(first)) => {
-                let width = first.len();
-                let values = items
-                    .iter()
-                    .flat_map(|i| match &i.target {
-                        Target::Labels(v) => v.clone(),
-                        _ => vec![0.0; width],
-                    })
-                    .collect();
-                Targets::Labels(floats(values, width))
-            }
-            Some(Target::Value(_)) => {
-                let values = items
-                    .iter()
-                    .map(|i| match i.target {
-                        Target::Value(v) => v,
-                        _ => 0.0,
-                    })
-                    .collect();
-                Targets::Values(floats(values, 1))
-            }
-            _ => {
-                let classes: Vec<i64> = items
-                    .iter()
-                    .map(|i| match i.target {
-                        Target::Class(c) => c as i64,
-                        _ => 0,
-                    })
-                    .collect();
-                Targets::Classes(Tensor::from_data(TensorData::new(classes, [n]), device))
-            }
-        };
+        let targets = batch_targets(items.iter().map(|i| &i.target).collect(), device);
         TextBatch { inputs, targets }
     }
 }
@@ -463,8 +502,38 @@ fn sequence_output<B: FusedAttentionBackend>(
     model: &BertForSequenceClassification<B>,
     batch: TextBatch<B>,
 ) -> TaskOutput<B> {
-    let logits = model.forward(batch.inputs);
-    match batch.targets {
+    class_output(model.forward(batch.inputs), batch.targets)
+}
+
+/// A linear head on frozen embeddings, as burn-train trains it (a linear probe).
+#[derive(Module, Debug)]
+pub struct ProbeTraining<B: Backend> {
+    /// `d → labels`.
+    pub classifier: burn::nn::Linear<B>,
+}
+
+impl<B: FusedAutodiffBackend> TrainStep for ProbeTraining<B> {
+    type Input = FeatureBatch<B>;
+    type Output = TaskOutput<B>;
+
+    fn step(&self, batch: FeatureBatch<B>) -> TrainOutput<TaskOutput<B>> {
+        let output = class_output(self.classifier.forward(batch.features), batch.targets);
+        TrainOutput::new(self, output.loss().backward(), output)
+    }
+}
+
+impl<B: FusedAttentionBackend> InferenceStep for ProbeTraining<B> {
+    type Input = FeatureBatch<B>;
+    type Output = TaskOutput<B>;
+
+    fn step(&self, batch: FeatureBatch<B>) -> TaskOutput<B> {
+        class_output(self.classifier.forward(batch.features), batch.targets)
+    }
+}
+
+/// Loss and outputs of a sequence head's logits `[b, n]` against the batch's targets.
+fn class_output<B: Backend>(logits: Tensor<B, 2>, targets: Targets<B>) -> TaskOutput<B> {
+    match targets {
         Targets::Classes(t) => TaskOutput::Class(ClassificationOutput::new(
             cross_entropy(logits.clone(), t.clone()),
             logits,
@@ -1276,6 +1345,8 @@ pub fn fine_tune<B: FusedAutodiffBackend>(
     let scratch = scratch_dir(out)?;
     let result = if config.task == FineTuneTask::Tag {
         fine_tune_tagger::<B>(init, train, valid, out, &scratch, config, device)
+    } else if config.linear_probe {
+        fine_tune_probe::<B>(init, train, valid, out, &scratch, config, device)
     } else {
         fine_tune_sequence::<B>(init, train, valid, out, &scratch, config, device)
     };
@@ -1316,16 +1387,21 @@ fn run_files(report: &FineTuneReport) -> Result<Vec<(&'static str, Vec<u8>)>, Fi
     Ok(files)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn fine_tune_sequence<B: FusedAutodiffBackend>(
-    init: &Path,
+/// The rows of a sequence task's training and held-out files, its labels (sorted; one
+/// `LABEL_0` output for regression) and problem type.
+type SequenceRows = (
+    Vec<LabelledText>,
+    Vec<LabelledText>,
+    Vec<String>,
+    ProblemType,
+);
+
+/// Reads a sequence task's files ([`SequenceRows`]).
+fn sequence_rows(
     train: &Path,
     valid: &Path,
-    out: &Path,
-    scratch: &Path,
     config: &FineTuneConfig,
-    device: &B::Device,
-) -> Result<FineTuneReport, FineTuneError> {
+) -> Result<SequenceRows, FineTuneError> {
     let columns = config.task_columns();
     let multi = config.task == FineTuneTask::MultiLabel;
     let train_rows = read_labelled(train, &columns, multi)?;
@@ -1345,6 +1421,123 @@ fn fine_tune_sequence<B: FusedAutodiffBackend>(
             ),
         });
     }
+    Ok((train_rows, valid_rows, labels, problem_type))
+}
+
+/// A linear probe: the encoder of `init` is frozen and run once over the rows (mean-pooled
+/// states), and a linear head is trained on those embeddings on burn-train's `Learner`. The
+/// directory written is the encoder with that head, pooling by the mean.
+#[allow(clippy::too_many_arguments)]
+fn fine_tune_probe<B: FusedAutodiffBackend>(
+    init: &Path,
+    train: &Path,
+    valid: &Path,
+    out: &Path,
+    scratch: &Path,
+    config: &FineTuneConfig,
+    device: &B::Device,
+) -> Result<FineTuneReport, FineTuneError> {
+    let (train_rows, valid_rows, labels, problem_type) = sequence_rows(train, valid, config)?;
+    let (model, task) =
+        BertForSequenceClassification::<B>::for_labels(init, labels.clone(), problem_type, device)?;
+    let probe = ProbeTraining {
+        classifier: model.head.classifier.clone(),
+    };
+    let mut encoder = model.valid();
+    let mut head = SequenceClassifierConfig::new(task.bert.hidden_size, labels.len())
+        .with_problem_type(problem_type)
+        .with_pooling(ClassifierPooling::Mean)
+        .try_init::<B::InnerBackend>(device)?;
+    head.classifier = encoder.head.classifier.clone();
+    encoder.head = head;
+    let tokenizer = tokenizer_for(init, &task, config.max_length)?;
+    let batcher = PadBatcher {
+        pad_id: task.bert.pad_token_id as u32,
+    };
+    let embed = |examples: Vec<TextExample>| -> Vec<FeatureExample> {
+        let mut features = Vec::with_capacity(examples.len());
+        for chunk in examples.chunks(config.batch_size) {
+            let batch: TextBatch<B::InnerBackend> = batcher.batch(chunk.to_vec(), device);
+            let pooled = encoder.features(batch.inputs);
+            let [_, d] = pooled.dims();
+            let values: Vec<f32> = pooled
+                .into_data()
+                .convert::<f32>()
+                .to_vec()
+                .expect("f32 features");
+            for (example, row) in chunk.iter().zip(values.chunks(d.max(1))) {
+                features.push(FeatureExample {
+                    features: row.to_vec(),
+                    target: example.target.clone(),
+                });
+            }
+        }
+        features
+    };
+    let train_examples = embed(text_examples(
+        train_rows,
+        config.task,
+        &labels,
+        &tokenizer,
+        train,
+    )?);
+    let valid_examples = embed(text_examples(
+        valid_rows,
+        config.task,
+        &labels,
+        &tokenizer,
+        valid,
+    )?);
+    let before = evaluate(
+        &probe.valid(),
+        &batcher,
+        &valid_examples,
+        config,
+        &labels,
+        device,
+    );
+    let train_count = train_examples.len();
+    let (trained, history, seconds) = learn(
+        probe,
+        &batcher,
+        train_examples,
+        valid_examples.clone(),
+        config,
+        &labels,
+        scratch,
+        device,
+    );
+    let after = evaluate(&trained, &batcher, &valid_examples, config, &labels, device);
+    encoder.head.classifier = trained.classifier;
+    let report = report(
+        if config.task == FineTuneTask::Regress {
+            Vec::new()
+        } else {
+            labels
+        },
+        train_count,
+        config,
+        seconds,
+        before,
+        after,
+        history,
+    );
+    let files = run_files(&report)?;
+    encoder.save_pretrained_with(out, &task, &files)?;
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fine_tune_sequence<B: FusedAutodiffBackend>(
+    init: &Path,
+    train: &Path,
+    valid: &Path,
+    out: &Path,
+    scratch: &Path,
+    config: &FineTuneConfig,
+    device: &B::Device,
+) -> Result<FineTuneReport, FineTuneError> {
+    let (train_rows, valid_rows, labels, problem_type) = sequence_rows(train, valid, config)?;
     let (model, task) =
         BertForSequenceClassification::<B>::for_labels(init, labels.clone(), problem_type, device)?;
     let tokenizer = tokenizer_for(init, &task, config.max_length)?;
@@ -1784,6 +1977,58 @@ mod tests {
             Tagger::<focal_backend::NdArray>::load(&out.path().join("model"), &device).unwrap();
         let entities = tagger.tag(&["paris was great .".to_string()]).unwrap();
         assert_eq!(entities[0][0].entity_group, "LOC");
+    }
+
+    /// A linear probe trains the head only, on mean-pooled embeddings of the frozen encoder:
+    /// the encoder's weights are written unchanged, the directory pools by the mean and loads
+    /// again with the same figures.
+    #[test]
+    fn linear_probe_trains_the_head_on_frozen_embeddings() {
+        let _rng = crate::rng_lock();
+        let device = Default::default();
+        let mut config = settings(FineTuneTask::Classify, 30, 3e-2);
+        config.linear_probe = true;
+        let (report, out) = run::<focal_backend::NdArray>(
+            config,
+            ("classify_train.csv", "classify_valid.csv"),
+            &device,
+        );
+        let (before, after) = (&report.before, &report.after);
+        assert!(after.loss < before.loss, "{before:?} -> {after:?}");
+        assert!(after.accuracy.unwrap() >= 0.75, "{before:?} -> {after:?}");
+        check_written(&out, &["loss.png", "metrics.png", "confusion.png"]);
+        let dir = out.path().join("model");
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+        assert_eq!(config[focal_pretrained::POOLING_KEY], "mean");
+        let read = |path: PathBuf| std::fs::read(path).unwrap();
+        let saved = read(dir.join("model.safetensors"));
+        let saved = safetensors::SafeTensors::deserialize(&saved).unwrap();
+        let original = read(fixtures().join("bert/model.safetensors"));
+        let original = safetensors::SafeTensors::deserialize(&original).unwrap();
+        assert!(saved.tensor("bert.pooler.dense.weight").is_err());
+        for name in [
+            "bert.embeddings.word_embeddings.weight",
+            "bert.encoder.layer.1.output.dense.weight",
+        ] {
+            let unprefixed = name.trim_start_matches("bert.");
+            let want = original
+                .tensor(name)
+                .or_else(|_| original.tensor(unprefixed))
+                .unwrap();
+            assert_eq!(saved.tensor(name).unwrap().data(), want.data(), "{name}");
+        }
+        let evaluation = evaluate_model::<focal_backend::NdArray>(
+            &dir,
+            &fixtures().join("train/classify_valid.csv"),
+            None,
+            16,
+            32,
+            &device,
+        )
+        .unwrap();
+        assert!((evaluation.held_out.loss - after.loss).abs() < 1e-5);
+        assert_eq!(evaluation.held_out.confusion, after.confusion);
     }
 
     #[test]
