@@ -64,7 +64,7 @@ fn main() -> ExitCode {
         Some("bench") if args.len() > 1 => bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask test-all | cargo xtask bench NAME [ARGS…] (NAME: attention, decoding, models)"
+                "usage: cargo xtask test-all | cargo xtask bench NAME [ARGS…] (NAME: attention, decoding, models, train)"
             );
             ExitCode::from(2)
         }

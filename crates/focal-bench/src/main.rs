@@ -8,6 +8,7 @@ mod attention;
 mod decoding;
 mod measure;
 mod models;
+mod train;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -84,6 +85,28 @@ enum Bench {
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
+    /// Fine-tuning throughput (`focal train --task classify`) against transformers' Trainer
+    /// (`hf_trainer.py` on the same file).
+    Train {
+        /// The directory to start from (all-MiniLM-L6-v2).
+        #[arg(long)]
+        init: PathBuf,
+        /// Training rows, CSV with text and label columns.
+        #[arg(long)]
+        data: PathBuf,
+        /// Passes over the rows.
+        #[arg(long, default_value_t = 1)]
+        epochs: usize,
+        /// Examples per batch.
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        /// Longest input in tokens.
+        #[arg(long, default_value_t = 128)]
+        max_length: usize,
+        /// Trainer's figures, as `hf_trainer.py` writes them.
+        #[arg(long, default_value = "target/bench/train_hf.json")]
+        hf: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -135,6 +158,26 @@ fn main() -> anyhow::Result<()> {
             let table = models::markdown(&report, backend);
             ("models", table, serde_json::to_string_pretty(&report)?)
         }
+        Bench::Train {
+            init,
+            data,
+            epochs,
+            batch_size,
+            max_length,
+            hf,
+        } => {
+            let options = train::Options {
+                init,
+                data,
+                epochs,
+                batch_size,
+                max_length,
+                hf,
+            };
+            let report = cli.backend.run(TrainJob(options))??;
+            let table = train::markdown(&report, backend);
+            ("train", table, serde_json::to_string_pretty(&report)?)
+        }
     };
     write(&cli.out, name, &table, &json)?;
     println!("{table}");
@@ -179,6 +222,18 @@ impl BackendJob for ModelsJob {
 impl<B: FusedAutodiffBackend> RunOn<B> for ModelsJob {
     fn run(self, device: B::Device) -> Self::Output {
         models::run::<B>(&self.0, &device)
+    }
+}
+
+struct TrainJob(train::Options);
+
+impl BackendJob for TrainJob {
+    type Output = anyhow::Result<train::Report>;
+}
+
+impl<B: FusedAutodiffBackend> RunOn<B> for TrainJob {
+    fn run(self, device: B::Device) -> Self::Output {
+        train::run::<B>(&self.0, &device)
     }
 }
 

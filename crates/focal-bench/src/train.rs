@@ -1,0 +1,122 @@
+//! Fine-tuning throughput: `focal train --task classify` for one epoch on a CSV file, against
+//! Hugging Face's `Trainer` on the same file through `crates/focal-bench/hf_trainer.py`
+//! (batch 32, inputs cut to 128 tokens, 2 threads for PyTorch).
+//!
+//! Focal's figure is the training examples per second of burn-train's run (`seconds` of the
+//! report): it includes burn-train's validation pass (on the file's first 64 rows, written
+//! beside the run) and its checkpoint of the epoch, as a user's run has them; Trainer's
+//! baseline runs with evaluation and saving off.
+
+use focal::attention::FusedAutodiffBackend;
+use focal::train::{FineTuneConfig, FineTuneTask, fine_tune};
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// What to measure.
+pub struct Options {
+    /// The directory to start from (all-MiniLM-L6-v2).
+    pub init: PathBuf,
+    /// Training rows (CSV: text, label).
+    pub data: PathBuf,
+    /// Passes over the rows.
+    pub epochs: usize,
+    /// Examples per batch.
+    pub batch_size: usize,
+    /// Longest input in tokens.
+    pub max_length: usize,
+    /// Trainer's figures, as `hf_trainer.py` writes them.
+    pub hf: PathBuf,
+}
+
+/// The measurement.
+#[derive(Serialize)]
+pub struct Report {
+    init: String,
+    data: String,
+    examples: usize,
+    epochs: usize,
+    batch_size: usize,
+    max_length: usize,
+    seconds: f64,
+    examples_per_second: f64,
+    hf: Option<serde_json::Value>,
+}
+
+/// Fine-tunes once and reads Trainer's figures when present.
+pub fn run<B: FusedAutodiffBackend>(
+    options: &Options,
+    device: &B::Device,
+) -> anyhow::Result<Report> {
+    let scratch = tempfile_dir()?;
+    let text = std::fs::read_to_string(&options.data)?;
+    let valid = scratch.join("valid.csv");
+    let head: Vec<&str> = text.lines().take(65).collect();
+    std::fs::write(&valid, head.join("\n") + "\n")?;
+    let config = FineTuneConfig {
+        task: FineTuneTask::Classify,
+        epochs: options.epochs,
+        batch_size: options.batch_size,
+        max_length: options.max_length,
+        ..FineTuneConfig::default()
+    };
+    let result = fine_tune::<B>(
+        &options.init,
+        &options.data,
+        &valid,
+        &scratch.join("out"),
+        &config,
+        device,
+    );
+    let _ = std::fs::remove_dir_all(&scratch);
+    let report = result?;
+    let hf = std::fs::read(&options.hf)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    Ok(Report {
+        init: options.init.display().to_string(),
+        data: options.data.display().to_string(),
+        examples: report.train_examples * report.epochs_run,
+        epochs: report.epochs_run,
+        batch_size: options.batch_size,
+        max_length: options.max_length,
+        seconds: report.seconds,
+        examples_per_second: report.examples_per_second,
+        hf,
+    })
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("focal-bench-train-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// The table: Focal's and Trainer's examples per second and their ratio.
+pub fn markdown(report: &Report, backend: &str) -> String {
+    let hf = report
+        .hf
+        .as_ref()
+        .and_then(|v| v["examples_per_second"].as_f64());
+    let (hf_text, ratio) = match hf {
+        Some(v) => (
+            format!("{v:.1}"),
+            format!("{:.2}×", report.examples_per_second / v),
+        ),
+        None => (
+            "not measured (run crates/focal-bench/hf_trainer.py first)".to_string(),
+            "–".to_string(),
+        ),
+    };
+    format!(
+        "Fine-tuning {} on {} ({} examples, {} epoch(s), batch {}, max length {}), {backend}\n\n\
+         | | examples/s |\n|---|---:|\n| Focal (burn-train Learner) | {:.1} |\n\
+         | transformers Trainer (PyTorch, 2 threads) | {hf_text} |\n| Focal / Trainer | {ratio} |\n",
+        report.init,
+        report.data,
+        report.examples,
+        report.epochs,
+        report.batch_size,
+        report.max_length,
+        report.examples_per_second,
+    )
+}
