@@ -6,17 +6,22 @@
 //! - [`eval`]: exact-match and token accuracy by greedy decoding.
 //! - [`checkpoint`]: the model directory (`config.json`, `model.safetensors`, `metrics.json`),
 //!   written atomically and loaded with typed errors.
-//! - [`finetune`]: fine-tuning a text classifier on a user's CSV / TSV / JSON Lines file, from a
-//!   BERT or sentence-transformers directory, on burn-train's `Learner`; the result is a Hugging
-//!   Face `BertForSequenceClassification` directory with `metrics.json`.
-//! - [`trainer`]: the training loop: AdamW with linear warmup and cosine decay, an `indicatif`
-//!   progress bar with loss and throughput, periodic held-out evaluation.
+//! - [`data`]: users' training files: CSV / TSV / JSON Lines rows and CoNLL tagged sentences,
+//!   every malformed row an error naming file and line.
+//! - [`finetune`]: fine-tuning on those files on burn-train's `Learner`, one engine for
+//!   sequence and pair classification, multi-label, regression, tagging and the linear probe;
+//!   the result is a Hugging Face directory with `metrics.json` and pictures; `evaluate_model`
+//!   scores one on a file.
+//! - [`metrics`]: Focal's burn-train metrics (accuracy, macro/micro-F1, Pearson, seqeval entity
+//!   F1) with epoch-level figures.
+//! - [`schedule`]: transformers' linear warmup and decay as a burn `LrScheduler`.
+//! - [`plots`]: loss, metrics and confusion pictures (`plotters`).
+//! - [`trainer`]: the reverse task's training loop: AdamW with linear warmup and cosine decay,
+//!   an `indicatif` progress bar with loss and throughput, periodic held-out evaluation.
 //!
-//! The reverse task's loop is still our own rather than burn-train's `Learner`: the tasks here are evaluated by
-//! greedy decoding (exact match on whole sequences), checkpoints must be written atomically
-//! into one self-describing directory, and the progress display is a single `indicatif` line
-//! that works in a plain terminal and in CI logs. Optimiser, schedules and gradient clipping
-//! are burn-optim's.
+//! The reverse task's loop is still our own rather than burn-train's `Learner`: it is evaluated
+//! by greedy decoding (exact match on whole sequences) and its checkpoints are one atomic,
+//! resumable directory. Moving it onto the `Learner` is open work.
 
 pub mod batch;
 pub mod checkpoint;
