@@ -62,7 +62,7 @@ pub fn run<B: FusedAutodiffBackend>(
     let result = fine_tune::<B>(
         &options.init,
         &options.data,
-        &valid,
+        Some(&valid),
         &scratch.join("out"),
         &config,
         device,

@@ -76,9 +76,14 @@ struct TrainArgs {
     /// Fine-tuning: the training rows, a .csv, .tsv or .jsonl file (a CoNLL file for tag).
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Fine-tuning: the held-out rows (same format), scored before and after training.
+    /// Fine-tuning: the held-out rows (same format), scored before and after training and
+    /// used to keep the best epoch (default: --valid-split of --data).
     #[arg(long)]
     valid: Option<PathBuf>,
+    /// Fine-tuning without --valid: the share of --data held out for validation, drawn with
+    /// the seed (default 0.1).
+    #[arg(long, conflicts_with = "valid")]
+    valid_split: Option<f64>,
     /// Fine-tuning: the BERT or sentence-transformers directory to start from (e.g.
     /// all-MiniLM-L6-v2), or a directory of the task's model with the same labels.
     #[arg(long)]
@@ -247,6 +252,7 @@ fn train(backend: BackendKind, args: TrainArgs, json: bool) -> anyhow::Result<()
         ("--grad-accum", args.grad_accum.is_some()),
         ("--early-stopping", args.early_stopping.is_some()),
         ("--linear-probe", args.linear_probe),
+        ("--valid-split", args.valid_split.is_some()),
         ("--max-length", args.max_length.is_some()),
     ] {
         if given {
@@ -335,7 +341,7 @@ fn fine_tune(
         value.with_context(|| format!("--task {task} needs {flag}"))
     };
     let data = need(args.data, "--data FILE")?;
-    let valid = need(args.valid, "--valid FILE")?;
+    let valid = args.valid;
     let init = need(
         args.init,
         "--init DIR (a BERT or sentence-transformers directory)",
@@ -344,7 +350,8 @@ fn fine_tune(
     if args.resume || args.steps.is_some() || args.eval_every.is_some() {
         bail!("--resume, --steps and --eval-every are not available for --task {task} yet");
     }
-    for (path, flag) in [(&data, "--data"), (&valid, "--valid")] {
+    for (path, flag) in [(Some(&data), "--data"), (valid.as_ref(), "--valid")] {
+        let Some(path) = path else { continue };
         if !path.is_file() {
             bail!("{flag} {}: no such file", path.display());
         }
@@ -362,6 +369,7 @@ fn fine_tune(
         learning_rate: args.lr.unwrap_or(defaults.learning_rate),
         warmup: args.warmup.unwrap_or(defaults.warmup),
         early_stopping: args.early_stopping,
+        valid_split: args.valid_split.unwrap_or(defaults.valid_split),
         linear_probe: args.linear_probe,
         max_length: args.max_length.unwrap_or(defaults.max_length),
         seed: args.seed.unwrap_or(defaults.seed),
@@ -377,7 +385,7 @@ fn fine_tune(
     struct FineTuneJob {
         init: PathBuf,
         data: PathBuf,
-        valid: PathBuf,
+        valid: Option<PathBuf>,
         out: PathBuf,
         config: FineTuneConfig,
     }
@@ -389,7 +397,7 @@ fn fine_tune(
             focal::train::fine_tune::<B>(
                 &self.init,
                 &self.data,
-                &self.valid,
+                self.valid.as_deref(),
                 &self.out,
                 &self.config,
                 &device,

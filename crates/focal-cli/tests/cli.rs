@@ -1006,7 +1006,7 @@ fn train_classify_fine_tunes_and_classify_runs_the_result() {
     let missing = focal(&[
         "train", "--task", "classify", "--data", &data, "--out", &out2,
     ]);
-    assert_one_line_error(&missing, "--task classify needs --valid FILE");
+    assert_one_line_error(&missing, "--task classify needs --init DIR");
     let bad = focal(&[
         "train",
         "--task",

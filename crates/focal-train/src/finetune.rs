@@ -142,6 +142,9 @@ pub struct FineTuneConfig {
     pub warmup: f64,
     /// Stop when the validation metric has not improved for this many epochs.
     pub early_stopping: Option<usize>,
+    /// Without a validation file: the share of the training rows (sentences) held out for
+    /// validation, drawn with the seed.
+    pub valid_split: f64,
     /// Longest input in tokens (at most the model's positions).
     pub max_length: usize,
     /// Seed of the new head's initialisation, dropout and shuffling.
@@ -168,6 +171,7 @@ impl Default for FineTuneConfig {
             learning_rate: 5e-5,
             warmup: 0.0,
             early_stopping: None,
+            valid_split: 0.1,
             max_length: 128,
             seed: 42,
             columns: Columns::default(),
@@ -196,6 +200,11 @@ impl FineTuneConfig {
         ConfigError::ensure((0.0..1.0).contains(&self.warmup), NAME, || {
             format!("warmup must be in [0, 1), got {}", self.warmup)
         })?;
+        ConfigError::ensure(
+            self.valid_split > 0.0 && self.valid_split < 1.0,
+            NAME,
+            || format!("valid_split must be in (0, 1), got {}", self.valid_split),
+        )?;
         ConfigError::ensure(
             !(self.linear_probe && self.task == FineTuneTask::Tag),
             NAME,
@@ -1334,7 +1343,7 @@ fn scratch_dir(out: &Path) -> Result<PathBuf, FineTuneError> {
 pub fn fine_tune<B: FusedAutodiffBackend>(
     init: &Path,
     train: &Path,
-    valid: &Path,
+    valid: Option<&Path>,
     out: &Path,
     config: &FineTuneConfig,
     device: &B::Device,
@@ -1396,16 +1405,44 @@ type SequenceRows = (
     ProblemType,
 );
 
+/// Splits `config.valid_split` of `rows` (at least one, drawn with the seed) off for
+/// validation; the rest train. Too few rows to leave both parts some is an error.
+fn split_off<T>(
+    mut rows: Vec<T>,
+    config: &FineTuneConfig,
+    path: &Path,
+) -> Result<(Vec<T>, Vec<T>), FineTuneError> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    let n = rows.len();
+    let held = ((n as f64) * config.valid_split).ceil() as usize;
+    if held == 0 || held >= n {
+        return Err(FineTuneError::File {
+            path: path.to_path_buf(),
+            reason: format!(
+                "{n} examples cannot give {} of them for validation and keep some to train: give a validation file",
+                config.valid_split
+            ),
+        });
+    }
+    rows.shuffle(&mut rand::rngs::StdRng::seed_from_u64(config.seed));
+    let valid = rows.split_off(n - held);
+    Ok((rows, valid))
+}
+
 /// Reads a sequence task's files ([`SequenceRows`]).
 fn sequence_rows(
     train: &Path,
-    valid: &Path,
+    valid: Option<&Path>,
     config: &FineTuneConfig,
 ) -> Result<SequenceRows, FineTuneError> {
     let columns = config.task_columns();
     let multi = config.task == FineTuneTask::MultiLabel;
-    let train_rows = read_labelled(train, &columns, multi)?;
-    let valid_rows = read_labelled(valid, &columns, multi)?;
+    let rows = read_labelled(train, &columns, multi)?;
+    let (train_rows, valid_rows) = match valid {
+        Some(valid) => (rows, read_labelled(valid, &columns, multi)?),
+        None => split_off(rows, config, train)?,
+    };
     let (labels, problem_type) = match config.task {
         FineTuneTask::Regress => (vec!["LABEL_0".to_string()], ProblemType::Regression),
         FineTuneTask::MultiLabel => (label_list_set(&train_rows), ProblemType::MultiLabel),
@@ -1431,12 +1468,14 @@ fn sequence_rows(
 fn fine_tune_probe<B: FusedAutodiffBackend>(
     init: &Path,
     train: &Path,
-    valid: &Path,
+    valid: Option<&Path>,
     out: &Path,
     scratch: &Path,
     config: &FineTuneConfig,
     device: &B::Device,
 ) -> Result<FineTuneReport, FineTuneError> {
+    // Held-out rows split from the training file are named by its path and lines.
+    let valid_path = valid.unwrap_or(train);
     let (train_rows, valid_rows, labels, problem_type) = sequence_rows(train, valid, config)?;
     let (model, task) =
         BertForSequenceClassification::<B>::for_labels(init, labels.clone(), problem_type, device)?;
@@ -1486,7 +1525,7 @@ fn fine_tune_probe<B: FusedAutodiffBackend>(
         config.task,
         &labels,
         &tokenizer,
-        valid,
+        valid_path,
     )?);
     let before = evaluate(
         &probe.valid(),
@@ -1531,18 +1570,20 @@ fn fine_tune_probe<B: FusedAutodiffBackend>(
 fn fine_tune_sequence<B: FusedAutodiffBackend>(
     init: &Path,
     train: &Path,
-    valid: &Path,
+    valid: Option<&Path>,
     out: &Path,
     scratch: &Path,
     config: &FineTuneConfig,
     device: &B::Device,
 ) -> Result<FineTuneReport, FineTuneError> {
+    // Held-out rows split from the training file are named by its path and lines.
+    let valid_path = valid.unwrap_or(train);
     let (train_rows, valid_rows, labels, problem_type) = sequence_rows(train, valid, config)?;
     let (model, task) =
         BertForSequenceClassification::<B>::for_labels(init, labels.clone(), problem_type, device)?;
     let tokenizer = tokenizer_for(init, &task, config.max_length)?;
     let train_examples = text_examples(train_rows, config.task, &labels, &tokenizer, train)?;
-    let valid_examples = text_examples(valid_rows, config.task, &labels, &tokenizer, valid)?;
+    let valid_examples = text_examples(valid_rows, config.task, &labels, &tokenizer, valid_path)?;
     let batcher = PadBatcher {
         pad_id: task.bert.pad_token_id as u32,
     };
@@ -1590,19 +1631,24 @@ fn fine_tune_sequence<B: FusedAutodiffBackend>(
 fn fine_tune_tagger<B: FusedAutodiffBackend>(
     init: &Path,
     train: &Path,
-    valid: &Path,
+    valid: Option<&Path>,
     out: &Path,
     scratch: &Path,
     config: &FineTuneConfig,
     device: &B::Device,
 ) -> Result<FineTuneReport, FineTuneError> {
-    let train_sentences = read_conll(train)?;
-    let valid_sentences = read_conll(valid)?;
+    // Held-out rows split from the training file are named by its path and lines.
+    let valid_path = valid.unwrap_or(train);
+    let sentences = read_conll(train)?;
+    let (train_sentences, valid_sentences) = match valid {
+        Some(valid) => (sentences, read_conll(valid)?),
+        None => split_off(sentences, config, train)?,
+    };
     let tags = tag_set(&train_sentences);
     let (model, task) = BertForTokenClassification::<B>::for_labels(init, tags.clone(), device)?;
     let tokenizer = tokenizer_for(init, &task, config.max_length)?;
     let train_examples = tag_examples(train_sentences, &tags, &tokenizer, train)?;
-    let valid_examples = tag_examples(valid_sentences, &tags, &tokenizer, valid)?;
+    let valid_examples = tag_examples(valid_sentences, &tags, &tokenizer, valid_path)?;
     let batcher = PadBatcher {
         pad_id: task.bert.pad_token_id as u32,
     };
@@ -1791,7 +1837,7 @@ mod tests {
         let report = fine_tune::<Autodiff<B>>(
             &fixtures().join("bert"),
             &train,
-            &valid,
+            Some(&valid),
             &out.path().join("model"),
             &config,
             device,
@@ -2029,6 +2075,44 @@ mod tests {
         .unwrap();
         assert!((evaluation.held_out.loss - after.loss).abs() < 1e-5);
         assert_eq!(evaluation.held_out.confusion, after.confusion);
+    }
+
+    /// Without a validation file, a share of the training rows is held out (drawn with the
+    /// seed: the same rows each time), and a file too small to split is refused.
+    #[test]
+    fn validation_rows_are_split_off_without_a_file() {
+        let _rng = crate::rng_lock();
+        let device = Default::default();
+        let out = tempfile::tempdir().unwrap();
+        let train = fixtures().join("train/classify_train.csv");
+        let config = settings(FineTuneTask::Classify, 2, 3e-3);
+        let run = |dir: &str| {
+            fine_tune::<Autodiff<focal_backend::NdArray>>(
+                &fixtures().join("bert"),
+                &train,
+                None,
+                &out.path().join(dir),
+                &config,
+                &device,
+            )
+            .unwrap()
+        };
+        let (first, second) = (run("a"), run("b"));
+        // 96 rows: 10 held out (a tenth, rounded up), 86 to train.
+        assert_eq!((first.train_examples, first.before.examples), (86, 10));
+        assert_eq!(first.before.confusion, second.before.confusion);
+        let tiny = out.path().join("tiny.csv");
+        std::fs::write(&tiny, "text,label\nparis .,place\n").unwrap();
+        let err = fine_tune::<Autodiff<focal_backend::NdArray>>(
+            &fixtures().join("bert"),
+            &tiny,
+            None,
+            &out.path().join("c"),
+            &config,
+            &device,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("give a validation file"), "{err}");
     }
 
     #[test]
