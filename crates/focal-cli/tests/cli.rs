@@ -1111,3 +1111,77 @@ fn every_fine_tuning_task_trains_from_the_command_line() {
         String::from_utf8_lossy(&tagged.stdout)
     );
 }
+
+/// `focal train --task classify --overwrite` stopped at every point of its save in turn (in the
+/// middle and at the end of each file, after each rename: the process aborts there, as a kill
+/// would): the previous model stays loadable, absent only between the two renames with the old
+/// directory beside it; and the next run puts it back and cleans up what the stopped runs left
+/// (their half-written directories and burn-train's working directories).
+#[test]
+fn a_killed_fine_tuning_run_leaves_the_previous_model() {
+    let parent = tempfile::tempdir().unwrap();
+    let run = parent.path().join("run");
+    let run_str = run.to_str().unwrap().to_string();
+    let train = |abort_at: Option<u32>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_focal"));
+        command.args([
+            "train",
+            "--task",
+            "classify",
+            "--init",
+            &fixture("bert"),
+            "--data",
+            &fixture("train/classify_train.csv"),
+            "--valid",
+            &fixture("train/classify_valid.csv"),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--overwrite",
+            "--out",
+            &run_str,
+        ]);
+        if let Some(point) = abort_at {
+            command.env("FOCAL_TEST_WRITE_ABORT_AT", point.to_string());
+        }
+        command.output().unwrap()
+    };
+    assert!(train(None).status.success());
+    let files = std::fs::read_dir(&run).unwrap().count() as u32;
+    // Two points per file, then the two renames of a replaced directory.
+    let points = 2 * files + 2;
+    for point in 1..=points {
+        let out = train(Some(point));
+        assert!(!out.status.success(), "point {point} was not reached");
+        if point == 2 * files + 1 {
+            assert!(!run.exists(), "point {point}");
+            let names: Vec<String> = std::fs::read_dir(parent.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            assert!(
+                names.iter().any(|n| n.starts_with(".run.old-")),
+                "{names:?}"
+            );
+            continue;
+        }
+        let classified = focal(&["classify", "--model", &run_str, "paris was great ."]);
+        assert!(
+            classified.status.success(),
+            "point {point}: {}",
+            String::from_utf8_lossy(&classified.stderr)
+        );
+    }
+    let out = train(None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names: Vec<String> = std::fs::read_dir(parent.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["run"]);
+}

@@ -1325,7 +1325,30 @@ fn scratch_dir(out: &Path) -> Result<PathBuf, FineTuneError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    remove_stale_scratch(parent, &name);
     Ok(parent.join(format!(".{name}.learner-{}", std::process::id())))
+}
+
+/// Removes the working directories that killed runs left beside `out` (`.NAME.learner-PID` of
+/// a process that no longer runs). Only where the system says which processes run (Linux's
+/// `/proc`); elsewhere they stay, harmless.
+fn remove_stale_scratch(parent: &Path, name: &str) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let prefix = format!(".{name}.learner-");
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file_name.strip_prefix(&prefix) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Fine-tunes a model for `config.task` on burn-train's `Learner` and saves it at `out` as a
