@@ -104,6 +104,10 @@ struct TrainArgs {
     /// Fine-tuning: stop after this many epochs without a better validation metric.
     #[arg(long)]
     early_stopping: Option<usize>,
+    /// Fine-tuning: skip malformed rows (and held-out rows of a label the training file lacks),
+    /// counting them in the report, instead of stopping at the first.
+    #[arg(long)]
+    skip_bad_rows: bool,
     /// Fine-tuning: keep the encoder frozen and train only a linear head on its mean-pooled
     /// embeddings, computed once (logistic regression for classify; not for tag). A baseline,
     /// and a fast model; the directory pools by the mean, which only Focal reads.
@@ -253,6 +257,7 @@ fn train(backend: BackendKind, args: TrainArgs, json: bool) -> anyhow::Result<()
         ("--early-stopping", args.early_stopping.is_some()),
         ("--linear-probe", args.linear_probe),
         ("--valid-split", args.valid_split.is_some()),
+        ("--skip-bad-rows", args.skip_bad_rows),
         ("--max-length", args.max_length.is_some()),
     ] {
         if given {
@@ -370,6 +375,7 @@ fn fine_tune(
         warmup: args.warmup.unwrap_or(defaults.warmup),
         early_stopping: args.early_stopping,
         valid_split: args.valid_split.unwrap_or(defaults.valid_split),
+        skip_bad_rows: args.skip_bad_rows,
         linear_probe: args.linear_probe,
         max_length: args.max_length.unwrap_or(defaults.max_length),
         seed: args.seed.unwrap_or(defaults.seed),
@@ -439,6 +445,12 @@ fn fine_tune(
             report.epochs_run,
             report.best_epoch
         ))?;
+        if let Some(first) = &report.bad_rows.first {
+            output::line(format_args!(
+                "skipped {} bad rows; the first: {first}",
+                report.bad_rows.count
+            ))?;
+        }
         for (when, m) in [("before", &report.before), ("after", &report.after)] {
             output::line(format_args!(
                 "held-out {when}: {} ({} examples)",

@@ -9,7 +9,7 @@ use focal::backend::{BackendJob, BackendKind, RunOn};
 use focal::heads::AnswerSearch;
 use focal::pretrained::{QaSettings, QuestionAnswerer, Tagger, TextClassifier, TextMatcher};
 use focal::train::FineTuneError;
-use focal::train::read_records;
+use focal::train::{BadRows, read_records};
 use serde_json::json;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -421,13 +421,18 @@ fn read_candidates(
         .unwrap_or_default()
         .to_ascii_lowercase();
     if ["csv", "tsv", "jsonl", "ndjson"].contains(&extension.as_str()) {
-        read_records::<anyhow::Error>(path, &[column], |line, mut values| {
-            let text = values
-                .pop()
-                .flatten()
-                .with_context(|| format!("{}, line {line}: no \"{column}\"", path.display()))?;
-            push(text)
-        })
+        read_records::<anyhow::Error>(
+            path,
+            &[column],
+            &mut BadRows::strict(),
+            |line, mut values| {
+                let text = values
+                    .pop()
+                    .flatten()
+                    .with_context(|| format!("{}, line {line}: no \"{column}\"", path.display()))?;
+                push(text)
+            },
+        )
         .map_err(|err| match err.downcast_ref::<FineTuneError>() {
             Some(FineTuneError::Column { header, .. }) => anyhow::anyhow!(
                 "{}: no column \"{column}\" (the header has {}); choose one with --column",

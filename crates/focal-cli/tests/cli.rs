@@ -1185,3 +1185,51 @@ fn a_killed_fine_tuning_run_leaves_the_previous_model() {
         .collect();
     assert_eq!(names, ["run"]);
 }
+
+/// A training file with malformed rows stops at the first, named by line; with
+/// `--skip-bad-rows` they are skipped and counted in the report; without `--valid`, a tenth of
+/// the rows is held out.
+#[test]
+fn bad_rows_stop_or_are_skipped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("rows.csv");
+    let mut text = std::fs::read_to_string(fixture("train/classify_train.csv")).unwrap();
+    text.push_str(",place\nparis is here .\nshe was old .,\n");
+    std::fs::write(&data, text).unwrap();
+    let data = data.display().to_string();
+    let bert = fixture("bert");
+    let run = |extra: &[&str]| {
+        let out = dir.path().join("out").display().to_string();
+        let mut args = vec![
+            "--json",
+            "train",
+            "--task",
+            "classify",
+            "--init",
+            &bert,
+            "--data",
+            &data,
+            "--out",
+            &out,
+            "--epochs",
+            "1",
+            "--overwrite",
+        ];
+        args.extend_from_slice(extra);
+        let owned: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
+        focal(&refs)
+    };
+    assert_one_line_error(&run(&[]), "rows.csv, line 98: no text (column \"text\")");
+    let report = json_stdout(&run(&["--skip-bad-rows"]));
+    assert_eq!(report["bad_rows"]["count"], 3);
+    assert!(
+        report["bad_rows"]["first"]
+            .as_str()
+            .unwrap()
+            .contains("line 98")
+    );
+    // 96 good rows: 10 held out, 86 to train.
+    assert_eq!(report["train_examples"], 86);
+    assert_eq!(report["before"]["examples"], 10);
+}

@@ -71,6 +71,68 @@ impl Default for Columns {
     }
 }
 
+/// What to do with a malformed row: stop with its error (the default), or skip it and count it
+/// (`--skip-bad-rows`). A file that cannot be read, or a header without a needed column, is
+/// always an error.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct BadRows {
+    /// Skip bad rows instead of stopping.
+    pub skip: bool,
+    /// Rows (or CoNLL sentences) skipped.
+    pub count: usize,
+    /// The error of the first skipped row (the lowest line).
+    pub first: Option<String>,
+    #[serde(skip)]
+    first_line: Option<usize>,
+}
+
+impl BadRows {
+    /// Stop at the first bad row.
+    pub fn strict() -> Self {
+        Self::default()
+    }
+
+    /// Skip bad rows, counting them.
+    pub fn skipping() -> Self {
+        Self {
+            skip: true,
+            ..Self::default()
+        }
+    }
+
+    /// A bad row: its error when not skipping; else counted (and the first one kept, and said
+    /// as a warning).
+    pub fn handle(&mut self, error: FineTuneError) -> Result<(), FineTuneError> {
+        if !self.skip {
+            return Err(error);
+        }
+        if self.count == 0 {
+            tracing::warn!("skipping bad rows (counted in the report), e.g. {error}");
+        }
+        let line = match &error {
+            FineTuneError::Data { line, .. } => *line,
+            _ => usize::MAX,
+        };
+        if self.first_line.is_none_or(|first| line < first) {
+            self.first = Some(error.to_string());
+            self.first_line = Some(line);
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Adds the rows another counter skipped.
+    fn merge(&mut self, other: BadRows) {
+        self.count += other.count;
+        if let (Some(first), Some(line)) = (other.first, other.first_line)
+            && self.first_line.is_none_or(|mine| line < mine)
+        {
+            self.first = Some(first);
+            self.first_line = Some(line);
+        }
+    }
+}
+
 /// One labelled row of a data file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LabelledText {
@@ -87,11 +149,13 @@ pub struct LabelledText {
 /// Calls `each(line, values)` for every row of a `.csv` or `.tsv` file (columns found by the
 /// header) or a `.jsonl` / `.ndjson` file (fields of each object; numbers and booleans as text;
 /// blank lines skipped), with the values of `columns` in that order (`None` where a row has
-/// none). A column missing from the header is [`FineTuneError::Column`]; a malformed line or a
-/// file of another type is an error naming it. `each` may stop the reading with an error.
+/// none). A column missing from the header is [`FineTuneError::Column`]; a file of another type
+/// is an error naming it; a malformed line goes to `bad` (an error, or skipped). `each` may stop
+/// the reading with an error.
 pub fn read_records<E: From<FineTuneError>>(
     path: &Path,
     columns: &[&str],
+    bad: &mut BadRows,
     mut each: impl FnMut(usize, Vec<Option<String>>) -> Result<(), E>,
 ) -> Result<(), E> {
     let file_error = |reason: String| FineTuneError::File {
@@ -113,7 +177,7 @@ pub fn read_records<E: From<FineTuneError>>(
         "csv" | "tsv" => {
             let mut reader = csv::ReaderBuilder::new()
                 .delimiter(if extension == "tsv" { b'\t' } else { b',' })
-                .from_reader(std::io::BufReader::new(file));
+                .from_reader(LfLines::new(std::io::BufReader::new(file)));
             let headers = reader
                 .headers()
                 .map_err(|e| row_error(1, e.to_string()))?
@@ -132,10 +196,14 @@ pub fn read_records<E: From<FineTuneError>>(
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             for record in reader.records() {
-                let record = record.map_err(|e| {
-                    let line = e.position().map_or(0, |p| p.line() as usize);
-                    row_error(line, e.to_string())
-                })?;
+                let record = match record {
+                    Ok(record) => record,
+                    Err(e) => {
+                        let line = e.position().map_or(0, |p| p.line() as usize);
+                        bad.handle(row_error(line, e.to_string()))?;
+                        continue;
+                    }
+                };
                 let line = record.position().map_or(0, |p| p.line() as usize);
                 let values = indices
                     .iter()
@@ -151,8 +219,13 @@ pub fn read_records<E: From<FineTuneError>>(
                 if line.trim().is_empty() {
                     continue;
                 }
-                let value: serde_json::Value = serde_json::from_str(&line)
-                    .map_err(|e| row_error(number, format!("not JSON: {e}")))?;
+                let value: serde_json::Value = match serde_json::from_str(&line) {
+                    Ok(value) => value,
+                    Err(e) => {
+                        bad.handle(row_error(number, format!("not JSON: {e}")))?;
+                        continue;
+                    }
+                };
                 let values = columns
                     .iter()
                     .map(|&name| match value.get(name) {
@@ -190,6 +263,74 @@ pub fn read_records<E: From<FineTuneError>>(
 /// row may give them as a list instead.
 pub const LABEL_SEPARATOR: &str = "|";
 
+/// A reader that turns `\r\n` line ends into `\n`. The `csv` crate numbers the records of a
+/// file with `\r\n` line ends one line short (a record starts at the `\n` of the line end
+/// before it); Python's `csv` module and Excel write such files.
+struct LfLines<R> {
+    inner: R,
+    /// A `\r` that ended the last chunk, not yet known to start a `\r\n`.
+    pending_cr: bool,
+}
+
+impl<R: std::io::BufRead> LfLines<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            pending_cr: false,
+        }
+    }
+}
+
+impl<R: std::io::BufRead> std::io::Read for LfLines<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut out = 0;
+        while out < buf.len() {
+            let available = self.inner.fill_buf()?;
+            if available.is_empty() {
+                if self.pending_cr {
+                    buf[out] = b'\r';
+                    out += 1;
+                    self.pending_cr = false;
+                }
+                break;
+            }
+            let mut used = 0;
+            for &byte in available {
+                if out == buf.len() {
+                    break;
+                }
+                if self.pending_cr {
+                    self.pending_cr = false;
+                    if byte == b'\n' {
+                        buf[out] = b'\n';
+                        out += 1;
+                        used += 1;
+                        continue;
+                    }
+                    // A lone `\r` stays; the byte after it is looked at afresh.
+                    buf[out] = b'\r';
+                    out += 1;
+                    if out == buf.len() {
+                        break;
+                    }
+                }
+                if byte == b'\r' {
+                    self.pending_cr = true;
+                } else {
+                    buf[out] = byte;
+                    out += 1;
+                }
+                used += 1;
+            }
+            self.inner.consume(used);
+            if out > 0 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Reads the labelled rows of a `.csv`, `.tsv` or `.jsonl` file (see [`read_records`]). A
 /// missing column, an empty text, an empty label (unless `empty_labels`: a multi-label row with
 /// no label), or a malformed line is an error naming the file and the line.
@@ -197,34 +338,50 @@ pub fn read_labelled(
     path: &Path,
     columns: &Columns,
     empty_labels: bool,
+    bad: &mut BadRows,
 ) -> Result<Vec<LabelledText>, FineTuneError> {
     let mut names = vec![columns.text.as_str(), columns.label.as_str()];
     names.extend(columns.pair.as_deref());
     let mut rows = Vec::new();
-    read_records::<FineTuneError>(path, &names, |line, values| {
+    // Rows with a missing value: handled here, as `bad` is lent to the reader.
+    let mut missing_values = if bad.skip {
+        BadRows::skipping()
+    } else {
+        BadRows::strict()
+    };
+    read_records::<FineTuneError>(path, &names, bad, |line, values| {
         let missing = |what: &str, name: &str| FineTuneError::Data {
             path: path.to_path_buf(),
             line,
             reason: format!("no {what} (column \"{name}\")"),
         };
         let present = |value: &Option<String>| value.clone().filter(|v| !v.trim().is_empty());
-        let text = present(&values[0]).ok_or_else(|| missing("text", &columns.text))?;
-        let label = match &values[1] {
-            Some(label) if empty_labels => label.clone(),
-            _ => present(&values[1]).ok_or_else(|| missing("label", &columns.label))?,
-        };
-        let pair = match &columns.pair {
-            Some(name) => Some(present(&values[2]).ok_or_else(|| missing("second text", name))?),
-            None => None,
-        };
-        rows.push(LabelledText {
-            text,
-            pair,
-            label: label.trim().to_string(),
-            line,
-        });
+        let row = (|| {
+            let text = present(&values[0]).ok_or_else(|| missing("text", &columns.text))?;
+            let label = match &values[1] {
+                Some(label) if empty_labels => label.clone(),
+                _ => present(&values[1]).ok_or_else(|| missing("label", &columns.label))?,
+            };
+            let pair = match &columns.pair {
+                Some(name) => {
+                    Some(present(&values[2]).ok_or_else(|| missing("second text", name))?)
+                }
+                None => None,
+            };
+            Ok(LabelledText {
+                text,
+                pair,
+                label: label.trim().to_string(),
+                line,
+            })
+        })();
+        match row {
+            Ok(row) => rows.push(row),
+            Err(e) => missing_values.handle(e)?,
+        }
         Ok(())
     })?;
+    bad.merge(missing_values);
     if rows.is_empty() {
         return Err(FineTuneError::File {
             path: path.to_path_buf(),
@@ -289,8 +446,9 @@ pub struct TaggedSentence {
 
 /// Reads a CoNLL-2003-style file: one word per line, its tag in the last of the columns
 /// separated by white space (the word in the first), sentences separated by blank lines,
-/// `-DOCSTART-` lines ignored. A line with one column only is an error naming it.
-pub fn read_conll(path: &Path) -> Result<Vec<TaggedSentence>, FineTuneError> {
+/// `-DOCSTART-` lines ignored. A line with one column only goes to `bad` (an error naming it,
+/// or the line skipped).
+pub fn read_conll(path: &Path, bad: &mut BadRows) -> Result<Vec<TaggedSentence>, FineTuneError> {
     let file = std::fs::File::open(path).map_err(|e| FineTuneError::File {
         path: path.to_path_buf(),
         reason: e.to_string(),
@@ -325,13 +483,13 @@ pub fn read_conll(path: &Path) -> Result<Vec<TaggedSentence>, FineTuneError> {
             [] => finish(&mut current),
             [first, ..] if first.starts_with("-DOCSTART-") => finish(&mut current),
             [_] => {
-                return Err(FineTuneError::Data {
+                bad.handle(FineTuneError::Data {
                     path: path.to_path_buf(),
                     line: number,
                     reason: format!(
                         "\"{line}\" has one column: expected a word and its tag separated by white space"
                     ),
-                });
+                })?;
             }
             [word, .., tag] => {
                 if current.words.is_empty() {
@@ -382,19 +540,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("data.csv");
         std::fs::write(&path, "text,label\nhello,a\n,b\n").unwrap();
-        let err = read_labelled(&path, &Columns::default(), false).unwrap_err();
+        let err =
+            read_labelled(&path, &Columns::default(), false, &mut BadRows::strict()).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!("{}, line 3: no text (column \"text\")", path.display())
         );
         std::fs::write(&path, "text,label\nhello,\n").unwrap();
-        let err = read_labelled(&path, &Columns::default(), false).unwrap_err();
+        let err =
+            read_labelled(&path, &Columns::default(), false, &mut BadRows::strict()).unwrap_err();
         assert!(err.to_string().contains("line 2: no label"), "{err}");
         // A multi-label row may have no label.
-        let rows = read_labelled(&path, &Columns::default(), true).unwrap();
+        let rows = read_labelled(&path, &Columns::default(), true, &mut BadRows::strict()).unwrap();
         assert!(rows[0].label_list().is_empty());
         std::fs::write(&path, "sentence,label\nhello,a\n").unwrap();
-        let err = read_labelled(&path, &Columns::default(), false).unwrap_err();
+        let err =
+            read_labelled(&path, &Columns::default(), false, &mut BadRows::strict()).unwrap_err();
         assert!(
             err.to_string()
                 .contains("no column \"text\" in the header (sentence, label)"),
@@ -402,11 +563,24 @@ mod tests {
         );
         let path = dir.path().join("data.jsonl");
         std::fs::write(&path, "{\"text\": \"a\", \"label\": 1}\n{oops\n").unwrap();
-        let err = read_labelled(&path, &Columns::default(), false).unwrap_err();
+        let err =
+            read_labelled(&path, &Columns::default(), false, &mut BadRows::strict()).unwrap_err();
         assert!(err.to_string().contains("line 2: not JSON"), "{err}");
         std::fs::write(&path, "{\"text\": \"a\", \"label\": [\"x\", \"y\"]}\n").unwrap();
-        let rows = read_labelled(&path, &Columns::default(), true).unwrap();
+        let rows = read_labelled(&path, &Columns::default(), true, &mut BadRows::strict()).unwrap();
         assert_eq!(rows[0].label_list(), ["x", "y"]);
+        // Skipping: the bad rows are counted, the first one kept.
+        let path = dir.path().join("mixed.jsonl");
+        std::fs::write(
+            &path,
+            "{\"text\": \"a\", \"label\": \"x\"}\n{oops\n{\"text\": \"\", \"label\": \"y\"}\n{\"text\": \"b\", \"label\": \"y\"}\n",
+        )
+        .unwrap();
+        let mut bad = BadRows::skipping();
+        let rows = read_labelled(&path, &Columns::default(), false, &mut bad).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(bad.count, 2);
+        assert!(bad.first.as_deref().unwrap().contains("line 2: not JSON"));
         let row = |label: &str| LabelledText {
             text: "a".into(),
             pair: None,
@@ -423,6 +597,31 @@ mod tests {
     }
 
     #[test]
+    fn windows_line_ends_keep_the_line_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.csv");
+        std::fs::write(&path, "text,label\r\nhello,a\r\n,b\r\n").unwrap();
+        let err =
+            read_labelled(&path, &Columns::default(), false, &mut BadRows::strict()).unwrap_err();
+        assert!(err.to_string().contains("line 3: no text"), "{err}");
+        // `\r\n` split across reads, a lone `\r` kept.
+        let text = b"a\r\nb\rc\r\n\r\nd\r";
+        for chunk in 1..8 {
+            let mut reader = LfLines::new(std::io::BufReader::with_capacity(chunk, &text[..]));
+            let mut out = Vec::new();
+            let mut buf = vec![0u8; chunk];
+            loop {
+                let n = std::io::Read::read(&mut reader, &mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+            assert_eq!(out, b"a\nb\rc\n\nd\r", "chunk {chunk}");
+        }
+    }
+
+    #[test]
     fn conll_files_are_read_or_refused_by_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tags.conll");
@@ -431,22 +630,26 @@ mod tests {
             "-DOCSTART- -X- O\n\nEU NNP B-ORG\nrejects VBZ O\n\n\nPeter B-PER\nBlackburn I-PER\n",
         )
         .unwrap();
-        let sentences = read_conll(&path).unwrap();
+        let sentences = read_conll(&path, &mut BadRows::strict()).unwrap();
         assert_eq!(sentences.len(), 2);
         assert_eq!(sentences[0].words, ["EU", "rejects"]);
         assert_eq!(sentences[0].line, 3);
         assert_eq!(sentences[1].tags, ["B-PER", "I-PER"]);
         assert_eq!(tag_set(&sentences), ["O", "B-ORG", "B-PER", "I-PER"]);
         std::fs::write(&path, "EU B-ORG\nrejects\n").unwrap();
-        let err = read_conll(&path).unwrap_err();
+        let err = read_conll(&path, &mut BadRows::strict()).unwrap_err();
         assert!(
             err.to_string()
                 .contains("line 2: \"rejects\" has one column"),
             "{err}"
         );
+        let mut bad = BadRows::skipping();
+        let sentences = read_conll(&path, &mut bad).unwrap();
+        assert_eq!((sentences[0].words.len(), bad.count), (1, 1));
+        assert!(bad.first.unwrap().contains("line 2"));
         std::fs::write(&path, "\n\n").unwrap();
         assert!(
-            read_conll(&path)
+            read_conll(&path, &mut BadRows::strict())
                 .unwrap_err()
                 .to_string()
                 .contains("no tagged sentences")

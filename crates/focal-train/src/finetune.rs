@@ -8,8 +8,8 @@
 //! The tasks differ only in the data they read, the head they train and the metrics they watch.
 
 use crate::data::{
-    Columns, FineTuneError, LabelledText, TaggedSentence, label_list_set, label_set, read_conll,
-    read_labelled, tag_set,
+    BadRows, Columns, FineTuneError, LabelledText, TaggedSentence, label_list_set, label_set,
+    read_conll, read_labelled, tag_set,
 };
 use crate::metrics::{
     ClassOutcomes, ClassScores, Correlation, EntityCounts, EntityF1Metric, OutcomeMetric,
@@ -145,6 +145,9 @@ pub struct FineTuneConfig {
     /// Without a validation file: the share of the training rows (sentences) held out for
     /// validation, drawn with the seed.
     pub valid_split: f64,
+    /// Skip malformed rows (and rows with a held-out label the training file lacks), counting
+    /// them in the report, instead of stopping at the first.
+    pub skip_bad_rows: bool,
     /// Longest input in tokens (at most the model's positions).
     pub max_length: usize,
     /// Seed of the new head's initialisation, dropout and shuffling.
@@ -172,6 +175,7 @@ impl Default for FineTuneConfig {
             warmup: 0.0,
             early_stopping: None,
             valid_split: 0.1,
+            skip_bad_rows: false,
             max_length: 128,
             seed: 42,
             columns: Columns::default(),
@@ -1016,6 +1020,8 @@ pub struct FineTuneReport {
     pub labels: Vec<String>,
     /// Training examples.
     pub train_examples: usize,
+    /// Malformed rows skipped (with `skip_bad_rows`) and the first one's error.
+    pub bad_rows: BadRows,
     /// The settings.
     pub config: FineTuneConfig,
     /// Epochs run (fewer than asked when early stopping ended the run).
@@ -1216,6 +1222,7 @@ fn text_examples(
     labels: &[String],
     tokenizer: &TextTokenizer,
     path: &Path,
+    bad: &mut BadRows,
 ) -> Result<Vec<TextExample>, FineTuneError> {
     let unknown = |row: &LabelledText, label: &str| FineTuneError::Data {
         path: path.to_path_buf(),
@@ -1234,25 +1241,34 @@ fn text_examples(
                     reason: e.to_string(),
                 })?;
         for (row, encoding) in chunk.iter().zip(encodings) {
-            let target = match task {
-                FineTuneTask::Regress => Target::Value(row.value(path)?),
-                FineTuneTask::MultiLabel => {
-                    let mut on = vec![0.0; labels.len()];
-                    for label in row.label_list() {
-                        let i = labels
-                            .iter()
-                            .position(|l| *l == label)
-                            .ok_or_else(|| unknown(row, &label))?;
-                        on[i] = 1.0;
+            let target = (|| {
+                Ok(match task {
+                    FineTuneTask::Regress => Target::Value(row.value(path)?),
+                    FineTuneTask::MultiLabel => {
+                        let mut on = vec![0.0; labels.len()];
+                        for label in row.label_list() {
+                            let i = labels
+                                .iter()
+                                .position(|l| *l == label)
+                                .ok_or_else(|| unknown(row, &label))?;
+                            on[i] = 1.0;
+                        }
+                        Target::Labels(on)
                     }
-                    Target::Labels(on)
+                    _ => Target::Class(
+                        labels
+                            .iter()
+                            .position(|l| *l == row.label)
+                            .ok_or_else(|| unknown(row, &row.label))?,
+                    ),
+                })
+            })();
+            let target = match target {
+                Ok(target) => target,
+                Err(e) => {
+                    bad.handle(e)?;
+                    continue;
                 }
-                _ => Target::Class(
-                    labels
-                        .iter()
-                        .position(|l| *l == row.label)
-                        .ok_or_else(|| unknown(row, &row.label))?,
-                ),
             };
             examples.push(TextExample {
                 tokens: Tokens::of(&encoding),
@@ -1269,9 +1285,26 @@ fn tag_examples(
     tags: &[String],
     tokenizer: &TextTokenizer,
     path: &Path,
+    bad: &mut BadRows,
 ) -> Result<Vec<TagExample>, FineTuneError> {
     let mut examples = Vec::with_capacity(sentences.len());
     for sentence in sentences {
+        match tag_example(&sentence, tags, tokenizer, path) {
+            Ok(example) => examples.push(example),
+            Err(e) => bad.handle(e)?,
+        }
+    }
+    Ok(examples)
+}
+
+/// One tagged sentence tokenised, or why it cannot be.
+fn tag_example(
+    sentence: &TaggedSentence,
+    tags: &[String],
+    tokenizer: &TextTokenizer,
+    path: &Path,
+) -> Result<TagExample, FineTuneError> {
+    {
         let error = |reason: String| FineTuneError::Data {
             path: path.to_path_buf(),
             line: sentence.line,
@@ -1302,12 +1335,11 @@ fn tag_examples(
             .map(|w| w.map(|w| w as usize))
             .collect();
         let aligned = align_word_labels(&word_ids, &ids).map_err(error)?;
-        examples.push(TagExample {
+        Ok(TagExample {
             tokens,
             tags: aligned,
-        });
+        })
     }
-    Ok(examples)
 }
 
 /// The directory burn-train works in during a run: beside `out`, named after it and the
@@ -1458,12 +1490,13 @@ fn sequence_rows(
     train: &Path,
     valid: Option<&Path>,
     config: &FineTuneConfig,
+    bad: &mut BadRows,
 ) -> Result<SequenceRows, FineTuneError> {
     let columns = config.task_columns();
     let multi = config.task == FineTuneTask::MultiLabel;
-    let rows = read_labelled(train, &columns, multi)?;
+    let rows = read_labelled(train, &columns, multi, bad)?;
     let (train_rows, valid_rows) = match valid {
-        Some(valid) => (rows, read_labelled(valid, &columns, multi)?),
+        Some(valid) => (rows, read_labelled(valid, &columns, multi, bad)?),
         None => split_off(rows, config, train)?,
     };
     let (labels, problem_type) = match config.task {
@@ -1499,7 +1532,13 @@ fn fine_tune_probe<B: FusedAutodiffBackend>(
 ) -> Result<FineTuneReport, FineTuneError> {
     // Held-out rows split from the training file are named by its path and lines.
     let valid_path = valid.unwrap_or(train);
-    let (train_rows, valid_rows, labels, problem_type) = sequence_rows(train, valid, config)?;
+    let mut bad = if config.skip_bad_rows {
+        BadRows::skipping()
+    } else {
+        BadRows::strict()
+    };
+    let (train_rows, valid_rows, labels, problem_type) =
+        sequence_rows(train, valid, config, &mut bad)?;
     let (model, task) =
         BertForSequenceClassification::<B>::for_labels(init, labels.clone(), problem_type, device)?;
     let probe = ProbeTraining {
@@ -1542,6 +1581,7 @@ fn fine_tune_probe<B: FusedAutodiffBackend>(
         &labels,
         &tokenizer,
         train,
+        &mut bad,
     )?);
     let valid_examples = embed(text_examples(
         valid_rows,
@@ -1549,6 +1589,7 @@ fn fine_tune_probe<B: FusedAutodiffBackend>(
         &labels,
         &tokenizer,
         valid_path,
+        &mut bad,
     )?);
     let before = evaluate(
         &probe.valid(),
@@ -1577,6 +1618,7 @@ fn fine_tune_probe<B: FusedAutodiffBackend>(
         } else {
             labels
         },
+        bad,
         train_count,
         config,
         seconds,
@@ -1601,12 +1643,32 @@ fn fine_tune_sequence<B: FusedAutodiffBackend>(
 ) -> Result<FineTuneReport, FineTuneError> {
     // Held-out rows split from the training file are named by its path and lines.
     let valid_path = valid.unwrap_or(train);
-    let (train_rows, valid_rows, labels, problem_type) = sequence_rows(train, valid, config)?;
+    let mut bad = if config.skip_bad_rows {
+        BadRows::skipping()
+    } else {
+        BadRows::strict()
+    };
+    let (train_rows, valid_rows, labels, problem_type) =
+        sequence_rows(train, valid, config, &mut bad)?;
     let (model, task) =
         BertForSequenceClassification::<B>::for_labels(init, labels.clone(), problem_type, device)?;
     let tokenizer = tokenizer_for(init, &task, config.max_length)?;
-    let train_examples = text_examples(train_rows, config.task, &labels, &tokenizer, train)?;
-    let valid_examples = text_examples(valid_rows, config.task, &labels, &tokenizer, valid_path)?;
+    let train_examples = text_examples(
+        train_rows,
+        config.task,
+        &labels,
+        &tokenizer,
+        train,
+        &mut bad,
+    )?;
+    let valid_examples = text_examples(
+        valid_rows,
+        config.task,
+        &labels,
+        &tokenizer,
+        valid_path,
+        &mut bad,
+    )?;
     let batcher = PadBatcher {
         pad_id: task.bert.pad_token_id as u32,
     };
@@ -1638,6 +1700,7 @@ fn fine_tune_sequence<B: FusedAutodiffBackend>(
         } else {
             labels
         },
+        bad,
         train_count,
         config,
         seconds,
@@ -1662,16 +1725,21 @@ fn fine_tune_tagger<B: FusedAutodiffBackend>(
 ) -> Result<FineTuneReport, FineTuneError> {
     // Held-out rows split from the training file are named by its path and lines.
     let valid_path = valid.unwrap_or(train);
-    let sentences = read_conll(train)?;
+    let mut bad = if config.skip_bad_rows {
+        BadRows::skipping()
+    } else {
+        BadRows::strict()
+    };
+    let sentences = read_conll(train, &mut bad)?;
     let (train_sentences, valid_sentences) = match valid {
-        Some(valid) => (sentences, read_conll(valid)?),
+        Some(valid) => (sentences, read_conll(valid, &mut bad)?),
         None => split_off(sentences, config, train)?,
     };
     let tags = tag_set(&train_sentences);
     let (model, task) = BertForTokenClassification::<B>::for_labels(init, tags.clone(), device)?;
     let tokenizer = tokenizer_for(init, &task, config.max_length)?;
-    let train_examples = tag_examples(train_sentences, &tags, &tokenizer, train)?;
-    let valid_examples = tag_examples(valid_sentences, &tags, &tokenizer, valid_path)?;
+    let train_examples = tag_examples(train_sentences, &tags, &tokenizer, train, &mut bad)?;
+    let valid_examples = tag_examples(valid_sentences, &tags, &tokenizer, valid_path, &mut bad)?;
     let batcher = PadBatcher {
         pad_id: task.bert.pad_token_id as u32,
     };
@@ -1697,14 +1765,25 @@ fn fine_tune_tagger<B: FusedAutodiffBackend>(
         device,
     );
     let after = evaluate(&trained, &batcher, &valid_examples, config, &tags, device);
-    let report = report(tags, train_count, config, seconds, before, after, history);
+    let report = report(
+        tags,
+        bad,
+        train_count,
+        config,
+        seconds,
+        before,
+        after,
+        history,
+    );
     let files = run_files(&report)?;
     trained.model.save_pretrained_with(out, &task, &files)?;
     Ok(report)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn report(
     labels: Vec<String>,
+    bad_rows: BadRows,
     train_examples: usize,
     config: &FineTuneConfig,
     seconds: f64,
@@ -1716,6 +1795,7 @@ fn report(
     let batches = train_examples.div_ceil(config.batch_size);
     FineTuneReport {
         labels,
+        bad_rows,
         train_examples,
         config: config.clone(),
         epochs_run,
@@ -1789,7 +1869,9 @@ pub fn evaluate_model<B: FusedAttentionBackend>(
         settings.task = FineTuneTask::Tag;
         let (model, task) = BertForTokenClassification::<B>::load(dir, device)?;
         let tokenizer = tokenizer_for(dir, &task, max_length)?;
-        let examples = tag_examples(read_conll(data)?, &task.labels, &tokenizer, data)?;
+        let mut bad = BadRows::strict();
+        let sentences = read_conll(data, &mut bad)?;
+        let examples = tag_examples(sentences, &task.labels, &tokenizer, data, &mut bad)?;
         let pad_id = task.bert.pad_token_id as u32;
         let held_out = evaluate(
             &TagTraining { model },
@@ -1813,9 +1895,17 @@ pub fn evaluate_model<B: FusedAttentionBackend>(
         ProblemType::SingleLabel => FineTuneTask::Classify,
     };
     let multi = settings.task == FineTuneTask::MultiLabel;
-    let rows = read_labelled(data, &settings.columns, multi)?;
+    let mut bad = BadRows::strict();
+    let rows = read_labelled(data, &settings.columns, multi, &mut bad)?;
     let tokenizer = tokenizer_for(dir, &task, max_length)?;
-    let examples = text_examples(rows, settings.task, &task.labels, &tokenizer, data)?;
+    let examples = text_examples(
+        rows,
+        settings.task,
+        &task.labels,
+        &tokenizer,
+        data,
+        &mut bad,
+    )?;
     let pad_id = task.bert.pad_token_id as u32;
     let held_out = evaluate(
         &SequenceTraining { model },

@@ -39,7 +39,7 @@ pub use checkpoint::{
     CheckpointError, ModelArtifact, load_checkpoint, recover_dir, save_checkpoint, save_run,
     write_atomic, write_dir_atomic,
 };
-pub use data::{Columns, FineTuneError, read_conll, read_labelled, read_records};
+pub use data::{BadRows, Columns, FineTuneError, read_conll, read_labelled, read_records};
 pub use eval::{EvalMetrics, evaluate};
 pub use finetune::{
     Evaluation, FineTuneConfig, FineTuneReport, FineTuneTask, HeldOut, History, evaluate_model,
