@@ -1407,15 +1407,150 @@ pub fn fine_tune<B: FusedAutodiffBackend>(
     // The new head's initialisation and dropout draw from the backend's generator.
     focal_backend::seed::<B>(device, config.seed);
     let scratch = scratch_dir(out)?;
+    let mut run = Run {
+        init,
+        train,
+        valid,
+        scratch: &scratch,
+        config,
+        bad: if config.skip_bad_rows {
+            BadRows::skipping()
+        } else {
+            BadRows::strict()
+        },
+    };
     let result = if config.task == FineTuneTask::Tag {
-        fine_tune_tagger::<B>(init, train, valid, out, &scratch, config, device)
+        fine_tune_tagger::<B>(&mut run, out, device)
     } else if config.linear_probe {
-        fine_tune_probe::<B>(init, train, valid, out, &scratch, config, device)
+        fine_tune_probe::<B>(&mut run, out, device)
     } else {
-        fine_tune_sequence::<B>(init, train, valid, out, &scratch, config, device)
+        fine_tune_sequence::<B>(&mut run, out, device)
     };
     let _ = std::fs::remove_dir_all(&scratch);
     result
+}
+
+/// What every task's run reads and where it works.
+struct Run<'a> {
+    init: &'a Path,
+    train: &'a Path,
+    valid: Option<&'a Path>,
+    scratch: &'a Path,
+    config: &'a FineTuneConfig,
+    bad: BadRows,
+}
+
+impl Run<'_> {
+    /// Scores `model` on the held-out examples, trains it on burn-train's `Learner`, and scores
+    /// the kept weights: those weights and the report.
+    fn fit<B, M, I>(
+        &mut self,
+        model: M,
+        batcher: &PadBatcher,
+        (train, valid): (Vec<I>, Vec<I>),
+        labels: Vec<String>,
+        device: &B::Device,
+    ) -> (M::InnerModule, FineTuneReport)
+    where
+        B: FusedAutodiffBackend,
+        I: Clone + Send + Sync + std::fmt::Debug + 'static,
+        M: TrainStep<Output = TaskOutput<B>> + AutodiffModule<B> + std::fmt::Display + 'static,
+        M::InnerModule: InferenceStep<Output = TaskOutput<B::InnerBackend>>,
+        M::Input: Send + Clone + std::fmt::Debug + 'static,
+        <M::InnerModule as InferenceStep>::Input: Send + Clone + std::fmt::Debug + 'static,
+        PadBatcher: Batcher<B, I, M::Input>
+            + Batcher<B::InnerBackend, I, <M::InnerModule as InferenceStep>::Input>,
+    {
+        let config = self.config;
+        let before = evaluate(&model.valid(), batcher, &valid, config, &labels, device);
+        let train_examples = train.len();
+        let (trained, history, seconds) = learn(
+            model,
+            batcher,
+            train,
+            valid.clone(),
+            config,
+            &labels,
+            self.scratch,
+            device,
+        );
+        let after = evaluate(&trained, batcher, &valid, config, &labels, device);
+        let epochs_run = history.epochs.len();
+        let batches = train_examples.div_ceil(config.batch_size);
+        let report = FineTuneReport {
+            labels: if config.task == FineTuneTask::Regress {
+                Vec::new()
+            } else {
+                labels
+            },
+            bad_rows: std::mem::take(&mut self.bad),
+            train_examples,
+            config: config.clone(),
+            epochs_run,
+            best_epoch: best_epoch(&history, config.task.watched()),
+            optimizer_steps: epochs_run * (batches / config.grad_accum),
+            seconds,
+            examples_per_second: (train_examples * epochs_run) as f64 / seconds.max(1e-9),
+            before,
+            after,
+            history,
+        };
+        (trained, report)
+    }
+
+    /// The rows of a sequence task as examples, tokenised ([`text_examples`]); held-out rows
+    /// split from the training file are named by its path and lines.
+    fn text_examples(
+        &mut self,
+        (train_rows, valid_rows): (Vec<LabelledText>, Vec<LabelledText>),
+        labels: &[String],
+        tokenizer: &TextTokenizer,
+    ) -> Result<(Vec<TextExample>, Vec<TextExample>), FineTuneError> {
+        let task = self.config.task;
+        let valid_path = self.valid.unwrap_or(self.train);
+        let train = text_examples(
+            train_rows,
+            task,
+            labels,
+            tokenizer,
+            self.train,
+            &mut self.bad,
+        )?;
+        let valid = text_examples(
+            valid_rows,
+            task,
+            labels,
+            tokenizer,
+            valid_path,
+            &mut self.bad,
+        )?;
+        Ok((train, valid))
+    }
+
+    /// A sequence task's rows, labels and problem type ([`sequence_rows`]) and its model.
+    #[allow(clippy::type_complexity)]
+    fn sequence_model<B: FusedAutodiffBackend>(
+        &mut self,
+        device: &B::Device,
+    ) -> Result<
+        (
+            (Vec<LabelledText>, Vec<LabelledText>),
+            Vec<String>,
+            BertForSequenceClassification<B>,
+            TaskConfig,
+        ),
+        FineTuneError,
+    > {
+        let (train_rows, valid_rows, labels, problem_type) =
+            sequence_rows(self.train, self.valid, self.config, &mut self.bad)?;
+        let (model, task) = BertForSequenceClassification::<B>::for_labels(
+            self.init,
+            labels.clone(),
+            problem_type,
+            device,
+        )?;
+        Ok(((train_rows, valid_rows), labels, model, task))
+    }
 }
 
 /// The tokenizer of `init` for the model `task` describes.
@@ -1520,38 +1655,24 @@ fn sequence_rows(
 /// A linear probe: the encoder of `init` is frozen and run once over the rows (mean-pooled
 /// states), and a linear head is trained on those embeddings on burn-train's `Learner`. The
 /// directory written is the encoder with that head, pooling by the mean.
-#[allow(clippy::too_many_arguments)]
 fn fine_tune_probe<B: FusedAutodiffBackend>(
-    init: &Path,
-    train: &Path,
-    valid: Option<&Path>,
+    run: &mut Run,
     out: &Path,
-    scratch: &Path,
-    config: &FineTuneConfig,
     device: &B::Device,
 ) -> Result<FineTuneReport, FineTuneError> {
-    // Held-out rows split from the training file are named by its path and lines.
-    let valid_path = valid.unwrap_or(train);
-    let mut bad = if config.skip_bad_rows {
-        BadRows::skipping()
-    } else {
-        BadRows::strict()
-    };
-    let (train_rows, valid_rows, labels, problem_type) =
-        sequence_rows(train, valid, config, &mut bad)?;
-    let (model, task) =
-        BertForSequenceClassification::<B>::for_labels(init, labels.clone(), problem_type, device)?;
+    let config = run.config;
+    let (rows, labels, model, task) = run.sequence_model::<B>(device)?;
     let probe = ProbeTraining {
         classifier: model.head.classifier.clone(),
     };
     let mut encoder = model.valid();
     let mut head = SequenceClassifierConfig::new(task.bert.hidden_size, labels.len())
-        .with_problem_type(problem_type)
+        .with_problem_type(task.problem_type)
         .with_pooling(ClassifierPooling::Mean)
         .try_init::<B::InnerBackend>(device)?;
     head.classifier = encoder.head.classifier.clone();
     encoder.head = head;
-    let tokenizer = tokenizer_for(init, &task, config.max_length)?;
+    let tokenizer = tokenizer_for(run.init, &task, config.max_length)?;
     let batcher = PadBatcher {
         pad_id: task.bert.pad_token_id as u32,
     };
@@ -1575,238 +1696,70 @@ fn fine_tune_probe<B: FusedAutodiffBackend>(
         }
         features
     };
-    let train_examples = embed(text_examples(
-        train_rows,
-        config.task,
-        &labels,
-        &tokenizer,
-        train,
-        &mut bad,
-    )?);
-    let valid_examples = embed(text_examples(
-        valid_rows,
-        config.task,
-        &labels,
-        &tokenizer,
-        valid_path,
-        &mut bad,
-    )?);
-    let before = evaluate(
-        &probe.valid(),
-        &batcher,
-        &valid_examples,
-        config,
-        &labels,
-        device,
-    );
-    let train_count = train_examples.len();
-    let (trained, history, seconds) = learn(
-        probe,
-        &batcher,
-        train_examples,
-        valid_examples.clone(),
-        config,
-        &labels,
-        scratch,
-        device,
-    );
-    let after = evaluate(&trained, &batcher, &valid_examples, config, &labels, device);
+    let (train, valid) = run.text_examples(rows, &labels, &tokenizer)?;
+    let examples = (embed(train), embed(valid));
+    let (trained, report) = run.fit(probe, &batcher, examples, labels, device);
     encoder.head.classifier = trained.classifier;
-    let report = report(
-        if config.task == FineTuneTask::Regress {
-            Vec::new()
-        } else {
-            labels
-        },
-        bad,
-        train_count,
-        config,
-        seconds,
-        before,
-        after,
-        history,
-    );
-    let files = run_files(&report)?;
-    encoder.save_pretrained_with(out, &task, &files)?;
+    encoder.save_pretrained_with(out, &task, &run_files(&report)?)?;
     Ok(report)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn fine_tune_sequence<B: FusedAutodiffBackend>(
-    init: &Path,
-    train: &Path,
-    valid: Option<&Path>,
+    run: &mut Run,
     out: &Path,
-    scratch: &Path,
-    config: &FineTuneConfig,
     device: &B::Device,
 ) -> Result<FineTuneReport, FineTuneError> {
-    // Held-out rows split from the training file are named by its path and lines.
-    let valid_path = valid.unwrap_or(train);
-    let mut bad = if config.skip_bad_rows {
-        BadRows::skipping()
-    } else {
-        BadRows::strict()
-    };
-    let (train_rows, valid_rows, labels, problem_type) =
-        sequence_rows(train, valid, config, &mut bad)?;
-    let (model, task) =
-        BertForSequenceClassification::<B>::for_labels(init, labels.clone(), problem_type, device)?;
-    let tokenizer = tokenizer_for(init, &task, config.max_length)?;
-    let train_examples = text_examples(
-        train_rows,
-        config.task,
-        &labels,
-        &tokenizer,
-        train,
-        &mut bad,
-    )?;
-    let valid_examples = text_examples(
-        valid_rows,
-        config.task,
-        &labels,
-        &tokenizer,
-        valid_path,
-        &mut bad,
-    )?;
+    let (rows, labels, model, task) = run.sequence_model::<B>(device)?;
+    let tokenizer = tokenizer_for(run.init, &task, run.config.max_length)?;
+    let examples = run.text_examples(rows, &labels, &tokenizer)?;
     let batcher = PadBatcher {
         pad_id: task.bert.pad_token_id as u32,
     };
-    let before = evaluate(
-        &SequenceTraining {
-            model: model.valid(),
-        },
-        &batcher,
-        &valid_examples,
-        config,
-        &labels,
-        device,
-    );
-    let train_count = train_examples.len();
-    let (trained, history, seconds) = learn(
+    let (trained, report) = run.fit(
         SequenceTraining { model },
         &batcher,
-        train_examples,
-        valid_examples.clone(),
-        config,
-        &labels,
-        scratch,
+        examples,
+        labels,
         device,
     );
-    let after = evaluate(&trained, &batcher, &valid_examples, config, &labels, device);
-    let report = report(
-        if config.task == FineTuneTask::Regress {
-            Vec::new()
-        } else {
-            labels
-        },
-        bad,
-        train_count,
-        config,
-        seconds,
-        before,
-        after,
-        history,
-    );
-    let files = run_files(&report)?;
-    trained.model.save_pretrained_with(out, &task, &files)?;
+    trained
+        .model
+        .save_pretrained_with(out, &task, &run_files(&report)?)?;
     Ok(report)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn fine_tune_tagger<B: FusedAutodiffBackend>(
-    init: &Path,
-    train: &Path,
-    valid: Option<&Path>,
+    run: &mut Run,
     out: &Path,
-    scratch: &Path,
-    config: &FineTuneConfig,
     device: &B::Device,
 ) -> Result<FineTuneReport, FineTuneError> {
-    // Held-out rows split from the training file are named by its path and lines.
-    let valid_path = valid.unwrap_or(train);
-    let mut bad = if config.skip_bad_rows {
-        BadRows::skipping()
-    } else {
-        BadRows::strict()
-    };
-    let sentences = read_conll(train, &mut bad)?;
-    let (train_sentences, valid_sentences) = match valid {
-        Some(valid) => (sentences, read_conll(valid, &mut bad)?),
-        None => split_off(sentences, config, train)?,
+    let config = run.config;
+    let sentences = read_conll(run.train, &mut run.bad)?;
+    let (train_sentences, valid_sentences) = match run.valid {
+        Some(valid) => (sentences, read_conll(valid, &mut run.bad)?),
+        None => split_off(sentences, config, run.train)?,
     };
     let tags = tag_set(&train_sentences);
-    let (model, task) = BertForTokenClassification::<B>::for_labels(init, tags.clone(), device)?;
-    let tokenizer = tokenizer_for(init, &task, config.max_length)?;
-    let train_examples = tag_examples(train_sentences, &tags, &tokenizer, train, &mut bad)?;
-    let valid_examples = tag_examples(valid_sentences, &tags, &tokenizer, valid_path, &mut bad)?;
+    let (model, task) =
+        BertForTokenClassification::<B>::for_labels(run.init, tags.clone(), device)?;
+    let tokenizer = tokenizer_for(run.init, &task, config.max_length)?;
+    let valid_path = run.valid.unwrap_or(run.train);
+    let train = tag_examples(train_sentences, &tags, &tokenizer, run.train, &mut run.bad)?;
+    let valid = tag_examples(valid_sentences, &tags, &tokenizer, valid_path, &mut run.bad)?;
     let batcher = PadBatcher {
         pad_id: task.bert.pad_token_id as u32,
     };
-    let before = evaluate(
-        &TagTraining {
-            model: model.valid(),
-        },
-        &batcher,
-        &valid_examples,
-        config,
-        &tags,
-        device,
-    );
-    let train_count = train_examples.len();
-    let (trained, history, seconds) = learn(
+    let (trained, report) = run.fit(
         TagTraining { model },
         &batcher,
-        train_examples,
-        valid_examples.clone(),
-        config,
-        &tags,
-        scratch,
+        (train, valid),
+        tags,
         device,
     );
-    let after = evaluate(&trained, &batcher, &valid_examples, config, &tags, device);
-    let report = report(
-        tags,
-        bad,
-        train_count,
-        config,
-        seconds,
-        before,
-        after,
-        history,
-    );
-    let files = run_files(&report)?;
-    trained.model.save_pretrained_with(out, &task, &files)?;
+    trained
+        .model
+        .save_pretrained_with(out, &task, &run_files(&report)?)?;
     Ok(report)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn report(
-    labels: Vec<String>,
-    bad_rows: BadRows,
-    train_examples: usize,
-    config: &FineTuneConfig,
-    seconds: f64,
-    before: HeldOut,
-    after: HeldOut,
-    history: History,
-) -> FineTuneReport {
-    let epochs_run = history.epochs.len();
-    let batches = train_examples.div_ceil(config.batch_size);
-    FineTuneReport {
-        labels,
-        bad_rows,
-        train_examples,
-        config: config.clone(),
-        epochs_run,
-        best_epoch: best_epoch(&history, config.task.watched()),
-        optimizer_steps: epochs_run * (batches / config.grad_accum),
-        seconds,
-        examples_per_second: (train_examples * epochs_run) as f64 / seconds.max(1e-9),
-        before,
-        after,
-        history,
-    }
 }
 
 /// A fine-tuned model's figures on a labelled file ([`evaluate_model`]).
