@@ -525,24 +525,46 @@ pub struct ProbeTraining<B: Backend> {
     pub classifier: burn::nn::Linear<B>,
 }
 
-impl<B: FusedAutodiffBackend> TrainStep for ProbeTraining<B> {
-    type Input = FeatureBatch<B>;
-    type Output = TaskOutput<B>;
+/// burn-train's `TrainStep` (forward and backward) and `InferenceStep` (forward) of a training
+/// wrapper, whose batch's outputs are `output(&wrapper, batch)`.
+macro_rules! task_steps {
+    ($wrapper:ident, $batch:ident, $output:expr) => {
+        impl<B: FusedAutodiffBackend> TrainStep for $wrapper<B> {
+            type Input = $batch<B>;
+            type Output = TaskOutput<B>;
 
-    fn step(&self, batch: FeatureBatch<B>) -> TrainOutput<TaskOutput<B>> {
-        let output = class_output(self.classifier.forward(batch.features), batch.targets);
-        TrainOutput::new(self, output.loss().backward(), output)
-    }
+            fn step(&self, batch: $batch<B>) -> TrainOutput<TaskOutput<B>> {
+                let output = $output(self, batch);
+                TrainOutput::new(self, output.loss().backward(), output)
+            }
+        }
+
+        impl<B: FusedAttentionBackend> InferenceStep for $wrapper<B> {
+            type Input = $batch<B>;
+            type Output = TaskOutput<B>;
+
+            fn step(&self, batch: $batch<B>) -> TaskOutput<B> {
+                $output(self, batch)
+            }
+        }
+    };
 }
 
-impl<B: FusedAttentionBackend> InferenceStep for ProbeTraining<B> {
-    type Input = FeatureBatch<B>;
-    type Output = TaskOutput<B>;
-
-    fn step(&self, batch: FeatureBatch<B>) -> TaskOutput<B> {
-        class_output(self.classifier.forward(batch.features), batch.targets)
+task_steps!(
+    ProbeTraining,
+    FeatureBatch,
+    |p: &ProbeTraining<B>, batch: FeatureBatch<B>| {
+        class_output(p.classifier.forward(batch.features), batch.targets)
     }
-}
+);
+task_steps!(
+    SequenceTraining,
+    TextBatch,
+    |s: &SequenceTraining<B>, batch| sequence_output(&s.model, batch)
+);
+task_steps!(TagTraining, TagBatch, |t: &TagTraining<B>, batch| {
+    tag_output(&t.model, batch)
+});
 
 /// Loss and outputs of a sequence head's logits `[b, n]` against the batch's targets.
 fn class_output<B: Backend>(logits: Tensor<B, 2>, targets: Targets<B>) -> TaskOutput<B> {
@@ -572,44 +594,6 @@ fn tag_output<B: FusedAttentionBackend>(
     let logits = model.forward(batch.inputs);
     let loss = model.head.loss(logits.clone(), batch.tags.clone());
     TaskOutput::Tags(SequenceOutput::new(loss, logits, None, batch.tags))
-}
-
-impl<B: FusedAutodiffBackend> TrainStep for SequenceTraining<B> {
-    type Input = TextBatch<B>;
-    type Output = TaskOutput<B>;
-
-    fn step(&self, batch: TextBatch<B>) -> TrainOutput<TaskOutput<B>> {
-        let output = sequence_output(&self.model, batch);
-        TrainOutput::new(self, output.loss().backward(), output)
-    }
-}
-
-impl<B: FusedAttentionBackend> InferenceStep for SequenceTraining<B> {
-    type Input = TextBatch<B>;
-    type Output = TaskOutput<B>;
-
-    fn step(&self, batch: TextBatch<B>) -> TaskOutput<B> {
-        sequence_output(&self.model, batch)
-    }
-}
-
-impl<B: FusedAutodiffBackend> TrainStep for TagTraining<B> {
-    type Input = TagBatch<B>;
-    type Output = TaskOutput<B>;
-
-    fn step(&self, batch: TagBatch<B>) -> TrainOutput<TaskOutput<B>> {
-        let output = tag_output(&self.model, batch);
-        TrainOutput::new(self, output.loss().backward(), output)
-    }
-}
-
-impl<B: FusedAttentionBackend> InferenceStep for TagTraining<B> {
-    type Input = TagBatch<B>;
-    type Output = TaskOutput<B>;
-
-    fn step(&self, batch: TagBatch<B>) -> TaskOutput<B> {
-        tag_output(&self.model, batch)
-    }
 }
 
 /// Held-out figures of a model (the fields that apply to its task).
