@@ -108,6 +108,10 @@ struct TrainArgs {
     /// counting them in the report, instead of stopping at the first.
     #[arg(long)]
     skip_bad_rows: bool,
+    /// Fine-tuning: data-parallel replicas (burn-train's multi-device strategy): each optimizer
+    /// step runs a batch on each and sums their gradients. They share the backend's device.
+    #[arg(long)]
+    devices: Option<usize>,
     /// Fine-tuning: keep the encoder frozen and train only a linear head on its mean-pooled
     /// embeddings, computed once (logistic regression for classify; not for tag). A baseline,
     /// and a fast model; the directory pools by the mean, which only Focal reads.
@@ -258,6 +262,7 @@ fn train(backend: BackendKind, args: TrainArgs, json: bool) -> anyhow::Result<()
         ("--linear-probe", args.linear_probe),
         ("--valid-split", args.valid_split.is_some()),
         ("--skip-bad-rows", args.skip_bad_rows),
+        ("--devices", args.devices.is_some()),
         ("--max-length", args.max_length.is_some()),
     ] {
         if given {
@@ -376,6 +381,7 @@ fn fine_tune(
         early_stopping: args.early_stopping,
         valid_split: args.valid_split.unwrap_or(defaults.valid_split),
         skip_bad_rows: args.skip_bad_rows,
+        devices: args.devices.unwrap_or(defaults.devices),
         linear_probe: args.linear_probe,
         max_length: args.max_length.unwrap_or(defaults.max_length),
         seed: args.seed.unwrap_or(defaults.seed),

@@ -37,9 +37,10 @@ use burn::train::renderer::{
     MetricsRendererTraining, ProgressType, TrainingProgress,
 };
 use burn::train::{
-    ClassificationOutput, InferenceStep, Learner, LearningComponentsMarker,
-    MetricEarlyStoppingStrategy, MultiLabelClassificationOutput, RegressionOutput, SequenceOutput,
-    StoppingCondition, SupervisedTraining, TrainOutput, TrainStep,
+    ClassificationOutput, ExecutionStrategy, InferenceStep, Learner, LearningComponentsMarker,
+    MetricEarlyStoppingStrategy, MultiDeviceOptim, MultiLabelClassificationOutput,
+    RegressionOutput, SequenceOutput, StoppingCondition, SupervisedTraining, TrainOutput,
+    TrainStep,
 };
 use focal_attention::{FusedAttentionBackend, FusedAutodiffBackend};
 use focal_backend::ConfigError;
@@ -148,6 +149,10 @@ pub struct FineTuneConfig {
     /// Skip malformed rows (and rows with a held-out label the training file lacks), counting
     /// them in the report, instead of stopping at the first.
     pub skip_bad_rows: bool,
+    /// Data-parallel replicas (burn-train's multi-device strategy): each optimizer step runs
+    /// one batch on each replica and sums their gradients on the first. On one device (the
+    /// CPU, or one GPU) the replicas share it.
+    pub devices: usize,
     /// Longest input in tokens (at most the model's positions).
     pub max_length: usize,
     /// Seed of the new head's initialisation, dropout and shuffling.
@@ -176,6 +181,7 @@ impl Default for FineTuneConfig {
             early_stopping: None,
             valid_split: 0.1,
             skip_bad_rows: false,
+            devices: 1,
             max_length: 128,
             seed: 42,
             columns: Columns::default(),
@@ -192,6 +198,7 @@ impl FineTuneConfig {
         ConfigError::ensure_positive(NAME, "epochs", self.epochs)?;
         ConfigError::ensure_positive(NAME, "batch_size", self.batch_size)?;
         ConfigError::ensure_positive(NAME, "grad_accum", self.grad_accum)?;
+        ConfigError::ensure_positive(NAME, "devices", self.devices)?;
         ConfigError::ensure_positive(NAME, "max_length", self.max_length)?;
         if let Some(patience) = self.early_stopping {
             ConfigError::ensure_positive(NAME, "early_stopping", patience)?;
@@ -1040,7 +1047,7 @@ fn learn<B, M, I>(
     config: &FineTuneConfig,
     labels: &[String],
     scratch: &Path,
-    device: &B::Device,
+    devices: &[B::Device],
 ) -> (M::InnerModule, History, f64)
 where
     B: FusedAutodiffBackend,
@@ -1052,10 +1059,15 @@ where
     PadBatcher: Batcher<B, I, M::Input>
         + Batcher<B::InnerBackend, I, <M::InnerModule as InferenceStep>::Input>,
 {
-    let batches = train.len().div_ceil(config.batch_size);
-    // burn-train drops the gradients of an epoch's last batches that do not fill an optimizer
-    // step.
-    let steps = config.epochs * (batches / config.grad_accum).max(1);
+    // burn-train asks for a learning rate once per batch on one device, once per round of
+    // batches (one on each replica) on several; it drops the gradients of an epoch's last
+    // rounds that do not fill an optimizer step.
+    let device = &devices[0];
+    let rounds = train
+        .len()
+        .div_ceil(config.batch_size)
+        .div_ceil(devices.len());
+    let steps = config.epochs * (rounds / config.grad_accum).max(1);
     let warmup = (config.warmup * steps as f64).ceil() as usize;
     let schedule = WarmupLinear::new(config.learning_rate, warmup, steps, config.grad_accum);
 
@@ -1095,6 +1107,12 @@ where
             .num_epochs(config.epochs);
     if config.grad_accum > 1 {
         training = training.grads_accumulation(config.grad_accum);
+    }
+    if devices.len() > 1 {
+        training = training.with_training_strategy(
+            ExecutionStrategy::MultiDevice(devices.to_vec(), MultiDeviceOptim::OptimMainDevice)
+                .into(),
+        );
     }
     let metric_name = MetricNamed::new(watched);
     training = match config.task {
@@ -1378,7 +1396,9 @@ fn remove_stale_scratch(parent: &Path, name: &str) {
 ///   for `tag` (see [`read_conll`]); the labels are those of `train`, sorted;
 /// - the weights kept are those of the epoch with the best watched validation metric
 ///   ([`FineTuneTask::watched`]); burn-train's checkpoints and the pictures of the run in
-///   progress live in a directory beside `out` (`.NAME.learner-PID`), removed at the end.
+///   progress live in a directory beside `out` (`.NAME.learner-PID`), removed at the end;
+/// - `config.devices` replicas of `device` train data-parallel (see [`fine_tune_on`] for
+///   several devices).
 pub fn fine_tune<B: FusedAutodiffBackend>(
     init: &Path,
     train: &Path,
@@ -1387,7 +1407,27 @@ pub fn fine_tune<B: FusedAutodiffBackend>(
     config: &FineTuneConfig,
     device: &B::Device,
 ) -> Result<FineTuneReport, FineTuneError> {
+    let devices = vec![device.clone(); config.devices.max(1)];
+    fine_tune_on::<B>(init, train, valid, out, config, &devices)
+}
+
+/// [`fine_tune`] data-parallel on `devices` (e.g. two GPUs: `WgpuDevice::DiscreteGpu(0)` and
+/// `(1)`), through burn-train's multi-device strategy (`ExecutionStrategy::MultiDevice` with
+/// `MultiDeviceOptim::OptimMainDevice`): each optimizer step runs one batch on each device and
+/// sums their gradients on the first, where the optimizer, evaluation and saving run.
+/// `config.devices` is not used; an empty `devices` is refused.
+pub fn fine_tune_on<B: FusedAutodiffBackend>(
+    init: &Path,
+    train: &Path,
+    valid: Option<&Path>,
+    out: &Path,
+    config: &FineTuneConfig,
+    devices: &[B::Device],
+) -> Result<FineTuneReport, FineTuneError> {
     config.validate()?;
+    let Some(device) = devices.first() else {
+        return Err(ConfigError::new("fine_tune_on", "no device given").into());
+    };
     // The new head's initialisation and dropout draw from the backend's generator.
     focal_backend::seed::<B>(device, config.seed);
     let scratch = scratch_dir(out)?;
@@ -1404,11 +1444,11 @@ pub fn fine_tune<B: FusedAutodiffBackend>(
         },
     };
     let result = if config.task == FineTuneTask::Tag {
-        fine_tune_tagger::<B>(&mut run, out, device)
+        fine_tune_tagger::<B>(&mut run, out, devices)
     } else if config.linear_probe {
-        fine_tune_probe::<B>(&mut run, out, device)
+        fine_tune_probe::<B>(&mut run, out, devices)
     } else {
-        fine_tune_sequence::<B>(&mut run, out, device)
+        fine_tune_sequence::<B>(&mut run, out, devices)
     };
     let _ = std::fs::remove_dir_all(&scratch);
     result
@@ -1433,7 +1473,7 @@ impl Run<'_> {
         batcher: &PadBatcher,
         (train, valid): (Vec<I>, Vec<I>),
         labels: Vec<String>,
-        device: &B::Device,
+        devices: &[B::Device],
     ) -> (M::InnerModule, FineTuneReport)
     where
         B: FusedAutodiffBackend,
@@ -1446,6 +1486,7 @@ impl Run<'_> {
             + Batcher<B::InnerBackend, I, <M::InnerModule as InferenceStep>::Input>,
     {
         let config = self.config;
+        let device = &devices[0];
         let before = evaluate(&model.valid(), batcher, &valid, config, &labels, device);
         let train_examples = train.len();
         let (trained, history, seconds) = learn(
@@ -1456,11 +1497,13 @@ impl Run<'_> {
             config,
             &labels,
             self.scratch,
-            device,
+            devices,
         );
         let after = evaluate(&trained, batcher, &valid, config, &labels, device);
         let epochs_run = history.epochs.len();
-        let batches = train_examples.div_ceil(config.batch_size);
+        let rounds = train_examples
+            .div_ceil(config.batch_size)
+            .div_ceil(devices.len());
         let report = FineTuneReport {
             labels: if config.task == FineTuneTask::Regress {
                 Vec::new()
@@ -1472,7 +1515,7 @@ impl Run<'_> {
             config: config.clone(),
             epochs_run,
             best_epoch: best_epoch(&history, config.task.watched()),
-            optimizer_steps: epochs_run * (batches / config.grad_accum),
+            optimizer_steps: epochs_run * (rounds / config.grad_accum),
             seconds,
             examples_per_second: (train_examples * epochs_run) as f64 / seconds.max(1e-9),
             before,
@@ -1642,8 +1685,9 @@ fn sequence_rows(
 fn fine_tune_probe<B: FusedAutodiffBackend>(
     run: &mut Run,
     out: &Path,
-    device: &B::Device,
+    devices: &[B::Device],
 ) -> Result<FineTuneReport, FineTuneError> {
+    let device = &devices[0];
     let config = run.config;
     let (rows, labels, model, task) = run.sequence_model::<B>(device)?;
     let probe = ProbeTraining {
@@ -1682,7 +1726,7 @@ fn fine_tune_probe<B: FusedAutodiffBackend>(
     };
     let (train, valid) = run.text_examples(rows, &labels, &tokenizer)?;
     let examples = (embed(train), embed(valid));
-    let (trained, report) = run.fit(probe, &batcher, examples, labels, device);
+    let (trained, report) = run.fit(probe, &batcher, examples, labels, devices);
     encoder.head.classifier = trained.classifier;
     encoder.save_pretrained_with(out, &task, &run_files(&report)?)?;
     Ok(report)
@@ -1691,8 +1735,9 @@ fn fine_tune_probe<B: FusedAutodiffBackend>(
 fn fine_tune_sequence<B: FusedAutodiffBackend>(
     run: &mut Run,
     out: &Path,
-    device: &B::Device,
+    devices: &[B::Device],
 ) -> Result<FineTuneReport, FineTuneError> {
+    let device = &devices[0];
     let (rows, labels, model, task) = run.sequence_model::<B>(device)?;
     let tokenizer = tokenizer_for(run.init, &task, run.config.max_length)?;
     let examples = run.text_examples(rows, &labels, &tokenizer)?;
@@ -1704,7 +1749,7 @@ fn fine_tune_sequence<B: FusedAutodiffBackend>(
         &batcher,
         examples,
         labels,
-        device,
+        devices,
     );
     trained
         .model
@@ -1715,8 +1760,9 @@ fn fine_tune_sequence<B: FusedAutodiffBackend>(
 fn fine_tune_tagger<B: FusedAutodiffBackend>(
     run: &mut Run,
     out: &Path,
-    device: &B::Device,
+    devices: &[B::Device],
 ) -> Result<FineTuneReport, FineTuneError> {
+    let device = &devices[0];
     let config = run.config;
     let sentences = read_conll(run.train, &mut run.bad)?;
     let (train_sentences, valid_sentences) = match run.valid {
@@ -1738,7 +1784,7 @@ fn fine_tune_tagger<B: FusedAutodiffBackend>(
         &batcher,
         (train, valid),
         tags,
-        device,
+        devices,
     );
     trained
         .model
@@ -2163,6 +2209,27 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("give a validation file"), "{err}");
+    }
+
+    /// Two data-parallel replicas on the CPU (burn-train's multi-device strategy): each
+    /// optimizer step takes a batch on each, the run learns, and the step count halves.
+    #[test]
+    fn two_replicas_train_data_parallel() {
+        let _rng = crate::rng_lock();
+        let mut config = settings(FineTuneTask::Classify, 12, 3e-3);
+        config.devices = 2;
+        let (report, out) = run::<focal_backend::NdArray>(
+            config,
+            ("classify_train.csv", "classify_valid.csv"),
+            &Default::default(),
+        );
+        let (before, after) = (&report.before, &report.after);
+        assert!(after.loss < before.loss, "{before:?} -> {after:?}");
+        assert!(after.accuracy.unwrap() >= 0.9, "{before:?} -> {after:?}");
+        // 96 rows in batches of 16: 6 batches, 3 rounds of two per epoch.
+        assert_eq!(report.optimizer_steps, 3 * report.epochs_run);
+        assert_eq!(report.history.steps.len(), 6 * report.epochs_run);
+        check_written(&out, &["loss.png", "metrics.png", "confusion.png"]);
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub use data::{BadRows, Columns, FineTuneError, read_conll, read_labelled, read_
 pub use eval::{EvalMetrics, evaluate};
 pub use finetune::{
     Evaluation, FineTuneConfig, FineTuneReport, FineTuneTask, HeldOut, History, evaluate_model,
-    fine_tune,
+    fine_tune, fine_tune_on,
 };
 pub use optim::{FusedAdamW, FusedAdamWConfig};
 pub use schedule::WarmupLinear;
