@@ -69,11 +69,12 @@ enum Command {
 struct TrainArgs {
     /// The task: fine-tune from --init on --data: classify (a label per text), pair (a label per
     /// pair of texts), multilabel (any labels per text), regress (a number per text), tag (a
-    /// tag per word, CoNLL files); or reverse (reverse a sequence of 4 to 12 digits, a model
+    /// tag per word, CoNLL files), qa (an answer span in a context, SQuAD files); or reverse (reverse a sequence of 4 to 12 digits, a model
     /// trained from scratch on generated data).
     #[arg(long)]
     task: String,
-    /// Fine-tuning: the training rows, a .csv, .tsv or .jsonl file (a CoNLL file for tag).
+    /// Fine-tuning: the training rows, a .csv, .tsv or .jsonl file (a CoNLL file for tag, a
+    /// SQuAD JSON file for qa).
     #[arg(long)]
     data: Option<PathBuf>,
     /// Fine-tuning: the held-out rows (same format), scored before and after training and
@@ -338,7 +339,7 @@ fn train(backend: BackendKind, args: TrainArgs, json: bool) -> anyhow::Result<()
     Ok(())
 }
 
-/// `focal train --task classify|pair|multilabel|regress|tag`: fine-tunes on burn-train's
+/// `focal train --task classify|pair|multilabel|regress|tag|qa`: fine-tunes on burn-train's
 /// Learner.
 fn fine_tune(
     backend: BackendKind,

@@ -523,6 +523,9 @@ pub fn held_out_line(m: &focal::train::HeldOut) -> String {
     percent("entity precision", m.entity_precision);
     percent("entity recall", m.entity_recall);
     percent("entity F1", m.entity_f1);
+    percent("exact match", m.exact_match);
+    percent("F1", m.f1);
+    percent("span match", m.span_match);
     if let Some(r) = m.pearson {
         parts.push(format!("Pearson {r:.4}"));
     }

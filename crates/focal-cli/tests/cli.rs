@@ -43,7 +43,7 @@ fn unknown_task_is_one_line() {
     let out = focal(&["train", "--task", "juggle"]);
     assert_one_line_error(
         &out,
-        "unknown task 'juggle': expected one of reverse, classify, pair, multilabel, regress, tag",
+        "unknown task 'juggle': expected one of reverse, classify, pair, multilabel, regress, tag, qa",
     );
 }
 
@@ -1055,9 +1055,14 @@ fn every_fine_tuning_task_trains_from_the_command_line() {
             "entity_f1",
             "15",
         ),
+        ("qa", "qa_train.json", "qa_valid.json", "exact_match", "40"),
     ] {
         let out = dir.path().join(task).display().to_string();
-        let lr = if task == "multilabel" { "5e-3" } else { "3e-3" };
+        let lr = if matches!(task, "multilabel" | "qa") {
+            "5e-3"
+        } else {
+            "3e-3"
+        };
         let report = json_stdout(&focal(&[
             "--json",
             "train",
@@ -1098,6 +1103,22 @@ fn every_fine_tuning_task_trains_from_the_command_line() {
             assert!(Path::new(&out).join(file).is_file(), "{task}: {file}");
         }
     }
+    // The question answerer's directory answers with `focal answer`.
+    let answered = focal(&[
+        "answer",
+        "--model",
+        &dir.path().join("qa").display().to_string(),
+        "--context",
+        "the man is old . paris was great .",
+        "--question",
+        "where was it ?",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&answered.stdout).contains("paris"),
+        "{}{}",
+        String::from_utf8_lossy(&answered.stdout),
+        String::from_utf8_lossy(&answered.stderr)
+    );
     // The tagger's directory is a token classifier `focal tag` runs.
     let tagged = focal(&[
         "tag",

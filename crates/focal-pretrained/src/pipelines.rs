@@ -64,6 +64,24 @@ pub struct Pipeline<M, B: Backend> {
     device: B::Device,
 }
 
+impl<M, B: Backend> Pipeline<M, B> {
+    /// A pipeline of a model in memory (e.g. one just fine-tuned), its configuration and
+    /// tokenizer, on `device`.
+    pub fn from_parts(
+        model: M,
+        config: TaskConfig,
+        tokenizer: TextTokenizer,
+        device: B::Device,
+    ) -> Self {
+        Self {
+            model,
+            config,
+            tokenizer,
+            device,
+        }
+    }
+}
+
 impl<M: TaskModel<B>, B: Backend> Pipeline<M, B> {
     /// Reads the directory of the model's task (another task's directory is refused).
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self, PretrainedError> {

@@ -392,6 +392,39 @@ fn same_labels<M>(
 }
 
 impl<B: Backend> BertForQuestionAnswering<B> {
+    /// A span head to fine-tune, as `AutoModelForQuestionAnswering.from_pretrained(dir)` builds
+    /// it: the encoder of a BERT or sentence-transformers directory (no pooler) and a new
+    /// `qa_outputs`; or, from a `BertForQuestionAnswering` directory, that model.
+    pub fn for_answers(
+        dir: &Path,
+        device: &B::Device,
+    ) -> Result<(Self, TaskConfig), PretrainedError> {
+        let path = match continued(dir, BertTask::QuestionAnswering)? {
+            Continue::Task => return Self::load(dir, device),
+            Continue::Encoder(_, path) => path,
+        };
+        let (mut bert, config) = Bert::load(dir, device)?;
+        bert.mlm = None;
+        bert.pooler = None;
+        let head = SpanQuestionAnsweringConfig::new(config.hidden_size)
+            .try_init::<B>(device)
+            .map_err(|cause| PretrainedError::Config {
+                path: path.clone(),
+                cause,
+            })?;
+        Ok((
+            Self { bert, head },
+            TaskConfig {
+                bert: config,
+                labels: Vec::new(),
+                problem_type: ProblemType::SingleLabel,
+                path,
+            },
+        ))
+    }
+}
+
+impl<B: Backend> BertForQuestionAnswering<B> {
     /// Reads a `BertForQuestionAnswering` directory: the encoder as [`Bert::load`] (no pooler)
     /// and the span head (`qa_outputs`, `[2, d]`).
     pub fn load(dir: &Path, device: &B::Device) -> Result<(Self, TaskConfig), PretrainedError> {
@@ -741,9 +774,27 @@ impl<B: Backend> BertForQuestionAnswering<B> {
     /// Saves the model as a Hugging Face `BertForQuestionAnswering` directory (see
     /// [`BertForSequenceClassification::save_pretrained`]).
     pub fn save_pretrained(&self, dir: &Path, config: &TaskConfig) -> Result<(), PretrainedError> {
+        self.save_pretrained_with(dir, config, &[])
+    }
+
+    /// [`Self::save_pretrained`] with `extra` files (see
+    /// [`BertForSequenceClassification::save_pretrained_with`]).
+    pub fn save_pretrained_with(
+        &self,
+        dir: &Path,
+        config: &TaskConfig,
+        extra: &[(&str, Vec<u8>)],
+    ) -> Result<(), PretrainedError> {
         let mut tensors = bert_tensors(&self.bert);
         tensors.extend(linear_tensors("qa_outputs", &self.head.qa_outputs));
-        save_task_dir(dir, config, BertTask::QuestionAnswering, tensors, &[], None)
+        save_task_dir(
+            dir,
+            config,
+            BertTask::QuestionAnswering,
+            tensors,
+            extra,
+            None,
+        )
     }
 }
 

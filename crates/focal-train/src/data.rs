@@ -21,6 +21,16 @@ pub enum FineTuneError {
         /// What is wrong.
         reason: String,
     },
+    /// A question of a SQuAD file cannot be used.
+    #[error("{path}, question {id}: {reason}")]
+    Question {
+        /// The file.
+        path: PathBuf,
+        /// The question's `id`.
+        id: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A CSV / TSV header lacks a column.
     #[error("{path}, line 1: no column \"{column}\" in the header ({})", header.join(", "))]
     Column {
@@ -596,6 +606,54 @@ mod tests {
         );
     }
 
+    /// SQuAD v1.1 and v2.0 files, a misplaced answer refused by question id, and SQuAD's
+    /// official normalisation and scores.
+    #[test]
+    fn squad_files_and_scores() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("squad.json");
+        let squad = |answer_start: usize| {
+            serde_json::json!({"version": "v2.0", "data": [{"title": "t", "paragraphs": [{
+                "context": "Épée makers in Paris sell to the world.",
+                "qas": [
+                    {"id": "a", "question": "Where?", "answers": [{"text": "Paris", "answer_start": answer_start}]},
+                    {"id": "b", "question": "Why?", "answers": [], "is_impossible": true}
+                ]}]}]})
+            .to_string()
+        };
+        // Offsets count characters: "Épée" is 4 characters and 6 bytes.
+        std::fs::write(&path, squad(15)).unwrap();
+        let questions = read_squad(&path, &mut BadRows::strict()).unwrap();
+        assert_eq!(questions.len(), 2);
+        assert_eq!(questions[0].answers, [("Paris".to_string(), 15)]);
+        assert!(questions[1].answers.is_empty());
+        std::fs::write(&path, squad(14)).unwrap();
+        let err = read_squad(&path, &mut BadRows::strict()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("question a: answer \"Paris\" is not at character 14"),
+            "{err}"
+        );
+        let mut bad = BadRows::skipping();
+        assert_eq!(read_squad(&path, &mut bad).unwrap().len(), 1);
+        assert_eq!(bad.count, 1);
+        std::fs::write(&path, "{\"data\": 3}").unwrap();
+        assert!(read_squad(&path, &mut BadRows::strict()).is_err());
+
+        assert_eq!(normalize_answer("The  Eiffel-Tower!"), "eiffeltower");
+        assert_eq!(
+            squad_scores("the Eiffel Tower", &["Eiffel tower".into()]),
+            (1.0, 1.0)
+        );
+        // Two of three predicted tokens in a two-token gold: P 2/3, R 1, F1 0.8.
+        let (exact, f1) = squad_scores("in Paris France", &["Paris France".into(), "x".into()]);
+        assert_eq!(exact, 0.0);
+        assert!((f1 - 0.8).abs() < 1e-12);
+        // Unanswerable: only the empty answer scores.
+        assert_eq!(squad_scores("", &[]), (1.0, 1.0));
+        assert_eq!(squad_scores("Paris", &[]), (0.0, 0.0));
+    }
+
     #[test]
     fn windows_line_ends_keep_the_line_numbers() {
         let dir = tempfile::tempdir().unwrap();
@@ -655,4 +713,149 @@ mod tests {
                 .contains("no tagged sentences")
         );
     }
+}
+
+/// One question of a SQuAD file, with its context and answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SquadQuestion {
+    /// The question's `id`.
+    pub id: String,
+    /// The question.
+    pub question: String,
+    /// The paragraph the answer is in.
+    pub context: String,
+    /// The answers: text and character offset in the context (none: unanswerable, SQuAD 2.0).
+    pub answers: Vec<(String, usize)>,
+}
+
+/// Reads a SQuAD v1.1 or v2.0 JSON file (`data[].paragraphs[].qas[]`, answers with
+/// `answer_start` in characters; `is_impossible` questions without answers). A question without
+/// text, an answer whose `answer_start` does not point at its text, or an answerable question
+/// without answers goes to `bad`; a file that is not SQuAD is an error.
+pub fn read_squad(path: &Path, bad: &mut BadRows) -> Result<Vec<SquadQuestion>, FineTuneError> {
+    let file_error = |reason: String| FineTuneError::File {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| file_error(e.to_string()))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| file_error(format!("not JSON: {e}")))?;
+    let articles = json["data"]
+        .as_array()
+        .ok_or_else(|| file_error("no \"data\" list: not a SQuAD file".to_string()))?;
+    let mut questions = Vec::new();
+    for paragraph in articles
+        .iter()
+        .flat_map(|a| a["paragraphs"].as_array().into_iter().flatten())
+    {
+        let context = paragraph["context"].as_str().unwrap_or_default();
+        for qa in paragraph["qas"].as_array().into_iter().flatten() {
+            let id = match &qa["id"] {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let error = |reason: String| FineTuneError::Question {
+                path: path.to_path_buf(),
+                id: id.clone(),
+                reason,
+            };
+            let question = qa["question"].as_str().unwrap_or_default().trim();
+            let impossible = qa["is_impossible"].as_bool().unwrap_or(false);
+            let mut answers = Vec::new();
+            let mut problem = None;
+            if question.is_empty() {
+                problem = Some("no question text".to_string());
+            }
+            if context.trim().is_empty() {
+                problem = Some("no context".to_string());
+            }
+            for answer in qa["answers"].as_array().into_iter().flatten() {
+                let text = answer["text"].as_str().unwrap_or_default();
+                let start = answer["answer_start"].as_u64().unwrap_or(u64::MAX) as usize;
+                let found: String = context
+                    .chars()
+                    .skip(start)
+                    .take(text.chars().count())
+                    .collect();
+                if text.is_empty() || found != text {
+                    problem = Some(format!(
+                        "answer \"{text}\" is not at character {start} of the context (found \"{found}\")"
+                    ));
+                }
+                answers.push((text.to_string(), start));
+            }
+            if answers.is_empty() && !impossible {
+                problem = Some("no answers, and not marked is_impossible".to_string());
+            }
+            match problem {
+                Some(reason) => bad.handle(error(reason))?,
+                None => questions.push(SquadQuestion {
+                    id,
+                    question: question.to_string(),
+                    context: context.to_string(),
+                    answers,
+                }),
+            }
+        }
+    }
+    if questions.is_empty() {
+        return Err(file_error("no questions".to_string()));
+    }
+    Ok(questions)
+}
+
+/// SQuAD's answer normalisation (the official evaluation script): lower case, punctuation
+/// removed, the articles a / an / the removed, white space collapsed.
+pub fn normalize_answer(text: &str) -> String {
+    let lower = text.to_lowercase();
+    let no_punctuation: String = lower
+        .chars()
+        .filter(|c| !c.is_ascii_punctuation())
+        .collect();
+    no_punctuation
+        .split_whitespace()
+        .filter(|w| !matches!(*w, "a" | "an" | "the"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// SQuAD's exact match and token F1 of a predicted answer against the gold answers (the best
+/// over them; an unanswerable question's gold is the empty answer).
+pub fn squad_scores(predicted: &str, gold: &[String]) -> (f64, f64) {
+    let empty = [String::new()];
+    let gold = if gold.is_empty() { &empty[..] } else { gold };
+    let predicted = normalize_answer(predicted);
+    let predicted_tokens: Vec<&str> = predicted.split_whitespace().collect();
+    let mut best = (0.0f64, 0.0f64);
+    for answer in gold {
+        let answer = normalize_answer(answer);
+        let exact = f64::from(u8::from(predicted == answer));
+        let gold_tokens: Vec<&str> = answer.split_whitespace().collect();
+        let f1 = if predicted_tokens.is_empty() || gold_tokens.is_empty() {
+            f64::from(u8::from(predicted_tokens == gold_tokens))
+        } else {
+            let mut counts = std::collections::HashMap::new();
+            for t in &gold_tokens {
+                *counts.entry(*t).or_insert(0i64) += 1;
+            }
+            let mut same = 0;
+            for t in &predicted_tokens {
+                if let Some(c) = counts.get_mut(t)
+                    && *c > 0
+                {
+                    *c -= 1;
+                    same += 1;
+                }
+            }
+            if same == 0 {
+                0.0
+            } else {
+                let p = same as f64 / predicted_tokens.len() as f64;
+                let r = same as f64 / gold_tokens.len() as f64;
+                2.0 * p * r / (p + r)
+            }
+        };
+        best = (best.0.max(exact), best.1.max(f1));
+    }
+    best
 }

@@ -8,12 +8,12 @@
 //! The tasks differ only in the data they read, the head they train and the metrics they watch.
 
 use crate::data::{
-    BadRows, Columns, FineTuneError, LabelledText, TaggedSentence, label_list_set, label_set,
-    read_conll, read_labelled, tag_set,
+    BadRows, Columns, FineTuneError, LabelledText, SquadQuestion, TaggedSentence, label_list_set,
+    label_set, read_conll, read_labelled, read_squad, squad_scores, tag_set,
 };
 use crate::metrics::{
     ClassOutcomes, ClassScores, Correlation, EntityCounts, EntityF1Metric, OutcomeMetric,
-    PearsonMetric, RegressionPairs, TagSequences,
+    PearsonMetric, RegressionPairs, SpanMatchMetric, SpanMatches, TagSequences,
 };
 use crate::optim::{FusedAdamW, FusedAdamWConfig};
 use crate::plots::{self, Series};
@@ -49,8 +49,8 @@ use focal_heads::loss::{binary_cross_entropy_with_logits, cross_entropy, mean_sq
 use focal_heads::{ClassifierPooling, ProblemType, SequenceClassifierConfig};
 use focal_pretrained::pipelines::bert_inputs;
 use focal_pretrained::{
-    BertForSequenceClassification, BertForTokenClassification, BertInputs, EncodedBatch,
-    TaskConfig, TextTokenizer,
+    BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification,
+    BertInputs, EncodedBatch, TaskConfig, TextTokenizer,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -71,16 +71,19 @@ pub enum FineTuneTask {
     Regress,
     /// A tag per word (named entities), from a CoNLL file.
     Tag,
+    /// An answer span in a context (extractive question answering), from a SQuAD file.
+    Qa,
 }
 
 impl FineTuneTask {
     /// Every task, in the order the CLI lists them.
-    pub const ALL: [FineTuneTask; 5] = [
+    pub const ALL: [FineTuneTask; 6] = [
         Self::Classify,
         Self::Pair,
         Self::MultiLabel,
         Self::Regress,
         Self::Tag,
+        Self::Qa,
     ];
 
     /// The task's name on the command line.
@@ -91,6 +94,7 @@ impl FineTuneTask {
             Self::MultiLabel => "multilabel",
             Self::Regress => "regress",
             Self::Tag => "tag",
+            Self::Qa => "qa",
         }
     }
 
@@ -101,6 +105,7 @@ impl FineTuneTask {
             Self::Classify | Self::Pair | Self::MultiLabel => "Macro F1",
             Self::Regress => "Pearson",
             Self::Tag => "Entity F1",
+            Self::Qa => "Span Match",
         }
     }
 }
@@ -217,9 +222,14 @@ impl FineTuneConfig {
             || format!("valid_split must be in (0, 1), got {}", self.valid_split),
         )?;
         ConfigError::ensure(
-            !(self.linear_probe && self.task == FineTuneTask::Tag),
+            !(self.linear_probe && matches!(self.task, FineTuneTask::Tag | FineTuneTask::Qa)),
             NAME,
-            || "linear_probe trains a head on pooled sentence embeddings: not for tag".to_string(),
+            || {
+                format!(
+                    "linear_probe trains a head on pooled sentence embeddings: not for {}",
+                    self.task
+                )
+            },
         )
     }
 
@@ -276,6 +286,37 @@ pub struct TextExample {
 pub struct TagExample {
     tokens: Tokens,
     tags: Vec<i64>,
+}
+
+/// A window of a question and its context, tokenised once, with the answer's first and last
+/// token (both 0, the `[CLS]` token, when the window does not hold the answer).
+#[derive(Clone, Debug)]
+pub struct QaExample {
+    tokens: Tokens,
+    start: i64,
+    end: i64,
+}
+
+/// A batch of question windows, padded to its longest row.
+#[derive(Clone, Debug)]
+pub struct QaBatch<B: Backend> {
+    inputs: BertInputs<B>,
+    starts: Tensor<B, 1, Int>,
+    ends: Tensor<B, 1, Int>,
+}
+
+impl<B: Backend> Batcher<B, QaExample, QaBatch<B>> for PadBatcher {
+    fn batch(&self, items: Vec<QaExample>, device: &B::Device) -> QaBatch<B> {
+        let rows: Vec<&Tokens> = items.iter().map(|i| &i.tokens).collect();
+        let inputs = self.inputs(&rows, device);
+        let n = items.len();
+        let ids = |values: Vec<i64>| Tensor::from_data(TensorData::new(values, [n]), device);
+        QaBatch {
+            inputs,
+            starts: ids(items.iter().map(|i| i.start).collect()),
+            ends: ids(items.iter().map(|i| i.end).collect()),
+        }
+    }
 }
 
 /// Examples in memory, for burn's data loader.
@@ -443,6 +484,9 @@ pub enum TaskOutput<B: Backend> {
     Regression(RegressionOutput<B>),
     /// Tagging: logits `[b, l, tags]`, targets `[b, l]` with the ignore index.
     Tags(SequenceOutput<B>),
+    /// Answer spans: the start and the end logits `[b, l]` against the answer's first and last
+    /// token, each as a classification over the positions; both hold the span loss.
+    Spans(ClassificationOutput<B>, ClassificationOutput<B>),
 }
 
 impl<B: Backend> TaskOutput<B> {
@@ -453,6 +497,7 @@ impl<B: Backend> TaskOutput<B> {
             Self::MultiLabel(o) => o.loss.clone(),
             Self::Regression(o) => o.loss.clone(),
             Self::Tags(o) => o.loss.clone(),
+            Self::Spans(start, _) => start.loss.clone(),
         }
     }
 }
@@ -466,6 +511,7 @@ impl<B: Backend> ItemLazy for TaskOutput<B> {
             Self::MultiLabel(o) => TaskOutput::MultiLabel(o.sync()),
             Self::Regression(o) => TaskOutput::Regression(o.sync()),
             Self::Tags(o) => TaskOutput::Tags(o.sync()),
+            Self::Spans(start, end) => TaskOutput::Spans(start.sync(), end.sync()),
         }
     }
 }
@@ -493,6 +539,28 @@ impl<B: Backend> Adaptor<RegressionPairs> for TaskOutput<B> {
             _ => RegressionPairs::default(),
         }
     }
+}
+
+impl<B: Backend> Adaptor<SpanMatches> for TaskOutput<B> {
+    fn adapt(&self) -> SpanMatches {
+        match self {
+            Self::Spans(start, end) => SpanMatches::of(
+                &ids_of(start.output.clone().argmax(1)),
+                &ids_of(end.output.clone().argmax(1)),
+                &ids_of(start.targets.clone()),
+                &ids_of(end.targets.clone()),
+            ),
+            _ => SpanMatches::default(),
+        }
+    }
+}
+
+fn ids_of<B: Backend, const D: usize>(tensor: Tensor<B, D, Int>) -> Vec<i64> {
+    tensor
+        .into_data()
+        .convert::<i64>()
+        .to_vec::<i64>()
+        .unwrap_or_default()
 }
 
 impl<B: Backend> Adaptor<TagSequences> for TaskOutput<B> {
@@ -573,6 +641,34 @@ task_steps!(TagTraining, TagBatch, |t: &TagTraining<B>, batch| {
     tag_output(&t.model, batch)
 });
 
+/// A span question-answering model as burn-train trains it.
+#[derive(Module, Debug)]
+pub struct QaTraining<B: Backend> {
+    /// The model.
+    pub model: BertForQuestionAnswering<B>,
+}
+
+fn qa_output<B: FusedAttentionBackend>(
+    model: &BertForQuestionAnswering<B>,
+    batch: QaBatch<B>,
+) -> TaskOutput<B> {
+    let (start, end) = model.forward(batch.inputs);
+    let loss = model.head.loss(
+        start.clone(),
+        end.clone(),
+        batch.starts.clone(),
+        batch.ends.clone(),
+    );
+    TaskOutput::Spans(
+        ClassificationOutput::new(loss.clone(), start, batch.starts),
+        ClassificationOutput::new(loss, end, batch.ends),
+    )
+}
+
+task_steps!(QaTraining, QaBatch, |q: &QaTraining<B>, batch| qa_output(
+    &q.model, batch
+));
+
 /// Loss and outputs of a sequence head's logits `[b, n]` against the batch's targets.
 fn class_output<B: Backend>(logits: Tensor<B, 2>, targets: Targets<B>) -> TaskOutput<B> {
     match targets {
@@ -631,6 +727,17 @@ pub struct HeldOut {
     /// Entity-level F1 (tagging).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entity_f1: Option<f64>,
+    /// Share of question windows whose predicted first and last answer tokens are both right
+    /// (question answering).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub span_match: Option<f64>,
+    /// SQuAD's exact match of the answers the question-answering pipeline gives (question
+    /// answering; over questions, not windows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exact_match: Option<f64>,
+    /// SQuAD's token F1 of those answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub f1: Option<f64>,
     /// Precision, recall, F1 and support per label (per entity type for tagging).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub per_class: Vec<ClassScores>,
@@ -645,6 +752,7 @@ impl HeldOut {
         self.macro_f1
             .or(self.pearson)
             .or(self.entity_f1)
+            .or(self.span_match)
             .unwrap_or(f64::NAN)
     }
 }
@@ -658,6 +766,7 @@ struct Tally {
     confusion: Option<Vec<Vec<usize>>>,
     correlation: Option<Correlation>,
     entities: Option<EntityCounts>,
+    spans: Option<SpanMatches>,
     multi_label: bool,
 }
 
@@ -673,6 +782,7 @@ impl Tally {
                 .then(|| vec![vec![0; n]; n]),
             correlation: (task == FineTuneTask::Regress).then(Correlation::default),
             entities: (task == FineTuneTask::Tag).then(EntityCounts::default),
+            spans: (task == FineTuneTask::Qa).then(SpanMatches::default),
             multi_label: task == FineTuneTask::MultiLabel,
         }
     }
@@ -699,6 +809,12 @@ impl Tally {
                     c.add(&pairs.predicted, &pairs.targets);
                 }
             }
+            TaskOutput::Spans(..) => {
+                let matches: SpanMatches = output.adapt();
+                if let Some(s) = &mut self.spans {
+                    s.add(&matches);
+                }
+            }
             TaskOutput::Tags(o) => {
                 let sequences: TagSequences = o.adapt();
                 if let Some(e) = &mut self.entities {
@@ -714,7 +830,9 @@ impl Tally {
             loss: self.loss / self.examples.max(1) as f64,
             ..HeldOut::default()
         };
-        if let Some(correlation) = &self.correlation {
+        if let Some(spans) = &self.spans {
+            held_out.span_match = Some(spans.share());
+        } else if let Some(correlation) = &self.correlation {
             held_out.pearson = Some(correlation.pearson());
         } else if let Some(entities) = &self.entities {
             let (p, r, f1) = entities.scores();
@@ -1132,6 +1250,9 @@ where
         FineTuneTask::Tag => training
             .metric_train_numeric(EntityF1Metric::new(labels.to_vec()))
             .metric_valid_numeric(EntityF1Metric::new(labels.to_vec())),
+        FineTuneTask::Qa => training
+            .metric_train_numeric(SpanMatchMetric::new())
+            .metric_valid_numeric(SpanMatchMetric::new()),
     };
     training = training.with_checkpointing_strategy(
         ComposedCheckpointingStrategy::builder()
@@ -1443,7 +1564,9 @@ pub fn fine_tune_on<B: FusedAutodiffBackend>(
             BadRows::strict()
         },
     };
-    let result = if config.task == FineTuneTask::Tag {
+    let result = if config.task == FineTuneTask::Qa {
+        fine_tune_qa::<B>(&mut run, out, devices)
+    } else if config.task == FineTuneTask::Tag {
         fine_tune_tagger::<B>(&mut run, out, devices)
     } else if config.linear_probe {
         fine_tune_probe::<B>(&mut run, out, devices)
@@ -1792,6 +1915,168 @@ fn fine_tune_tagger<B: FusedAutodiffBackend>(
     Ok(report)
 }
 
+/// Question windows of SQuAD questions: each question and its context cut as the
+/// question-answering pipeline cuts them (`max_len` tokens, `stride` shared), the first
+/// answer's first and last token in each window that holds it, `[CLS]` in the others (as
+/// transformers' `run_qa` prepares them). A question the tokenizer refuses goes to `bad`.
+fn qa_examples(
+    questions: &[SquadQuestion],
+    tokenizer: &TextTokenizer,
+    (max_len, stride): (usize, usize),
+    path: &Path,
+    bad: &mut BadRows,
+) -> Result<Vec<QaExample>, FineTuneError> {
+    let mut examples = Vec::new();
+    for q in questions {
+        let windows = match tokenizer.encode_windows(&q.question, &q.context, max_len, stride) {
+            Ok(windows) => windows,
+            Err(e) => {
+                bad.handle(FineTuneError::Question {
+                    path: path.to_path_buf(),
+                    id: q.id.clone(),
+                    reason: e.to_string(),
+                })?;
+                continue;
+            }
+        };
+        for encoding in &windows {
+            let (start, end) = match q.answers.first() {
+                None => (0, 0),
+                Some((text, at)) => {
+                    answer_tokens(encoding, *at, at + text.chars().count()).unwrap_or((0, 0))
+                }
+            };
+            examples.push(QaExample {
+                tokens: Tokens::of(encoding),
+                start: start as i64,
+                end: end as i64,
+            });
+        }
+    }
+    Ok(examples)
+}
+
+/// The first and last context token of the characters `[start, end)`, when the window holds
+/// them all.
+fn answer_tokens(
+    encoding: &tokenizers::Encoding,
+    start: usize,
+    end: usize,
+) -> Option<(usize, usize)> {
+    let sequence = encoding.get_sequence_ids();
+    let offsets = encoding.get_offsets();
+    let context: Vec<usize> = (0..encoding.len())
+        .filter(|&i| sequence[i] == Some(1))
+        .collect();
+    let (&first, &last) = (context.first()?, context.last()?);
+    if offsets[first].0 > start || offsets[last].1 < end {
+        return None;
+    }
+    let from = context.iter().copied().rfind(|&i| offsets[i].0 <= start)?;
+    let to = context
+        .iter()
+        .copied()
+        .find(|&i| i >= from && offsets[i].1 >= end)?;
+    Some((from, to))
+}
+
+/// The windows of questions and contexts: `max_length` tokens (at most the model's positions),
+/// and the pipeline's default stride (half a window, at most 128).
+fn qa_window(max_length: usize, task: &TaskConfig) -> (usize, usize) {
+    let max_len = max_length.min(task.bert.max_position_embeddings);
+    (max_len, (max_len / 2).min(128))
+}
+
+/// SQuAD exact match and F1 of the answers the question-answering pipeline gives with
+/// `answerer`'s model, windows of `(max_len, stride)`; "no answer" competes when some question
+/// is unanswerable (SQuAD 2.0).
+fn squad_figures<B: FusedAttentionBackend>(
+    answerer: &focal_pretrained::QuestionAnswerer<B>,
+    questions: &[SquadQuestion],
+    (max_len, stride): (usize, usize),
+) -> Result<(f64, f64), FineTuneError> {
+    let settings = &focal_pretrained::QaSettings {
+        search: focal_heads::AnswerSearch {
+            handle_impossible_answer: questions.iter().any(|q| q.answers.is_empty()),
+            ..Default::default()
+        },
+        max_seq_len: Some(max_len),
+        doc_stride: Some(stride),
+    };
+    let (mut exact, mut f1) = (0.0, 0.0);
+    for q in questions {
+        let answers = answerer.answer(&q.question, &q.context, settings)?;
+        let predicted = answers.first().map_or("", |a| a.answer.as_str());
+        let gold: Vec<String> = q.answers.iter().map(|(t, _)| t.clone()).collect();
+        let (e, f) = squad_scores(predicted, &gold);
+        exact += e;
+        f1 += f;
+    }
+    let n = questions.len().max(1) as f64;
+    Ok((exact / n, f1 / n))
+}
+
+/// Fine-tunes a span question-answering head on SQuAD questions; the held-out figures add
+/// SQuAD's exact match and F1 of the pipeline's answers before and after.
+fn fine_tune_qa<B: FusedAutodiffBackend>(
+    run: &mut Run,
+    out: &Path,
+    devices: &[B::Device],
+) -> Result<FineTuneReport, FineTuneError> {
+    let device = &devices[0];
+    let config = run.config;
+    let questions = read_squad(run.train, &mut run.bad)?;
+    let (train_questions, valid_questions) = match run.valid {
+        Some(valid) => (questions, read_squad(valid, &mut run.bad)?),
+        None => split_off(questions, config, run.train)?,
+    };
+    let (model, task) = BertForQuestionAnswering::<B>::for_answers(run.init, device)?;
+    let tokenizer = tokenizer_for(run.init, &task, config.max_length)?;
+    let window = qa_window(config.max_length, &task);
+    let valid_path = run.valid.unwrap_or(run.train);
+    let train = qa_examples(
+        &train_questions,
+        &tokenizer,
+        window,
+        run.train,
+        &mut run.bad,
+    )?;
+    let valid = qa_examples(
+        &valid_questions,
+        &tokenizer,
+        window,
+        valid_path,
+        &mut run.bad,
+    )?;
+    let pipeline = |model| {
+        focal_pretrained::QuestionAnswerer::<B::InnerBackend>::from_parts(
+            model,
+            task.clone(),
+            tokenizer.clone(),
+            device.clone(),
+        )
+    };
+    let before = squad_figures(&pipeline(model.valid()), &valid_questions, window)?;
+    let batcher = PadBatcher {
+        pad_id: task.bert.pad_token_id as u32,
+    };
+    let (trained, mut report) = run.fit(
+        QaTraining { model },
+        &batcher,
+        (train, valid),
+        Vec::new(),
+        devices,
+    );
+    let answerer = pipeline(trained.model);
+    let after = squad_figures(&answerer, &valid_questions, window)?;
+    (report.before.exact_match, report.before.f1) = (Some(before.0), Some(before.1));
+    (report.after.exact_match, report.after.f1) = (Some(after.0), Some(after.1));
+    answerer
+        .model
+        .save_pretrained_with(out, &task, &run_files(&report)?)?;
+    Ok(report)
+}
+
 /// A fine-tuned model's figures on a labelled file ([`evaluate_model`]).
 #[derive(Clone, Debug, Serialize)]
 pub struct Evaluation {
@@ -1848,6 +2133,39 @@ pub fn evaluate_model<B: FusedAttentionBackend>(
         ..FineTuneConfig::default()
     };
     settings.validate()?;
+    if is("BertForQuestionAnswering") {
+        settings.task = FineTuneTask::Qa;
+        let (model, task) = BertForQuestionAnswering::<B>::load(dir, device)?;
+        let tokenizer = tokenizer_for(dir, &task, max_length)?;
+        let questions = read_squad(data, &mut BadRows::strict())?;
+        let window = qa_window(max_length, &task);
+        let examples = qa_examples(&questions, &tokenizer, window, data, &mut BadRows::strict())?;
+        let pad_id = task.bert.pad_token_id as u32;
+        let answerer = focal_pretrained::QuestionAnswerer::<B>::from_parts(
+            model,
+            task,
+            tokenizer,
+            device.clone(),
+        );
+        let training = QaTraining {
+            model: answerer.model.clone(),
+        };
+        let mut held_out = evaluate(
+            &training,
+            &PadBatcher { pad_id },
+            &examples,
+            &settings,
+            &[],
+            device,
+        );
+        let (exact, f1) = squad_figures(&answerer, &questions, window)?;
+        (held_out.exact_match, held_out.f1) = (Some(exact), Some(f1));
+        return Ok(Evaluation {
+            task: settings.task,
+            labels: Vec::new(),
+            held_out,
+        });
+    }
     if is("BertForTokenClassification") {
         settings.task = FineTuneTask::Tag;
         let (model, task) = BertForTokenClassification::<B>::load(dir, device)?;
@@ -2232,6 +2550,53 @@ mod tests {
         check_written(&out, &["loss.png", "metrics.png", "confusion.png"]);
     }
 
+    /// Question answering from a SQuAD file: the share of windows with the exact span rises,
+    /// and so do SQuAD's exact match and F1 of the pipeline's answers; the directory is a
+    /// `BertForQuestionAnswering` that Focal's question answerer loads.
+    #[test]
+    fn question_answering_learns() {
+        let _rng = crate::rng_lock();
+        let device = Default::default();
+        let (report, out) = run::<focal_backend::NdArray>(
+            settings(FineTuneTask::Qa, 40, 5e-3),
+            ("qa_train.json", "qa_valid.json"),
+            &device,
+        );
+        let (before, after) = (&report.before, &report.after);
+        assert!(after.loss < before.loss, "{before:?} -> {after:?}");
+        assert!(after.span_match.unwrap() >= 0.8, "{before:?} -> {after:?}");
+        assert!(
+            after.exact_match.unwrap() >= 0.8 && after.exact_match > before.exact_match,
+            "{before:?} -> {after:?}"
+        );
+        assert!(after.f1.unwrap() >= after.exact_match.unwrap());
+        check_written(&out, &["loss.png", "metrics.png"]);
+        let answerer = focal_pretrained::QuestionAnswerer::<focal_backend::NdArray>::load(
+            &out.path().join("model"),
+            &device,
+        )
+        .unwrap();
+        let answers = answerer
+            .answer(
+                "where was it ?",
+                "the man is old . paris was great .",
+                &Default::default(),
+            )
+            .unwrap();
+        assert_eq!(answers[0].answer, "paris");
+        let evaluation = evaluate_model::<focal_backend::NdArray>(
+            &out.path().join("model"),
+            &fixtures().join("train/qa_valid.json"),
+            None,
+            16,
+            32,
+            &device,
+        )
+        .unwrap();
+        assert_eq!(evaluation.task, FineTuneTask::Qa);
+        assert_eq!(evaluation.held_out.exact_match, after.exact_match);
+    }
+
     #[test]
     fn invalid_settings_are_refused() {
         let mut config = FineTuneConfig {
@@ -2256,7 +2621,7 @@ mod tests {
         );
         assert_eq!(
             "ner".parse::<FineTuneTask>().unwrap_err(),
-            "unknown task \"ner\" (known: classify, pair, multilabel, regress, tag)"
+            "unknown task \"ner\" (known: classify, pair, multilabel, regress, tag, qa)"
         );
     }
 }

@@ -705,6 +705,103 @@ impl Numeric for EntityF1Metric {
     }
 }
 
+/// How many question windows of a batch have both answer ends right.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SpanMatches {
+    /// Windows whose predicted first and last answer tokens are both the true ones.
+    pub matched: usize,
+    /// Windows.
+    pub windows: usize,
+}
+
+impl SpanMatches {
+    /// Counts of predicted (`argmax`) and true first / last tokens.
+    pub fn of(starts: &[i64], ends: &[i64], true_starts: &[i64], true_ends: &[i64]) -> Self {
+        let matched = (0..starts.len())
+            .filter(|&i| starts[i] == true_starts[i] && ends[i] == true_ends[i])
+            .count();
+        Self {
+            matched,
+            windows: starts.len(),
+        }
+    }
+
+    /// Adds other counts.
+    pub fn add(&mut self, other: &SpanMatches) {
+        self.matched += other.matched;
+        self.windows += other.windows;
+    }
+
+    /// Matched windows over windows (0 for none).
+    pub fn share(&self) -> f64 {
+        if self.windows == 0 {
+            0.0
+        } else {
+            self.matched as f64 / self.windows as f64
+        }
+    }
+}
+
+/// burn-train metric: the share of question windows whose answer span is exactly right (both
+/// ends), in percent, over the epoch. SQuAD's exact match and F1 compare answer texts over
+/// whole questions, which needs the contexts: the held-out report computes those.
+#[derive(Clone)]
+pub struct SpanMatchMetric {
+    name: MetricName,
+    counts: SpanMatches,
+    figure: EpochFigure,
+}
+
+impl SpanMatchMetric {
+    /// A new metric.
+    pub fn new() -> Self {
+        Self {
+            name: Arc::new("Span Match".to_string()),
+            counts: SpanMatches::default(),
+            figure: EpochFigure::default(),
+        }
+    }
+}
+
+impl Default for SpanMatchMetric {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metric for SpanMatchMetric {
+    type Input = SpanMatches;
+
+    fn name(&self) -> MetricName {
+        self.name.clone()
+    }
+
+    fn attributes(&self) -> MetricAttributes {
+        higher_percent()
+    }
+
+    fn update(&mut self, item: &SpanMatches, _metadata: &MetricMetadata) -> SerializedEntry {
+        self.counts.add(item);
+        self.figure
+            .update(self.counts.share(), item.windows, &self.name, true)
+    }
+
+    fn clear(&mut self) {
+        self.counts = SpanMatches::default();
+        self.figure = EpochFigure::default();
+    }
+}
+
+impl Numeric for SpanMatchMetric {
+    fn value(&self) -> NumericEntry {
+        self.figure.value()
+    }
+
+    fn running_value(&self) -> NumericEntry {
+        self.figure.running_value()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
