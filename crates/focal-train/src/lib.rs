@@ -6,10 +6,11 @@
 //! - [`eval`]: exact-match and token accuracy by greedy decoding.
 //! - [`checkpoint`]: the model directory (`config.json`, `model.safetensors`, `metrics.json`),
 //!   written atomically and loaded with typed errors.
-//! - [`data`]: users' training files: CSV / TSV / JSON Lines rows and CoNLL tagged sentences,
-//!   every malformed row an error naming file and line.
+//! - [`data`]: users' training files: CSV / TSV / JSON Lines rows, CoNLL tagged sentences and
+//!   SQuAD questions, every malformed row an error naming file and line (or question id).
 //! - [`finetune`]: fine-tuning on those files on burn-train's `Learner`, one engine for
-//!   sequence and pair classification, multi-label, regression, tagging and the linear probe;
+//!   sequence and pair classification, multi-label, regression, tagging, question answering and
+//!   the linear probe;
 //!   the result is a Hugging Face directory with `metrics.json` and pictures; `evaluate_model`
 //!   scores one on a file.
 //! - [`metrics`]: Focal's burn-train metrics (accuracy, macro/micro-F1, Pearson, seqeval entity
