@@ -13,7 +13,7 @@ use crate::data::{
 };
 use crate::metrics::{
     ClassOutcomes, ClassScores, Correlation, EntityCounts, EntityF1Metric, OutcomeMetric,
-    PearsonMetric, RegressionPairs, SpanMatchMetric, SpanMatches, TagSequences,
+    PearsonMetric, RegressionPairs, SpanMatchMetric, SpanMatches, TagSequences, class_ids, ints,
 };
 use crate::optim::{FusedAdamW, FusedAdamWConfig};
 use crate::plots::{self, Series};
@@ -545,22 +545,14 @@ impl<B: Backend> Adaptor<SpanMatches> for TaskOutput<B> {
     fn adapt(&self) -> SpanMatches {
         match self {
             Self::Spans(start, end) => SpanMatches::of(
-                &ids_of(start.output.clone().argmax(1)),
-                &ids_of(end.output.clone().argmax(1)),
-                &ids_of(start.targets.clone()),
-                &ids_of(end.targets.clone()),
+                &ints(start.output.clone().argmax(1)),
+                &ints(end.output.clone().argmax(1)),
+                &ints(start.targets.clone()),
+                &ints(end.targets.clone()),
             ),
             _ => SpanMatches::default(),
         }
     }
-}
-
-fn ids_of<B: Backend, const D: usize>(tensor: Tensor<B, D, Int>) -> Vec<i64> {
-    tensor
-        .into_data()
-        .convert::<i64>()
-        .to_vec::<i64>()
-        .unwrap_or_default()
 }
 
 impl<B: Backend> Adaptor<TagSequences> for TaskOutput<B> {
@@ -746,17 +738,6 @@ pub struct HeldOut {
     pub confusion: Option<Vec<Vec<usize>>>,
 }
 
-impl HeldOut {
-    /// The task's watched figure ([`FineTuneTask::watched`]), as a fraction.
-    pub fn watched(&self) -> f64 {
-        self.macro_f1
-            .or(self.pearson)
-            .or(self.entity_f1)
-            .or(self.span_match)
-            .unwrap_or(f64::NAN)
-    }
-}
-
 /// Sums of held-out outputs.
 struct Tally {
     labels: Vec<String>,
@@ -793,14 +774,15 @@ impl Tally {
         self.examples += examples;
         match &output {
             TaskOutput::Class(o) => {
-                let outcomes: ClassOutcomes = o.adapt();
+                let (targets, predicted) = class_ids(o);
                 if let Some(confusion) = &mut self.confusion {
-                    let predicted = ids(o.output.clone().argmax(1));
-                    for (t, p) in ids(o.targets.clone()).into_iter().zip(predicted) {
+                    for (&t, &p) in targets.iter().zip(&predicted) {
                         confusion[t][p] += 1;
                     }
                 }
-                self.outcomes.add(&outcomes);
+                let classes = o.output.dims()[1];
+                self.outcomes
+                    .add(&ClassOutcomes::single_label(&targets, &predicted, classes));
             }
             TaskOutput::MultiLabel(o) => self.outcomes.add(&o.adapt()),
             TaskOutput::Regression(o) => {
@@ -852,17 +834,6 @@ impl Tally {
         }
         held_out
     }
-}
-
-fn ids<const D: usize>(tensor: Tensor<Flex, D, Int>) -> Vec<usize> {
-    tensor
-        .into_data()
-        .convert::<i64>()
-        .to_vec::<i64>()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|x| x as usize)
-        .collect()
 }
 
 /// Held-out figures of `model` on `examples`.
@@ -1166,7 +1137,7 @@ fn learn<B, M, I>(
     labels: &[String],
     scratch: &Path,
     devices: &[B::Device],
-) -> (M::InnerModule, History, f64)
+) -> (M::InnerModule, History, usize, f64)
 where
     B: FusedAutodiffBackend,
     I: Clone + Send + Sync + std::fmt::Debug + 'static,
@@ -1291,7 +1262,7 @@ where
             ),
         }
     }
-    (trained, history, seconds)
+    (trained, history, best, seconds)
 }
 
 /// The epoch (from 1) with the highest validation `metric`; the last epoch when none has it.
@@ -1612,7 +1583,7 @@ impl Run<'_> {
         let device = &devices[0];
         let before = evaluate(&model.valid(), batcher, &valid, config, &labels, device);
         let train_examples = train.len();
-        let (trained, history, seconds) = learn(
+        let (trained, history, best_epoch, seconds) = learn(
             model,
             batcher,
             train,
@@ -1637,7 +1608,7 @@ impl Run<'_> {
             train_examples,
             config: config.clone(),
             epochs_run,
-            best_epoch: best_epoch(&history, config.task.watched()),
+            best_epoch,
             optimizer_steps: epochs_run * (rounds / config.grad_accum),
             seconds,
             examples_per_second: (train_examples * epochs_run) as f64 / seconds.max(1e-9),

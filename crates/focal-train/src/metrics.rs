@@ -222,7 +222,9 @@ impl ClassOutcomes {
 }
 
 /// Values of an integer tensor.
-fn ints<B: Backend, const D: usize>(tensor: Tensor<B, D, burn::tensor::Int>) -> Vec<i64> {
+pub(crate) fn ints<B: Backend, const D: usize>(
+    tensor: Tensor<B, D, burn::tensor::Int>,
+) -> Vec<i64> {
     tensor
         .into_data()
         .convert::<i64>()
@@ -239,13 +241,20 @@ fn floats<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f64> {
         .expect("float tensor data")
 }
 
+/// The true and the predicted (`argmax`) class ids of a classification output.
+pub(crate) fn class_ids<B: Backend>(output: &ClassificationOutput<B>) -> (Vec<usize>, Vec<usize>) {
+    let as_ids = |v: Vec<i64>| v.into_iter().map(|x| x as usize).collect::<Vec<_>>();
+    (
+        as_ids(ints(output.targets.clone())),
+        as_ids(ints(output.output.clone().argmax(1))),
+    )
+}
+
 impl<B: Backend> Adaptor<ClassOutcomes> for ClassificationOutput<B> {
     fn adapt(&self) -> ClassOutcomes {
         let [_, classes] = self.output.dims();
-        let predicted = ints(self.output.clone().argmax(1));
-        let targets = ints(self.targets.clone());
-        let as_ids = |v: Vec<i64>| v.into_iter().map(|x| x as usize).collect::<Vec<_>>();
-        ClassOutcomes::single_label(&as_ids(targets), &as_ids(predicted), classes)
+        let (targets, predicted) = class_ids(self);
+        ClassOutcomes::single_label(&targets, &predicted, classes)
     }
 }
 
