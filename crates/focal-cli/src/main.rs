@@ -148,10 +148,12 @@ struct TrainArgs {
     seed: Option<u64>,
     /// Replace what --out holds (a trained model, other files); without it such a directory is
     /// refused before training starts.
-    #[arg(long, conflicts_with = "resume")]
+    #[arg(long)]
     overwrite: bool,
     /// Continue the unfinished run in --out from its last save (same settings), with its
-    /// optimizer state, schedule and step count.
+    /// optimizer state, schedule and step count. Fine-tuning: continue the killed run that was
+    /// to write --out from its last complete epoch (same settings); with --overwrite when --out
+    /// holds an earlier model.
     #[arg(long)]
     resume: bool,
 }
@@ -295,6 +297,9 @@ fn train(backend: BackendKind, args: TrainArgs, json: bool) -> anyhow::Result<()
     }
 
     // Before anything else: a file, another run or other files at --out are refused at once.
+    if args.resume && args.overwrite {
+        bail!("--resume continues the run in --out and --overwrite replaces it: give one");
+    }
     if args.resume {
         focal::train::trainer::check_resume(&out, &config)?;
     } else {
@@ -358,8 +363,8 @@ fn fine_tune(
         "--init DIR (a BERT or sentence-transformers directory)",
     )?;
     let out = need(args.out, "--out DIR")?;
-    if args.resume || args.steps.is_some() || args.eval_every.is_some() {
-        bail!("--resume, --steps and --eval-every are not available for --task {task} yet");
+    if args.steps.is_some() || args.eval_every.is_some() {
+        bail!("--steps and --eval-every are for --task reverse; --task {task} counts --epochs");
     }
     for (path, flag) in [(Some(&data), "--data"), (valid.as_ref(), "--valid")] {
         let Some(path) = path else { continue };
@@ -392,6 +397,7 @@ fn fine_tune(
             label: args.label_column,
         },
         progress: !json,
+        resume: args.resume,
     };
     config.validate()?;
 

@@ -58,6 +58,9 @@ pub enum FineTuneError {
     /// A picture of the run could not be drawn.
     #[error(transparent)]
     Plot(#[from] crate::plots::PlotError),
+    /// `resume` found nothing to continue, or a run with other settings.
+    #[error("cannot resume: {0}")]
+    Resume(String),
 }
 
 /// Which columns (CSV / TSV header names) or fields (JSON Lines) hold the texts and labels.

@@ -17,13 +17,13 @@ use crate::metrics::{
 };
 use crate::optim::{FusedAdamW, FusedAdamWConfig};
 use crate::plots::{self, Series};
+use crate::resume::{AtomicRecorder, EpochLoader, RunState};
 use crate::schedule::WarmupLinear;
 use burn::backend::Flex;
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataloader::{DataLoaderBuilder, Dataset};
 use burn::module::{AutodiffModule, Module};
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use burn::train::checkpoint::{
@@ -52,7 +52,7 @@ use focal_pretrained::{
     BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification,
     BertInputs, EncodedBatch, TaskConfig, TextTokenizer,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -172,6 +172,11 @@ pub struct FineTuneConfig {
     /// Print one line per epoch on standard error.
     #[serde(skip)]
     pub progress: bool,
+    /// Continue the run of the same settings that was killed before it wrote `out`, from its
+    /// last complete epoch checkpoint (see [`crate::resume`]); refused when there is none to
+    /// continue or its settings differ.
+    #[serde(skip)]
+    pub resume: bool,
 }
 
 impl Default for FineTuneConfig {
@@ -192,6 +197,7 @@ impl Default for FineTuneConfig {
             columns: Columns::default(),
             linear_probe: false,
             progress: false,
+            resume: false,
         }
     }
 }
@@ -860,7 +866,7 @@ where
 }
 
 /// burn-train's epoch figures, as the renderer saw them.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct History {
     /// The training loss of each optimizer batch: `(batch, loss)`, counted from 1 over the run.
     pub steps: Vec<(usize, f64)>,
@@ -869,7 +875,7 @@ pub struct History {
 }
 
 /// One epoch's figures.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct EpochFigures {
     /// The epoch, from 1.
     pub epoch: usize,
@@ -950,6 +956,24 @@ struct EpochRenderer {
     valid: BTreeMap<String, (f64, usize)>,
     batches: usize,
     history: Arc<Mutex<History>>,
+    /// The run's working directory and settings: its state is written there after every
+    /// epoch, for `resume`.
+    state: (PathBuf, serde_json::Value),
+}
+
+/// Fault injection for tests: `FOCAL_TEST_ABORT_AFTER_BATCH=N` aborts the process once the
+/// N-th training batch of the run (counted over the run, resumed or not) is done, as a kill
+/// would. Unset (always, outside tests), nothing happens.
+fn test_abort_after(batch: usize) {
+    static ABORT_AFTER: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let abort_after = *ABORT_AFTER.get_or_init(|| {
+        std::env::var("FOCAL_TEST_ABORT_AFTER_BATCH")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    if abort_after == Some(batch) {
+        std::process::abort();
+    }
 }
 
 impl EpochRenderer {
@@ -972,6 +996,7 @@ impl EpochRenderer {
             if let Ok(mut history) = self.history.lock() {
                 history.steps.push((self.batches, v));
             }
+            test_abort_after(self.batches);
         }
         let split = if valid {
             &mut self.valid
@@ -1047,6 +1072,13 @@ impl MetricsRendererTraining for EpochRenderer {
             );
         }
         history.epochs.push(figures);
+        let state = RunState {
+            run: self.state.1.clone(),
+            history: history.clone(),
+        };
+        if let Err(e) = state.write(&self.state.0) {
+            tracing::warn!("the run's state (for --resume) could not be written: {e}");
+        }
         if let Some(dir) = &self.pictures {
             // Pictures while training are a convenience: a failure to draw one is reported once
             // per epoch and the run goes on.
@@ -1104,15 +1136,18 @@ pub struct FineTuneReport {
     pub bad_rows: BadRows,
     /// The settings.
     pub config: FineTuneConfig,
-    /// Epochs run (fewer than asked when early stopping ended the run).
+    /// Epochs run (fewer than asked when early stopping ended the run), those of a killed run
+    /// that this one resumed included.
     pub epochs_run: usize,
+    /// The epoch after which this run resumed a killed one (0: it started afresh).
+    pub resumed_from_epoch: usize,
     /// The epoch whose weights were kept: the best by the watched validation metric.
     pub best_epoch: usize,
     /// Optimizer steps of the whole run.
     pub optimizer_steps: usize,
-    /// Seconds of training.
+    /// Seconds of training (of this process, when resumed).
     pub seconds: f64,
-    /// Training examples per second.
+    /// Training examples per second (over the epochs this process ran).
     pub examples_per_second: f64,
     /// Held-out figures before training.
     pub before: HeldOut,
@@ -1125,8 +1160,19 @@ pub struct FineTuneReport {
 type Components<B, M> =
     LearningComponentsMarker<B, WarmupLinear, M, OptimizerAdaptor<FusedAdamW, M, B>>;
 
+/// What [`learn`] returns: the kept weights and how the run went.
+struct Learned<M> {
+    model: M,
+    history: History,
+    best_epoch: usize,
+    /// The epoch a resumed run continued after (0: a fresh run).
+    resumed_from: usize,
+    seconds: f64,
+}
+
 /// Runs burn-train on `model` and returns the weights of the best epoch by the task's watched
-/// validation metric, the history and the seconds taken.
+/// validation metric, the history and the seconds taken. `run` describes the run's settings
+/// and data, written with its state after every epoch and compared by `config.resume`.
 #[allow(clippy::too_many_arguments)]
 fn learn<B, M, I>(
     model: M,
@@ -1137,7 +1183,8 @@ fn learn<B, M, I>(
     labels: &[String],
     scratch: &Path,
     devices: &[B::Device],
-) -> (M::InnerModule, History, usize, f64)
+    run: serde_json::Value,
+) -> Result<Learned<M::InnerModule>, FineTuneError>
 where
     B: FusedAutodiffBackend,
     I: Clone + Send + Sync + std::fmt::Debug + 'static,
@@ -1160,21 +1207,50 @@ where
     let warmup = (config.warmup * steps as f64).ceil() as usize;
     let schedule = WarmupLinear::new(config.learning_rate, warmup, steps, config.grad_accum);
 
-    let train_loader = DataLoaderBuilder::new(batcher.clone())
-        .batch_size(config.batch_size)
-        .shuffle(config.seed)
-        .num_workers(1)
-        .set_device(device.clone())
-        .build(InMemory(train));
+    let resumed = if config.resume {
+        RunState::<History>::read(scratch, &run)?
+    } else {
+        None
+    };
+    let (resumed_from, history) = match resumed {
+        Some(state) => {
+            let mut history = state.history;
+            let epoch = crate::resume::last_checkpoint(scratch, history.epochs.len());
+            history.epochs.truncate(epoch);
+            let step = history.epochs.last().map_or(0, |e| e.step);
+            history.steps.retain(|&(batch, _)| batch <= step);
+            (epoch, history)
+        }
+        None => (0, History::default()),
+    };
+    crate::resume::forget_epochs_after(scratch, resumed_from);
+    if config.resume && config.progress {
+        if resumed_from == 0 {
+            eprintln!("no epoch of the killed run was saved: starting again");
+        } else {
+            eprintln!("resuming after epoch {resumed_from}");
+        }
+    }
+
+    let train_loader: Arc<dyn burn::data::dataloader::DataLoader<B, M::Input>> =
+        Arc::new(EpochLoader::new(
+            train,
+            Arc::new(batcher.clone()),
+            config.batch_size,
+            config.seed,
+            resumed_from,
+            device.clone(),
+        ));
     let valid_loader = DataLoaderBuilder::new(batcher.clone())
         .batch_size(config.batch_size)
         .num_workers(1)
         .set_device(device.clone())
         .build(InMemory(valid));
 
-    let history = Arc::new(Mutex::new(History::default()));
+    let batches = history.epochs.last().map_or(0, |e| e.step);
+    let history = Arc::new(Mutex::new(history));
     let watched = config.task.watched();
-    let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+    let recorder = AtomicRecorder::default();
     let mut training: SupervisedTraining<Components<B, M>> =
         SupervisedTraining::new(scratch, train_loader, valid_loader)
             .metric_train_numeric(LossMetric::new())
@@ -1187,8 +1263,9 @@ where
                 names: Default::default(),
                 train: Default::default(),
                 valid: Default::default(),
-                batches: 0,
+                batches,
                 history: history.clone(),
+                state: (scratch.to_path_buf(), run),
             })
             // The process's own `tracing` subscriber (the CLI's) stays; burn-train would try to
             // install a second one.
@@ -1227,7 +1304,8 @@ where
     };
     training = training.with_checkpointing_strategy(
         ComposedCheckpointingStrategy::builder()
-            .add(KeepLastNCheckpoints::new(1))
+            // Two: while an epoch's files are written, the previous epoch's set stays whole.
+            .add(KeepLastNCheckpoints::new(2))
             .add(MetricCheckpointingStrategy::new(
                 &metric_name,
                 Aggregate::Mean,
@@ -1244,6 +1322,9 @@ where
             Split::Valid,
             StoppingCondition::NoImprovementSince { n_epochs: patience },
         ));
+    }
+    if resumed_from > 0 {
+        training = training.checkpoint(resumed_from);
     }
     let optimizer = FusedAdamWConfig::new().init::<B, M>();
     let started = std::time::Instant::now();
@@ -1262,7 +1343,13 @@ where
             ),
         }
     }
-    (trained, history, best, seconds)
+    Ok(Learned {
+        model: trained,
+        history,
+        best_epoch: best,
+        resumed_from,
+        seconds,
+    })
 }
 
 /// The epoch (from 1) with the highest validation `metric`; the last epoch when none has it.
@@ -1437,8 +1524,9 @@ fn tag_example(
 }
 
 /// The directory burn-train works in during a run: beside `out`, named after it and the
-/// process (`.NAME.learner-PID`), removed at the end.
-fn scratch_dir(out: &Path) -> Result<PathBuf, FineTuneError> {
+/// process (`.NAME.learner-PID`), removed at the end. With `resume`, the newest such directory
+/// of a killed run becomes this run's.
+fn scratch_dir(out: &Path, resume: bool) -> Result<PathBuf, FineTuneError> {
     let parent = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -1451,30 +1539,56 @@ fn scratch_dir(out: &Path) -> Result<PathBuf, FineTuneError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    remove_stale_scratch(parent, &name);
-    Ok(parent.join(format!(".{name}.learner-{}", std::process::id())))
+    let scratch = parent.join(format!(".{name}.learner-{}", std::process::id()));
+    let mut stale = stale_scratch(parent, &name);
+    if resume {
+        // The newest killed run's directory is continued; older ones go.
+        stale.sort_by_key(|dir| {
+            std::fs::metadata(dir.join(crate::resume::STATE_FILE))
+                .or_else(|_| std::fs::metadata(dir))
+                .and_then(|m| m.modified())
+                .ok()
+        });
+        let Some(newest) = stale.pop() else {
+            return Err(FineTuneError::Resume(format!(
+                "no killed run of {} to continue (its working directory .{name}.learner-PID \
+                 would be in {})",
+                out.display(),
+                parent.display()
+            )));
+        };
+        std::fs::rename(&newest, &scratch).map_err(|e| FineTuneError::File {
+            path: newest.clone(),
+            reason: e.to_string(),
+        })?;
+    }
+    for dir in stale {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    Ok(scratch)
 }
 
-/// Removes the working directories that killed runs left beside `out` (`.NAME.learner-PID` of
-/// a process that no longer runs). Only where the system says which processes run (Linux's
-/// `/proc`); elsewhere they stay, harmless.
-fn remove_stale_scratch(parent: &Path, name: &str) {
+/// The working directories that killed runs left beside `out` (`.NAME.learner-PID` of a
+/// process that no longer runs). Only where the system says which processes run (Linux's
+/// `/proc`); elsewhere none are found (they stay, harmless).
+fn stale_scratch(parent: &Path, name: &str) -> Vec<PathBuf> {
     if !Path::new("/proc/self").exists() {
-        return;
+        return Vec::new();
     }
     let prefix = format!(".{name}.learner-");
     let Ok(entries) = std::fs::read_dir(parent) else {
-        return;
+        return Vec::new();
     };
-    for entry in entries.flatten() {
-        let file_name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = file_name.strip_prefix(&prefix) else {
-            continue;
-        };
-        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
+    entries
+        .flatten()
+        .filter(|entry| {
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            file_name.strip_prefix(&prefix).is_some_and(|pid| {
+                pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists()
+            })
+        })
+        .map(|entry| entry.path())
+        .collect()
 }
 
 /// Fine-tunes a model for `config.task` on burn-train's `Learner` and saves it at `out` as a
@@ -1522,7 +1636,7 @@ pub fn fine_tune_on<B: FusedAutodiffBackend>(
     };
     // The new head's initialisation and dropout draw from the backend's generator.
     focal_backend::seed::<B>(device, config.seed);
-    let scratch = scratch_dir(out)?;
+    let scratch = scratch_dir(out, config.resume)?;
     let mut run = Run {
         init,
         train,
@@ -1544,7 +1658,10 @@ pub fn fine_tune_on<B: FusedAutodiffBackend>(
     } else {
         fine_tune_sequence::<B>(&mut run, out, devices)
     };
-    let _ = std::fs::remove_dir_all(&scratch);
+    // A resumed run that fails keeps the killed run's checkpoints for another try.
+    if result.is_ok() || !config.resume {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
     result
 }
 
@@ -1568,7 +1685,7 @@ impl Run<'_> {
         (train, valid): (Vec<I>, Vec<I>),
         labels: Vec<String>,
         devices: &[B::Device],
-    ) -> (M::InnerModule, FineTuneReport)
+    ) -> Result<(M::InnerModule, FineTuneReport), FineTuneError>
     where
         B: FusedAutodiffBackend,
         I: Clone + Send + Sync + std::fmt::Debug + 'static,
@@ -1583,7 +1700,23 @@ impl Run<'_> {
         let device = &devices[0];
         let before = evaluate(&model.valid(), batcher, &valid, config, &labels, device);
         let train_examples = train.len();
-        let (trained, history, best_epoch, seconds) = learn(
+        let run = serde_json::json!({
+            "config": config,
+            "init": self.init,
+            "train": self.train,
+            "valid": self.valid,
+            "train_examples": train_examples,
+            "valid_examples": valid.len(),
+            "labels": labels,
+            "devices": devices.len(),
+        });
+        let Learned {
+            model: trained,
+            history,
+            best_epoch,
+            resumed_from,
+            seconds,
+        } = learn(
             model,
             batcher,
             train,
@@ -1592,7 +1725,8 @@ impl Run<'_> {
             &labels,
             self.scratch,
             devices,
-        );
+            run,
+        )?;
         let after = evaluate(&trained, batcher, &valid, config, &labels, device);
         let epochs_run = history.epochs.len();
         let rounds = train_examples
@@ -1608,15 +1742,17 @@ impl Run<'_> {
             train_examples,
             config: config.clone(),
             epochs_run,
+            resumed_from_epoch: resumed_from,
             best_epoch,
             optimizer_steps: epochs_run * (rounds / config.grad_accum),
             seconds,
-            examples_per_second: (train_examples * epochs_run) as f64 / seconds.max(1e-9),
+            examples_per_second: (train_examples * epochs_run.saturating_sub(resumed_from)) as f64
+                / seconds.max(1e-9),
             before,
             after,
             history,
         };
-        (trained, report)
+        Ok((trained, report))
     }
 
     /// The rows of a sequence task as examples, tokenised ([`text_examples`]); held-out rows
@@ -1820,7 +1956,7 @@ fn fine_tune_probe<B: FusedAutodiffBackend>(
     };
     let (train, valid) = run.text_examples(rows, &labels, &tokenizer)?;
     let examples = (embed(train), embed(valid));
-    let (trained, report) = run.fit(probe, &batcher, examples, labels, devices);
+    let (trained, report) = run.fit(probe, &batcher, examples, labels, devices)?;
     encoder.head.classifier = trained.classifier;
     encoder.save_pretrained_with(out, &task, &run_files(&report)?)?;
     Ok(report)
@@ -1844,7 +1980,7 @@ fn fine_tune_sequence<B: FusedAutodiffBackend>(
         examples,
         labels,
         devices,
-    );
+    )?;
     trained
         .model
         .save_pretrained_with(out, &task, &run_files(&report)?)?;
@@ -1879,7 +2015,7 @@ fn fine_tune_tagger<B: FusedAutodiffBackend>(
         (train, valid),
         tags,
         devices,
-    );
+    )?;
     trained
         .model
         .save_pretrained_with(out, &task, &run_files(&report)?)?;
@@ -2037,7 +2173,7 @@ fn fine_tune_qa<B: FusedAutodiffBackend>(
         (train, valid),
         Vec::new(),
         devices,
-    );
+    )?;
     let answerer = pipeline(trained.model);
     let after = squad_figures(&answerer, &valid_questions, window)?;
     (report.before.exact_match, report.before.f1) = (Some(before.0), Some(before.1));

@@ -17,6 +17,9 @@
 //!   F1) with epoch-level figures.
 //! - [`schedule`]: transformers' linear warmup and decay as a burn `LrScheduler`.
 //! - [`plots`]: loss, metrics and confusion pictures (`plotters`).
+//! - [`resume`]: what makes a killed fine-tuning run resumable to the same weights: epoch
+//!   orders and dropout seeds replayable per epoch, checkpoints renamed into place, the run's
+//!   state beside them.
 //! - [`trainer`]: the reverse task's training loop: AdamW with linear warmup and cosine decay,
 //!   an `indicatif` progress bar with loss and throughput, periodic held-out evaluation.
 //!
@@ -32,6 +35,7 @@ pub mod finetune;
 pub mod metrics;
 pub mod optim;
 pub mod plots;
+pub mod resume;
 pub mod schedule;
 pub mod task;
 pub mod trainer;
