@@ -223,9 +223,54 @@ fn gpt2_without_attention_scale_matches_transformers<B: FusedAttentionBackend>(d
     );
 }
 
+/// `save_pretrained_with` writes transformers' file back: the same names, shapes and values
+/// as the fixture `transformers` saved (so `AutoModelForCausalLM` reads it as it read the
+/// original), the tokenizer files copied, and the directory loads to the same logits.
+fn gpt2_saves_what_transformers_saved<B: FusedAttentionBackend>(device: &B::Device) {
+    let source = fixtures().join("gpt2");
+    let (gpt2, _) = Gpt2::<B>::load(&source, device).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let saved = out.path().join("saved");
+    gpt2.save_pretrained_with(&saved, &source, &[("notes.txt", b"x".to_vec())])
+        .unwrap();
+    let read = |dir: &Path| std::fs::read(dir.join("model.safetensors")).unwrap();
+    let (original, ours) = (read(&source), read(&saved));
+    let (original, ours) = (
+        safetensors::SafeTensors::deserialize(&original).unwrap(),
+        safetensors::SafeTensors::deserialize(&ours).unwrap(),
+    );
+    let mut names: Vec<String> = original.names().into_iter().map(String::from).collect();
+    let mut saved_names: Vec<String> = ours.names().into_iter().map(String::from).collect();
+    names.sort();
+    saved_names.sort();
+    assert_eq!(names, saved_names);
+    for name in &names {
+        let (a, b) = (original.tensor(name).unwrap(), ours.tensor(name).unwrap());
+        assert_eq!(a.shape(), b.shape(), "{name}");
+        assert!(a.data() == b.data(), "{name} differs");
+    }
+    for file in [
+        "config.json",
+        "tokenizer.json",
+        "vocab.json",
+        "merges.txt",
+        "notes.txt",
+    ] {
+        assert!(saved.join(file).is_file(), "{file}");
+    }
+    let (reloaded, _) = Gpt2::<B>::load(&saved, device).unwrap();
+    let prompt = rows(&ids_json()["gpt2"]["input_ids"]);
+    assert_close(
+        reloaded.forward(common::int_tensor(&prompt, device)),
+        gpt2.forward(common::int_tensor(&prompt, device)),
+        Tolerance::absolute(0.0),
+    );
+}
+
 focal::backend::backend_tests!(
     bert_matches_hugging_face,
     bert_mlm_matches_hugging_face,
+    gpt2_saves_what_transformers_saved,
     gpt2_matches_hugging_face,
     gpt2_beam_search_matches_transformers,
     gpt2_without_attention_scale_matches_transformers

@@ -3,6 +3,7 @@
 use crate::PretrainedError;
 use crate::bert::activation;
 use crate::hf::{check_tied, read_config, read_weights};
+use crate::tasks::{Saved, norm_tensors, values, write_model_dir};
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{Int, Tensor, backend::Backend};
@@ -223,6 +224,87 @@ impl<B: Backend> Gpt2<B> {
             },
             config,
         ))
+    }
+}
+
+impl<B: Backend> Gpt2<B> {
+    /// The longest sequence the model takes (`n_positions`).
+    pub fn positions(&self) -> usize {
+        self.max_len
+    }
+
+    /// The tensors under transformers' `GPT2LMHeadModel` names (`transformer.` prefix,
+    /// `Conv1D` layout `[in, out]`, query / key / value packed into `c_attn`): the inverse of
+    /// [`Gpt2::load`]'s key map. The LM head is tied to `wte` and not stored, as transformers
+    /// saves it.
+    fn hf_tensors(&self) -> Vec<Saved> {
+        let p = "transformer";
+        let mut out = vec![values(
+            format!("{p}.wte.weight"),
+            self.embedding.tokens.weight.val(),
+        )];
+        if let Some(Positions::Learned(positions)) = &self.embedding.positions {
+            out.push(values(
+                format!("{p}.wpe.weight"),
+                positions.positions.weight.val(),
+            ));
+        }
+        let conv = |key: String, linear: &Linear<B>| {
+            let mut tensors = vec![values(format!("{key}.weight"), linear.weight.val())];
+            if let Some(bias) = &linear.bias {
+                tensors.push(values(format!("{key}.bias"), bias.val()));
+            }
+            tensors
+        };
+        for (i, block) in self.decoder.layers.iter().enumerate() {
+            let key = |name: &str| format!("{p}.h.{i}.{name}");
+            let [q, k, v, o] = block.self_attention.projections();
+            out.push(values(
+                key("attn.c_attn.weight"),
+                Tensor::cat(vec![q.weight.val(), k.weight.val(), v.weight.val()], 1),
+            ));
+            let biases: Option<Vec<_>> = [q, k, v]
+                .iter()
+                .map(|l| l.bias.as_ref().map(|b| b.val()))
+                .collect();
+            if let Some(biases) = biases {
+                out.push(values(key("attn.c_attn.bias"), Tensor::cat(biases, 0)));
+            }
+            out.extend(conv(key("attn.c_proj"), o));
+            out.extend(conv(key("mlp.c_fc"), &block.feed_forward.expand));
+            out.extend(conv(key("mlp.c_proj"), &block.feed_forward.contract));
+            out.extend(norm_tensors(
+                &key("ln_1"),
+                &block.self_attention_residual.norm,
+            ));
+            out.extend(norm_tensors(
+                &key("ln_2"),
+                &block.feed_forward_residual.norm,
+            ));
+        }
+        if let Some(norm) = &self.decoder.final_norm {
+            out.extend(norm_tensors(&format!("{p}.ln_f"), norm));
+        }
+        out
+    }
+
+    /// Saves the model as a Hugging Face `GPT2LMHeadModel` directory that transformers'
+    /// `AutoModelForCausalLM.from_pretrained` and [`Gpt2::load`] read: `source`'s
+    /// `config.json` (the model it was loaded from: the sizes are unchanged), the weights under
+    /// transformers' names, `source`'s tokenizer and generation files, and `extra` files; as a
+    /// whole, atomically.
+    pub fn save_pretrained_with(
+        &self,
+        dir: &Path,
+        source: &Path,
+        extra: &[(&str, Vec<u8>)],
+    ) -> Result<(), PretrainedError> {
+        let config_path = source.join("config.json");
+        let config = std::fs::read(&config_path).map_err(|cause| PretrainedError::Io {
+            path: config_path,
+            cause,
+        })?;
+        write_model_dir(dir, source, &config, self.hf_tensors(), extra)
     }
 }
 

@@ -484,9 +484,9 @@ impl<B: FusedAttentionBackend> BertForQuestionAnswering<B> {
 }
 
 /// A tensor to save: transformers' key, values, shape.
-type Saved = (String, Vec<f32>, Vec<usize>);
+pub(crate) type Saved = (String, Vec<f32>, Vec<usize>);
 
-fn values<B: Backend, const D: usize>(key: String, x: Tensor<B, D>) -> Saved {
+pub(crate) fn values<B: Backend, const D: usize>(key: String, x: Tensor<B, D>) -> Saved {
     let shape = x.dims().to_vec();
     let data = x.into_data().convert::<f32>();
     (key, data.to_vec().expect("f32 after convert"), shape)
@@ -504,7 +504,7 @@ fn linear_tensors<B: Backend>(key: &str, layer: &burn::nn::Linear<B>) -> Vec<Sav
     out
 }
 
-fn norm_tensors<B: Backend>(key: &str, norm: &focal_blocks::Norm<B>) -> Vec<Saved> {
+pub(crate) fn norm_tensors<B: Backend>(key: &str, norm: &focal_blocks::Norm<B>) -> Vec<Saved> {
     match norm {
         focal_blocks::Norm::LayerNorm(ln) => {
             let mut out = vec![values(format!("{key}.weight"), ln.gamma.val())];
@@ -570,11 +570,14 @@ fn bert_tensors<B: Backend>(bert: &Bert<B>) -> Vec<Saved> {
 }
 
 /// Files of a tokenizer directory copied along with a saved model, when the source has them.
-const TOKENIZER_FILES: [&str; 4] = [
+pub(crate) const TOKENIZER_FILES: [&str; 7] = [
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
     "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "generation_config.json",
 ];
 
 /// Writes a Hugging Face directory: `config.json` (the source's, with the encoder's settings,
@@ -588,10 +591,6 @@ fn save_task_dir(
     extra: &[(&str, Vec<u8>)],
     focal_key: Option<(&str, serde_json::Value)>,
 ) -> Result<(), PretrainedError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |cause| PretrainedError::Io { path, cause }
-    };
     let mut json: serde_json::Map<String, serde_json::Value> =
         match read_json::<serde_json::Value>(&config.path) {
             Ok(serde_json::Value::Object(map)) => map,
@@ -664,6 +663,23 @@ fn save_task_dir(
     }
     let config_bytes =
         serde_json::to_vec_pretty(&serde_json::Value::Object(json)).expect("JSON serialises");
+    let source = config.path.parent().unwrap_or(Path::new("."));
+    write_model_dir(dir, source, &config_bytes, tensors, extra)
+}
+
+/// Writes `config.json`, `model.safetensors` (transformers' `format: pt` metadata), the
+/// tokenizer files `source` has, and `extra`, as one directory, atomically.
+pub(crate) fn write_model_dir(
+    dir: &Path,
+    source: &Path,
+    config_bytes: &[u8],
+    tensors: Vec<Saved>,
+    extra: &[(&str, Vec<u8>)],
+) -> Result<(), PretrainedError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |cause| PretrainedError::Io { path, cause }
+    };
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
         .into_iter()
         .map(|(key, v, shape)| (key, v.iter().flat_map(|x| x.to_le_bytes()).collect(), shape))
@@ -688,7 +704,6 @@ fn save_task_dir(
             path: dir.join("model.safetensors"),
             message: e.to_string(),
         })?;
-    let source = config.path.parent().unwrap_or(Path::new("."));
     let mut copied = Vec::new();
     for name in TOKENIZER_FILES {
         let path = source.join(name);
@@ -697,7 +712,7 @@ fn save_task_dir(
         }
     }
     let mut files: Vec<(&str, &[u8])> = vec![
-        ("config.json", &config_bytes),
+        ("config.json", config_bytes),
         ("model.safetensors", &weights),
     ];
     files.extend(copied.iter().map(|(name, bytes)| (*name, bytes.as_slice())));
