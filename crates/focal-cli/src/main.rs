@@ -69,12 +69,13 @@ enum Command {
 struct TrainArgs {
     /// The task: fine-tune from --init on --data: classify (a label per text), pair (a label per
     /// pair of texts), multilabel (any labels per text), regress (a number per text), tag (a
-    /// tag per word, CoNLL files), qa (an answer span in a context, SQuAD files); or reverse (reverse a sequence of 4 to 12 digits, a model
-    /// trained from scratch on generated data).
+    /// tag per word, CoNLL files), qa (an answer span in a context, SQuAD files), lm (the next
+    /// token, a GPT-2 model on plain text); or reverse (reverse a sequence of 4 to 12 digits, a
+    /// model trained from scratch on generated data).
     #[arg(long)]
     task: String,
     /// Fine-tuning: the training rows, a .csv, .tsv or .jsonl file (a CoNLL file for tag, a
-    /// SQuAD JSON file for qa).
+    /// SQuAD JSON file for qa, plain text for lm).
     #[arg(long)]
     data: Option<PathBuf>,
     /// Fine-tuning: the held-out rows (same format), scored before and after training and
@@ -86,7 +87,8 @@ struct TrainArgs {
     #[arg(long, conflicts_with = "valid")]
     valid_split: Option<f64>,
     /// Fine-tuning: the BERT or sentence-transformers directory to start from (e.g.
-    /// all-MiniLM-L6-v2), or a directory of the task's model with the same labels.
+    /// all-MiniLM-L6-v2), or a directory of the task's model with the same labels; a GPT-2
+    /// directory for lm.
     #[arg(long)]
     init: Option<PathBuf>,
     /// Fine-tuning: passes over the data (default 3).
@@ -118,7 +120,8 @@ struct TrainArgs {
     /// and a fast model; the directory pools by the mean, which only Focal reads.
     #[arg(long)]
     linear_probe: bool,
-    /// Fine-tuning: longest input in tokens (default 128).
+    /// Fine-tuning: longest input in tokens (default 128); for lm, the block length (at most
+    /// the model's positions).
     #[arg(long)]
     max_length: Option<usize>,
     /// Fine-tuning: the column (CSV / TSV header) or field (JSON Lines) of the texts.
@@ -137,7 +140,7 @@ struct TrainArgs {
     /// Examples per step (default: the task's recipe, 64 for reverse).
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Evaluate and save every this many steps (default 250).
+    /// Evaluate and checkpoint every this many steps (default 250).
     #[arg(long)]
     eval_every: Option<usize>,
     /// Output directory (default: runs/TASK).
@@ -150,10 +153,9 @@ struct TrainArgs {
     /// refused before training starts.
     #[arg(long)]
     overwrite: bool,
-    /// Continue the unfinished run in --out from its last save (same settings), with its
-    /// optimizer state, schedule and step count. Fine-tuning: continue the killed run that was
-    /// to write --out from its last complete epoch (same settings); with --overwrite when --out
-    /// holds an earlier model.
+    /// Continue the killed run that was to write --out (same settings) from its last complete
+    /// epoch (fine-tuning) or evaluation (reverse): weights, optimizer state, schedule, data
+    /// order; with --overwrite when --out holds an earlier model.
     #[arg(long)]
     resume: bool,
 }
@@ -297,13 +299,9 @@ fn train(backend: BackendKind, args: TrainArgs, json: bool) -> anyhow::Result<()
     }
 
     // Before anything else: a file, another run or other files at --out are refused at once.
-    if args.resume && args.overwrite {
-        bail!("--resume continues the run in --out and --overwrite replaces it: give one");
-    }
+    focal::train::trainer::check_out_dir(&out, args.overwrite)?;
     if args.resume {
-        focal::train::trainer::check_resume(&out, &config)?;
-    } else {
-        focal::train::trainer::check_out_dir(&out, args.overwrite)?;
+        focal::train::check_resumable(&out)?;
     }
     if !json {
         eprintln!(
@@ -321,7 +319,6 @@ fn train(backend: BackendKind, args: TrainArgs, json: bool) -> anyhow::Result<()
             backend: backend.name().to_string(),
             overwrite: args.overwrite,
             resume: args.resume,
-            stop_after: None,
         },
     })??;
 
@@ -334,17 +331,19 @@ fn train(backend: BackendKind, args: TrainArgs, json: bool) -> anyhow::Result<()
             report.task, report.backend, report.seconds, report.steps, report.examples_per_second
         ))?;
         output::line(format_args!(
-            "held-out exact match: {:.2}% of {} sequences (token accuracy {:.2}%)",
+            "held-out exact match: {:.2}% of {} sequences (token accuracy {:.2}%), evaluation {} of {} kept",
             100.0 * m.exact_match,
             m.examples,
-            100.0 * m.token_accuracy
+            100.0 * m.token_accuracy,
+            report.kept_evaluation,
+            report.history.len()
         ))?;
         output::line(format_args!("model written to {}", out.display()))?;
     }
     Ok(())
 }
 
-/// `focal train --task classify|pair|multilabel|regress|tag|qa`: fine-tunes on burn-train's
+/// `focal train --task classify|pair|multilabel|regress|tag|qa|lm`: fine-tunes on burn-train's
 /// Learner.
 fn fine_tune(
     backend: BackendKind,
@@ -360,7 +359,11 @@ fn fine_tune(
     let valid = args.valid;
     let init = need(
         args.init,
-        "--init DIR (a BERT or sentence-transformers directory)",
+        if task == focal::train::FineTuneTask::Lm {
+            "--init DIR (a GPT-2 directory)"
+        } else {
+            "--init DIR (a BERT or sentence-transformers directory)"
+        },
     )?;
     let out = need(args.out, "--out DIR")?;
     if args.steps.is_some() || args.eval_every.is_some() {
@@ -376,6 +379,9 @@ fn fine_tune(
         bail!("--init {}: no such directory", init.display());
     }
     focal::train::trainer::check_out_dir(&out, args.overwrite)?;
+    if args.resume {
+        focal::train::check_resumable(&out)?;
+    }
     let defaults = FineTuneConfig::default();
     let config = FineTuneConfig {
         task,

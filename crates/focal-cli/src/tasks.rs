@@ -526,6 +526,10 @@ pub fn held_out_line(m: &focal::train::HeldOut) -> String {
     percent("exact match", m.exact_match);
     percent("F1", m.f1);
     percent("span match", m.span_match);
+    percent("next-token accuracy", m.next_token_accuracy);
+    if let Some(p) = m.perplexity {
+        parts.push(format!("perplexity {p:.2}"));
+    }
     if let Some(r) = m.pearson {
         parts.push(format!("Pearson {r:.4}"));
     }

@@ -17,6 +17,38 @@ pub struct EvalMetrics {
     pub examples: usize,
 }
 
+/// Counts of greedy outputs against targets, which add up over batches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecodeCounts {
+    /// Examples decoded.
+    pub examples: usize,
+    /// Examples whose whole output equals the target.
+    pub exact: usize,
+    /// Target positions.
+    pub tokens: usize,
+    /// Target positions predicted correctly (position by position).
+    pub correct_tokens: usize,
+}
+
+impl DecodeCounts {
+    /// Adds `other`'s counts.
+    pub fn add(&mut self, other: &DecodeCounts) {
+        self.examples += other.examples;
+        self.exact += other.exact;
+        self.tokens += other.tokens;
+        self.correct_tokens += other.correct_tokens;
+    }
+
+    /// The shares.
+    pub fn metrics(&self) -> EvalMetrics {
+        EvalMetrics {
+            exact_match: self.exact as f64 / self.examples.max(1) as f64,
+            token_accuracy: self.correct_tokens as f64 / self.tokens.max(1) as f64,
+            examples: self.examples,
+        }
+    }
+}
+
 /// Greedy-decodes every example's source and compares with its target.
 ///
 /// Run it on an inference backend (`model.valid()` during training): decoding needs no
@@ -28,9 +60,21 @@ pub fn evaluate<B: FusedAttentionBackend>(
     batch_size: usize,
     device: &B::Device,
 ) -> EvalMetrics {
-    let mut exact = 0usize;
-    let mut correct_tokens = 0usize;
-    let mut total_tokens = 0usize;
+    decode_counts(model, examples, specials, batch_size, device).metrics()
+}
+
+/// [`evaluate`]'s counts.
+pub fn decode_counts<B: FusedAttentionBackend>(
+    model: &Seq2SeqTransformer<B>,
+    examples: &[Example],
+    specials: SpecialTokens,
+    batch_size: usize,
+    device: &B::Device,
+) -> DecodeCounts {
+    let mut counts = DecodeCounts {
+        examples: examples.len(),
+        ..DecodeCounts::default()
+    };
     for chunk in examples.chunks(batch_size.max(1)) {
         let sources: Vec<&[usize]> = chunk.iter().map(|e| e.source.as_slice()).collect();
         let (source, valid) = source_tensors::<B>(&sources, specials, device);
@@ -39,9 +83,9 @@ pub fn evaluate<B: FusedAttentionBackend>(
         let max_new = (longest + 1).min(model.max_len() - 1);
         let outputs = model.greedy_decode(source, valid, specials, max_new);
         for (example, output) in chunk.iter().zip(&outputs) {
-            exact += usize::from(*output == example.target);
-            total_tokens += example.target.len();
-            correct_tokens += example
+            counts.exact += usize::from(*output == example.target);
+            counts.tokens += example.target.len();
+            counts.correct_tokens += example
                 .target
                 .iter()
                 .zip(output)
@@ -49,9 +93,5 @@ pub fn evaluate<B: FusedAttentionBackend>(
                 .count();
         }
     }
-    EvalMetrics {
-        exact_match: exact as f64 / examples.len().max(1) as f64,
-        token_accuracy: correct_tokens as f64 / total_tokens.max(1) as f64,
-        examples: examples.len(),
-    }
+    counts
 }

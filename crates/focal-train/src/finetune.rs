@@ -12,8 +12,9 @@ use crate::data::{
     label_set, read_conll, read_labelled, read_squad, squad_scores, tag_set,
 };
 use crate::metrics::{
-    ClassOutcomes, ClassScores, Correlation, EntityCounts, EntityF1Metric, OutcomeMetric,
-    PearsonMetric, RegressionPairs, SpanMatchMetric, SpanMatches, TagSequences, class_ids, ints,
+    ClassOutcomes, ClassScores, Correlation, EntityCounts, EntityF1Metric, LmMetric, OutcomeMetric,
+    PearsonMetric, RegressionPairs, SpanMatchMetric, SpanMatches, TagSequences, TokenCounts,
+    class_ids, ints,
 };
 use crate::optim::{FusedAdamW, FusedAdamWConfig};
 use crate::plots::{self, Series};
@@ -21,11 +22,11 @@ use crate::resume::{AtomicRecorder, EpochLoader, RunState};
 use crate::schedule::WarmupLinear;
 use burn::backend::Flex;
 use burn::data::dataloader::batcher::Batcher;
-use burn::data::dataloader::{DataLoaderBuilder, Dataset};
+use burn::data::dataloader::{DataLoader, DataLoaderBuilder, Dataset};
 use burn::module::{AutodiffModule, Module};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use burn::train::checkpoint::{
     ComposedCheckpointingStrategy, KeepLastNCheckpoints, MetricCheckpointingStrategy,
 };
@@ -73,17 +74,20 @@ pub enum FineTuneTask {
     Tag,
     /// An answer span in a context (extractive question answering), from a SQuAD file.
     Qa,
+    /// The next token (causal language modelling of a GPT-2 model), from plain text.
+    Lm,
 }
 
 impl FineTuneTask {
     /// Every task, in the order the CLI lists them.
-    pub const ALL: [FineTuneTask; 6] = [
+    pub const ALL: [FineTuneTask; 7] = [
         Self::Classify,
         Self::Pair,
         Self::MultiLabel,
         Self::Regress,
         Self::Tag,
         Self::Qa,
+        Self::Lm,
     ];
 
     /// The task's name on the command line.
@@ -95,6 +99,7 @@ impl FineTuneTask {
             Self::Regress => "regress",
             Self::Tag => "tag",
             Self::Qa => "qa",
+            Self::Lm => "lm",
         }
     }
 
@@ -106,7 +111,13 @@ impl FineTuneTask {
             Self::Regress => "Pearson",
             Self::Tag => "Entity F1",
             Self::Qa => "Span Match",
+            Self::Lm => "Perplexity",
         }
+    }
+
+    /// Whether the watched metric is better lower (perplexity).
+    pub fn lower_is_better(self) -> bool {
+        self == Self::Lm
     }
 }
 
@@ -228,7 +239,21 @@ impl FineTuneConfig {
             || format!("valid_split must be in (0, 1), got {}", self.valid_split),
         )?;
         ConfigError::ensure(
-            !(self.linear_probe && matches!(self.task, FineTuneTask::Tag | FineTuneTask::Qa)),
+            self.task != FineTuneTask::Lm || self.max_length >= 2,
+            NAME,
+            || {
+                format!(
+                    "max_length must be at least 2 for lm (a block predicts its next tokens), got {}",
+                    self.max_length
+                )
+            },
+        )?;
+        ConfigError::ensure(
+            !(self.linear_probe
+                && matches!(
+                    self.task,
+                    FineTuneTask::Tag | FineTuneTask::Qa | FineTuneTask::Lm
+                )),
             NAME,
             || {
                 format!(
@@ -326,7 +351,7 @@ impl<B: Backend> Batcher<B, QaExample, QaBatch<B>> for PadBatcher {
 }
 
 /// Examples in memory, for burn's data loader.
-struct InMemory<T>(Vec<T>);
+pub(crate) struct InMemory<T>(pub(crate) Vec<T>);
 
 impl<T: Clone + Send + Sync> Dataset<T> for InMemory<T> {
     fn get(&self, index: usize) -> Option<T> {
@@ -479,6 +504,31 @@ impl<B: Backend> Batcher<B, TagExample, TagBatch<B>> for PadBatcher {
     }
 }
 
+/// A block of token ids for causal language modelling (`max_length` tokens of the text).
+#[derive(Clone, Debug)]
+pub struct LmExample {
+    ids: Vec<u32>,
+}
+
+/// Blocks of token ids `[b, l]` (all of one length: no padding).
+#[derive(Clone, Debug)]
+pub struct LmBatch<B: Backend> {
+    ids: Tensor<B, 2, Int>,
+}
+
+impl<B: Backend> Batcher<B, LmExample, LmBatch<B>> for PadBatcher {
+    fn batch(&self, items: Vec<LmExample>, device: &B::Device) -> LmBatch<B> {
+        let l = items.first().map_or(0, |e| e.ids.len());
+        let flat: Vec<i64> = items
+            .iter()
+            .flat_map(|e| e.ids.iter().map(|&t| i64::from(t)))
+            .collect();
+        LmBatch {
+            ids: Tensor::from_data(TensorData::new(flat, [items.len(), l]), device),
+        }
+    }
+}
+
 /// A batch's outputs, for burn-train's metrics: one type for every task, each variant burn's
 /// own output type.
 pub enum TaskOutput<B: Backend> {
@@ -493,6 +543,11 @@ pub enum TaskOutput<B: Backend> {
     /// Answer spans: the start and the end logits `[b, l]` against the answer's first and last
     /// token, each as a classification over the positions; both hold the span loss.
     Spans(ClassificationOutput<B>, ClassificationOutput<B>),
+    /// Sequence to sequence: the teacher-forced loss, and the greedy outputs' counts
+    /// (validation only; empty in training).
+    Seq2Seq(Tensor<B, 1>, crate::eval::DecodeCounts),
+    /// Causal language modelling: the mean next-token loss and the batch's counts.
+    Lm(Tensor<B, 1>, TokenCounts),
 }
 
 impl<B: Backend> TaskOutput<B> {
@@ -504,6 +559,7 @@ impl<B: Backend> TaskOutput<B> {
             Self::Regression(o) => o.loss.clone(),
             Self::Tags(o) => o.loss.clone(),
             Self::Spans(start, _) => start.loss.clone(),
+            Self::Seq2Seq(loss, _) | Self::Lm(loss, _) => loss.clone(),
         }
     }
 }
@@ -518,6 +574,14 @@ impl<B: Backend> ItemLazy for TaskOutput<B> {
             Self::Regression(o) => TaskOutput::Regression(o.sync()),
             Self::Tags(o) => TaskOutput::Tags(o.sync()),
             Self::Spans(start, end) => TaskOutput::Spans(start.sync(), end.sync()),
+            Self::Seq2Seq(loss, counts) => TaskOutput::Seq2Seq(
+                Tensor::from_data(loss.into_data(), &Default::default()),
+                counts,
+            ),
+            Self::Lm(loss, counts) => TaskOutput::Lm(
+                Tensor::from_data(loss.into_data(), &Default::default()),
+                counts,
+            ),
         }
     }
 }
@@ -561,6 +625,24 @@ impl<B: Backend> Adaptor<SpanMatches> for TaskOutput<B> {
     }
 }
 
+impl<B: Backend> Adaptor<TokenCounts> for TaskOutput<B> {
+    fn adapt(&self) -> TokenCounts {
+        match self {
+            Self::Lm(_, counts) => *counts,
+            _ => TokenCounts::default(),
+        }
+    }
+}
+
+impl<B: Backend> Adaptor<crate::eval::DecodeCounts> for TaskOutput<B> {
+    fn adapt(&self) -> crate::eval::DecodeCounts {
+        match self {
+            Self::Seq2Seq(_, counts) => *counts,
+            _ => Default::default(),
+        }
+    }
+}
+
 impl<B: Backend> Adaptor<TagSequences> for TaskOutput<B> {
     fn adapt(&self) -> TagSequences {
         match self {
@@ -596,6 +678,42 @@ fn sequence_output<B: FusedAttentionBackend>(
 pub struct ProbeTraining<B: Backend> {
     /// `d → labels`.
     pub classifier: burn::nn::Linear<B>,
+}
+
+/// A GPT-2 model as burn-train trains it: the next token of every position.
+#[derive(Module, Debug)]
+pub struct LmTraining<B: Backend> {
+    model: focal_pretrained::Gpt2<B>,
+}
+
+/// The next-token loss (mean cross-entropy over every position but the last, as
+/// transformers' `GPT2LMHeadModel` shifts the labels) and the batch's counts.
+fn lm_output<B: FusedAttentionBackend>(
+    model: &focal_pretrained::Gpt2<B>,
+    batch: LmBatch<B>,
+) -> TaskOutput<B> {
+    let [b, l] = batch.ids.dims();
+    let logits = model.forward(batch.ids.clone());
+    let v = logits.dims()[2];
+    let n = b * (l - 1);
+    let logits = logits.slice([0..b, 0..l - 1]).reshape([n, v]);
+    let targets = batch.ids.slice([0..b, 1..l]).reshape([n]);
+    let loss = cross_entropy(logits.clone(), targets.clone());
+    let mean: f64 = loss.clone().into_scalar().elem();
+    let correct: i64 = logits
+        .argmax(1)
+        .reshape([n])
+        .equal(targets)
+        .int()
+        .sum()
+        .into_scalar()
+        .elem();
+    let counts = TokenCounts {
+        tokens: n,
+        correct: correct as usize,
+        nll: mean * n as f64,
+    };
+    TaskOutput::Lm(loss, counts)
 }
 
 /// burn-train's `TrainStep` (forward and backward) and `InferenceStep` (forward) of a training
@@ -637,6 +755,9 @@ task_steps!(
 );
 task_steps!(TagTraining, TagBatch, |t: &TagTraining<B>, batch| {
     tag_output(&t.model, batch)
+});
+task_steps!(LmTraining, LmBatch, |t: &LmTraining<B>, batch| {
+    lm_output(&t.model, batch)
 });
 
 /// A span question-answering model as burn-train trains it.
@@ -736,6 +857,12 @@ pub struct HeldOut {
     /// SQuAD's token F1 of those answers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub f1: Option<f64>,
+    /// `exp` of the mean next-token negative log-likelihood (language modelling).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub perplexity: Option<f64>,
+    /// Share of next tokens that are the model's most likely (language modelling).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_token_accuracy: Option<f64>,
     /// Precision, recall, F1 and support per label (per entity type for tagging).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub per_class: Vec<ClassScores>,
@@ -754,6 +881,7 @@ struct Tally {
     correlation: Option<Correlation>,
     entities: Option<EntityCounts>,
     spans: Option<SpanMatches>,
+    tokens: Option<TokenCounts>,
     multi_label: bool,
 }
 
@@ -770,6 +898,7 @@ impl Tally {
             correlation: (task == FineTuneTask::Regress).then(Correlation::default),
             entities: (task == FineTuneTask::Tag).then(EntityCounts::default),
             spans: (task == FineTuneTask::Qa).then(SpanMatches::default),
+            tokens: (task == FineTuneTask::Lm).then(TokenCounts::default),
             multi_label: task == FineTuneTask::MultiLabel,
         }
     }
@@ -809,6 +938,13 @@ impl Tally {
                     e.merge(&EntityF1Metric::count(&self.labels, &sequences));
                 }
             }
+            // The reverse task reports by its own evaluation (`crate::eval`).
+            TaskOutput::Seq2Seq(..) => {}
+            TaskOutput::Lm(_, counts) => {
+                if let Some(t) = &mut self.tokens {
+                    t.add(counts);
+                }
+            }
         }
     }
 
@@ -818,7 +954,10 @@ impl Tally {
             loss: self.loss / self.examples.max(1) as f64,
             ..HeldOut::default()
         };
-        if let Some(spans) = &self.spans {
+        if let Some(tokens) = &self.tokens {
+            held_out.perplexity = Some(tokens.perplexity());
+            held_out.next_token_accuracy = Some(tokens.accuracy());
+        } else if let Some(spans) = &self.spans {
             held_out.span_match = Some(spans.share());
         } else if let Some(correlation) = &self.correlation {
             held_out.pearson = Some(correlation.pearson());
@@ -959,6 +1098,28 @@ struct EpochRenderer {
     /// The run's working directory and settings: its state is written there after every
     /// epoch, for `resume`.
     state: (PathBuf, serde_json::Value),
+    /// A progress bar over the epoch's examples, with the loss and the pace, when standard
+    /// error is a terminal.
+    bar: Option<indicatif::ProgressBar>,
+    last_loss: f64,
+    started: std::time::Instant,
+}
+
+/// An `indicatif` bar on standard error, when it is a terminal and `print` is asked.
+fn progress_bar(print: bool) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !print || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} {msg} (eta {eta})",
+        )
+        .expect("progress template is valid")
+        .progress_chars("=> "),
+    );
+    Some(bar)
 }
 
 /// Fault injection for tests: `FOCAL_TEST_ABORT_AFTER_BATCH=N` aborts the process once the
@@ -992,6 +1153,7 @@ impl EpochRenderer {
             } => (aggregated_value, count),
         };
         if !valid && name == "Loss" {
+            self.last_loss = v;
             self.batches += 1;
             if let Ok(mut history) = self.history.lock() {
                 history.steps.push((self.batches, v));
@@ -1043,7 +1205,21 @@ impl MetricsRendererTraining for EpochRenderer {
         self.record(true, state);
     }
 
-    fn render_train(&mut self, _item: TrainingProgress, _progress: Vec<ProgressType>) {}
+    fn render_train(&mut self, item: TrainingProgress, _progress: Vec<ProgressType>) {
+        let (Some(bar), Some(progress)) = (&self.bar, &item.progress) else {
+            return;
+        };
+        bar.set_length(progress.items_total as u64);
+        bar.set_position(progress.items_processed as u64);
+        bar.set_message(format!(
+            "epoch {}/{} · loss {:.4} · {} batches in {:.0} s",
+            item.global_progress.items_processed,
+            self.epochs,
+            self.last_loss,
+            self.batches,
+            self.started.elapsed().as_secs_f64()
+        ));
+    }
 
     fn render_valid(&mut self, item: TrainingProgress, _progress: Vec<ProgressType>) {
         let epoch = item.global_progress.items_processed;
@@ -1064,12 +1240,16 @@ impl MetricsRendererTraining for EpochRenderer {
             valid: Self::means(&self.valid),
         };
         if self.print {
-            eprintln!(
+            let line = format!(
                 "epoch {epoch}/{}: train {} | valid {}",
                 self.epochs,
                 self.line(&figures.train),
                 self.line(&figures.valid)
             );
+            match &self.bar {
+                Some(bar) => bar.println(line),
+                None => eprintln!("{line}"),
+            }
         }
         history.epochs.push(figures);
         let state = RunState {
@@ -1104,6 +1284,9 @@ impl MetricsRendererTraining for EpochRenderer {
         &mut self,
         _summary: Option<burn::train::LearnerSummary>,
     ) -> Result<(), Box<dyn std::error::Error>> {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
         Ok(())
     }
 }
@@ -1157,22 +1340,39 @@ pub struct FineTuneReport {
     pub history: History,
 }
 
-type Components<B, M> =
-    LearningComponentsMarker<B, WarmupLinear, M, OptimizerAdaptor<FusedAdamW, M, B>>;
-
-/// What [`learn`] returns: the kept weights and how the run went.
-struct Learned<M> {
-    model: M,
-    history: History,
-    best_epoch: usize,
+/// What [`engine`] returns: the kept weights and how the run went.
+pub(crate) struct Learned<M> {
+    pub(crate) model: M,
+    pub(crate) history: History,
+    pub(crate) best_epoch: usize,
     /// The epoch a resumed run continued after (0: a fresh run).
-    resumed_from: usize,
-    seconds: f64,
+    pub(crate) resumed_from: usize,
+    pub(crate) seconds: f64,
 }
 
-/// Runs burn-train on `model` and returns the weights of the best epoch by the task's watched
-/// validation metric, the history and the seconds taken. `run` describes the run's settings
-/// and data, written with its state after every epoch and compared by `config.resume`.
+/// The burn-train components of every Focal run: Focal's `FusedAdamW` and the schedule `S`.
+pub(crate) type Components<B, S, M> =
+    LearningComponentsMarker<B, S, M, OptimizerAdaptor<FusedAdamW, M, B>>;
+
+/// What [`engine`] needs to know of a run besides its model, data and schedule.
+pub(crate) struct EngineSettings<'a> {
+    pub(crate) epochs: usize,
+    pub(crate) grad_accum: usize,
+    pub(crate) early_stopping: Option<usize>,
+    /// The validation metric that picks the kept epoch (and stops early).
+    pub(crate) watched: &'static str,
+    /// Whether lower is better for the watched metric.
+    pub(crate) lower_is_better: bool,
+    pub(crate) progress: bool,
+    pub(crate) resume: bool,
+    /// The run's working directory (burn-train's checkpoints and logs, the state).
+    pub(crate) scratch: &'a Path,
+    /// The settings, files and data sizes of the run, written with its state after every epoch
+    /// and compared by `resume`.
+    pub(crate) run: serde_json::Value,
+}
+
+/// Runs fine-tuning on burn-train: the task's schedule, loaders and metrics, then [`engine`].
 #[allow(clippy::too_many_arguments)]
 fn learn<B, M, I>(
     model: M,
@@ -1206,8 +1406,114 @@ where
     let steps = config.epochs * (rounds / config.grad_accum).max(1);
     let warmup = (config.warmup * steps as f64).ceil() as usize;
     let schedule = WarmupLinear::new(config.learning_rate, warmup, steps, config.grad_accum);
+    let train_loader = |epochs_done| -> Arc<dyn DataLoader<B, M::Input>> {
+        Arc::new(EpochLoader::new(
+            train,
+            Arc::new(batcher.clone()),
+            config.batch_size,
+            config.seed,
+            epochs_done,
+            device.clone(),
+        ))
+    };
+    let valid_loader = DataLoaderBuilder::new(batcher.clone())
+        .batch_size(config.batch_size)
+        .num_workers(1)
+        .set_device(device.clone())
+        .build(InMemory(valid));
+    let labels = labels.to_vec();
+    let metrics = |training: SupervisedTraining<Components<B, WarmupLinear, M>>| match config.task {
+        FineTuneTask::Classify | FineTuneTask::Pair => training
+            .metric_train_numeric(OutcomeMetric::accuracy())
+            .metric_valid_numeric(OutcomeMetric::accuracy())
+            .metric_train_numeric(OutcomeMetric::macro_f1())
+            .metric_valid_numeric(OutcomeMetric::macro_f1()),
+        FineTuneTask::MultiLabel => training
+            .metric_train_numeric(OutcomeMetric::micro_f1())
+            .metric_valid_numeric(OutcomeMetric::micro_f1())
+            .metric_train_numeric(OutcomeMetric::macro_f1())
+            .metric_valid_numeric(OutcomeMetric::macro_f1()),
+        FineTuneTask::Regress => training
+            .metric_train_numeric(PearsonMetric::new())
+            .metric_valid_numeric(PearsonMetric::new()),
+        FineTuneTask::Tag => training
+            .metric_train_numeric(EntityF1Metric::new(labels.clone()))
+            .metric_valid_numeric(EntityF1Metric::new(labels)),
+        FineTuneTask::Qa => training
+            .metric_train_numeric(SpanMatchMetric::new())
+            .metric_valid_numeric(SpanMatchMetric::new()),
+        FineTuneTask::Lm => training
+            .metric_train_numeric(LmMetric::perplexity())
+            .metric_valid_numeric(LmMetric::perplexity())
+            .metric_train_numeric(LmMetric::accuracy())
+            .metric_valid_numeric(LmMetric::accuracy()),
+    };
+    let settings = EngineSettings {
+        epochs: config.epochs,
+        grad_accum: config.grad_accum,
+        early_stopping: config.early_stopping,
+        watched: config.task.watched(),
+        lower_is_better: config.task.lower_is_better(),
+        progress: config.progress,
+        resume: config.resume,
+        scratch,
+        run,
+    };
+    let optimizer = FusedAdamWConfig::new().init::<B, M>();
+    engine(
+        model,
+        (train_loader, valid_loader),
+        schedule,
+        optimizer,
+        metrics,
+        settings,
+        devices,
+    )
+}
 
-    let resumed = if config.resume {
+/// Focal's one training engine: burn-train's `SupervisedTraining` on `model` with the loaders
+/// (the training loader made for the epochs already done), `schedule`, `optimizer` and the
+/// task's `metrics` (the loss is always there); the file checkpointer (atomic files, the last
+/// two epochs and the best by `settings.watched`), early stopping, several devices, the epoch
+/// renderer, and `resume`. Returns the weights of the best epoch by the watched validation
+/// metric, the history and the seconds taken.
+#[allow(clippy::type_complexity)]
+pub(crate) fn engine<B, M, S, L>(
+    model: M,
+    (train_loader, valid_loader): (
+        L,
+        Arc<dyn DataLoader<B::InnerBackend, <M::InnerModule as InferenceStep>::Input>>,
+    ),
+    schedule: S,
+    optimizer: OptimizerAdaptor<FusedAdamW, M, B>,
+    metrics: impl FnOnce(
+        SupervisedTraining<Components<B, S, M>>,
+    ) -> SupervisedTraining<Components<B, S, M>>,
+    settings: EngineSettings,
+    devices: &[B::Device],
+) -> Result<Learned<M::InnerModule>, FineTuneError>
+where
+    B: FusedAutodiffBackend,
+    S: burn::lr_scheduler::LrScheduler + 'static,
+    L: FnOnce(usize) -> Arc<dyn DataLoader<B, M::Input>>,
+    M: TrainStep<Output = TaskOutput<B>> + AutodiffModule<B> + std::fmt::Display + 'static,
+    M::InnerModule: InferenceStep<Output = TaskOutput<B::InnerBackend>>,
+    M::Input: Send + Clone + std::fmt::Debug + 'static,
+    <M::InnerModule as InferenceStep>::Input: Send + Clone + std::fmt::Debug + 'static,
+{
+    let EngineSettings {
+        epochs,
+        grad_accum,
+        early_stopping,
+        watched,
+        lower_is_better,
+        progress,
+        resume,
+        scratch,
+        run,
+    } = settings;
+    let device = &devices[0];
+    let resumed = if resume {
         RunState::<History>::read(scratch, &run)?
     } else {
         None
@@ -1224,7 +1530,7 @@ where
         None => (0, History::default()),
     };
     crate::resume::forget_epochs_after(scratch, resumed_from);
-    if config.resume && config.progress {
+    if resume && progress {
         if resumed_from == 0 {
             eprintln!("no epoch of the killed run was saved: starting again");
         } else {
@@ -1232,33 +1538,17 @@ where
         }
     }
 
-    let train_loader: Arc<dyn burn::data::dataloader::DataLoader<B, M::Input>> =
-        Arc::new(EpochLoader::new(
-            train,
-            Arc::new(batcher.clone()),
-            config.batch_size,
-            config.seed,
-            resumed_from,
-            device.clone(),
-        ));
-    let valid_loader = DataLoaderBuilder::new(batcher.clone())
-        .batch_size(config.batch_size)
-        .num_workers(1)
-        .set_device(device.clone())
-        .build(InMemory(valid));
-
     let batches = history.epochs.last().map_or(0, |e| e.step);
     let history = Arc::new(Mutex::new(history));
-    let watched = config.task.watched();
     let recorder = AtomicRecorder::default();
-    let mut training: SupervisedTraining<Components<B, M>> =
-        SupervisedTraining::new(scratch, train_loader, valid_loader)
+    let mut training: SupervisedTraining<Components<B, S, M>> =
+        SupervisedTraining::new(scratch, train_loader(resumed_from), valid_loader)
             .metric_train_numeric(LossMetric::new())
             .metric_valid_numeric(LossMetric::new())
             .with_file_checkpointer(recorder.clone())
             .renderer(EpochRenderer {
-                print: config.progress,
-                epochs: config.epochs,
+                print: progress,
+                epochs,
                 pictures: Some(scratch.to_path_buf()),
                 names: Default::default(),
                 train: Default::default(),
@@ -1266,13 +1556,16 @@ where
                 batches,
                 history: history.clone(),
                 state: (scratch.to_path_buf(), run),
+                bar: progress_bar(progress),
+                last_loss: f64::NAN,
+                started: std::time::Instant::now(),
             })
             // The process's own `tracing` subscriber (the CLI's) stays; burn-train would try to
             // install a second one.
             .with_application_logger(None)
-            .num_epochs(config.epochs);
-    if config.grad_accum > 1 {
-        training = training.grads_accumulation(config.grad_accum);
+            .num_epochs(epochs);
+    if grad_accum > 1 {
+        training = training.grads_accumulation(grad_accum);
     }
     if devices.len() > 1 {
         training = training.with_training_strategy(
@@ -1280,27 +1573,14 @@ where
                 .into(),
         );
     }
+    training = metrics(training);
     let metric_name = MetricNamed::new(watched);
-    training = match config.task {
-        FineTuneTask::Classify | FineTuneTask::Pair => training
-            .metric_train_numeric(OutcomeMetric::accuracy())
-            .metric_valid_numeric(OutcomeMetric::accuracy())
-            .metric_train_numeric(OutcomeMetric::macro_f1())
-            .metric_valid_numeric(OutcomeMetric::macro_f1()),
-        FineTuneTask::MultiLabel => training
-            .metric_train_numeric(OutcomeMetric::micro_f1())
-            .metric_valid_numeric(OutcomeMetric::micro_f1())
-            .metric_train_numeric(OutcomeMetric::macro_f1())
-            .metric_valid_numeric(OutcomeMetric::macro_f1()),
-        FineTuneTask::Regress => training
-            .metric_train_numeric(PearsonMetric::new())
-            .metric_valid_numeric(PearsonMetric::new()),
-        FineTuneTask::Tag => training
-            .metric_train_numeric(EntityF1Metric::new(labels.to_vec()))
-            .metric_valid_numeric(EntityF1Metric::new(labels.to_vec())),
-        FineTuneTask::Qa => training
-            .metric_train_numeric(SpanMatchMetric::new())
-            .metric_valid_numeric(SpanMatchMetric::new()),
+    let direction = || {
+        if lower_is_better {
+            Direction::Lowest
+        } else {
+            Direction::Highest
+        }
     };
     training = training.with_checkpointing_strategy(
         ComposedCheckpointingStrategy::builder()
@@ -1309,16 +1589,16 @@ where
             .add(MetricCheckpointingStrategy::new(
                 &metric_name,
                 Aggregate::Mean,
-                Direction::Highest,
+                direction(),
                 Split::Valid,
             ))
             .build(),
     );
-    if let Some(patience) = config.early_stopping {
+    if let Some(patience) = early_stopping {
         training = training.early_stopping(MetricEarlyStoppingStrategy::new(
             &metric_name,
             Aggregate::Mean,
-            Direction::Highest,
+            direction(),
             Split::Valid,
             StoppingCondition::NoImprovementSince { n_epochs: patience },
         ));
@@ -1326,13 +1606,12 @@ where
     if resumed_from > 0 {
         training = training.checkpoint(resumed_from);
     }
-    let optimizer = FusedAdamWConfig::new().init::<B, M>();
     let started = std::time::Instant::now();
     let result = training.launch(Learner::new(model, optimizer, schedule));
     let seconds = started.elapsed().as_secs_f64();
     let history = history.lock().map(|h| h.clone()).unwrap_or_default();
     let mut trained = result.model;
-    let best = best_epoch(&history, watched);
+    let best = best_epoch(&history, watched, lower_is_better);
     if best != history.epochs.len() {
         let path = scratch.join("checkpoint").join(format!("model-{best}"));
         match trained.clone().load_file(&path, &recorder, &device.clone()) {
@@ -1352,14 +1631,16 @@ where
     })
 }
 
-/// The epoch (from 1) with the highest validation `metric`; the last epoch when none has it.
-fn best_epoch(history: &History, metric: &str) -> usize {
-    let mut best = (history.epochs.len(), f64::MIN);
+/// The epoch (from 1) with the best validation `metric` (the highest, or the lowest when
+/// `lower_is_better`; the earliest of a tie); the last epoch when none has it.
+fn best_epoch(history: &History, metric: &str, lower_is_better: bool) -> usize {
+    let sign = if lower_is_better { -1.0 } else { 1.0 };
+    let mut best = (history.epochs.len(), f64::NEG_INFINITY);
     for e in &history.epochs {
         if let Some(&v) = e.valid.get(metric)
-            && v > best.1
+            && sign * v > best.1
         {
-            best = (e.epoch, v);
+            best = (e.epoch, sign * v);
         }
     }
     best.0
@@ -1526,19 +1807,13 @@ fn tag_example(
 /// The directory burn-train works in during a run: beside `out`, named after it and the
 /// process (`.NAME.learner-PID`), removed at the end. With `resume`, the newest such directory
 /// of a killed run becomes this run's.
-fn scratch_dir(out: &Path, resume: bool) -> Result<PathBuf, FineTuneError> {
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+pub(crate) fn scratch_dir(out: &Path, resume: bool) -> Result<PathBuf, FineTuneError> {
+    let (parent, name) = out_parts(out);
+    let parent = parent.as_path();
     std::fs::create_dir_all(parent).map_err(|e| FineTuneError::File {
         path: parent.to_path_buf(),
         reason: e.to_string(),
     })?;
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let scratch = parent.join(format!(".{name}.learner-{}", std::process::id()));
     let mut stale = stale_scratch(parent, &name);
     if resume {
@@ -1550,12 +1825,7 @@ fn scratch_dir(out: &Path, resume: bool) -> Result<PathBuf, FineTuneError> {
                 .ok()
         });
         let Some(newest) = stale.pop() else {
-            return Err(FineTuneError::Resume(format!(
-                "no killed run of {} to continue (its working directory .{name}.learner-PID \
-                 would be in {})",
-                out.display(),
-                parent.display()
-            )));
+            return Err(no_killed_run(out, parent, &name));
         };
         std::fs::rename(&newest, &scratch).map_err(|e| FineTuneError::File {
             path: newest.clone(),
@@ -1566,6 +1836,37 @@ fn scratch_dir(out: &Path, resume: bool) -> Result<PathBuf, FineTuneError> {
         let _ = std::fs::remove_dir_all(dir);
     }
     Ok(scratch)
+}
+
+/// Whether a killed run that was to write `out` left its working directory, for `resume`
+/// (what a run with `resume` checks first; callers may check before announcing the run).
+pub fn check_resumable(out: &Path) -> Result<(), FineTuneError> {
+    let (parent, name) = out_parts(out);
+    if stale_scratch(&parent, &name).is_empty() {
+        return Err(no_killed_run(out, &parent, &name));
+    }
+    Ok(())
+}
+
+fn out_parts(out: &Path) -> (PathBuf, String) {
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    (parent.to_path_buf(), name)
+}
+
+fn no_killed_run(out: &Path, parent: &Path, name: &str) -> FineTuneError {
+    FineTuneError::Resume(format!(
+        "no killed run of {} to continue (its working directory .{name}.learner-PID would be \
+         in {})",
+        out.display(),
+        parent.display()
+    ))
 }
 
 /// The working directories that killed runs left beside `out` (`.NAME.learner-PID` of a
@@ -1649,7 +1950,9 @@ pub fn fine_tune_on<B: FusedAutodiffBackend>(
             BadRows::strict()
         },
     };
-    let result = if config.task == FineTuneTask::Qa {
+    let result = if config.task == FineTuneTask::Lm {
+        fine_tune_lm::<B>(&mut run, out, devices)
+    } else if config.task == FineTuneTask::Qa {
         fine_tune_qa::<B>(&mut run, out, devices)
     } else if config.task == FineTuneTask::Tag {
         fine_tune_tagger::<B>(&mut run, out, devices)
@@ -1959,6 +2262,117 @@ fn fine_tune_probe<B: FusedAutodiffBackend>(
     let (trained, report) = run.fit(probe, &batcher, examples, labels, devices)?;
     encoder.head.classifier = trained.classifier;
     encoder.save_pretrained_with(out, &task, &run_files(&report)?)?;
+    Ok(report)
+}
+
+/// The blocks of `block` tokens of a plain-text file, as transformers' `run_clm.py` makes
+/// them: every line (its line break kept) tokenised without special tokens, the ids
+/// concatenated and cut into blocks, the remainder dropped.
+fn lm_blocks(
+    path: &Path,
+    tokenizer: &tokenizers::Tokenizer,
+    block: usize,
+) -> Result<Vec<LmExample>, FineTuneError> {
+    let file_error = |reason: String| FineTuneError::File {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| file_error(e.to_string()))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        FineTuneError::Data {
+            path: path.to_path_buf(),
+            line,
+            reason: "not UTF-8 text".to_string(),
+        }
+    })?;
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let encodings = tokenizer
+        .encode_batch(lines, false)
+        .map_err(|e| file_error(format!("tokenizing: {e}")))?;
+    let ids: Vec<u32> = encodings
+        .iter()
+        .flat_map(|e| e.get_ids().iter().copied())
+        .collect();
+    if ids.len() < block {
+        return Err(file_error(format!(
+            "{} tokens, fewer than one block of {block} (--max-length, at most the model's \
+             positions)",
+            ids.len()
+        )));
+    }
+    Ok(ids
+        .chunks_exact(block)
+        .map(|chunk| LmExample {
+            ids: chunk.to_vec(),
+        })
+        .collect())
+}
+
+/// `init`'s `tokenizer.json`, without truncation or padding (a text file's lines are cut into
+/// blocks after tokenising).
+fn lm_tokenizer(init: &Path) -> Result<tokenizers::Tokenizer, FineTuneError> {
+    let path = init.join("tokenizer.json");
+    let mut tokenizer =
+        tokenizers::Tokenizer::from_file(&path).map_err(|e| FineTuneError::File {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+    tokenizer
+        .with_truncation(None)
+        .map_err(|e| FineTuneError::File {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+    tokenizer.with_padding(None);
+    Ok(tokenizer)
+}
+
+/// Marks every float parameter of `module` as trainable (a module moved onto an autodiff
+/// backend from its inner one keeps the inner tensors' "no gradient").
+fn trainable<B: burn::tensor::backend::AutodiffBackend, M: Module<B>>(module: M) -> M {
+    struct RequireGrad;
+    impl<B: burn::tensor::backend::AutodiffBackend> burn::module::ModuleMapper<B> for RequireGrad {
+        fn map_float<const D: usize>(
+            &mut self,
+            param: burn::module::Param<Tensor<B, D>>,
+        ) -> burn::module::Param<Tensor<B, D>> {
+            let (id, tensor, mapper) = param.consume();
+            burn::module::Param::from_mapped_value(id, tensor.require_grad(), mapper)
+        }
+    }
+    module.map(&mut RequireGrad)
+}
+
+/// Causal language modelling of a GPT-2 directory on plain text.
+fn fine_tune_lm<B: FusedAutodiffBackend>(
+    run: &mut Run,
+    out: &Path,
+    devices: &[B::Device],
+) -> Result<FineTuneReport, FineTuneError> {
+    let device = &devices[0];
+    let config = run.config;
+    // Loaded without autodiff (the loader splits and lays out tensors), then made trainable.
+    let (inner, _) = focal_pretrained::Gpt2::<B::InnerBackend>::load(run.init, device)?;
+    let model = trainable(focal_pretrained::Gpt2::<B>::from_inner(inner));
+    let block = config.max_length.min(model.positions());
+    let tokenizer = lm_tokenizer(run.init)?;
+    let blocks = lm_blocks(run.train, &tokenizer, block)?;
+    let examples = match run.valid {
+        Some(valid) => (blocks, lm_blocks(valid, &tokenizer, block)?),
+        None => split_off(blocks, config, run.train)?,
+    };
+    let (trained, report) = run.fit(
+        LmTraining { model },
+        &PadBatcher { pad_id: 0 },
+        examples,
+        Vec::new(),
+        devices,
+    )?;
+    trained
+        .model
+        .save_pretrained_with(out, run.init, &run_files(&report)?)?;
     Ok(report)
 }
 
@@ -2544,6 +2958,80 @@ mod tests {
             Tagger::<focal_backend::NdArray>::load(&out.path().join("model"), &device).unwrap();
         let entities = tagger.tag(&["paris was great .".to_string()]).unwrap();
         assert_eq!(entities[0][0].entity_group, "LOC");
+    }
+
+    /// Causal language modelling of the tiny GPT-2 fixture on plain text: the blocks are
+    /// transformers' (`run_clm.py`'s), the untrained model's held-out loss, perplexity and
+    /// next-token accuracy are transformers' (`tests/fixtures/train/generate_lm_reference.py`,
+    /// versions pinned there; 1e-5), training lowers the perplexity, and the directory written
+    /// is a GPT-2 directory Focal loads again to the same figures.
+    #[test]
+    fn language_model_learns_and_matches_transformers() {
+        let _rng = crate::rng_lock();
+        type B = focal_backend::NdArray;
+        let device = Default::default();
+        let reference: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(fixtures().join("train/lm_reference.json")).unwrap(),
+        )
+        .unwrap();
+        let block = reference["block"].as_u64().unwrap() as usize;
+        let gpt2 = fixtures().join("gpt2");
+        let valid = fixtures().join("train/lm_valid.txt");
+        let blocks = lm_blocks(&valid, &lm_tokenizer(&gpt2).unwrap(), block).unwrap();
+        assert_eq!(blocks.len() as u64, reference["blocks"].as_u64().unwrap());
+        let first: Vec<u32> = serde_json::from_value(reference["first_block"].clone()).unwrap();
+        assert_eq!(blocks[0].ids, first);
+
+        let config = FineTuneConfig {
+            max_length: block,
+            learning_rate: 3e-3,
+            ..settings(FineTuneTask::Lm, 4, 3e-3)
+        };
+        let out = tempfile::tempdir().unwrap();
+        let dir = out.path().join("model");
+        let report = fine_tune::<Autodiff<B>>(
+            &gpt2,
+            &fixtures().join("train/lm_train.txt"),
+            Some(&valid),
+            &dir,
+            &config,
+            &device,
+        )
+        .unwrap();
+        let (before, after) = (&report.before, &report.after);
+        let close = |got: f64, key: &str| {
+            let want = reference[key].as_f64().unwrap();
+            assert!(
+                (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "{key}: {got} vs {want}"
+            );
+        };
+        close(before.loss, "loss");
+        close(before.perplexity.unwrap(), "perplexity");
+        close(before.next_token_accuracy.unwrap(), "next_token_accuracy");
+        assert!(
+            after.perplexity.unwrap() < before.perplexity.unwrap() / 10.0,
+            "{before:?} -> {after:?}"
+        );
+        assert!(after.next_token_accuracy.unwrap() > 0.4, "{after:?}");
+        check_written(&out, &["loss.png", "metrics.png"]);
+        for file in ["tokenizer.json", "vocab.json", "merges.txt"] {
+            assert!(dir.join(file).is_file(), "{file}");
+        }
+        // The directory loads again and scores what the report says.
+        let (model, _) = focal_pretrained::Gpt2::<B>::load(&dir, &device).unwrap();
+        let again = evaluate(
+            &LmTraining { model },
+            &PadBatcher { pad_id: 0 },
+            &blocks,
+            &config,
+            &[],
+            &device,
+        );
+        assert!(
+            (again.loss - after.loss).abs() < 1e-6,
+            "{again:?} vs {after:?}"
+        );
     }
 
     /// A linear probe trains the head only, on mean-pooled embeddings of the frozen encoder:

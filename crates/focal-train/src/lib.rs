@@ -9,8 +9,8 @@
 //! - [`data`]: users' training files: CSV / TSV / JSON Lines rows, CoNLL tagged sentences and
 //!   SQuAD questions, every malformed row an error naming file and line (or question id).
 //! - [`finetune`]: fine-tuning on those files on burn-train's `Learner`, one engine for
-//!   sequence and pair classification, multi-label, regression, tagging, question answering and
-//!   the linear probe;
+//!   sequence and pair classification, multi-label, regression, tagging, question answering,
+//!   the linear probe and the reverse task;
 //!   the result is a Hugging Face directory with `metrics.json` and pictures; `evaluate_model`
 //!   scores one on a file.
 //! - [`metrics`]: Focal's burn-train metrics (accuracy, macro/micro-F1, Pearson, seqeval entity
@@ -20,12 +20,9 @@
 //! - [`resume`]: what makes a killed fine-tuning run resumable to the same weights: epoch
 //!   orders and dropout seeds replayable per epoch, checkpoints renamed into place, the run's
 //!   state beside them.
-//! - [`trainer`]: the reverse task's training loop: AdamW with linear warmup and cosine decay,
-//!   an `indicatif` progress bar with loss and throughput, periodic held-out evaluation.
-//!
-//! The reverse task's loop is still our own rather than burn-train's `Learner`: it is evaluated
-//! by greedy decoding (exact match on whole sequences) and its checkpoints are one atomic,
-//! resumable directory. Moving it onto the `Learner` is open work.
+//! - [`trainer`]: the synthetic reverse task on the same engine: examples generated afresh for
+//!   every evaluation period, AdamW with linear warmup and cosine decay, held-out exact match
+//!   and token accuracy by greedy decoding as burn-train metrics.
 
 pub mod batch;
 pub mod checkpoint;
@@ -47,8 +44,8 @@ pub use checkpoint::{
 pub use data::{BadRows, Columns, FineTuneError, read_conll, read_labelled, read_records};
 pub use eval::{EvalMetrics, evaluate};
 pub use finetune::{
-    Evaluation, FineTuneConfig, FineTuneReport, FineTuneTask, HeldOut, History, evaluate_model,
-    fine_tune, fine_tune_on,
+    Evaluation, FineTuneConfig, FineTuneReport, FineTuneTask, HeldOut, History, check_resumable,
+    evaluate_model, fine_tune, fine_tune_on,
 };
 pub use optim::{FusedAdamW, FusedAdamWConfig};
 pub use schedule::WarmupLinear;

@@ -87,12 +87,19 @@ impl<B: Backend> FileRecorder<B> for AtomicRecorder {
     }
 }
 
-/// A training data loader whose epoch `e` (counted from 1 over the run, resumed or not)
-/// visits its items in an order drawn from `(seed, e)` and reseeds the backend's generator
-/// from them, so that any epoch can be replayed exactly. Batches are made on the calling
-/// thread (the items are tokenised already: batching only pads).
+/// How a loader draws the items of epoch `e`, in order, from the epoch's seed.
+type Draw<I> = Arc<dyn Fn(u64, usize) -> Vec<I> + Send + Sync>;
+
+/// A training data loader whose epoch `e` (counted from 1 over the run, resumed or not) draws
+/// its items in an order that depends only on `(seed, e)` — a shuffle of fixed items, or
+/// items generated afresh — and reseeds the backend's generator from them, so that any epoch
+/// can be replayed exactly. Batches are made on the calling thread (the items are tokenised
+/// already: batching only pads).
 pub(crate) struct EpochLoader<B: Backend, I, O> {
-    items: Arc<Vec<I>>,
+    draw: Draw<I>,
+    /// Items in an epoch.
+    items: usize,
+    /// The share of each epoch's items this loader gives (a replica's slice).
     range: Range<usize>,
     batcher: Arc<dyn Batcher<B, I, O>>,
     batch_size: usize,
@@ -102,8 +109,9 @@ pub(crate) struct EpochLoader<B: Backend, I, O> {
     device: B::Device,
 }
 
-impl<B: Backend, I, O> EpochLoader<B, I, O> {
-    /// A loader over `items` whose next epoch is `epochs_done + 1`.
+impl<B: Backend, I: Clone + Send + Sync + 'static, O> EpochLoader<B, I, O> {
+    /// A loader over `items`, shuffled afresh each epoch, whose next epoch is
+    /// `epochs_done + 1`.
     pub(crate) fn new(
         items: Vec<I>,
         batcher: Arc<dyn Batcher<B, I, O>>,
@@ -112,9 +120,30 @@ impl<B: Backend, I, O> EpochLoader<B, I, O> {
         epochs_done: usize,
         device: B::Device,
     ) -> Self {
+        let n = items.len();
+        let items = Arc::new(items);
+        let draw: Draw<I> = Arc::new(move |seed, _| {
+            let mut order: Vec<usize> = (0..items.len()).collect();
+            order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+            order.into_iter().map(|i| items[i].clone()).collect()
+        });
+        Self::drawn(n, draw, batcher, batch_size, seed, epochs_done, device)
+    }
+
+    /// A loader whose epoch `e` gives `draw(seed of e, e)` (about `items` of them).
+    pub(crate) fn drawn(
+        items: usize,
+        draw: Draw<I>,
+        batcher: Arc<dyn Batcher<B, I, O>>,
+        batch_size: usize,
+        seed: u64,
+        epochs_done: usize,
+        device: B::Device,
+    ) -> Self {
         Self {
-            range: 0..items.len(),
-            items: Arc::new(items),
+            draw,
+            items,
+            range: 0..items,
             batcher,
             batch_size,
             seed,
@@ -125,7 +154,8 @@ impl<B: Backend, I, O> EpochLoader<B, I, O> {
 
     fn with(&self, range: Range<usize>, device: B::Device) -> Self {
         Self {
-            items: self.items.clone(),
+            draw: self.draw.clone(),
+            items: self.items,
             range,
             batcher: self.batcher.clone(),
             batch_size: self.batch_size,
@@ -138,30 +168,27 @@ impl<B: Backend, I, O> EpochLoader<B, I, O> {
 
 struct EpochIter<'a, B: Backend, I, O> {
     loader: &'a EpochLoader<B, I, O>,
-    order: Vec<usize>,
-    position: usize,
+    items: std::vec::IntoIter<I>,
+    done: usize,
+    total: usize,
 }
 
-impl<B: Backend, I: Clone, O> Iterator for EpochIter<'_, B, I, O> {
+impl<B: Backend, I, O> Iterator for EpochIter<'_, B, I, O> {
     type Item = O;
 
     fn next(&mut self) -> Option<O> {
-        if self.position >= self.order.len() {
+        let items: Vec<I> = self.items.by_ref().take(self.loader.batch_size).collect();
+        if items.is_empty() {
             return None;
         }
-        let end = (self.position + self.loader.batch_size).min(self.order.len());
-        let items = self.order[self.position..end]
-            .iter()
-            .map(|&i| self.loader.items[i].clone())
-            .collect();
-        self.position = end;
+        self.done += items.len();
         Some(self.loader.batcher.batch(items, &self.loader.device))
     }
 }
 
-impl<B: Backend, I: Clone, O> DataLoaderIterator<O> for EpochIter<'_, B, I, O> {
+impl<B: Backend, I, O> DataLoaderIterator<O> for EpochIter<'_, B, I, O> {
     fn progress(&self) -> Progress {
-        Progress::new(self.position, self.order.len())
+        Progress::new(self.done, self.total)
     }
 }
 
@@ -174,13 +201,16 @@ where
     fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<O> + 'a> {
         let epoch = self.epochs.fetch_add(1, Ordering::SeqCst) + 1;
         let seed = epoch_seed(self.seed, epoch);
-        let mut order: Vec<usize> = self.range.clone().collect();
-        order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+        let drawn = (self.draw)(seed, epoch);
+        let end = self.range.end.min(drawn.len());
+        let start = self.range.start.min(end);
+        let items: Vec<I> = drawn.into_iter().skip(start).take(end - start).collect();
         B::seed(&self.device, seed.rotate_left(32));
         Box::new(EpochIter {
             loader: self,
-            order,
-            position: 0,
+            total: items.len(),
+            items: items.into_iter(),
+            done: 0,
         })
     }
 
@@ -323,7 +353,7 @@ mod tests {
     }
 
     /// Epoch `e`'s order is the same whether the loader started at epoch 1 or resumes at `e`;
-    /// epochs differ from each other; slices keep their share.
+    /// epochs differ from each other.
     #[test]
     fn an_epoch_replays_the_same_order() {
         let device = Default::default();
@@ -345,10 +375,12 @@ mod tests {
         assert_eq!(sorted, (0..50).collect::<Vec<_>>());
         let resumed = make(2).to_device(&device);
         assert_eq!(epoch(resumed.as_ref()), orders[2]);
-        let half = make(0).slice(25, 50);
-        let mut items = epoch(half.as_ref());
-        items.sort_unstable();
-        assert_eq!(items, (25..50).collect::<Vec<_>>());
+        // Two replicas' slices split each epoch's order between them.
+        let (first, second) = (make(0).slice(0, 25), make(0).slice(25, 50));
+        for order in &orders[..2] {
+            assert_eq!(epoch(first.as_ref()), order[..25]);
+            assert_eq!(epoch(second.as_ref()), order[25..]);
+        }
     }
 
     /// A checkpoint set counts only when every file of the epoch is in place; a temporary file

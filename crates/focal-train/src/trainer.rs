@@ -4,24 +4,30 @@ use crate::batch::Seq2SeqBatch;
 use crate::checkpoint::{
     CheckpointError, METRICS_FILE, ModelArtifact, load_artifact, recover_dir, save_run,
 };
-use crate::eval::{EvalMetrics, evaluate};
-use crate::task::{TaskKind, TrainingStream};
+use crate::eval::{DecodeCounts, EvalMetrics, decode_counts, evaluate};
+use crate::finetune::{
+    Components, EngineSettings, InMemory, Learned, TaskOutput, engine, scratch_dir,
+};
+use crate::metrics::DecodeMetric;
+use crate::resume::EpochLoader;
+use crate::task::{Example, TaskKind, TrainingStream};
+use burn::data::dataloader::DataLoaderBuilder;
+use burn::data::dataloader::batcher::Batcher;
 use burn::grad_clipping::GradientClippingConfig;
-use burn::lr_scheduler::LrScheduler;
-use burn::lr_scheduler::composed::ComposedLrSchedulerConfig;
+use burn::lr_scheduler::composed::{ComposedLrScheduler, ComposedLrSchedulerConfig};
 use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
 use burn::lr_scheduler::linear::LinearLrSchedulerConfig;
-use burn::module::{AutodiffModule, Module};
+use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{GradientsParams, Optimizer};
-use burn::tensor::ElementConversion;
-use focal_attention::FusedAutodiffBackend;
+use burn::tensor::backend::Backend;
+use burn::train::{InferenceStep, SupervisedTraining, TrainOutput, TrainStep};
+use focal_attention::{FusedAttentionBackend, FusedAutodiffBackend};
 use focal_backend::ConfigError;
-use focal_heads::Seq2SeqConfig;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use focal_heads::{Seq2SeqConfig, Seq2SeqTransformer, SpecialTokens};
+use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::Arc;
 
 /// The held-out set is drawn with this seed whatever `--seed` is, so that accuracies of runs
 /// with different seeds are measured on the same sequences.
@@ -119,94 +125,19 @@ impl TrainConfig {
 /// How a run reports progress.
 #[derive(Clone, Debug, Default)]
 pub struct TrainOptions {
-    /// Show an `indicatif` progress bar on stderr (hidden anyway when stderr is not a terminal).
+    /// Print one line per evaluation on standard error.
     pub progress: bool,
     /// The backend's name, recorded in `metrics.json`.
     pub backend: String,
     /// Replace whatever the output directory holds (another run, other files); without it such
     /// a directory is refused before training starts.
     pub overwrite: bool,
-    /// Continue the unfinished run saved in the output directory from its last save: its
-    /// weights, optimizer moments, learning-rate schedule, step count, loss sums and history,
-    /// and the training stream fast-forwarded to the same example. With dropout 0 the result
-    /// equals an uninterrupted run's bit for bit (tested).
+    /// Continue the killed run that was to write the output directory from its last
+    /// evaluation (see [`crate::resume`]): its weights, optimizer moments, schedule and
+    /// history, and the same generated examples from there on. The result equals an
+    /// uninterrupted run's (tested).
     pub resume: bool,
-    /// End the run after this step (saving it first), to continue it later with `resume`.
-    pub stop_after: Option<usize>,
 }
-
-/// The name of the run's progress inside a model directory (read by `resume`).
-pub const STATE_FILE: &str = "training_state.json";
-/// The name of the optimizer's state (burn's binary record of `FusedAdamW`'s moments).
-pub const OPTIMIZER_FILE: &str = "optimizer.bin";
-/// The name of the learning-rate schedule's state (burn's binary record).
-pub const SCHEDULER_FILE: &str = "scheduler.bin";
-
-/// Where a run stands: saved with every checkpoint, restored by `resume`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct RunState {
-    /// The run's configuration, which a resumed run must repeat.
-    config: Option<TrainConfig>,
-    step: usize,
-    examples_seen: usize,
-    loss_sum: f64,
-    loss_count: usize,
-    training_seconds: f64,
-    seconds: f64,
-    history: Vec<EvalPoint>,
-    /// The ids of the model's float parameters in visiting order: the optimizer's record is
-    /// keyed by them, and a resumed model gets them back.
-    param_ids: Vec<u64>,
-}
-
-/// Collects the ids of a module's float parameters in visiting order.
-struct ParamIds(Vec<u64>);
-
-impl<B: burn::tensor::backend::Backend> burn::module::ModuleVisitor<B> for ParamIds {
-    fn visit_float<const D: usize>(
-        &mut self,
-        param: &burn::module::Param<burn::tensor::Tensor<B, D>>,
-    ) {
-        self.0.push(param.id.val());
-    }
-}
-
-/// The ids of `module`'s float parameters, in visiting order.
-fn param_ids<B: burn::tensor::backend::Backend, M: Module<B>>(module: &M) -> Vec<u64> {
-    let mut ids = ParamIds(Vec::new());
-    module.visit(&mut ids);
-    ids.0
-}
-
-/// The error of saving or reading the record `file` of the run in `out`.
-fn record_error(out: &Path, file: &str) -> impl FnOnce(burn::record::RecorderError) -> TrainError {
-    let path = out.join(file);
-    move |e| {
-        TrainError::Checkpoint(CheckpointError::CorruptWeights {
-            path,
-            reason: e.to_string(),
-        })
-    }
-}
-
-/// Gives a module's float parameters the ids `ids`, in visiting order.
-struct SetParamIds<'a>(std::slice::Iter<'a, u64>);
-
-impl<B: burn::tensor::backend::Backend> burn::module::ModuleMapper<B> for SetParamIds<'_> {
-    fn map_float<const D: usize>(
-        &mut self,
-        param: burn::module::Param<burn::tensor::Tensor<B, D>>,
-    ) -> burn::module::Param<burn::tensor::Tensor<B, D>> {
-        let (id, tensor, mapper) = param.consume();
-        let id = self
-            .0
-            .next()
-            .map_or(id, |&saved| burn::module::ParamId::from(saved));
-        burn::module::Param::from_mapped_value(id, tensor, mapper)
-    }
-}
-
-type Recorder = burn::record::BinBytesRecorder<burn::record::FullPrecisionSettings>;
 
 /// One evaluation during training.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -228,11 +159,17 @@ pub struct TrainReport {
     pub backend: String,
     /// Optimiser steps done.
     pub steps: usize,
-    /// Wall-clock seconds of the run (evaluations included).
+    /// Wall-clock seconds of the run's training and evaluations (of this process, when
+    /// resumed).
     pub seconds: f64,
-    /// Training examples per second (evaluations excluded).
+    /// Training examples per second, evaluations included (of this process, when resumed).
     pub examples_per_second: f64,
-    /// Final held-out metrics.
+    /// The evaluation after which this run resumed a killed one (0: it started afresh).
+    pub resumed_from_evaluation: usize,
+    /// The evaluation whose weights were kept: the best by held-out exact match (the earliest
+    /// of a tie).
+    pub kept_evaluation: usize,
+    /// Held-out metrics of the kept weights.
     pub final_metrics: EvalMetrics,
     /// Every evaluation.
     pub history: Vec<EvalPoint>,
@@ -266,15 +203,101 @@ pub enum TrainError {
         /// The step.
         step: usize,
         /// The loss.
-        loss: f32,
+        loss: f64,
     },
+    /// burn-train's engine failed (resume refused, its files unwritable).
+    #[error(transparent)]
+    Engine(#[from] crate::data::FineTuneError),
 }
 
-/// Trains a sequence-to-sequence model on `config.task` and writes the model directory `out`.
+/// A batch of a sequence-to-sequence task: the teacher-forcing tensors, and the examples
+/// themselves for greedy decoding in validation.
+#[derive(Clone, Debug)]
+pub struct Seq2SeqItems<B: Backend> {
+    tensors: Seq2SeqBatch<B>,
+    examples: Vec<Example>,
+    specials: SpecialTokens,
+}
+
+#[derive(Clone)]
+struct Seq2SeqBatcher {
+    specials: SpecialTokens,
+}
+
+impl<B: Backend> Batcher<B, Example, Seq2SeqItems<B>> for Seq2SeqBatcher {
+    fn batch(&self, examples: Vec<Example>, device: &B::Device) -> Seq2SeqItems<B> {
+        Seq2SeqItems {
+            tensors: Seq2SeqBatch::new(&examples, self.specials, device),
+            examples,
+            specials: self.specials,
+        }
+    }
+}
+
+/// A sequence-to-sequence model as burn-train trains it: teacher-forced cross-entropy (padding
+/// ignored) in training; that loss and greedy decoding's counts in validation.
+#[derive(Module, Debug)]
+pub struct Seq2SeqTraining<B: Backend> {
+    model: Seq2SeqTransformer<B>,
+}
+
+fn seq2seq_loss<B: FusedAttentionBackend>(
+    model: &Seq2SeqTransformer<B>,
+    items: &Seq2SeqItems<B>,
+) -> burn::tensor::Tensor<B, 1> {
+    let batch = items.tensors.clone();
+    let device = batch.source.device();
+    let logits = model.forward(batch.source, batch.source_valid, batch.target_in);
+    let [b, l, v] = logits.dims();
+    CrossEntropyLossConfig::new()
+        .with_pad_tokens(Some(vec![items.specials.pad]))
+        .init(&device)
+        .forward(
+            logits.reshape([b * l, v]),
+            batch.target_out.reshape([b * l]),
+        )
+}
+
+impl<B: FusedAutodiffBackend> TrainStep for Seq2SeqTraining<B> {
+    type Input = Seq2SeqItems<B>;
+    type Output = TaskOutput<B>;
+
+    fn step(&self, items: Seq2SeqItems<B>) -> TrainOutput<TaskOutput<B>> {
+        let loss = seq2seq_loss(&self.model, &items);
+        TrainOutput::new(
+            self,
+            loss.backward(),
+            TaskOutput::Seq2Seq(loss, DecodeCounts::default()),
+        )
+    }
+}
+
+impl<B: FusedAttentionBackend> InferenceStep for Seq2SeqTraining<B> {
+    type Input = Seq2SeqItems<B>;
+    type Output = TaskOutput<B>;
+
+    fn step(&self, items: Seq2SeqItems<B>) -> TaskOutput<B> {
+        let loss = seq2seq_loss(&self.model, &items);
+        let device = items.tensors.source.device();
+        let counts = decode_counts(
+            &self.model,
+            &items.examples,
+            items.specials,
+            items.examples.len(),
+            &device,
+        );
+        TaskOutput::Seq2Seq(loss, counts)
+    }
+}
+
+/// Trains a sequence-to-sequence model on `config.task` on burn-train's `Learner` (Focal's
+/// engine, as fine-tuning) and writes the model directory `out` (`config.json`,
+/// `model.safetensors`, `metrics.json`, `loss.png`, `metrics.png`), atomically.
 ///
-/// Every `eval_every` steps and at the end, the model is evaluated on the held-out set by
-/// greedy decoding and `out` is updated atomically (`config.json`, `model.safetensors`,
-/// `metrics.json`), so an interrupted run leaves its last evaluated model behind.
+/// An "epoch" is `eval_every` steps of examples generated afresh from the seed and the epoch
+/// (never a held-out source); the held-out set is decoded greedily after each. The weights
+/// kept are those of the best held-out exact match. burn-train's checkpoints live beside `out`
+/// (`.NAME.learner-PID`) until the run ends, so that `resume` can continue a killed run.
 pub fn train<B: FusedAutodiffBackend>(
     config: &TrainConfig,
     device: &B::Device,
@@ -282,12 +305,7 @@ pub fn train<B: FusedAutodiffBackend>(
     options: &TrainOptions,
 ) -> Result<TrainReport, TrainError> {
     config.validate()?;
-    let resumed = if options.resume {
-        Some(resumable(out, config)?)
-    } else {
-        check_out_dir(out, options.overwrite)?;
-        None
-    };
+    check_out_dir(out, options.overwrite)?;
     let kind: TaskKind = config.task.parse().map_err(TrainError::UnknownTask)?;
     let task = kind.build();
     let vocabulary = task.vocabulary();
@@ -299,16 +317,16 @@ pub fn train<B: FusedAutodiffBackend>(
         task.max_source_len(),
         task.max_target_len() + 1,
     );
-
     let held_out = task.held_out(config.held_out, HELD_OUT_SEED);
-    let rng = focal_backend::seed::<B>(device, config.seed);
-    let mut stream = TrainingStream::new(task.as_ref(), &held_out, rng);
-    let mut model = config.model.init::<B>(device);
-    let mut optimizer = crate::FusedAdamWConfig::new()
+    focal_backend::seed::<B>(device, config.seed);
+    let model = Seq2SeqTraining {
+        model: config.model.init::<B>(device),
+    };
+    let optimizer = crate::FusedAdamWConfig::new()
         .with_weight_decay(config.weight_decay)
         .with_grad_clipping(Some(GradientClippingConfig::Norm(config.grad_clip_norm)))
-        .init::<B, focal_heads::Seq2SeqTransformer<B>>();
-    let mut schedule = ComposedLrSchedulerConfig::new()
+        .init::<B, Seq2SeqTraining<B>>();
+    let schedule: ComposedLrScheduler = ComposedLrSchedulerConfig::new()
         .linear(LinearLrSchedulerConfig::new(
             1.0 / config.warmup_steps as f64,
             1.0,
@@ -320,220 +338,136 @@ pub fn train<B: FusedAutodiffBackend>(
         )
         .init()
         .map_err(|message| ConfigError::new("TrainConfig", message))?;
-    let loss_fn = CrossEntropyLossConfig::new()
-        .with_pad_tokens(Some(vec![specials.pad]))
-        .init(device);
 
-    let mut run = RunState {
-        config: Some(config.clone()),
-        ..RunState::default()
-    };
-    if let Some(state) = resumed {
-        let (_, weights) = crate::checkpoint::load_checkpoint::<B>(out, device)?;
-        let fresh = param_ids(&weights);
-        if fresh.len() != state.param_ids.len() {
-            return Err(TrainError::OutDir {
-                path: out.to_path_buf(),
-                reason: format!(
-                    "{STATE_FILE} lists {} parameters, the model has {}",
-                    state.param_ids.len(),
-                    fresh.len()
-                ),
-            });
-        }
-        // The optimizer's moments are keyed by the ids the parameters had when saved.
-        model = weights.map(&mut SetParamIds(state.param_ids.iter()));
-        let read = |file: &str| {
-            let path = out.join(file);
-            std::fs::read(&path).map_err(crate::checkpoint::io_error(&path))
-        };
-        let record =
-            burn::record::Recorder::<B>::load(&Recorder::default(), read(OPTIMIZER_FILE)?, device)
-                .map_err(record_error(out, OPTIMIZER_FILE))?;
-        optimizer = optimizer.load_record(record);
-        let record =
-            burn::record::Recorder::<B>::load(&Recorder::default(), read(SCHEDULER_FILE)?, device)
-                .map_err(record_error(out, SCHEDULER_FILE))?;
-        schedule = schedule.load_record::<B>(record);
-        // The same examples as the uninterrupted run from here on.
-        for _ in 0..state.step {
-            stream.batch(config.batch_size);
-        }
-        run = state;
-    } else {
-        // Parameters keep their ids through the optimizer's steps.
-        run.param_ids = param_ids(&model);
-    }
-
-    let bar = progress_bar(config.steps, options.progress);
-    bar.set_position(run.step as u64);
-    let started = Instant::now();
-    let seconds_before = run.seconds;
-
-    for step in run.step + 1..=config.steps {
-        let step_started = Instant::now();
-        let examples = stream.batch(config.batch_size);
-        let batch = Seq2SeqBatch::<B>::new(&examples, specials, device);
-        let logits = model.forward(batch.source, batch.source_valid, batch.target_in);
-        let [b, l, v] = logits.dims();
-        let loss = loss_fn.forward(
-            logits.reshape([b * l, v]),
-            batch.target_out.reshape([b * l]),
-        );
-        let loss_value: f32 = loss.clone().into_scalar().elem();
-        if !loss_value.is_finite() {
-            return Err(TrainError::Diverged {
-                step,
-                loss: loss_value,
-            });
-        }
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optimizer.step(schedule.step(), model, grads);
-
-        run.training_seconds += step_started.elapsed().as_secs_f64();
-        run.examples_seen += examples.len();
-        run.loss_sum += f64::from(loss_value);
-        run.loss_count += 1;
-        bar.set_position(step as u64);
-        bar.set_message(format!(
-            "loss {loss_value:.4} · {:.0} ex/s",
-            run.examples_seen as f64 / run.training_seconds
-        ));
-
-        let stop = options.stop_after == Some(step);
-        if step.is_multiple_of(config.eval_every) || step == config.steps || stop {
-            let valid = model.valid();
-            let metrics = evaluate(&valid, &held_out, specials, 250, device);
-            let point = EvalPoint {
-                step,
-                train_loss: run.loss_sum / run.loss_count.max(1) as f64,
-                held_out: metrics,
-            };
-            (run.loss_sum, run.loss_count) = (0.0, 0);
-            let line = format!(
-                "step {step:>6}  train loss {:.4}  held-out exact match {:.2}%  token accuracy {:.2}%",
-                point.train_loss,
-                100.0 * metrics.exact_match,
-                100.0 * metrics.token_accuracy
+    let batcher = Seq2SeqBatcher { specials };
+    let epochs = config.steps.div_ceil(config.eval_every);
+    let (steps, eval_every, batch_size) = (config.steps, config.eval_every, config.batch_size);
+    let excluded = Arc::new(held_out.clone());
+    let train_loader = |epochs_done| -> Arc<dyn burn::data::dataloader::DataLoader<B, _>> {
+        let draw = Arc::new(move |seed: u64, epoch: usize| {
+            let batches = eval_every.min(steps.saturating_sub((epoch - 1) * eval_every));
+            let task = kind.build();
+            let mut stream = TrainingStream::new(
+                task.as_ref(),
+                &excluded,
+                rand::rngs::StdRng::seed_from_u64(seed),
             );
-            // A hidden bar (stderr is not a terminal) drops `println`; the line must still show.
-            if bar.is_hidden() {
-                eprintln!("{line}");
-            } else {
-                bar.println(line);
-            }
-            tracing::info!(
-                step,
-                loss = point.train_loss,
-                exact_match = metrics.exact_match,
-                "evaluation"
-            );
-            run.history.push(point);
-            run.step = step;
-            run.seconds = seconds_before + started.elapsed().as_secs_f64();
-            let report = TrainReport {
-                task: task.name().to_string(),
-                backend: options.backend.clone(),
-                steps: step,
-                seconds: run.seconds,
-                examples_per_second: run.examples_seen as f64 / run.training_seconds,
-                final_metrics: metrics,
-                history: run.history.clone(),
-                config: config.clone(),
-            };
-            let optimizer_bytes = burn::record::Recorder::<B>::record(
-                &Recorder::default(),
-                optimizer.to_record(),
-                (),
-            )
-            .map_err(record_error(out, OPTIMIZER_FILE))?;
-            let scheduler_bytes = burn::record::Recorder::<B>::record(
-                &Recorder::default(),
-                schedule.to_record::<B>(),
-                (),
-            )
-            .map_err(record_error(out, SCHEDULER_FILE))?;
-            save_run(
-                out,
-                &artifact,
-                &valid,
-                &[
-                    (
-                        METRICS_FILE,
-                        serde_json::to_vec_pretty(&report).expect("report serialises to JSON"),
-                    ),
-                    (
-                        STATE_FILE,
-                        serde_json::to_vec_pretty(&run).expect("state serialises to JSON"),
-                    ),
-                    (OPTIMIZER_FILE, optimizer_bytes),
-                    (SCHEDULER_FILE, scheduler_bytes),
-                ],
-            )?;
-            if step == config.steps || stop {
-                bar.finish_and_clear();
-                return Ok(report);
-            }
-        }
-    }
-    Err(TrainError::OutDir {
-        path: out.to_path_buf(),
-        reason: format!(
-            "the saved run is at step {} of {}: nothing is left to train",
-            run.step, config.steps
-        ),
-    })
-}
-
-/// The step at which `config` would continue the unfinished run saved in `out`, or why it
-/// cannot (no run, a finished run, other settings): what `train` checks first when resuming.
-pub fn check_resume(out: &Path, config: &TrainConfig) -> Result<usize, TrainError> {
-    resumable(out, config).map(|state| state.step)
-}
-
-/// The state of the unfinished run in `out` that `config` continues, or why there is none.
-fn resumable(out: &Path, config: &TrainConfig) -> Result<RunState, TrainError> {
-    recover_dir(out).map_err(CheckpointError::from)?;
-    let refuse = |reason: String| TrainError::OutDir {
-        path: out.to_path_buf(),
-        reason,
-    };
-    load_artifact(out)?;
-    let path = out.join(STATE_FILE);
-    let bytes = std::fs::read(&path).map_err(|_| {
-        refuse(format!(
-            "holds no {STATE_FILE}, so there is no run to resume (models saved before resume existed cannot be continued)"
+            stream.batch(batches * batch_size)
+        });
+        Arc::new(EpochLoader::drawn(
+            eval_every * batch_size,
+            draw,
+            Arc::new(batcher.clone()),
+            batch_size,
+            config.seed,
+            epochs_done,
+            device.clone(),
         ))
-    })?;
-    let state: RunState = serde_json::from_slice(&bytes).map_err(|e| {
-        TrainError::Checkpoint(CheckpointError::InvalidConfig {
-            path: path.clone(),
-            reason: e.to_string(),
+    };
+    let valid_loader = DataLoaderBuilder::new(batcher.clone())
+        .batch_size(250)
+        .set_device(device.clone())
+        .build(InMemory(held_out.clone()));
+    let metrics = |training: SupervisedTraining<Components<B, ComposedLrScheduler, _>>| {
+        training
+            .metric_valid_numeric(DecodeMetric::exact_match())
+            .metric_valid_numeric(DecodeMetric::token_accuracy())
+    };
+    let scratch = scratch_dir(out, options.resume)?;
+    let settings = EngineSettings {
+        epochs,
+        grad_accum: 1,
+        early_stopping: None,
+        watched: "Exact Match",
+        lower_is_better: false,
+        progress: options.progress,
+        resume: options.resume,
+        scratch: &scratch,
+        run: serde_json::json!({ "config": config, "held_out": held_out.len() }),
+    };
+    let result = engine(
+        model,
+        (train_loader, valid_loader),
+        schedule,
+        optimizer,
+        metrics,
+        settings,
+        std::slice::from_ref(device),
+    )
+    .map_err(TrainError::from)
+    .and_then(|learned| finish(learned, config, options, &artifact, &held_out, out));
+    // A resumed run that fails keeps the killed run's checkpoints for another try.
+    if result.is_ok() || !options.resume {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+    result
+}
+
+/// The report of a finished run, and its directory written.
+fn finish<B: FusedAttentionBackend>(
+    learned: Learned<Seq2SeqTraining<B>>,
+    config: &TrainConfig,
+    options: &TrainOptions,
+    artifact: &ModelArtifact,
+    held_out: &[Example],
+    out: &Path,
+) -> Result<TrainReport, TrainError> {
+    let Learned {
+        model,
+        history,
+        best_epoch,
+        resumed_from,
+        seconds,
+    } = learned;
+    if let Some(&(step, loss)) = history.steps.iter().find(|(_, loss)| !loss.is_finite()) {
+        return Err(TrainError::Diverged { step, loss });
+    }
+    let share = |figures: &std::collections::BTreeMap<String, f64>, name: &str| {
+        figures.get(name).map_or(0.0, |percent| percent / 100.0)
+    };
+    let points: Vec<EvalPoint> = history
+        .epochs
+        .iter()
+        .map(|e| EvalPoint {
+            step: e.step,
+            train_loss: e.train.get("Loss").copied().unwrap_or(f64::NAN),
+            held_out: EvalMetrics {
+                exact_match: share(&e.valid, "Exact Match"),
+                token_accuracy: share(&e.valid, "Token Accuracy"),
+                examples: held_out.len(),
+            },
         })
-    })?;
-    let saved = serde_json::to_value(&state.config).unwrap_or_default();
-    let asked = serde_json::to_value(config).unwrap_or_default();
-    if saved != asked {
-        let differing: Vec<String> = match (&saved, &asked) {
-            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => a
-                .iter()
-                .filter(|(k, v)| b.get(*k) != Some(v))
-                .map(|(k, v)| format!("{k} {v} (now {})", b.get(k).cloned().unwrap_or_default()))
-                .collect(),
-            _ => vec!["everything".to_string()],
-        };
-        return Err(refuse(format!(
-            "the saved run has another configuration: {}; repeat its settings to resume, or use --overwrite",
-            differing.join(", ")
-        )));
+        .collect();
+    let steps = points.last().map_or(0, |p| p.step);
+    let resumed_steps = resumed_from.checked_sub(1).map_or(0, |i| points[i].step);
+    let device = model.model.devices().into_iter().next().unwrap_or_default();
+    let specials = artifact.vocabulary.specials();
+    let final_metrics = evaluate(&model.model, held_out, specials, 250, &device);
+    let report = TrainReport {
+        task: config.task.clone(),
+        backend: options.backend.clone(),
+        steps,
+        seconds,
+        examples_per_second: ((steps - resumed_steps) * config.batch_size) as f64
+            / seconds.max(1e-9),
+        resumed_from_evaluation: resumed_from,
+        kept_evaluation: best_epoch,
+        final_metrics,
+        history: points,
+        config: config.clone(),
+    };
+    let mut files = vec![(
+        METRICS_FILE,
+        serde_json::to_vec_pretty(&report).expect("report serialises to JSON"),
+    )];
+    for (name, picture) in [
+        ("loss.png", history.loss_chart()),
+        ("metrics.png", history.metrics_chart()),
+    ] {
+        files.push((name, picture.map_err(crate::data::FineTuneError::from)?));
     }
-    if state.step >= config.steps {
-        return Err(refuse(format!(
-            "the saved run finished all {} steps; nothing to resume",
-            config.steps
-        )));
-    }
-    Ok(state)
+    save_run(out, artifact, &model.model, &files)?;
+    Ok(report)
 }
 
 /// Refuses an output directory this run must not write into, before any training: a file; a
@@ -568,7 +502,7 @@ pub fn check_out_dir(out: &Path, overwrite: bool) -> Result<(), TrainError> {
             .and_then(|bytes| serde_json::from_slice::<TrainReport>(&bytes).ok())
             .map_or_else(String::new, |r| format!(" ({} steps)", r.steps));
         return Err(refuse(format!(
-            "holds a trained Focal model{steps}; pass --resume to continue it, --overwrite to train a new one in its place, or choose another --out"
+            "holds a trained Focal model{steps}; pass --overwrite to train a new one in its place, or choose another --out"
         )));
     }
     let shown: Vec<&str> = names.iter().take(3).map(String::as_str).collect();
@@ -579,25 +513,6 @@ pub fn check_out_dir(out: &Path, overwrite: bool) -> Result<(), TrainError> {
     )))
 }
 
-fn progress_bar(steps: usize, visible: bool) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(
-        Some(steps as u64),
-        if visible {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        },
-    );
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:30}] {pos}/{len} steps  {msg}  (eta {eta})",
-        )
-        .expect("progress template is valid")
-        .progress_chars("=> "),
-    );
-    bar
-}
-
 /// The default output directory of `focal train --task TASK`.
 pub fn default_out_dir(task: TaskKind) -> PathBuf {
     PathBuf::from("runs").join(task.name())
@@ -606,7 +521,7 @@ pub fn default_out_dir(task: TaskKind) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::{WEIGHTS_FILE, load_checkpoint};
+    use crate::checkpoint::load_checkpoint;
     use burn::backend::Autodiff;
     use focal_attention::FusedAttentionBackend;
 
@@ -674,78 +589,6 @@ mod tests {
             after.held_out.token_accuracy,
             before.held_out.token_accuracy
         );
-    }
-
-    /// A run stopped after step 7 of 12 and resumed ends with the weights, optimizer state and
-    /// history of the run that was never stopped, bit for bit; resuming with other settings or
-    /// a finished run is refused.
-    #[cfg(feature = "ndarray")]
-    #[test]
-    fn a_resumed_run_equals_an_uninterrupted_one() {
-        let _rng = crate::rng_lock();
-        type A = Autodiff<focal_backend::NdArray>;
-        let device = Default::default();
-        let config = tiny_run(12, 10, 3e-3);
-        let whole = tempfile::tempdir().unwrap();
-        let uninterrupted =
-            train::<A>(&config, &device, whole.path(), &TrainOptions::default()).unwrap();
-
-        let parts = tempfile::tempdir().unwrap();
-        let stopped = TrainOptions {
-            stop_after: Some(7),
-            ..TrainOptions::default()
-        };
-        let first = train::<A>(&config, &device, parts.path(), &stopped).unwrap();
-        assert_eq!(first.steps, 7);
-        let resume = TrainOptions {
-            resume: true,
-            ..TrainOptions::default()
-        };
-        let mut other = config.clone();
-        other.learning_rate = 1e-3;
-        let err = train::<A>(&other, &device, parts.path(), &resume).unwrap_err();
-        assert!(
-            err.to_string().contains("learning_rate 0.003 (now 0.001)"),
-            "{err}"
-        );
-        let resumed = train::<A>(&config, &device, parts.path(), &resume).unwrap();
-        assert_eq!(resumed.steps, 12);
-
-        // Every weight, bit for bit (the files' bytes may differ in their metadata).
-        let tensors = |dir: &Path| {
-            let bytes = std::fs::read(dir.join(WEIGHTS_FILE)).unwrap();
-            let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-            let mut all: Vec<(String, Vec<u8>)> = file
-                .iter()
-                .map(|(name, view)| (name.to_string(), view.data().to_vec()))
-                .collect();
-            all.sort();
-            all
-        };
-        let (want, got) = (tensors(whole.path()), tensors(parts.path()));
-        assert_eq!(want.len(), got.len());
-        for ((name, a), (_, b)) in want.iter().zip(&got) {
-            assert!(a == b, "{name} differs");
-        }
-        let losses = |r: &TrainReport| -> Vec<(usize, f64, f64)> {
-            r.history
-                .iter()
-                .map(|p| (p.step, p.train_loss, p.held_out.token_accuracy))
-                .collect()
-        };
-        // The uninterrupted run evaluates at 6 and 12; the stopped one also at 7.
-        let resumed_points: Vec<_> = losses(&resumed)
-            .into_iter()
-            .filter(|(step, _, _)| *step != 7)
-            .collect();
-        assert_eq!(losses(&uninterrupted)[0], resumed_points[0]);
-        assert_eq!(
-            uninterrupted.final_metrics.token_accuracy,
-            resumed.final_metrics.token_accuracy
-        );
-
-        let err = train::<A>(&config, &device, parts.path(), &resume).unwrap_err();
-        assert!(err.to_string().contains("finished all 12 steps"), "{err}");
     }
 
     #[test]
