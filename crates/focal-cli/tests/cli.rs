@@ -43,7 +43,7 @@ fn unknown_task_is_one_line() {
     let out = focal(&["train", "--task", "juggle"]);
     assert_one_line_error(
         &out,
-        "unknown task 'juggle': expected one of reverse, classify, pair, multilabel, regress, tag, qa",
+        "unknown task 'juggle': expected one of reverse, classify, pair, multilabel, regress, tag, qa, lm",
     );
 }
 
@@ -1303,6 +1303,27 @@ fn tensors(dir: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
         .collect()
 }
 
+/// Every tensor of `got` is `want`'s, to 1e-6.
+#[track_caller]
+fn assert_same_weights(
+    want: &std::collections::BTreeMap<String, Vec<f32>>,
+    got: &std::collections::BTreeMap<String, Vec<f32>>,
+    what: &str,
+) {
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    for (name, values) in want {
+        let worst = values
+            .iter()
+            .zip(&got[name])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst <= 1e-6, "{what} {name}: {worst}");
+    }
+}
+
 /// A fine-tuning run killed after k batches (mid-epoch, or before its first checkpoint) and
 /// continued with `--resume` — once, or killed again and continued again — writes the weights
 /// and history of the uninterrupted run (within 1e-6 on ndarray; dropout is on). Resuming
@@ -1374,19 +1395,7 @@ fn a_killed_fine_tuning_run_resumes_to_the_same_weights() {
         assert_eq!(resumed["resumed_from_epoch"], saved_epoch, "{kills:?}");
         assert_eq!(resumed["history"]["epochs"], report["history"]["epochs"]);
         assert_eq!(resumed["after"], report["after"]);
-        let got = tensors(&out);
-        assert_eq!(
-            got.keys().collect::<Vec<_>>(),
-            want.keys().collect::<Vec<_>>()
-        );
-        for (name, values) in &want {
-            let worst = values
-                .iter()
-                .zip(&got[name])
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
-            assert!(worst <= 1e-6, "{kills:?} {name}: {worst}");
-        }
+        assert_same_weights(&want, &tensors(&out), &format!("{kills:?}"));
         let names: Vec<String> = std::fs::read_dir(parent.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -1455,13 +1464,5 @@ fn a_killed_reverse_run_resumes_to_the_same_weights() {
     assert_eq!(resumed["resumed_from_evaluation"], 1);
     assert_eq!(resumed["history"], report["history"]);
     assert_eq!(resumed["final_metrics"], report["final_metrics"]);
-    let (want, got) = (tensors(&whole), tensors(&killed));
-    for (name, values) in &want {
-        let worst = values
-            .iter()
-            .zip(&got[name])
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        assert!(worst <= 1e-6, "{name}: {worst}");
-    }
+    assert_same_weights(&tensors(&whole), &tensors(&killed), "reverse");
 }

@@ -27,21 +27,17 @@ use burn::module::{AutodiffModule, Module};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
-use burn::train::checkpoint::{
-    ComposedCheckpointingStrategy, KeepLastNCheckpoints, MetricCheckpointingStrategy,
-};
+use burn::train::checkpoint::{CheckpointingAction, CheckpointingStrategy};
 use burn::train::metric::ItemLazy;
-use burn::train::metric::store::{Aggregate, Direction, Split};
-use burn::train::metric::{Adaptor, LossInput, LossMetric, Metric, NumericEntry};
+use burn::train::metric::{Adaptor, LossInput, LossMetric, NumericEntry};
 use burn::train::renderer::{
     EvaluationName, EvaluationProgress, MetricState, MetricsRenderer, MetricsRendererEvaluation,
     MetricsRendererTraining, ProgressType, TrainingProgress,
 };
 use burn::train::{
     ClassificationOutput, ExecutionStrategy, InferenceStep, Learner, LearningComponentsMarker,
-    MetricEarlyStoppingStrategy, MultiDeviceOptim, MultiLabelClassificationOutput,
-    RegressionOutput, SequenceOutput, StoppingCondition, SupervisedTraining, TrainOutput,
-    TrainStep,
+    MultiDeviceOptim, MultiLabelClassificationOutput, RegressionOutput, SequenceOutput,
+    SupervisedTraining, TrainOutput, TrainStep,
 };
 use focal_attention::{FusedAttentionBackend, FusedAutodiffBackend};
 use focal_backend::ConfigError;
@@ -1421,32 +1417,31 @@ where
         .num_workers(1)
         .set_device(device.clone())
         .build(InMemory(valid));
-    let labels = labels.to_vec();
+    // Each metric on both splits.
+    macro_rules! both {
+        ($training:expr, $($metric:expr),+) => {
+            $training$(.metric_train_numeric($metric).metric_valid_numeric($metric))+
+        };
+    }
     let metrics = |training: SupervisedTraining<Components<B, WarmupLinear, M>>| match config.task {
-        FineTuneTask::Classify | FineTuneTask::Pair => training
-            .metric_train_numeric(OutcomeMetric::accuracy())
-            .metric_valid_numeric(OutcomeMetric::accuracy())
-            .metric_train_numeric(OutcomeMetric::macro_f1())
-            .metric_valid_numeric(OutcomeMetric::macro_f1()),
-        FineTuneTask::MultiLabel => training
-            .metric_train_numeric(OutcomeMetric::micro_f1())
-            .metric_valid_numeric(OutcomeMetric::micro_f1())
-            .metric_train_numeric(OutcomeMetric::macro_f1())
-            .metric_valid_numeric(OutcomeMetric::macro_f1()),
-        FineTuneTask::Regress => training
-            .metric_train_numeric(PearsonMetric::new())
-            .metric_valid_numeric(PearsonMetric::new()),
-        FineTuneTask::Tag => training
-            .metric_train_numeric(EntityF1Metric::new(labels.clone()))
-            .metric_valid_numeric(EntityF1Metric::new(labels)),
-        FineTuneTask::Qa => training
-            .metric_train_numeric(SpanMatchMetric::new())
-            .metric_valid_numeric(SpanMatchMetric::new()),
-        FineTuneTask::Lm => training
-            .metric_train_numeric(LmMetric::perplexity())
-            .metric_valid_numeric(LmMetric::perplexity())
-            .metric_train_numeric(LmMetric::accuracy())
-            .metric_valid_numeric(LmMetric::accuracy()),
+        FineTuneTask::Classify | FineTuneTask::Pair => {
+            both!(
+                training,
+                OutcomeMetric::accuracy(),
+                OutcomeMetric::macro_f1()
+            )
+        }
+        FineTuneTask::MultiLabel => {
+            both!(
+                training,
+                OutcomeMetric::micro_f1(),
+                OutcomeMetric::macro_f1()
+            )
+        }
+        FineTuneTask::Regress => both!(training, PearsonMetric::new()),
+        FineTuneTask::Tag => both!(training, EntityF1Metric::new(labels.to_vec())),
+        FineTuneTask::Qa => both!(training, SpanMatchMetric::span_match()),
+        FineTuneTask::Lm => both!(training, LmMetric::perplexity(), LmMetric::accuracy()),
     };
     let settings = EngineSettings {
         epochs: config.epochs,
@@ -1574,34 +1569,21 @@ where
         );
     }
     training = metrics(training);
-    let metric_name = MetricNamed::new(watched);
-    let direction = || {
-        if lower_is_better {
-            Direction::Lowest
-        } else {
-            Direction::Highest
-        }
+    let watched = Watched {
+        history: history.clone(),
+        metric: watched,
+        lower_is_better,
     };
-    training = training.with_checkpointing_strategy(
-        ComposedCheckpointingStrategy::builder()
-            // Two: while an epoch's files are written, the previous epoch's set stays whole.
-            .add(KeepLastNCheckpoints::new(2))
-            .add(MetricCheckpointingStrategy::new(
-                &metric_name,
-                Aggregate::Mean,
-                direction(),
-                Split::Valid,
-            ))
-            .build(),
-    );
+    let best = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    training = training.with_checkpointing_strategy(KeepBest {
+        watched: watched.clone(),
+        best: best.clone(),
+        saved: (1..=resumed_from)
+            .filter(|&e| crate::resume::last_checkpoint(scratch, e) == e)
+            .collect(),
+    });
     if let Some(patience) = early_stopping {
-        training = training.early_stopping(MetricEarlyStoppingStrategy::new(
-            &metric_name,
-            Aggregate::Mean,
-            direction(),
-            Split::Valid,
-            StoppingCondition::NoImprovementSince { n_epochs: patience },
-        ));
+        training = training.early_stopping(StopWhenFlat { watched, patience });
     }
     if resumed_from > 0 {
         training = training.checkpoint(resumed_from);
@@ -1611,7 +1593,12 @@ where
     let seconds = started.elapsed().as_secs_f64();
     let history = history.lock().map(|h| h.clone()).unwrap_or_default();
     let mut trained = result.model;
-    let best = best_epoch(&history, watched, lower_is_better);
+    // The epoch the checkpointer kept as the best (burn-train's store decides, as for early
+    // stopping); the last when it never ran.
+    let best = match best.load(std::sync::atomic::Ordering::SeqCst) {
+        0 => history.epochs.len(),
+        kept => kept,
+    };
     if best != history.epochs.len() {
         let path = scratch.join("checkpoint").join(format!("model-{best}"));
         match trained.clone().load_file(&path, &recorder, &device.clone()) {
@@ -1631,48 +1618,112 @@ where
     })
 }
 
-/// The epoch (from 1) with the best validation `metric` (the highest, or the lowest when
-/// `lower_is_better`; the earliest of a tie); the last epoch when none has it.
-fn best_epoch(history: &History, metric: &str, lower_is_better: bool) -> usize {
-    let sign = if lower_is_better { -1.0 } else { 1.0 };
-    let mut best = (history.epochs.len(), f64::NEG_INFINITY);
-    for e in &history.epochs {
-        if let Some(&v) = e.valid.get(metric)
-            && sign * v > best.1
-        {
-            best = (e.epoch, sign * v);
+/// The run's own record of the watched metric, shared by the checkpointer and early stopping.
+///
+/// burn-train's own strategies read its metric store, which a separate thread fills from
+/// the epoch's events and which a resumed run reads back from log files that a kill may have
+/// cut short; so on a tie, or after a resume, they could pick another epoch than the figures
+/// Focal reports (and delete the checkpoint Focal then loads). These read the epoch figures
+/// the renderer records, restored from `focal-run.json` on resume.
+#[derive(Clone)]
+struct Watched {
+    history: Arc<Mutex<History>>,
+    metric: &'static str,
+    lower_is_better: bool,
+}
+
+impl Watched {
+    /// The epoch figures up to `epoch`, once the renderer has recorded that epoch (it runs on
+    /// burn-train's event thread, shortly after the validation ends).
+    fn figures(&self, epoch: usize) -> Vec<Option<f64>> {
+        let started = std::time::Instant::now();
+        loop {
+            if let Ok(history) = self.history.lock()
+                && (history.epochs.last().is_some_and(|e| e.epoch >= epoch)
+                    || started.elapsed() > std::time::Duration::from_secs(60))
+            {
+                return history
+                    .epochs
+                    .iter()
+                    .filter(|e| e.epoch <= epoch)
+                    .map(|e| e.valid.get(self.metric).copied())
+                    .collect();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
         }
     }
-    best.0
-}
 
-/// A stand-in metric that only carries a name, for burn-train's strategies that look metrics
-/// up by name (the checkpointer's best-epoch rule, early stopping).
-#[derive(Clone)]
-struct MetricNamed(burn::train::metric::MetricName);
-
-impl MetricNamed {
-    fn new(name: &str) -> Self {
-        Self(Arc::new(name.to_string()))
+    /// The best epoch (from 1) up to `epoch` (the earliest of a tie); `epoch` when none has
+    /// the metric.
+    fn best(&self, epoch: usize) -> usize {
+        best_of(&self.figures(epoch), self.lower_is_better).unwrap_or(epoch)
     }
 }
 
-impl Metric for MetricNamed {
-    type Input = ();
-
-    fn name(&self) -> burn::train::metric::MetricName {
-        self.0.clone()
+/// The index from 1 of the best figure (the highest, or the lowest; the earliest of a tie).
+fn best_of(figures: &[Option<f64>], lower_is_better: bool) -> Option<usize> {
+    let sign = if lower_is_better { -1.0 } else { 1.0 };
+    let mut best: Option<(usize, f64)> = None;
+    for (i, v) in figures.iter().enumerate() {
+        if let Some(v) = v
+            && best.is_none_or(|(_, b)| sign * v > b)
+        {
+            best = Some((i + 1, sign * v));
+        }
     }
+    best.map(|(i, _)| i)
+}
 
-    fn update(
+/// burn-train checkpointing strategy: keep the last two epochs (while an epoch's files are
+/// written, the previous epoch's set stays whole) and the best by the watched validation
+/// metric, which it shares in `best` for the run to load at the end.
+struct KeepBest {
+    watched: Watched,
+    best: Arc<std::sync::atomic::AtomicUsize>,
+    /// Epochs whose checkpoints are on disk.
+    saved: std::collections::BTreeSet<usize>,
+}
+
+impl CheckpointingStrategy for KeepBest {
+    fn checkpointing(
         &mut self,
-        _item: &(),
-        _metadata: &burn::train::metric::MetricMetadata,
-    ) -> burn::train::metric::SerializedEntry {
-        burn::train::metric::SerializedEntry::new(String::new(), String::new())
+        epoch: usize,
+        _store: &burn::train::metric::store::EventStoreClient,
+    ) -> Vec<CheckpointingAction> {
+        let best = self.watched.best(epoch);
+        self.best.store(best, std::sync::atomic::Ordering::SeqCst);
+        self.saved.insert(epoch);
+        let mut actions = vec![CheckpointingAction::Save];
+        let stale: Vec<usize> = self
+            .saved
+            .iter()
+            .copied()
+            .filter(|&e| e != best && e + 2 <= epoch)
+            .collect();
+        for e in stale {
+            self.saved.remove(&e);
+            actions.push(CheckpointingAction::Delete(e));
+        }
+        actions
     }
+}
 
-    fn clear(&mut self) {}
+/// burn-train early stopping: stop when the watched metric has not improved for `patience`
+/// epochs.
+#[derive(Clone)]
+struct StopWhenFlat {
+    watched: Watched,
+    patience: usize,
+}
+
+impl burn::train::EarlyStoppingStrategy for StopWhenFlat {
+    fn should_stop(
+        &mut self,
+        epoch: usize,
+        _store: &burn::train::metric::store::EventStoreClient,
+    ) -> bool {
+        epoch >= self.watched.best(epoch) + self.patience
+    }
 }
 
 /// Texts (or pairs) of rows, tokenised once, with their targets; a text the tokenizer refuses,
@@ -2654,6 +2705,15 @@ pub fn evaluate_model<B: FusedAttentionBackend>(
         ..FineTuneConfig::default()
     };
     settings.validate()?;
+    if is("GPT2LMHeadModel") {
+        return Err(FineTuneError::File {
+            path: config_path,
+            reason: "a GPT-2 language model: focal eval scores classifiers, taggers and \
+                     question answerers (a language model's held-out perplexity is in the \
+                     metrics.json of its training run)"
+                .to_string(),
+        });
+    }
     if is("BertForQuestionAnswering") {
         settings.task = FineTuneTask::Qa;
         let (model, task) = BertForQuestionAnswering::<B>::load(dir, device)?;
@@ -3034,6 +3094,17 @@ mod tests {
         );
     }
 
+    /// The kept epoch: the highest (or, for perplexity, the lowest) figure, the earliest of a
+    /// tie; epochs without the figure are passed over.
+    #[test]
+    fn the_best_epoch_is_the_earliest_of_a_tie() {
+        let figures = [Some(0.5), Some(0.7), None, Some(0.7), Some(0.2)];
+        assert_eq!(best_of(&figures, false), Some(2));
+        assert_eq!(best_of(&figures, true), Some(5));
+        assert_eq!(best_of(&[None, None], false), None);
+        assert_eq!(best_of(&[Some(1.0), Some(1.0)], true), Some(1));
+    }
+
     /// A linear probe trains the head only, on mean-pooled embeddings of the frozen encoder:
     /// the encoder's weights are written unchanged, the directory pools by the mean and loads
     /// again with the same figures.
@@ -3221,7 +3292,7 @@ mod tests {
         );
         assert_eq!(
             "ner".parse::<FineTuneTask>().unwrap_err(),
-            "unknown task \"ner\" (known: classify, pair, multilabel, regress, tag, qa)"
+            "unknown task \"ner\" (known: classify, pair, multilabel, regress, tag, qa, lm)"
         );
     }
 }

@@ -751,137 +751,145 @@ impl SpanMatches {
     }
 }
 
-/// burn-train metric: the share of question windows whose answer span is exactly right (both
-/// ends), in percent, over the epoch. SQuAD's exact match and F1 compare answer texts over
-/// whole questions, which needs the contexts: the held-out report computes those.
+/// Counts that add up over an epoch's batches (a [`CountMetric`]'s input).
+pub trait EpochCounts: Clone + Default + Send + Sync + 'static {
+    /// Adds a batch's counts.
+    fn add_counts(&mut self, other: &Self);
+}
+
+impl EpochCounts for SpanMatches {
+    fn add_counts(&mut self, other: &Self) {
+        self.add(other);
+    }
+}
+
+impl EpochCounts for crate::eval::DecodeCounts {
+    fn add_counts(&mut self, other: &Self) {
+        self.add(other);
+    }
+}
+
+impl EpochCounts for TokenCounts {
+    fn add_counts(&mut self, other: &Self) {
+        self.add(other);
+    }
+}
+
+/// A burn-train metric whose figure is a function of counts summed over the epoch (a share, a
+/// perplexity), not a mean of the batches' figures: its entries' weighted mean is the epoch's
+/// figure ([`EpochFigure`]).
 #[derive(Clone)]
-pub struct SpanMatchMetric {
+pub struct CountMetric<C> {
     name: MetricName,
-    counts: SpanMatches,
+    /// The figure of the counts so far.
+    figure_of: fn(&C) -> f64,
+    /// A batch's weight (examples, windows, tokens).
+    weight_of: fn(&C) -> usize,
+    /// A share shown in percent (higher is better); otherwise a value where lower is better.
+    percent: bool,
+    counts: C,
     figure: EpochFigure,
 }
 
-impl SpanMatchMetric {
-    /// A new metric.
-    pub fn new() -> Self {
+impl<C: EpochCounts> CountMetric<C> {
+    fn new(
+        name: &str,
+        figure_of: fn(&C) -> f64,
+        weight_of: fn(&C) -> usize,
+        percent: bool,
+    ) -> Self {
         Self {
-            name: Arc::new("Span Match".to_string()),
-            counts: SpanMatches::default(),
+            name: Arc::new(name.to_string()),
+            figure_of,
+            weight_of,
+            percent,
+            counts: C::default(),
             figure: EpochFigure::default(),
         }
     }
 }
 
-impl Default for SpanMatchMetric {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Metric for SpanMatchMetric {
-    type Input = SpanMatches;
+impl<C: EpochCounts> Metric for CountMetric<C> {
+    type Input = C;
 
     fn name(&self) -> MetricName {
         self.name.clone()
     }
 
     fn attributes(&self) -> MetricAttributes {
-        higher_percent()
+        if self.percent {
+            higher_percent()
+        } else {
+            NumericAttributes {
+                unit: None,
+                higher_is_better: false,
+            }
+            .into()
+        }
     }
 
-    fn update(&mut self, item: &SpanMatches, _metadata: &MetricMetadata) -> SerializedEntry {
-        self.counts.add(item);
-        self.figure
-            .update(self.counts.share(), item.windows, &self.name, true)
+    fn update(&mut self, item: &C, _metadata: &MetricMetadata) -> SerializedEntry {
+        self.counts.add_counts(item);
+        self.figure.update(
+            (self.figure_of)(&self.counts),
+            (self.weight_of)(item),
+            &self.name,
+            self.percent,
+        )
     }
 
     fn clear(&mut self) {
-        self.counts = SpanMatches::default();
+        self.counts = C::default();
         self.figure = EpochFigure::default();
     }
 }
 
-impl Numeric for SpanMatchMetric {
+impl<C: EpochCounts> Numeric for CountMetric<C> {
     fn value(&self) -> NumericEntry {
         self.figure.value()
     }
 
     fn running_value(&self) -> NumericEntry {
         self.figure.running_value()
+    }
+}
+
+/// burn-train metric: the share of question windows whose answer span is exactly right (both
+/// ends), in percent, over the epoch. SQuAD's exact match and F1 compare answer texts over
+/// whole questions, which needs the contexts: the held-out report computes those.
+pub type SpanMatchMetric = CountMetric<SpanMatches>;
+
+impl SpanMatchMetric {
+    /// A new metric.
+    pub fn span_match() -> Self {
+        Self::new("Span Match", SpanMatches::share, |c| c.windows, true)
     }
 }
 
 /// burn-train metric over greedy decoding ([`crate::eval::DecodeCounts`]), in percent over
 /// the epoch: `Exact Match` (whole outputs equal to the target) or `Token Accuracy` (target
 /// positions predicted correctly).
-#[derive(Clone)]
-pub struct DecodeMetric {
-    name: MetricName,
-    tokens: bool,
-    counts: crate::eval::DecodeCounts,
-    figure: EpochFigure,
-}
+pub type DecodeMetric = CountMetric<crate::eval::DecodeCounts>;
 
 impl DecodeMetric {
-    fn new(name: &str, tokens: bool) -> Self {
-        Self {
-            name: Arc::new(name.to_string()),
-            tokens,
-            counts: Default::default(),
-            figure: EpochFigure::default(),
-        }
-    }
-
     /// The share of examples whose whole output is the target.
     pub fn exact_match() -> Self {
-        Self::new("Exact Match", false)
+        Self::new(
+            "Exact Match",
+            |c| c.metrics().exact_match,
+            |c| c.examples,
+            true,
+        )
     }
 
     /// The share of target positions predicted correctly.
     pub fn token_accuracy() -> Self {
-        Self::new("Token Accuracy", true)
-    }
-}
-
-impl Metric for DecodeMetric {
-    type Input = crate::eval::DecodeCounts;
-
-    fn name(&self) -> MetricName {
-        self.name.clone()
-    }
-
-    fn attributes(&self) -> MetricAttributes {
-        higher_percent()
-    }
-
-    fn update(
-        &mut self,
-        item: &crate::eval::DecodeCounts,
-        _metadata: &MetricMetadata,
-    ) -> SerializedEntry {
-        self.counts.add(item);
-        let metrics = self.counts.metrics();
-        let (share, batch) = if self.tokens {
-            (metrics.token_accuracy, item.tokens)
-        } else {
-            (metrics.exact_match, item.examples)
-        };
-        self.figure.update(share, batch, &self.name, true)
-    }
-
-    fn clear(&mut self) {
-        self.counts = Default::default();
-        self.figure = EpochFigure::default();
-    }
-}
-
-impl Numeric for DecodeMetric {
-    fn value(&self) -> NumericEntry {
-        self.figure.value()
-    }
-
-    fn running_value(&self) -> NumericEntry {
-        self.figure.running_value()
+        Self::new(
+            "Token Accuracy",
+            |c| c.metrics().token_accuracy,
+            |c| c.tokens,
+            true,
+        )
     }
 }
 
@@ -927,79 +935,22 @@ impl TokenCounts {
 /// vocabulary]`, 800 MB for a batch of 32 × 128 with GPT-2's vocabulary) moved to its metric
 /// thread, and its entries' weighted mean is not the epoch's perplexity; this one is fed the
 /// counts the step computes on the device, and its entries' weighted mean is.
-#[derive(Clone)]
-pub struct LmMetric {
-    name: MetricName,
-    perplexity: bool,
-    counts: TokenCounts,
-    figure: EpochFigure,
-}
+pub type LmMetric = CountMetric<TokenCounts>;
 
 impl LmMetric {
     /// Perplexity.
     pub fn perplexity() -> Self {
-        Self {
-            name: Arc::new("Perplexity".to_string()),
-            perplexity: true,
-            counts: TokenCounts::default(),
-            figure: EpochFigure::default(),
-        }
+        Self::new("Perplexity", TokenCounts::perplexity, |c| c.tokens, false)
     }
 
     /// Next-token accuracy.
     pub fn accuracy() -> Self {
-        Self {
-            name: Arc::new("Next-Token Accuracy".to_string()),
-            perplexity: false,
-            counts: TokenCounts::default(),
-            figure: EpochFigure::default(),
-        }
-    }
-}
-
-impl Metric for LmMetric {
-    type Input = TokenCounts;
-
-    fn name(&self) -> MetricName {
-        self.name.clone()
-    }
-
-    fn attributes(&self) -> MetricAttributes {
-        if self.perplexity {
-            NumericAttributes {
-                unit: None,
-                higher_is_better: false,
-            }
-            .into()
-        } else {
-            higher_percent()
-        }
-    }
-
-    fn update(&mut self, item: &TokenCounts, _metadata: &MetricMetadata) -> SerializedEntry {
-        self.counts.add(item);
-        if self.perplexity {
-            self.figure
-                .update(self.counts.perplexity(), item.tokens, &self.name, false)
-        } else {
-            self.figure
-                .update(self.counts.accuracy(), item.tokens, &self.name, true)
-        }
-    }
-
-    fn clear(&mut self) {
-        self.counts = TokenCounts::default();
-        self.figure = EpochFigure::default();
-    }
-}
-
-impl Numeric for LmMetric {
-    fn value(&self) -> NumericEntry {
-        self.figure.value()
-    }
-
-    fn running_value(&self) -> NumericEntry {
-        self.figure.running_value()
+        Self::new(
+            "Next-Token Accuracy",
+            TokenCounts::accuracy,
+            |c| c.tokens,
+            true,
+        )
     }
 }
 
@@ -1286,5 +1237,52 @@ mod tests {
                 ("PER".to_string(), 5, 5)
             ]
         );
+    }
+
+    /// Perplexity and next-token accuracy fed in uneven batches give, as burn-train weighs an
+    /// epoch's entries, `exp` of the total negative log-likelihood over all tokens and the
+    /// share right, not a mean of the batches' figures.
+    #[test]
+    fn language_model_figures_are_the_epochs() {
+        // Per "batch" of one position: (tokens, correct, nll).
+        let items: Vec<TokenCounts> = (0..40)
+            .map(|i| TokenCounts {
+                tokens: 1 + i % 5,
+                correct: i % 3,
+                nll: 0.5 + 0.1 * i as f64,
+            })
+            .map(|c| TokenCounts {
+                correct: c.correct.min(c.tokens),
+                ..c
+            })
+            .collect();
+        let mut total = TokenCounts::default();
+        for c in &items {
+            total.add(c);
+        }
+        for (mut metric, want) in [
+            (LmMetric::perplexity(), total.perplexity()),
+            (LmMetric::accuracy(), 100.0 * total.accuracy()),
+        ] {
+            let (mut sum, mut count) = (0.0, 0);
+            for chunk in items.chunks(7) {
+                let mut batch = TokenCounts::default();
+                for c in chunk {
+                    batch.add(c);
+                }
+                let entry = metric.update(&batch, &metadata());
+                let NumericEntry::Aggregated {
+                    aggregated_value,
+                    count: n,
+                } = NumericEntry::deserialize(&entry.serialized).unwrap()
+                else {
+                    panic!("aggregated entry expected");
+                };
+                sum += aggregated_value * n as f64;
+                count += n;
+            }
+            close(sum / count as f64, want, "epoch figure");
+        }
+        assert!((total.perplexity() - (total.nll / total.tokens as f64).exp()).abs() < 1e-12);
     }
 }
