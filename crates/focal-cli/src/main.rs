@@ -37,7 +37,7 @@ struct Cli {
 enum Command {
     /// Train a model on a task and write its directory (config.json, model.safetensors,
     /// metrics.json).
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Run a trained sequence-to-sequence model on inputs, one output line per input.
     Translate(TranslateArgs),
     /// Sentence embeddings from a BERT / sentence-transformers directory.
@@ -70,7 +70,9 @@ struct TrainArgs {
     /// The task: fine-tune from --init on --data: classify (a label per text), pair (a label per
     /// pair of texts), multilabel (any labels per text), regress (a number per text), tag (a
     /// tag per word, CoNLL files), qa (an answer span in a context, SQuAD files), lm (the next
-    /// token, a GPT-2 model on plain text); or reverse (reverse a sequence of 4 to 12 digits, a
+    /// token, a GPT-2 model on plain text), seq2seq (a target text per source text, a model
+    /// trained from scratch on pairs: --text-column the source, --label-column the target); or
+    /// reverse (reverse a sequence of 4 to 12 digits, a
     /// model trained from scratch on generated data).
     #[arg(long)]
     task: String,
@@ -153,6 +155,10 @@ struct TrainArgs {
     /// refused before training starts.
     #[arg(long)]
     overwrite: bool,
+    /// seq2seq: the size of the encoder-decoder trained from scratch: tiny (d 64, 2 + 2
+    /// layers; default), small (d 256, 3 + 3) or base (d 512, 6 + 6).
+    #[arg(long)]
+    config: Option<String>,
     /// Continue the killed run that was to write --out (same settings) from its last complete
     /// epoch (fine-tuning) or evaluation (reverse): weights, optimizer state, schedule, data
     /// order; with --overwrite when --out holds an earlier model.
@@ -230,7 +236,7 @@ fn init_tracing(verbose: u8) {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let backend: BackendKind = cli.backend.parse()?;
     match cli.command {
-        Command::Train(args) => train(backend, args, cli.json),
+        Command::Train(args) => train(backend, *args, cli.json),
         Command::Translate(args) => translate(backend, args, cli.json),
         Command::Embed(args) => pretrained::embed(backend, args, cli.json),
         Command::FillMask(args) => pretrained::fill_mask(backend, args, cli.json),
@@ -269,6 +275,7 @@ fn train(backend: BackendKind, args: TrainArgs, json: bool) -> anyhow::Result<()
         ("--skip-bad-rows", args.skip_bad_rows),
         ("--devices", args.devices.is_some()),
         ("--max-length", args.max_length.is_some()),
+        ("--config", args.config.is_some()),
     ] {
         if given {
             bail!("{flag} is for fine-tuning tasks; the {task} task makes its own data");
@@ -343,7 +350,7 @@ fn train(backend: BackendKind, args: TrainArgs, json: bool) -> anyhow::Result<()
     Ok(())
 }
 
-/// `focal train --task classify|pair|multilabel|regress|tag|qa|lm`: fine-tunes on burn-train's
+/// `focal train --task classify|pair|multilabel|regress|tag|qa|lm|seq2seq`: fine-tunes on burn-train's
 /// Learner.
 fn fine_tune(
     backend: BackendKind,
@@ -357,14 +364,28 @@ fn fine_tune(
     };
     let data = need(args.data, "--data FILE")?;
     let valid = args.valid;
-    let init = need(
-        args.init,
-        if task == focal::train::FineTuneTask::Lm {
-            "--init DIR (a GPT-2 directory)"
-        } else {
-            "--init DIR (a BERT or sentence-transformers directory)"
-        },
-    )?;
+    let from_scratch = task == focal::train::FineTuneTask::Seq2Seq;
+    let size: Option<focal::train::ModelSize> = match (&args.config, from_scratch) {
+        (Some(name), true) => Some(name.parse().map_err(anyhow::Error::msg)?),
+        (None, true) => Some(focal::train::ModelSize::Tiny),
+        (Some(_), false) => bail!("--config is for --task seq2seq (a model trained from scratch)"),
+        (None, false) => None,
+    };
+    let init = if from_scratch {
+        if args.init.is_some() {
+            bail!("--task seq2seq trains a model from scratch: --config sets its size, not --init");
+        }
+        PathBuf::new()
+    } else {
+        need(
+            args.init,
+            if task == focal::train::FineTuneTask::Lm {
+                "--init DIR (a GPT-2 directory)"
+            } else {
+                "--init DIR (a BERT or sentence-transformers directory)"
+            },
+        )?
+    };
     let out = need(args.out, "--out DIR")?;
     if args.steps.is_some() || args.eval_every.is_some() {
         bail!("--steps and --eval-every are for --task reverse; --task {task} counts --epochs");
@@ -375,7 +396,7 @@ fn fine_tune(
             bail!("{flag} {}: no such file", path.display());
         }
     }
-    if !init.is_dir() {
+    if !from_scratch && !init.is_dir() {
         bail!("--init {}: no such directory", init.display());
     }
     focal::train::trainer::check_out_dir(&out, args.overwrite)?;
@@ -388,7 +409,12 @@ fn fine_tune(
         epochs: args.epochs.unwrap_or(defaults.epochs),
         batch_size: args.batch_size.unwrap_or(defaults.batch_size),
         grad_accum: args.grad_accum.unwrap_or(defaults.grad_accum),
-        learning_rate: args.lr.unwrap_or(defaults.learning_rate),
+        // A model trained from scratch takes a larger step than one fine-tuned.
+        learning_rate: args.lr.unwrap_or(if from_scratch {
+            1e-3
+        } else {
+            defaults.learning_rate
+        }),
         warmup: args.warmup.unwrap_or(defaults.warmup),
         early_stopping: args.early_stopping,
         valid_split: args.valid_split.unwrap_or(defaults.valid_split),
@@ -409,6 +435,7 @@ fn fine_tune(
 
     struct FineTuneJob {
         init: PathBuf,
+        size: Option<focal::train::ModelSize>,
         data: PathBuf,
         valid: Option<PathBuf>,
         out: PathBuf,
@@ -419,6 +446,16 @@ fn fine_tune(
     }
     impl<B: FusedAutodiffBackend> RunOn<B> for FineTuneJob {
         fn run(self, device: B::Device) -> Self::Output {
+            if let Some(size) = self.size {
+                return focal::train::train_seq2seq::<B>(
+                    &self.data,
+                    self.valid.as_deref(),
+                    &self.out,
+                    &self.config,
+                    size,
+                    &device,
+                );
+            }
             focal::train::fine_tune::<B>(
                 &self.init,
                 &self.data,
@@ -443,6 +480,7 @@ fn fine_tune(
     }
     let report = backend.run(FineTuneJob {
         init,
+        size,
         data,
         valid,
         out: out.clone(),

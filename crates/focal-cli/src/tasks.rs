@@ -527,6 +527,7 @@ pub fn held_out_line(m: &focal::train::HeldOut) -> String {
     percent("F1", m.f1);
     percent("span match", m.span_match);
     percent("next-token accuracy", m.next_token_accuracy);
+    percent("token accuracy", m.token_accuracy);
     if let Some(p) = m.perplexity {
         parts.push(format!("perplexity {p:.2}"));
     }

@@ -1466,3 +1466,76 @@ fn a_killed_reverse_run_resumes_to_the_same_weights() {
     assert_eq!(resumed["final_metrics"], report["final_metrics"]);
     assert_same_weights(&tensors(&whole), &tensors(&killed), "reverse");
 }
+
+/// `--task seq2seq` trains an encoder-decoder from scratch on pairs of texts (a word-for-word
+/// "translation" that moves the subject to the end): held-out exact match goes from 0 to at
+/// least 90%, and `focal translate` runs the directory. Misused flags and a held-out word the
+/// training file lacks are one line each.
+#[test]
+fn seq2seq_trains_from_scratch_and_translate_runs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("s2s").display().to_string();
+    let train_file = fixture("train/seq2seq_train.csv");
+    let valid_file = fixture("train/seq2seq_valid.csv");
+    let train = |extra: &[&str], valid: &str| {
+        let mut args = vec![
+            "--json",
+            "train",
+            "--task",
+            "seq2seq",
+            "--data",
+            &train_file,
+            "--valid",
+            valid,
+            "--out",
+            &out,
+            "--epochs",
+            "5",
+            "--batch-size",
+            "16",
+            "--overwrite",
+        ];
+        args.extend_from_slice(extra);
+        focal(&args)
+    };
+    let report = json_stdout(&train(&[], &valid_file));
+    let before = report["before"]["exact_match"].as_f64().unwrap();
+    let after = report["after"]["exact_match"].as_f64().unwrap();
+    assert!(before < 0.1 && after >= 0.9, "{before} -> {after}");
+    assert!(report["after"]["loss"].as_f64().unwrap() < report["before"]["loss"].as_f64().unwrap());
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "metrics.json",
+        "loss.png",
+        "metrics.png",
+    ] {
+        assert!(Path::new(&out).join(file).is_file(), "{file}");
+    }
+    let translated = focal(&["translate", "--model", &out, "paris was great ."]);
+    assert_eq!(
+        String::from_utf8_lossy(&translated.stdout).trim(),
+        "WAS GREAT PARIS !",
+        "{}",
+        String::from_utf8_lossy(&translated.stderr)
+    );
+
+    assert_one_line_error(
+        &train(&["--init", &fixture("bert")], &valid_file),
+        "--task seq2seq trains a model from scratch",
+    );
+    assert_one_line_error(
+        &train(&["--config", "huge"], &valid_file),
+        "unknown --config \"huge\"",
+    );
+    let unknown = dir.path().join("unknown.csv");
+    std::fs::write(
+        &unknown,
+        "text,label\nparis was great .,WAS GREAT PARIS !\nrome was great .,X\n",
+    )
+    .unwrap();
+    assert_one_line_error(
+        &train(&[], unknown.to_str().unwrap()),
+        "line 3: 'rome' is not a word of the training file",
+    );
+}

@@ -72,11 +72,14 @@ pub enum FineTuneTask {
     Qa,
     /// The next token (causal language modelling of a GPT-2 model), from plain text.
     Lm,
+    /// A target text for a source text (an encoder-decoder trained from scratch,
+    /// [`crate::trainer::train_seq2seq`]), from rows of pairs.
+    Seq2Seq,
 }
 
 impl FineTuneTask {
     /// Every task, in the order the CLI lists them.
-    pub const ALL: [FineTuneTask; 7] = [
+    pub const ALL: [FineTuneTask; 8] = [
         Self::Classify,
         Self::Pair,
         Self::MultiLabel,
@@ -84,6 +87,7 @@ impl FineTuneTask {
         Self::Tag,
         Self::Qa,
         Self::Lm,
+        Self::Seq2Seq,
     ];
 
     /// The task's name on the command line.
@@ -96,6 +100,7 @@ impl FineTuneTask {
             Self::Tag => "tag",
             Self::Qa => "qa",
             Self::Lm => "lm",
+            Self::Seq2Seq => "seq2seq",
         }
     }
 
@@ -108,6 +113,7 @@ impl FineTuneTask {
             Self::Tag => "Entity F1",
             Self::Qa => "Span Match",
             Self::Lm => "Perplexity",
+            Self::Seq2Seq => "Exact Match",
         }
     }
 
@@ -248,7 +254,7 @@ impl FineTuneConfig {
             !(self.linear_probe
                 && matches!(
                     self.task,
-                    FineTuneTask::Tag | FineTuneTask::Qa | FineTuneTask::Lm
+                    FineTuneTask::Tag | FineTuneTask::Qa | FineTuneTask::Lm | FineTuneTask::Seq2Seq
                 )),
             NAME,
             || {
@@ -859,6 +865,10 @@ pub struct HeldOut {
     /// Share of next tokens that are the model's most likely (language modelling).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_token_accuracy: Option<f64>,
+    /// Share of target positions the greedy output gets right (sequence to sequence; exact
+    /// match is then the share of whole outputs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_accuracy: Option<f64>,
     /// Precision, recall, F1 and support per label (per entity type for tagging).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub per_class: Vec<ClassScores>,
@@ -1442,6 +1452,10 @@ where
         FineTuneTask::Tag => both!(training, EntityF1Metric::new(labels.to_vec())),
         FineTuneTask::Qa => both!(training, SpanMatchMetric::span_match()),
         FineTuneTask::Lm => both!(training, LmMetric::perplexity(), LmMetric::accuracy()),
+        // Greedy decoding runs in validation only.
+        FineTuneTask::Seq2Seq => training
+            .metric_valid_numeric(crate::metrics::DecodeMetric::exact_match())
+            .metric_valid_numeric(crate::metrics::DecodeMetric::token_accuracy()),
     };
     let settings = EngineSettings {
         epochs: config.epochs,
@@ -1986,6 +2000,13 @@ pub fn fine_tune_on<B: FusedAutodiffBackend>(
     let Some(device) = devices.first() else {
         return Err(ConfigError::new("fine_tune_on", "no device given").into());
     };
+    if config.task == FineTuneTask::Seq2Seq {
+        return Err(ConfigError::new(
+            "fine_tune_on",
+            "seq2seq trains an encoder-decoder from scratch: call trainer::train_seq2seq",
+        )
+        .into());
+    }
     // The new head's initialisation and dropout draw from the backend's generator.
     focal_backend::seed::<B>(device, config.seed);
     let scratch = scratch_dir(out, config.resume)?;
@@ -2179,7 +2200,9 @@ fn tokenizer_for(
 }
 
 /// The pictures and `metrics.json` of a run, as files of the output directory.
-fn run_files(report: &FineTuneReport) -> Result<Vec<(&'static str, Vec<u8>)>, FineTuneError> {
+pub(crate) fn run_files(
+    report: &FineTuneReport,
+) -> Result<Vec<(&'static str, Vec<u8>)>, FineTuneError> {
     let mut files = vec![
         (
             "metrics.json",
@@ -2208,7 +2231,7 @@ type SequenceRows = (
 
 /// Splits `config.valid_split` of `rows` (at least one, drawn with the seed) off for
 /// validation; the rest train. Too few rows to leave both parts some is an error.
-fn split_off<T>(
+pub(crate) fn split_off<T>(
     mut rows: Vec<T>,
     config: &FineTuneConfig,
     path: &Path,

@@ -50,7 +50,9 @@ pub use finetune::{
 pub use optim::{FusedAdamW, FusedAdamWConfig};
 pub use schedule::WarmupLinear;
 pub use task::{Example, ReverseTask, Seq2SeqTask, TaskKind, TrainingStream};
-pub use trainer::{EvalPoint, TrainConfig, TrainError, TrainOptions, TrainReport, train};
+pub use trainer::{
+    EvalPoint, ModelSize, TrainConfig, TrainError, TrainOptions, TrainReport, train, train_seq2seq,
+};
 
 /// burn's backend random generator is one per process: tests that need a run to be
 /// reproducible, and tests that draw from it (initialisation, dropout) while those run, take

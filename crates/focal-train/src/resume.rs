@@ -5,7 +5,7 @@
 //! schedule) and, given a checkpoint epoch, continues after it. Three things make that
 //! continuation equal to the uninterrupted run and safe against a kill at any moment:
 //!
-//! - [`EpochLoader`]: the training batches of epoch `e` are drawn in an order that depends on
+//! - `EpochLoader`: the training batches of epoch `e` are drawn in an order that depends on
 //!   the seed and `e` only, and the backend's generator (dropout) is reseeded from them at the
 //!   start of each epoch, so the resumed epochs see the data and the dropout masks that they
 //!   would have seen;
@@ -13,7 +13,7 @@
 //!   place, so a file being written when the process dies never looks complete, and burn-train
 //!   keeps the last two epochs' checkpoints, so a complete set survives while the next is
 //!   written;
-//! - [`RunState`]: after every epoch the run's settings and history are written beside the
+//! - `RunState`: after every epoch the run's settings and history are written beside the
 //!   checkpoints (atomically), so that the resumed run checks it continues the same run and
 //!   reports the whole history.
 

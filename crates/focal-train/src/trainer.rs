@@ -17,8 +17,9 @@ use burn::grad_clipping::GradientClippingConfig;
 use burn::lr_scheduler::composed::{ComposedLrScheduler, ComposedLrSchedulerConfig};
 use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
 use burn::lr_scheduler::linear::LinearLrSchedulerConfig;
-use burn::module::Module;
+use burn::module::{AutodiffModule, Module};
 use burn::nn::loss::CrossEntropyLossConfig;
+use burn::tensor::ElementConversion;
 use burn::tensor::backend::Backend;
 use burn::train::{InferenceStep, SupervisedTraining, TrainOutput, TrainStep};
 use focal_attention::{FusedAttentionBackend, FusedAutodiffBackend};
@@ -399,6 +400,304 @@ pub fn train<B: FusedAutodiffBackend>(
     .and_then(|learned| finish(learned, config, options, &artifact, &held_out, out));
     // A resumed run that fails keeps the killed run's checkpoints for another try.
     if result.is_ok() || !options.resume {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+    result
+}
+
+/// The size of a sequence-to-sequence model trained from scratch (`--config`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelSize {
+    /// d 64, 4 heads, 2 + 2 layers, feed-forward 256 (the reverse task's model).
+    Tiny,
+    /// d 256, 4 heads, 3 + 3 layers, feed-forward 1024.
+    Small,
+    /// d 512, 8 heads, 6 + 6 layers, feed-forward 2048 (the Transformer base of Vaswani et
+    /// al.).
+    Base,
+}
+
+impl ModelSize {
+    /// Every size, as `--config` names them.
+    pub const ALL: [ModelSize; 3] = [Self::Tiny, Self::Small, Self::Base];
+
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tiny => "tiny",
+            Self::Small => "small",
+            Self::Base => "base",
+        }
+    }
+
+    /// The model for a vocabulary of `vocab` tokens and sequences of at most `max_len`
+    /// positions (dropout 0.1 but for tiny).
+    pub fn config(self, vocab: usize, max_len: usize) -> Seq2SeqConfig {
+        let (d, heads, layers, ff, dropout) = match self {
+            Self::Tiny => (64, 4, 2, 256, 0.0),
+            Self::Small => (256, 4, 3, 1024, 0.1),
+            Self::Base => (512, 8, 6, 2048, 0.1),
+        };
+        Seq2SeqConfig::new(vocab, vocab)
+            .with_d_model(d)
+            .with_n_heads(heads)
+            .with_n_encoder_layers(layers)
+            .with_n_decoder_layers(layers)
+            .with_d_ff(ff)
+            .with_dropout(dropout)
+            .with_max_len(max_len)
+    }
+}
+
+impl std::str::FromStr for ModelSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| format!("unknown --config \"{s}\" (known: tiny, small, base)"))
+    }
+}
+
+/// Examples of a sequence-to-sequence file: sources in `columns.text`, targets in
+/// `columns.label`, words split on whitespace. A word the vocabulary lacks (a held-out word
+/// not in the training file) is an error naming the line, or a skipped row.
+fn seq2seq_examples(
+    rows: &[crate::data::LabelledText],
+    vocabulary: &focal_heads::Vocabulary,
+    path: &Path,
+    bad: &mut crate::data::BadRows,
+) -> Result<Vec<Example>, crate::data::FineTuneError> {
+    let mut examples = Vec::with_capacity(rows.len());
+    'rows: for row in rows {
+        let mut sides = [Vec::new(), Vec::new()];
+        for (side, text) in sides.iter_mut().zip([&row.text, &row.label]) {
+            for word in text.split_whitespace() {
+                match vocabulary.id(word) {
+                    Some(id) => side.push(id),
+                    None => {
+                        bad.handle(crate::data::FineTuneError::Data {
+                            path: path.to_path_buf(),
+                            line: row.line,
+                            reason: format!("'{word}' is not a word of the training file"),
+                        })?;
+                        continue 'rows;
+                    }
+                }
+            }
+        }
+        let [source, target] = sides;
+        examples.push(Example { source, target });
+    }
+    Ok(examples)
+}
+
+/// The held-out figures of a sequence-to-sequence model: greedy decoding's exact match and
+/// token accuracy, and the teacher-forced loss (mean over target tokens).
+fn held_out_figures<B: FusedAttentionBackend>(
+    model: &Seq2SeqTransformer<B>,
+    examples: &[Example],
+    specials: SpecialTokens,
+    config: &crate::FineTuneConfig,
+    device: &B::Device,
+) -> crate::HeldOut {
+    let counts = decode_counts(model, examples, specials, config.batch_size, device);
+    let (mut loss, mut tokens) = (0.0, 0usize);
+    for chunk in examples.chunks(config.batch_size.max(1)) {
+        let items: Seq2SeqItems<B> = Seq2SeqBatcher { specials }.batch(chunk.to_vec(), device);
+        // Targets and their `<eos>`: the positions the loss averages over.
+        let n: usize = chunk.iter().map(|e| e.target.len() + 1).sum();
+        let mean: f64 = seq2seq_loss(model, &items).into_scalar().elem();
+        loss += mean * n as f64;
+        tokens += n;
+    }
+    let metrics = counts.metrics();
+    crate::HeldOut {
+        examples: counts.examples,
+        loss: loss / tokens.max(1) as f64,
+        exact_match: Some(metrics.exact_match),
+        token_accuracy: Some(metrics.token_accuracy),
+        ..crate::HeldOut::default()
+    }
+}
+
+/// Trains a sequence-to-sequence model of `size` from scratch on pairs of texts (`--task
+/// seq2seq`): sources in `config.columns.text`, targets in `config.columns.label`, of `.csv`,
+/// `.tsv` or `.jsonl` files, words split on whitespace into one vocabulary (the training
+/// file's words, sorted). The engine, schedule, checkpoints, resume and pictures are those of
+/// fine-tuning; validation decodes greedily (exact match, token accuracy); the directory written
+/// is the reverse task's kind, which `focal translate` runs.
+pub fn train_seq2seq<B: FusedAutodiffBackend>(
+    train: &Path,
+    valid: Option<&Path>,
+    out: &Path,
+    config: &crate::FineTuneConfig,
+    size: ModelSize,
+    device: &B::Device,
+) -> Result<crate::FineTuneReport, crate::data::FineTuneError> {
+    use crate::data::{BadRows, FineTuneError, read_labelled};
+    config.validate()?;
+    let mut bad = if config.skip_bad_rows {
+        BadRows::skipping()
+    } else {
+        BadRows::strict()
+    };
+    let rows = read_labelled(train, &config.columns, false, &mut bad)?;
+    let (train_rows, valid_rows, valid_path) = match valid {
+        Some(path) => (
+            rows,
+            read_labelled(path, &config.columns, false, &mut bad)?,
+            path,
+        ),
+        None => {
+            let (a, b) = crate::finetune::split_off(rows, config, train)?;
+            (a, b, train)
+        }
+    };
+    let mut words: Vec<&str> = train_rows
+        .iter()
+        .flat_map(|r| r.text.split_whitespace().chain(r.label.split_whitespace()))
+        .collect();
+    words.sort_unstable();
+    words.dedup();
+    let vocabulary = focal_heads::Vocabulary::new(words).map_err(|e| FineTuneError::File {
+        path: train.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let train_examples = seq2seq_examples(&train_rows, &vocabulary, train, &mut bad)?;
+    let valid_examples = seq2seq_examples(&valid_rows, &vocabulary, valid_path, &mut bad)?;
+    let longest = train_examples
+        .iter()
+        .chain(&valid_examples)
+        .map(|e| e.source.len().max(e.target.len()))
+        .max()
+        .unwrap_or(1);
+    // `<eos>` after a source, `<bos>` or `<eos>` beside a target, and one position to spare
+    // for decoding one step past the longest target.
+    let positions = longest + 2;
+    if positions > config.max_length {
+        return Err(FineTuneError::File {
+            path: train.to_path_buf(),
+            reason: format!(
+                "a sequence has {longest} words: --max-length {} must be at least {positions}",
+                config.max_length
+            ),
+        });
+    }
+    let model_config = size.config(vocabulary.len(), positions);
+    model_config.validate()?;
+    let specials = vocabulary.specials();
+    let artifact = ModelArtifact::new(
+        "seq2seq",
+        model_config.clone(),
+        vocabulary,
+        longest,
+        longest + 1,
+    );
+    focal_backend::seed::<B>(device, config.seed);
+    let model = Seq2SeqTraining {
+        model: model_config.init::<B>(device),
+    };
+    let batcher = Seq2SeqBatcher { specials };
+    let steps = config.epochs * train_examples.len().div_ceil(config.batch_size);
+    let warmup = (config.warmup * steps as f64).ceil() as usize;
+    let schedule = crate::WarmupLinear::new(config.learning_rate, warmup, steps, 1);
+    let optimizer = crate::FusedAdamWConfig::new()
+        .with_weight_decay(0.01)
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)))
+        .init::<B, Seq2SeqTraining<B>>();
+    let before = held_out_figures(
+        &model.model.valid(),
+        &valid_examples,
+        specials,
+        config,
+        device,
+    );
+    let train_len = train_examples.len();
+    let train_loader = |epochs_done| -> Arc<dyn burn::data::dataloader::DataLoader<B, _>> {
+        Arc::new(EpochLoader::new(
+            train_examples,
+            Arc::new(batcher.clone()),
+            config.batch_size,
+            config.seed,
+            epochs_done,
+            device.clone(),
+        ))
+    };
+    let valid_loader = DataLoaderBuilder::new(batcher.clone())
+        .batch_size(config.batch_size)
+        .set_device(device.clone())
+        .build(InMemory(valid_examples.clone()));
+    let metrics = |training: SupervisedTraining<Components<B, crate::WarmupLinear, _>>| {
+        training
+            .metric_valid_numeric(DecodeMetric::exact_match())
+            .metric_valid_numeric(DecodeMetric::token_accuracy())
+    };
+    let scratch = scratch_dir(out, config.resume)?;
+    let settings = EngineSettings {
+        epochs: config.epochs,
+        grad_accum: 1,
+        early_stopping: config.early_stopping,
+        watched: "Exact Match",
+        lower_is_better: false,
+        progress: config.progress,
+        resume: config.resume,
+        scratch: &scratch,
+        run: serde_json::json!({
+            "config": config,
+            "size": size,
+            "train": train,
+            "valid": valid,
+            "train_examples": train_len,
+            "valid_examples": valid_examples.len(),
+        }),
+    };
+    let result = engine(
+        model,
+        (train_loader, valid_loader),
+        schedule,
+        optimizer,
+        metrics,
+        settings,
+        std::slice::from_ref(device),
+    )
+    .and_then(|learned| {
+        let after = held_out_figures(
+            &learned.model.model,
+            &valid_examples,
+            specials,
+            config,
+            device,
+        );
+        let epochs_run = learned.history.epochs.len();
+        let report = crate::FineTuneReport {
+            labels: Vec::new(),
+            train_examples: train_len,
+            bad_rows: bad,
+            config: config.clone(),
+            epochs_run,
+            resumed_from_epoch: learned.resumed_from,
+            best_epoch: learned.best_epoch,
+            optimizer_steps: epochs_run * train_len.div_ceil(config.batch_size),
+            seconds: learned.seconds,
+            examples_per_second: (train_len * (epochs_run - learned.resumed_from)) as f64
+                / learned.seconds.max(1e-9),
+            before,
+            after,
+            history: learned.history,
+        };
+        let files = crate::finetune::run_files(&report)?;
+        save_run(out, &artifact, &learned.model.model, &files).map_err(|e| {
+            FineTuneError::File {
+                path: out.to_path_buf(),
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(report)
+    });
+    if result.is_ok() || !config.resume {
         let _ = std::fs::remove_dir_all(&scratch);
     }
     result
