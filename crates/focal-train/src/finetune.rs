@@ -1380,16 +1380,16 @@ pub(crate) struct EngineSettings<'a> {
 
 /// Runs fine-tuning on burn-train: the task's schedule, loaders and metrics, then [`engine`].
 #[allow(clippy::too_many_arguments)]
-fn learn<B, M, I>(
+pub(crate) fn learn<B, M, I, Bt>(
     model: M,
-    batcher: &PadBatcher,
-    train: Vec<I>,
-    valid: Vec<I>,
+    batcher: &Bt,
+    (train, valid): (Vec<I>, Vec<I>),
     config: &FineTuneConfig,
     labels: &[String],
     scratch: &Path,
     devices: &[B::Device],
     run: serde_json::Value,
+    optimizer: FusedAdamWConfig,
 ) -> Result<Learned<M::InnerModule>, FineTuneError>
 where
     B: FusedAutodiffBackend,
@@ -1398,8 +1398,10 @@ where
     M::InnerModule: InferenceStep<Output = TaskOutput<B::InnerBackend>>,
     M::Input: Send + Clone + std::fmt::Debug + 'static,
     <M::InnerModule as InferenceStep>::Input: Send + Clone + std::fmt::Debug + 'static,
-    PadBatcher: Batcher<B, I, M::Input>
-        + Batcher<B::InnerBackend, I, <M::InnerModule as InferenceStep>::Input>,
+    Bt: Batcher<B, I, M::Input>
+        + Batcher<B::InnerBackend, I, <M::InnerModule as InferenceStep>::Input>
+        + Clone
+        + 'static,
 {
     // burn-train asks for a learning rate once per batch on one device, once per round of
     // batches (one on each replica) on several; it drops the gradients of an epoch's last
@@ -1468,7 +1470,7 @@ where
         scratch,
         run,
     };
-    let optimizer = FusedAdamWConfig::new().init::<B, M>();
+    let optimizer = optimizer.init::<B, M>();
     engine(
         model,
         (train_loader, valid_loader),
@@ -2094,13 +2096,13 @@ impl Run<'_> {
         } = learn(
             model,
             batcher,
-            train,
-            valid.clone(),
+            (train, valid.clone()),
             config,
             &labels,
             self.scratch,
             devices,
             run,
+            FusedAdamWConfig::new(),
         )?;
         let after = evaluate(&trained, batcher, &valid, config, &labels, device);
         let epochs_run = history.epochs.len();
@@ -3315,7 +3317,7 @@ mod tests {
         );
         assert_eq!(
             "ner".parse::<FineTuneTask>().unwrap_err(),
-            "unknown task \"ner\" (known: classify, pair, multilabel, regress, tag, qa, lm)"
+            "unknown task \"ner\" (known: classify, pair, multilabel, regress, tag, qa, lm, seq2seq)"
         );
     }
 }

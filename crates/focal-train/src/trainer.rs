@@ -601,13 +601,9 @@ pub fn train_seq2seq<B: FusedAutodiffBackend>(
         model: model_config.init::<B>(device),
     };
     let batcher = Seq2SeqBatcher { specials };
-    let steps = config.epochs * train_examples.len().div_ceil(config.batch_size);
-    let warmup = (config.warmup * steps as f64).ceil() as usize;
-    let schedule = crate::WarmupLinear::new(config.learning_rate, warmup, steps, 1);
     let optimizer = crate::FusedAdamWConfig::new()
         .with_weight_decay(0.01)
-        .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)))
-        .init::<B, Seq2SeqTraining<B>>();
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)));
     let before = held_out_figures(
         &model.model.valid(),
         &valid_examples,
@@ -616,52 +612,29 @@ pub fn train_seq2seq<B: FusedAutodiffBackend>(
         device,
     );
     let train_len = train_examples.len();
-    let train_loader = |epochs_done| -> Arc<dyn burn::data::dataloader::DataLoader<B, _>> {
-        Arc::new(EpochLoader::new(
-            train_examples,
-            Arc::new(batcher.clone()),
-            config.batch_size,
-            config.seed,
-            epochs_done,
-            device.clone(),
-        ))
-    };
-    let valid_loader = DataLoaderBuilder::new(batcher.clone())
-        .batch_size(config.batch_size)
-        .set_device(device.clone())
-        .build(InMemory(valid_examples.clone()));
-    let metrics = |training: SupervisedTraining<Components<B, crate::WarmupLinear, _>>| {
-        training
-            .metric_valid_numeric(DecodeMetric::exact_match())
-            .metric_valid_numeric(DecodeMetric::token_accuracy())
+    let config = &crate::FineTuneConfig {
+        task: crate::FineTuneTask::Seq2Seq,
+        ..config.clone()
     };
     let scratch = scratch_dir(out, config.resume)?;
-    let settings = EngineSettings {
-        epochs: config.epochs,
-        grad_accum: 1,
-        early_stopping: config.early_stopping,
-        watched: "Exact Match",
-        lower_is_better: false,
-        progress: config.progress,
-        resume: config.resume,
-        scratch: &scratch,
-        run: serde_json::json!({
-            "config": config,
-            "size": size,
-            "train": train,
-            "valid": valid,
-            "train_examples": train_len,
-            "valid_examples": valid_examples.len(),
-        }),
-    };
-    let result = engine(
+    let run = serde_json::json!({
+        "config": config,
+        "size": size,
+        "train": train,
+        "valid": valid,
+        "train_examples": train_len,
+        "valid_examples": valid_examples.len(),
+    });
+    let result = crate::finetune::learn(
         model,
-        (train_loader, valid_loader),
-        schedule,
-        optimizer,
-        metrics,
-        settings,
+        &batcher,
+        (train_examples, valid_examples.clone()),
+        config,
+        &[],
+        &scratch,
         std::slice::from_ref(device),
+        run,
+        optimizer,
     )
     .and_then(|learned| {
         let after = held_out_figures(
@@ -680,7 +653,8 @@ pub fn train_seq2seq<B: FusedAutodiffBackend>(
             epochs_run,
             resumed_from_epoch: learned.resumed_from,
             best_epoch: learned.best_epoch,
-            optimizer_steps: epochs_run * train_len.div_ceil(config.batch_size),
+            optimizer_steps: epochs_run
+                * (train_len.div_ceil(config.batch_size) / config.grad_accum),
             seconds: learned.seconds,
             examples_per_second: (train_len * (epochs_run - learned.resumed_from)) as f64
                 / learned.seconds.max(1e-9),
