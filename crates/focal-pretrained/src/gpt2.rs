@@ -169,12 +169,14 @@ impl<B: Backend> Gpt2<B> {
             }
             let attention = layer.self_attention();
             // Conv1D weights are `[in, out]`; each is stored `[out, in]` for the CPU kernel's
-            // single-row products (see `store_out_in`), values unchanged.
+            // single-row products (see `store_out_in`), values unchanged. Parameters made from
+            // a layout change or a slice are detached: on an autodiff backend they must be
+            // leaves to be trained.
             let conv = |key: String, dims| {
                 let linear =
                     state.linear_with::<B>(&key, dims, WeightLayout::InOut, true, device)?;
                 Ok::<_, PytorchImportError>(Linear {
-                    weight: Param::from_tensor(store_out_in(linear.weight.val())),
+                    weight: Param::from_tensor(store_out_in(linear.weight.val()).detach()),
                     bias: linear.bias,
                 })
             };
@@ -187,8 +189,10 @@ impl<B: Backend> Gpt2<B> {
                 // `weight` is stored `[3d, d]`, so each part's rows are one contiguous block,
                 // read in place.
                 let part = |j: usize| Linear {
-                    weight: Param::from_tensor(weight.clone().narrow(1, j * d, d)),
-                    bias: Some(Param::from_tensor(bias.clone().narrow(0, j * d, d))),
+                    weight: Param::from_tensor(weight.clone().narrow(1, j * d, d).detach()),
+                    bias: Some(Param::from_tensor(
+                        bias.clone().narrow(0, j * d, d).detach(),
+                    )),
                 };
                 block.self_attention = MultiHeadAttention::from_projections(
                     &attention,

@@ -2405,22 +2405,6 @@ fn lm_tokenizer(init: &Path) -> Result<tokenizers::Tokenizer, FineTuneError> {
     Ok(tokenizer)
 }
 
-/// Marks every float parameter of `module` as trainable (a module moved onto an autodiff
-/// backend from its inner one keeps the inner tensors' "no gradient").
-fn trainable<B: burn::tensor::backend::AutodiffBackend, M: Module<B>>(module: M) -> M {
-    struct RequireGrad;
-    impl<B: burn::tensor::backend::AutodiffBackend> burn::module::ModuleMapper<B> for RequireGrad {
-        fn map_float<const D: usize>(
-            &mut self,
-            param: burn::module::Param<Tensor<B, D>>,
-        ) -> burn::module::Param<Tensor<B, D>> {
-            let (id, tensor, mapper) = param.consume();
-            burn::module::Param::from_mapped_value(id, tensor.require_grad(), mapper)
-        }
-    }
-    module.map(&mut RequireGrad)
-}
-
 /// Causal language modelling of a GPT-2 directory on plain text.
 fn fine_tune_lm<B: FusedAutodiffBackend>(
     run: &mut Run,
@@ -2429,9 +2413,7 @@ fn fine_tune_lm<B: FusedAutodiffBackend>(
 ) -> Result<FineTuneReport, FineTuneError> {
     let device = &devices[0];
     let config = run.config;
-    // Loaded without autodiff (the loader splits and lays out tensors), then made trainable.
-    let (inner, _) = focal_pretrained::Gpt2::<B::InnerBackend>::load(run.init, device)?;
-    let model = trainable(focal_pretrained::Gpt2::<B>::from_inner(inner));
+    let (model, _) = focal_pretrained::Gpt2::<B>::load(run.init, device)?;
     let block = config.max_length.min(model.positions());
     let tokenizer = lm_tokenizer(run.init)?;
     let blocks = lm_blocks(run.train, &tokenizer, block)?;
