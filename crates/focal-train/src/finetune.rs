@@ -888,6 +888,7 @@ struct Tally {
     entities: Option<EntityCounts>,
     spans: Option<SpanMatches>,
     tokens: Option<TokenCounts>,
+    decoded: Option<crate::eval::DecodeCounts>,
     multi_label: bool,
 }
 
@@ -905,6 +906,7 @@ impl Tally {
             entities: (task == FineTuneTask::Tag).then(EntityCounts::default),
             spans: (task == FineTuneTask::Qa).then(SpanMatches::default),
             tokens: (task == FineTuneTask::Lm).then(TokenCounts::default),
+            decoded: (task == FineTuneTask::Seq2Seq).then(Default::default),
             multi_label: task == FineTuneTask::MultiLabel,
         }
     }
@@ -944,8 +946,11 @@ impl Tally {
                     e.merge(&EntityF1Metric::count(&self.labels, &sequences));
                 }
             }
-            // The reverse task reports by its own evaluation (`crate::eval`).
-            TaskOutput::Seq2Seq(..) => {}
+            TaskOutput::Seq2Seq(_, counts) => {
+                if let Some(d) = &mut self.decoded {
+                    d.add(counts);
+                }
+            }
             TaskOutput::Lm(_, counts) => {
                 if let Some(t) = &mut self.tokens {
                     t.add(counts);
@@ -960,7 +965,11 @@ impl Tally {
             loss: self.loss / self.examples.max(1) as f64,
             ..HeldOut::default()
         };
-        if let Some(tokens) = &self.tokens {
+        if let Some(decoded) = &self.decoded {
+            let metrics = decoded.metrics();
+            held_out.exact_match = Some(metrics.exact_match);
+            held_out.token_accuracy = Some(metrics.token_accuracy);
+        } else if let Some(tokens) = &self.tokens {
             held_out.perplexity = Some(tokens.perplexity());
             held_out.next_token_accuracy = Some(tokens.accuracy());
         } else if let Some(spans) = &self.spans {
@@ -988,9 +997,9 @@ impl Tally {
 }
 
 /// Held-out figures of `model` on `examples`.
-fn evaluate<B, M, I>(
+pub(crate) fn evaluate<B, M, I, Bt>(
     model: &M,
-    batcher: &PadBatcher,
+    batcher: &Bt,
     examples: &[I],
     config: &FineTuneConfig,
     labels: &[String],
@@ -999,7 +1008,7 @@ fn evaluate<B, M, I>(
 where
     B: Backend,
     M: InferenceStep<Output = TaskOutput<B>>,
-    PadBatcher: Batcher<B, I, M::Input>,
+    Bt: Batcher<B, I, M::Input>,
     I: Clone,
 {
     let mut tally = Tally::new(config.task, labels);

@@ -19,7 +19,6 @@ use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
 use burn::lr_scheduler::linear::LinearLrSchedulerConfig;
 use burn::module::{AutodiffModule, Module};
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::tensor::ElementConversion;
 use burn::tensor::backend::Backend;
 use burn::train::{InferenceStep, SupervisedTraining, TrainOutput, TrainStep};
 use focal_attention::{FusedAttentionBackend, FusedAutodiffBackend};
@@ -494,35 +493,6 @@ fn seq2seq_examples(
     Ok(examples)
 }
 
-/// The held-out figures of a sequence-to-sequence model: greedy decoding's exact match and
-/// token accuracy, and the teacher-forced loss (mean over target tokens).
-fn held_out_figures<B: FusedAttentionBackend>(
-    model: &Seq2SeqTransformer<B>,
-    examples: &[Example],
-    specials: SpecialTokens,
-    config: &crate::FineTuneConfig,
-    device: &B::Device,
-) -> crate::HeldOut {
-    let counts = decode_counts(model, examples, specials, config.batch_size, device);
-    let (mut loss, mut tokens) = (0.0, 0usize);
-    for chunk in examples.chunks(config.batch_size.max(1)) {
-        let items: Seq2SeqItems<B> = Seq2SeqBatcher { specials }.batch(chunk.to_vec(), device);
-        // Targets and their `<eos>`: the positions the loss averages over.
-        let n: usize = chunk.iter().map(|e| e.target.len() + 1).sum();
-        let mean: f64 = seq2seq_loss(model, &items).into_scalar().elem();
-        loss += mean * n as f64;
-        tokens += n;
-    }
-    let metrics = counts.metrics();
-    crate::HeldOut {
-        examples: counts.examples,
-        loss: loss / tokens.max(1) as f64,
-        exact_match: Some(metrics.exact_match),
-        token_accuracy: Some(metrics.token_accuracy),
-        ..crate::HeldOut::default()
-    }
-}
-
 /// Trains a sequence-to-sequence model of `size` from scratch on pairs of texts (`--task
 /// seq2seq`): sources in `config.columns.text`, targets in `config.columns.label`, of `.csv`,
 /// `.tsv` or `.jsonl` files, words split on whitespace into one vocabulary (the training
@@ -604,18 +574,15 @@ pub fn train_seq2seq<B: FusedAutodiffBackend>(
     let optimizer = crate::FusedAdamWConfig::new()
         .with_weight_decay(0.01)
         .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)));
-    let before = held_out_figures(
-        &model.model.valid(),
-        &valid_examples,
-        specials,
-        config,
-        device,
-    );
     let train_len = train_examples.len();
     let config = &crate::FineTuneConfig {
         task: crate::FineTuneTask::Seq2Seq,
         ..config.clone()
     };
+    let held_out = |model: &Seq2SeqTraining<B::InnerBackend>| {
+        crate::finetune::evaluate(model, &batcher, &valid_examples, config, &[], device)
+    };
+    let before = held_out(&model.valid());
     let scratch = scratch_dir(out, config.resume)?;
     let run = serde_json::json!({
         "config": config,
@@ -637,13 +604,7 @@ pub fn train_seq2seq<B: FusedAutodiffBackend>(
         optimizer,
     )
     .and_then(|learned| {
-        let after = held_out_figures(
-            &learned.model.model,
-            &valid_examples,
-            specials,
-            config,
-            device,
-        );
+        let after = held_out(&learned.model);
         let epochs_run = learned.history.epochs.len();
         let report = crate::FineTuneReport {
             labels: Vec::new(),
