@@ -1534,7 +1534,7 @@ where
     } = settings;
     let device = &devices[0];
     let resumed = if resume {
-        RunState::<History>::read(scratch, &run)?
+        RunState::read(scratch, &run)?
     } else {
         None
     };
@@ -1549,7 +1549,6 @@ where
         }
         None => (0, History::default()),
     };
-    crate::resume::forget_epochs_after(scratch, resumed_from);
     if resume && progress {
         if resumed_from == 0 {
             eprintln!("no epoch of the killed run was saved: starting again");
@@ -1604,7 +1603,7 @@ where
         watched: watched.clone(),
         best: best.clone(),
         saved: (1..=resumed_from)
-            .filter(|&e| crate::resume::last_checkpoint(scratch, e) == e)
+            .filter(|&e| crate::resume::has_checkpoint(scratch, e))
             .collect(),
     });
     if let Some(patience) = early_stopping {
@@ -1618,8 +1617,7 @@ where
     let seconds = started.elapsed().as_secs_f64();
     let history = history.lock().map(|h| h.clone()).unwrap_or_default();
     let mut trained = result.model;
-    // The epoch the checkpointer kept as the best (burn-train's store decides, as for early
-    // stopping); the last when it never ran.
+    // The epoch the checkpointer kept as the best; the last when it never ran.
     let best = match best.load(std::sync::atomic::Ordering::SeqCst) {
         0 => history.epochs.len(),
         kept => kept,

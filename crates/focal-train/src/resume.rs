@@ -18,6 +18,7 @@
 //!   reports the whole history.
 
 use crate::data::FineTuneError;
+use crate::finetune::History;
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataloader::{DataLoader, DataLoaderIterator, Progress};
 use burn::record::{
@@ -26,7 +27,6 @@ use burn::record::{
 use burn::tensor::backend::Backend;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -76,7 +76,10 @@ impl<B: Backend> Recorder<B> for AtomicRecorder {
         })
     }
 
-    fn load_item<I: DeserializeOwned>(&self, file: &mut PathBuf) -> Result<I, RecorderError> {
+    fn load_item<I: serde::de::DeserializeOwned>(
+        &self,
+        file: &mut PathBuf,
+    ) -> Result<I, RecorderError> {
         Recorder::<B>::load_item(&self.0, file)
     }
 }
@@ -87,8 +90,9 @@ impl<B: Backend> FileRecorder<B> for AtomicRecorder {
     }
 }
 
-/// How a loader draws the items of epoch `e`, in order, from the epoch's seed.
-type Draw<I> = Arc<dyn Fn(u64, usize) -> Vec<I> + Send + Sync>;
+/// What a loader draws for epoch `e` from the epoch's seed: the items, and the order in which
+/// the epoch visits them.
+type Draw<I> = Arc<dyn Fn(u64, usize) -> (Arc<[I]>, Vec<usize>) + Send + Sync>;
 
 /// A training data loader whose epoch `e` (counted from 1 over the run, resumed or not) draws
 /// its items in an order that depends only on `(seed, e)` — a shuffle of fixed items, or
@@ -97,9 +101,7 @@ type Draw<I> = Arc<dyn Fn(u64, usize) -> Vec<I> + Send + Sync>;
 /// already: batching only pads).
 pub(crate) struct EpochLoader<B: Backend, I, O> {
     draw: Draw<I>,
-    /// Items in an epoch.
-    items: usize,
-    /// The share of each epoch's items this loader gives (a replica's slice).
+    /// The positions of each epoch's order this loader gives (a replica's slice, or all).
     range: Range<usize>,
     batcher: Arc<dyn Batcher<B, I, O>>,
     batch_size: usize,
@@ -121,17 +123,35 @@ impl<B: Backend, I: Clone + Send + Sync + 'static, O> EpochLoader<B, I, O> {
         device: B::Device,
     ) -> Self {
         let n = items.len();
-        let items = Arc::new(items);
+        let items: Arc<[I]> = items.into();
         let draw: Draw<I> = Arc::new(move |seed, _| {
             let mut order: Vec<usize> = (0..items.len()).collect();
             order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
-            order.into_iter().map(|i| items[i].clone()).collect()
+            (items.clone(), order)
         });
-        Self::drawn(n, draw, batcher, batch_size, seed, epochs_done, device)
+        Self::with_draw(n, draw, batcher, batch_size, seed, epochs_done, device)
     }
 
-    /// A loader whose epoch `e` gives `draw(seed of e, e)` (about `items` of them).
-    pub(crate) fn drawn(
+    /// A loader whose epoch `e` visits `generate(seed of e, e)` (about `items` of them) in
+    /// the order generated.
+    pub(crate) fn generated(
+        items: usize,
+        generate: impl Fn(u64, usize) -> Vec<I> + Send + Sync + 'static,
+        batcher: Arc<dyn Batcher<B, I, O>>,
+        batch_size: usize,
+        seed: u64,
+        epochs_done: usize,
+        device: B::Device,
+    ) -> Self {
+        let draw: Draw<I> = Arc::new(move |seed, epoch| {
+            let items = generate(seed, epoch);
+            let order = (0..items.len()).collect();
+            (items.into(), order)
+        });
+        Self::with_draw(items, draw, batcher, batch_size, seed, epochs_done, device)
+    }
+
+    fn with_draw(
         items: usize,
         draw: Draw<I>,
         batcher: Arc<dyn Batcher<B, I, O>>,
@@ -142,7 +162,6 @@ impl<B: Backend, I: Clone + Send + Sync + 'static, O> EpochLoader<B, I, O> {
     ) -> Self {
         Self {
             draw,
-            items,
             range: 0..items,
             batcher,
             batch_size,
@@ -155,7 +174,6 @@ impl<B: Backend, I: Clone + Send + Sync + 'static, O> EpochLoader<B, I, O> {
     fn with(&self, range: Range<usize>, device: B::Device) -> Self {
         Self {
             draw: self.draw.clone(),
-            items: self.items,
             range,
             batcher: self.batcher.clone(),
             batch_size: self.batch_size,
@@ -168,27 +186,32 @@ impl<B: Backend, I: Clone + Send + Sync + 'static, O> EpochLoader<B, I, O> {
 
 struct EpochIter<'a, B: Backend, I, O> {
     loader: &'a EpochLoader<B, I, O>,
-    items: std::vec::IntoIter<I>,
+    items: Arc<[I]>,
+    /// The indices of `items` this epoch visits, in order.
+    order: Vec<usize>,
     done: usize,
-    total: usize,
 }
 
-impl<B: Backend, I, O> Iterator for EpochIter<'_, B, I, O> {
+impl<B: Backend, I: Clone, O> Iterator for EpochIter<'_, B, I, O> {
     type Item = O;
 
     fn next(&mut self) -> Option<O> {
-        let items: Vec<I> = self.items.by_ref().take(self.loader.batch_size).collect();
-        if items.is_empty() {
+        let end = (self.done + self.loader.batch_size).min(self.order.len());
+        if self.done >= end {
             return None;
         }
-        self.done += items.len();
-        Some(self.loader.batcher.batch(items, &self.loader.device))
+        let batch = self.order[self.done..end]
+            .iter()
+            .map(|&i| self.items[i].clone())
+            .collect();
+        self.done = end;
+        Some(self.loader.batcher.batch(batch, &self.loader.device))
     }
 }
 
-impl<B: Backend, I, O> DataLoaderIterator<O> for EpochIter<'_, B, I, O> {
+impl<B: Backend, I: Clone, O> DataLoaderIterator<O> for EpochIter<'_, B, I, O> {
     fn progress(&self) -> Progress {
-        Progress::new(self.done, self.total)
+        Progress::new(self.done, self.order.len())
     }
 }
 
@@ -201,15 +224,15 @@ where
     fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<O> + 'a> {
         let epoch = self.epochs.fetch_add(1, Ordering::SeqCst) + 1;
         let seed = epoch_seed(self.seed, epoch);
-        let drawn = (self.draw)(seed, epoch);
-        let end = self.range.end.min(drawn.len());
-        let start = self.range.start.min(end);
-        let items: Vec<I> = drawn.into_iter().skip(start).take(end - start).collect();
+        let (items, mut order) = (self.draw)(seed, epoch);
+        let end = self.range.end.min(order.len());
+        order.truncate(end);
+        order.drain(..self.range.start.min(end));
         B::seed(&self.device, seed.rotate_left(32));
         Box::new(EpochIter {
             loader: self,
-            total: items.len(),
-            items: items.into_iter(),
+            items,
+            order,
             done: 0,
         })
     }
@@ -230,14 +253,14 @@ where
 
 /// The run's settings (compared when resuming) and what it has done, as of its last epoch.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct RunState<H> {
+pub(crate) struct RunState {
     /// The settings, files and data sizes of the run: a resumed run must have the same.
     pub run: serde_json::Value,
     /// The figures of the epochs done.
-    pub history: H,
+    pub history: History,
 }
 
-impl<H: Serialize + DeserializeOwned> RunState<H> {
+impl RunState {
     /// Writes the state into the run's working directory, atomically.
     pub(crate) fn write(&self, scratch: &Path) -> Result<(), FineTuneError> {
         let path = scratch.join(STATE_FILE);
@@ -300,38 +323,21 @@ fn first_difference(at: &str, was: &serde_json::Value, now: &serde_json::Value) 
     }
 }
 
-/// The last epoch, at most `epochs`, whose checkpoint files are all in `scratch` (each is
-/// complete: they are renamed into place); 0 when none is.
-pub(crate) fn last_checkpoint(scratch: &Path, epochs: usize) -> usize {
+/// Whether all of `epoch`'s checkpoint files are in `scratch` (each is complete: they are
+/// renamed into place).
+pub(crate) fn has_checkpoint(scratch: &Path, epoch: usize) -> bool {
     let dir = scratch.join("checkpoint");
-    (1..=epochs)
-        .rev()
-        .find(|epoch| {
-            CHECKPOINT_FILES
-                .iter()
-                .all(|name| dir.join(format!("{name}-{epoch}.mpk")).is_file())
-        })
-        .unwrap_or(0)
+    CHECKPOINT_FILES
+        .iter()
+        .all(|name| dir.join(format!("{name}-{epoch}.mpk")).is_file())
 }
 
-/// Removes burn-train's metric logs of the epochs after `epoch` (a killed epoch's partial
-/// logs), so that its best-epoch and early-stopping rules read only the epochs kept.
-pub(crate) fn forget_epochs_after(scratch: &Path, epoch: usize) {
-    for split in ["train", "valid"] {
-        let Ok(entries) = std::fs::read_dir(scratch.join(split)) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(n) = name
-                .strip_prefix("epoch-")
-                .and_then(|n| n.parse::<usize>().ok())
-                && n > epoch
-            {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-    }
+/// The last epoch, at most `epochs`, with a complete checkpoint in `scratch`; 0 when none has.
+pub(crate) fn last_checkpoint(scratch: &Path, epochs: usize) -> usize {
+    (1..=epochs)
+        .rev()
+        .find(|&epoch| has_checkpoint(scratch, epoch))
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -345,7 +345,7 @@ pub fn train<B: FusedAutodiffBackend>(
     let (steps, eval_every, batch_size) = (config.steps, config.eval_every, config.batch_size);
     let excluded = Arc::new(held_out.clone());
     let train_loader = |epochs_done| -> Arc<dyn burn::data::dataloader::DataLoader<B, _>> {
-        let draw = Arc::new(move |seed: u64, epoch: usize| {
+        let generate = move |seed: u64, epoch: usize| {
             let batches = eval_every.min(steps.saturating_sub((epoch - 1) * eval_every));
             let task = kind.build();
             let mut stream = TrainingStream::new(
@@ -354,10 +354,10 @@ pub fn train<B: FusedAutodiffBackend>(
                 rand::rngs::StdRng::seed_from_u64(seed),
             );
             stream.batch(batches * batch_size)
-        });
-        Arc::new(EpochLoader::drawn(
+        };
+        Arc::new(EpochLoader::generated(
             eval_every * batch_size,
-            draw,
+            generate,
             Arc::new(batcher.clone()),
             batch_size,
             config.seed,
