@@ -266,6 +266,15 @@ impl FineTuneConfig {
         )
     }
 
+    /// The counter of malformed rows the settings ask for: stop at the first, or skip them.
+    pub(crate) fn bad_rows(&self) -> BadRows {
+        if self.skip_bad_rows {
+            BadRows::skipping()
+        } else {
+            BadRows::strict()
+        }
+    }
+
     /// The columns the task reads: `pair` needs a second text (default column `text_pair`).
     fn task_columns(&self) -> Columns {
         let mut columns = self.columns.clone();
@@ -997,7 +1006,7 @@ impl Tally {
 }
 
 /// Held-out figures of `model` on `examples`.
-pub(crate) fn evaluate<B, M, I, Bt>(
+fn evaluate<B, M, I, Bt>(
     model: &M,
     batcher: &Bt,
     examples: &[I],
@@ -1389,7 +1398,7 @@ pub(crate) struct EngineSettings<'a> {
 
 /// Runs fine-tuning on burn-train: the task's schedule, loaders and metrics, then [`engine`].
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn learn<B, M, I, Bt>(
+fn learn<B, M, I, Bt>(
     model: M,
     batcher: &Bt,
     (train, valid): (Vec<I>, Vec<I>),
@@ -1881,7 +1890,7 @@ fn tag_example(
 /// The directory burn-train works in during a run: beside `out`, named after it and the
 /// process (`.NAME.learner-PID`), removed at the end. With `resume`, the newest such directory
 /// of a killed run becomes this run's.
-pub(crate) fn scratch_dir(out: &Path, resume: bool) -> Result<PathBuf, FineTuneError> {
+fn scratch_dir(out: &Path, resume: bool) -> Result<PathBuf, FineTuneError> {
     let (parent, name) = out_parts(out);
     let parent = parent.as_path();
     std::fs::create_dir_all(parent).map_err(|e| FineTuneError::File {
@@ -2018,54 +2027,68 @@ pub fn fine_tune_on<B: FusedAutodiffBackend>(
     }
     // The new head's initialisation and dropout draw from the backend's generator.
     focal_backend::seed::<B>(device, config.seed);
-    let scratch = scratch_dir(out, config.resume)?;
-    let mut run = Run {
-        init,
-        train,
-        valid,
-        scratch: &scratch,
-        config,
-        bad: if config.skip_bad_rows {
-            BadRows::skipping()
+    in_scratch(out, config.resume, |scratch| {
+        let mut run = Run {
+            init,
+            size: None,
+            train,
+            valid,
+            scratch,
+            config,
+            optimizer: FusedAdamWConfig::new(),
+            bad: config.bad_rows(),
+        };
+        if config.task == FineTuneTask::Lm {
+            fine_tune_lm::<B>(&mut run, out, devices)
+        } else if config.task == FineTuneTask::Qa {
+            fine_tune_qa::<B>(&mut run, out, devices)
+        } else if config.task == FineTuneTask::Tag {
+            fine_tune_tagger::<B>(&mut run, out, devices)
+        } else if config.linear_probe {
+            fine_tune_probe::<B>(&mut run, out, devices)
         } else {
-            BadRows::strict()
-        },
-    };
-    let result = if config.task == FineTuneTask::Lm {
-        fine_tune_lm::<B>(&mut run, out, devices)
-    } else if config.task == FineTuneTask::Qa {
-        fine_tune_qa::<B>(&mut run, out, devices)
-    } else if config.task == FineTuneTask::Tag {
-        fine_tune_tagger::<B>(&mut run, out, devices)
-    } else if config.linear_probe {
-        fine_tune_probe::<B>(&mut run, out, devices)
-    } else {
-        fine_tune_sequence::<B>(&mut run, out, devices)
-    };
-    // A resumed run that fails keeps the killed run's checkpoints for another try.
-    if result.is_ok() || !config.resume {
+            fine_tune_sequence::<B>(&mut run, out, devices)
+        }
+    })
+}
+
+/// Runs `work` in the run's working directory beside `out` ([`scratch_dir`]), removed
+/// afterwards, except when a resumed run fails: the killed run's checkpoints stay for another
+/// try.
+pub(crate) fn in_scratch<T, E: From<FineTuneError>>(
+    out: &Path,
+    resume: bool,
+    work: impl FnOnce(&Path) -> Result<T, E>,
+) -> Result<T, E> {
+    let scratch = scratch_dir(out, resume)?;
+    let result = work(&scratch);
+    if result.is_ok() || !resume {
         let _ = std::fs::remove_dir_all(&scratch);
     }
     result
 }
 
 /// What every task's run reads and where it works.
-struct Run<'a> {
-    init: &'a Path,
-    train: &'a Path,
-    valid: Option<&'a Path>,
-    scratch: &'a Path,
-    config: &'a FineTuneConfig,
-    bad: BadRows,
+pub(crate) struct Run<'a> {
+    /// The directory the model starts from (none for a model trained from scratch).
+    pub(crate) init: &'a Path,
+    /// The size of a model trained from scratch.
+    pub(crate) size: Option<crate::trainer::ModelSize>,
+    pub(crate) train: &'a Path,
+    pub(crate) valid: Option<&'a Path>,
+    pub(crate) scratch: &'a Path,
+    pub(crate) config: &'a FineTuneConfig,
+    pub(crate) optimizer: FusedAdamWConfig,
+    pub(crate) bad: BadRows,
 }
 
 impl Run<'_> {
     /// Scores `model` on the held-out examples, trains it on burn-train's `Learner`, and scores
     /// the kept weights: those weights and the report.
-    fn fit<B, M, I>(
+    pub(crate) fn fit<B, M, I, Bt>(
         &mut self,
         model: M,
-        batcher: &PadBatcher,
+        batcher: &Bt,
         (train, valid): (Vec<I>, Vec<I>),
         labels: Vec<String>,
         devices: &[B::Device],
@@ -2077,8 +2100,10 @@ impl Run<'_> {
         M::InnerModule: InferenceStep<Output = TaskOutput<B::InnerBackend>>,
         M::Input: Send + Clone + std::fmt::Debug + 'static,
         <M::InnerModule as InferenceStep>::Input: Send + Clone + std::fmt::Debug + 'static,
-        PadBatcher: Batcher<B, I, M::Input>
-            + Batcher<B::InnerBackend, I, <M::InnerModule as InferenceStep>::Input>,
+        Bt: Batcher<B, I, M::Input>
+            + Batcher<B::InnerBackend, I, <M::InnerModule as InferenceStep>::Input>
+            + Clone
+            + 'static,
     {
         let config = self.config;
         let device = &devices[0];
@@ -2087,6 +2112,7 @@ impl Run<'_> {
         let run = serde_json::json!({
             "config": config,
             "init": self.init,
+            "size": self.size,
             "train": self.train,
             "valid": self.valid,
             "train_examples": train_examples,
@@ -2109,7 +2135,7 @@ impl Run<'_> {
             self.scratch,
             devices,
             run,
-            FusedAdamWConfig::new(),
+            self.optimizer.clone(),
         )?;
         let after = evaluate(&trained, batcher, &valid, config, &labels, device);
         let epochs_run = history.epochs.len();

@@ -6,7 +6,7 @@ use crate::checkpoint::{
 };
 use crate::eval::{DecodeCounts, EvalMetrics, decode_counts, evaluate};
 use crate::finetune::{
-    Components, EngineSettings, InMemory, Learned, TaskOutput, engine, scratch_dir,
+    Components, EngineSettings, InMemory, Learned, Run, TaskOutput, engine, in_scratch,
 };
 use crate::metrics::DecodeMetric;
 use crate::resume::EpochLoader;
@@ -17,7 +17,7 @@ use burn::grad_clipping::GradientClippingConfig;
 use burn::lr_scheduler::composed::{ComposedLrScheduler, ComposedLrSchedulerConfig};
 use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
 use burn::lr_scheduler::linear::LinearLrSchedulerConfig;
-use burn::module::{AutodiffModule, Module};
+use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::backend::Backend;
 use burn::train::{InferenceStep, SupervisedTraining, TrainOutput, TrainStep};
@@ -374,34 +374,29 @@ pub fn train<B: FusedAutodiffBackend>(
             .metric_valid_numeric(DecodeMetric::exact_match())
             .metric_valid_numeric(DecodeMetric::token_accuracy())
     };
-    let scratch = scratch_dir(out, options.resume)?;
-    let settings = EngineSettings {
-        epochs,
-        grad_accum: 1,
-        early_stopping: None,
-        watched: "Exact Match",
-        lower_is_better: false,
-        progress: options.progress,
-        resume: options.resume,
-        scratch: &scratch,
-        run: serde_json::json!({ "config": config, "held_out": held_out.len() }),
-    };
-    let result = engine(
-        model,
-        (train_loader, valid_loader),
-        schedule,
-        optimizer,
-        metrics,
-        settings,
-        std::slice::from_ref(device),
-    )
-    .map_err(TrainError::from)
-    .and_then(|learned| finish(learned, config, options, &artifact, &held_out, out));
-    // A resumed run that fails keeps the killed run's checkpoints for another try.
-    if result.is_ok() || !options.resume {
-        let _ = std::fs::remove_dir_all(&scratch);
-    }
-    result
+    in_scratch(out, options.resume, |scratch| {
+        let settings = EngineSettings {
+            epochs,
+            grad_accum: 1,
+            early_stopping: None,
+            watched: "Exact Match",
+            lower_is_better: false,
+            progress: options.progress,
+            resume: options.resume,
+            scratch,
+            run: serde_json::json!({ "config": config, "held_out": held_out.len() }),
+        };
+        let learned = engine(
+            model,
+            (train_loader, valid_loader),
+            schedule,
+            optimizer,
+            metrics,
+            settings,
+            std::slice::from_ref(device),
+        )?;
+        finish(learned, config, options, &artifact, &held_out, out)
+    })
 }
 
 /// The size of a sequence-to-sequence model trained from scratch (`--config`).
@@ -507,13 +502,9 @@ pub fn train_seq2seq<B: FusedAutodiffBackend>(
     size: ModelSize,
     device: &B::Device,
 ) -> Result<crate::FineTuneReport, crate::data::FineTuneError> {
-    use crate::data::{BadRows, FineTuneError, read_labelled};
+    use crate::data::{FineTuneError, read_labelled};
     config.validate()?;
-    let mut bad = if config.skip_bad_rows {
-        BadRows::skipping()
-    } else {
-        BadRows::strict()
-    };
+    let mut bad = config.bad_rows();
     let rows = read_labelled(train, &config.columns, false, &mut bad)?;
     let (train_rows, valid_rows, valid_path) = match valid {
         Some(path) => (
@@ -570,72 +561,37 @@ pub fn train_seq2seq<B: FusedAutodiffBackend>(
     let model = Seq2SeqTraining {
         model: model_config.init::<B>(device),
     };
-    let batcher = Seq2SeqBatcher { specials };
-    let optimizer = crate::FusedAdamWConfig::new()
-        .with_weight_decay(0.01)
-        .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)));
-    let train_len = train_examples.len();
     let config = &crate::FineTuneConfig {
         task: crate::FineTuneTask::Seq2Seq,
         ..config.clone()
     };
-    let held_out = |model: &Seq2SeqTraining<B::InnerBackend>| {
-        crate::finetune::evaluate(model, &batcher, &valid_examples, config, &[], device)
-    };
-    let before = held_out(&model.valid());
-    let scratch = scratch_dir(out, config.resume)?;
-    let run = serde_json::json!({
-        "config": config,
-        "size": size,
-        "train": train,
-        "valid": valid,
-        "train_examples": train_len,
-        "valid_examples": valid_examples.len(),
-    });
-    let result = crate::finetune::learn(
-        model,
-        &batcher,
-        (train_examples, valid_examples.clone()),
-        config,
-        &[],
-        &scratch,
-        std::slice::from_ref(device),
-        run,
-        optimizer,
-    )
-    .and_then(|learned| {
-        let after = held_out(&learned.model);
-        let epochs_run = learned.history.epochs.len();
-        let report = crate::FineTuneReport {
-            labels: Vec::new(),
-            train_examples: train_len,
-            bad_rows: bad,
-            config: config.clone(),
-            epochs_run,
-            resumed_from_epoch: learned.resumed_from,
-            best_epoch: learned.best_epoch,
-            optimizer_steps: epochs_run
-                * (train_len.div_ceil(config.batch_size) / config.grad_accum),
-            seconds: learned.seconds,
-            examples_per_second: (train_len * (epochs_run - learned.resumed_from)) as f64
-                / learned.seconds.max(1e-9),
-            before,
-            after,
-            history: learned.history,
+    in_scratch(out, config.resume, |scratch| {
+        let mut run = Run {
+            init: Path::new(""),
+            size: Some(size),
+            train,
+            valid,
+            scratch,
+            config,
+            optimizer: crate::FusedAdamWConfig::new()
+                .with_weight_decay(0.01)
+                .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0))),
+            bad,
         };
+        let (trained, report) = run.fit(
+            model,
+            &Seq2SeqBatcher { specials },
+            (train_examples, valid_examples),
+            Vec::new(),
+            std::slice::from_ref(device),
+        )?;
         let files = crate::finetune::run_files(&report)?;
-        save_run(out, &artifact, &learned.model.model, &files).map_err(|e| {
-            FineTuneError::File {
-                path: out.to_path_buf(),
-                reason: e.to_string(),
-            }
+        save_run(out, &artifact, &trained.model, &files).map_err(|e| FineTuneError::File {
+            path: out.to_path_buf(),
+            reason: e.to_string(),
         })?;
         Ok(report)
-    });
-    if result.is_ok() || !config.resume {
-        let _ = std::fs::remove_dir_all(&scratch);
-    }
-    result
+    })
 }
 
 /// The report of a finished run, and its directory written.
