@@ -31,14 +31,6 @@ pub struct DecodeCounts {
 }
 
 impl DecodeCounts {
-    /// Adds `other`'s counts.
-    pub fn add(&mut self, other: &DecodeCounts) {
-        self.examples += other.examples;
-        self.exact += other.exact;
-        self.tokens += other.tokens;
-        self.correct_tokens += other.correct_tokens;
-    }
-
     /// The shares.
     pub fn metrics(&self) -> EvalMetrics {
         EvalMetrics {

@@ -12,9 +12,9 @@ use crate::data::{
     label_set, read_conll, read_labelled, read_squad, squad_scores, tag_set,
 };
 use crate::metrics::{
-    ClassOutcomes, ClassScores, Correlation, EntityCounts, EntityF1Metric, LmMetric, OutcomeMetric,
-    PearsonMetric, RegressionPairs, SpanMatchMetric, SpanMatches, TagSequences, TokenCounts,
-    class_ids, ints,
+    ClassOutcomes, ClassScores, Correlation, EntityCounts, EntityF1Metric, EpochCounts, LmMetric,
+    OutcomeMetric, PearsonMetric, RegressionPairs, SpanMatchMetric, SpanMatches, TagSequences,
+    TokenCounts, class_ids, ints,
 };
 use crate::optim::{FusedAdamW, FusedAdamWConfig};
 use crate::plots::{self, Series};

@@ -735,12 +735,6 @@ impl SpanMatches {
         }
     }
 
-    /// Adds other counts.
-    pub fn add(&mut self, other: &SpanMatches) {
-        self.matched += other.matched;
-        self.windows += other.windows;
-    }
-
     /// Matched windows over windows (0 for none).
     pub fn share(&self) -> f64 {
         if self.windows == 0 {
@@ -754,24 +748,30 @@ impl SpanMatches {
 /// Counts that add up over an epoch's batches (a [`CountMetric`]'s input).
 pub trait EpochCounts: Clone + Default + Send + Sync + 'static {
     /// Adds a batch's counts.
-    fn add_counts(&mut self, other: &Self);
+    fn add(&mut self, other: &Self);
 }
 
 impl EpochCounts for SpanMatches {
-    fn add_counts(&mut self, other: &Self) {
-        self.add(other);
+    fn add(&mut self, other: &Self) {
+        self.matched += other.matched;
+        self.windows += other.windows;
     }
 }
 
 impl EpochCounts for crate::eval::DecodeCounts {
-    fn add_counts(&mut self, other: &Self) {
-        self.add(other);
+    fn add(&mut self, other: &Self) {
+        self.examples += other.examples;
+        self.exact += other.exact;
+        self.tokens += other.tokens;
+        self.correct_tokens += other.correct_tokens;
     }
 }
 
 impl EpochCounts for TokenCounts {
-    fn add_counts(&mut self, other: &Self) {
-        self.add(other);
+    fn add(&mut self, other: &Self) {
+        self.tokens += other.tokens;
+        self.correct += other.correct;
+        self.nll += other.nll;
     }
 }
 
@@ -829,7 +829,7 @@ impl<C: EpochCounts> Metric for CountMetric<C> {
     }
 
     fn update(&mut self, item: &C, _metadata: &MetricMetadata) -> SerializedEntry {
-        self.counts.add_counts(item);
+        self.counts.add(item);
         self.figure.update(
             (self.figure_of)(&self.counts),
             (self.weight_of)(item),
@@ -906,13 +906,6 @@ pub struct TokenCounts {
 }
 
 impl TokenCounts {
-    /// Adds `other`'s counts.
-    pub fn add(&mut self, other: &TokenCounts) {
-        self.tokens += other.tokens;
-        self.correct += other.correct;
-        self.nll += other.nll;
-    }
-
     /// `exp` of the mean negative log-likelihood (infinite with no tokens).
     pub fn perplexity(&self) -> f64 {
         if self.tokens == 0 {
@@ -1264,24 +1257,14 @@ mod tests {
             (LmMetric::perplexity(), total.perplexity()),
             (LmMetric::accuracy(), 100.0 * total.accuracy()),
         ] {
-            let (mut sum, mut count) = (0.0, 0);
-            for chunk in items.chunks(7) {
+            let mean = epoch_mean(items.len(), |range| {
                 let mut batch = TokenCounts::default();
-                for c in chunk {
+                for c in &items[range] {
                     batch.add(c);
                 }
-                let entry = metric.update(&batch, &metadata());
-                let NumericEntry::Aggregated {
-                    aggregated_value,
-                    count: n,
-                } = NumericEntry::deserialize(&entry.serialized).unwrap()
-                else {
-                    panic!("aggregated entry expected");
-                };
-                sum += aggregated_value * n as f64;
-                count += n;
-            }
-            close(sum / count as f64, want, "epoch figure");
+                metric.update(&batch, &metadata())
+            });
+            close(mean, want, "epoch figure");
         }
         assert!((total.perplexity() - (total.nll / total.tokens as f64).exp()).abs() < 1e-12);
     }
