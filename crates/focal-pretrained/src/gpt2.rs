@@ -3,7 +3,7 @@
 use crate::PretrainedError;
 use crate::bert::activation;
 use crate::hf::{check_tied, read_config, read_weights};
-use crate::tasks::{Saved, norm_tensors, values, write_model_dir};
+use crate::tasks::{Saved, linear_tensors, norm_tensors, values, write_model_dir};
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{Int, Tensor, backend::Backend};
@@ -253,13 +253,6 @@ impl<B: Backend> Gpt2<B> {
                 positions.positions.weight.val(),
             ));
         }
-        let conv = |key: String, linear: &Linear<B>| {
-            let mut tensors = vec![values(format!("{key}.weight"), linear.weight.val())];
-            if let Some(bias) = &linear.bias {
-                tensors.push(values(format!("{key}.bias"), bias.val()));
-            }
-            tensors
-        };
         for (i, block) in self.decoder.layers.iter().enumerate() {
             let key = |name: &str| format!("{p}.h.{i}.{name}");
             let [q, k, v, o] = block.self_attention.projections();
@@ -274,9 +267,17 @@ impl<B: Backend> Gpt2<B> {
             if let Some(biases) = biases {
                 out.push(values(key("attn.c_attn.bias"), Tensor::cat(biases, 0)));
             }
-            out.extend(conv(key("attn.c_proj"), o));
-            out.extend(conv(key("mlp.c_fc"), &block.feed_forward.expand));
-            out.extend(conv(key("mlp.c_proj"), &block.feed_forward.contract));
+            out.extend(linear_tensors(&key("attn.c_proj"), o, WeightLayout::InOut));
+            out.extend(linear_tensors(
+                &key("mlp.c_fc"),
+                &block.feed_forward.expand,
+                WeightLayout::InOut,
+            ));
+            out.extend(linear_tensors(
+                &key("mlp.c_proj"),
+                &block.feed_forward.contract,
+                WeightLayout::InOut,
+            ));
             out.extend(norm_tensors(
                 &key("ln_1"),
                 &block.self_attention_residual.norm,

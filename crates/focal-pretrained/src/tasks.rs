@@ -6,7 +6,7 @@ use crate::bert::{Bert, BertConfig};
 use crate::hf::{file, read_json};
 use burn::module::Module;
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
-use focal_attention::{FusedAttentionBackend, PytorchImportError};
+use focal_attention::{FusedAttentionBackend, PytorchImportError, WeightLayout};
 use focal_heads::{
     ClassifierPooling, ProblemType, SequenceClassifier, SequenceClassifierConfig,
     SpanQuestionAnswering, SpanQuestionAnsweringConfig, TokenClassifier, TokenClassifierConfig,
@@ -492,12 +492,19 @@ pub(crate) fn values<B: Backend, const D: usize>(key: String, x: Tensor<B, D>) -
     (key, data.to_vec().expect("f32 after convert"), shape)
 }
 
-/// A linear layer under PyTorch's names and layout (`weight` `[out, in]`, `bias`).
-fn linear_tensors<B: Backend>(key: &str, layer: &burn::nn::Linear<B>) -> Vec<Saved> {
-    let mut out = vec![values(
-        format!("{key}.weight"),
-        layer.weight.val().transpose(),
-    )];
+/// A linear layer under PyTorch's names (`weight`, `bias`), its weight stored in `layout`
+/// (`[out, in]` for `nn.Linear`, `[in, out]` for GPT-2's `Conv1D`), as the loaders read it.
+pub(crate) fn linear_tensors<B: Backend>(
+    key: &str,
+    layer: &burn::nn::Linear<B>,
+    layout: WeightLayout,
+) -> Vec<Saved> {
+    let weight = layer.weight.val();
+    let weight = match layout {
+        WeightLayout::OutIn => weight.transpose(),
+        WeightLayout::InOut => weight,
+    };
+    let mut out = vec![values(format!("{key}.weight"), weight)];
     if let Some(bias) = &layer.bias {
         out.push(values(format!("{key}.bias"), bias.val()));
     }
@@ -552,7 +559,7 @@ fn bert_tensors<B: Backend>(bert: &Bert<B>) -> Vec<Saved> {
             ("intermediate.dense", &layer.feed_forward.expand),
             ("output.dense", &layer.feed_forward.contract),
         ] {
-            out.extend(linear_tensors(&key(name), linear));
+            out.extend(linear_tensors(&key(name), linear, WeightLayout::OutIn));
         }
         out.extend(norm_tensors(
             &key("attention.output.LayerNorm"),
@@ -564,7 +571,11 @@ fn bert_tensors<B: Backend>(bert: &Bert<B>) -> Vec<Saved> {
         ));
     }
     if let Some(pooler) = &bert.pooler {
-        out.extend(linear_tensors("bert.pooler.dense", pooler));
+        out.extend(linear_tensors(
+            "bert.pooler.dense",
+            pooler,
+            WeightLayout::OutIn,
+        ));
     }
     out
 }
@@ -742,9 +753,17 @@ impl<B: Backend> BertForSequenceClassification<B> {
     ) -> Result<(), PretrainedError> {
         let mut tensors = bert_tensors(&self.bert);
         if let Some(pooler) = &self.head.pooler {
-            tensors.extend(linear_tensors("bert.pooler.dense", pooler));
+            tensors.extend(linear_tensors(
+                "bert.pooler.dense",
+                pooler,
+                WeightLayout::OutIn,
+            ));
         }
-        tensors.extend(linear_tensors("classifier", &self.head.classifier));
+        tensors.extend(linear_tensors(
+            "classifier",
+            &self.head.classifier,
+            WeightLayout::OutIn,
+        ));
         let mean = self.head.pooling() == ClassifierPooling::Mean;
         save_task_dir(
             dir,
@@ -773,7 +792,11 @@ impl<B: Backend> BertForTokenClassification<B> {
         extra: &[(&str, Vec<u8>)],
     ) -> Result<(), PretrainedError> {
         let mut tensors = bert_tensors(&self.bert);
-        tensors.extend(linear_tensors("classifier", &self.head.classifier));
+        tensors.extend(linear_tensors(
+            "classifier",
+            &self.head.classifier,
+            WeightLayout::OutIn,
+        ));
         save_task_dir(
             dir,
             config,
@@ -801,7 +824,11 @@ impl<B: Backend> BertForQuestionAnswering<B> {
         extra: &[(&str, Vec<u8>)],
     ) -> Result<(), PretrainedError> {
         let mut tensors = bert_tensors(&self.bert);
-        tensors.extend(linear_tensors("qa_outputs", &self.head.qa_outputs));
+        tensors.extend(linear_tensors(
+            "qa_outputs",
+            &self.head.qa_outputs,
+            WeightLayout::OutIn,
+        ));
         save_task_dir(
             dir,
             config,
