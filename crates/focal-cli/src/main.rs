@@ -364,27 +364,33 @@ fn fine_tune(
     };
     let data = need(args.data, "--data FILE")?;
     let valid = args.valid;
-    let from_scratch = task == focal::train::FineTuneTask::Seq2Seq;
-    let size: Option<focal::train::ModelSize> = match (&args.config, from_scratch) {
-        (Some(name), true) => Some(name.parse().map_err(anyhow::Error::msg)?),
-        (None, true) => Some(focal::train::ModelSize::Tiny),
-        (Some(_), false) => bail!("--config is for --task seq2seq (a model trained from scratch)"),
-        (None, false) => None,
-    };
-    let init = if from_scratch {
+    /// Where the run's model comes from.
+    enum Start {
+        /// A pretrained directory, fine-tuned.
+        Init(PathBuf),
+        /// A new model of this size, trained from scratch (seq2seq).
+        Scratch(focal::train::ModelSize),
+    }
+    let start = if task == focal::train::FineTuneTask::Seq2Seq {
         if args.init.is_some() {
             bail!("--task seq2seq trains a model from scratch: --config sets its size, not --init");
         }
-        PathBuf::new()
+        Start::Scratch(match &args.config {
+            Some(name) => name.parse().map_err(anyhow::Error::msg)?,
+            None => focal::train::ModelSize::Tiny,
+        })
     } else {
-        need(
+        if args.config.is_some() {
+            bail!("--config is for --task seq2seq (a model trained from scratch)");
+        }
+        Start::Init(need(
             args.init,
             if task == focal::train::FineTuneTask::Lm {
                 "--init DIR (a GPT-2 directory)"
             } else {
                 "--init DIR (a BERT or sentence-transformers directory)"
             },
-        )?
+        )?)
     };
     let out = need(args.out, "--out DIR")?;
     if args.steps.is_some() || args.eval_every.is_some() {
@@ -396,7 +402,9 @@ fn fine_tune(
             bail!("{flag} {}: no such file", path.display());
         }
     }
-    if !from_scratch && !init.is_dir() {
+    if let Start::Init(init) = &start
+        && !init.is_dir()
+    {
         bail!("--init {}: no such directory", init.display());
     }
     focal::train::trainer::check_out_dir(&out, args.overwrite)?;
@@ -410,10 +418,9 @@ fn fine_tune(
         batch_size: args.batch_size.unwrap_or(defaults.batch_size),
         grad_accum: args.grad_accum.unwrap_or(defaults.grad_accum),
         // A model trained from scratch takes a larger step than one fine-tuned.
-        learning_rate: args.lr.unwrap_or(if from_scratch {
-            1e-3
-        } else {
-            defaults.learning_rate
+        learning_rate: args.lr.unwrap_or(match start {
+            Start::Scratch(_) => 1e-3,
+            Start::Init(_) => defaults.learning_rate,
         }),
         warmup: args.warmup.unwrap_or(defaults.warmup),
         early_stopping: args.early_stopping,
@@ -434,8 +441,7 @@ fn fine_tune(
     config.validate()?;
 
     struct FineTuneJob {
-        init: PathBuf,
-        size: Option<focal::train::ModelSize>,
+        start: Start,
         data: PathBuf,
         valid: Option<PathBuf>,
         out: PathBuf,
@@ -446,31 +452,34 @@ fn fine_tune(
     }
     impl<B: FusedAutodiffBackend> RunOn<B> for FineTuneJob {
         fn run(self, device: B::Device) -> Self::Output {
-            if let Some(size) = self.size {
-                return focal::train::train_seq2seq::<B>(
+            match &self.start {
+                Start::Scratch(size) => focal::train::train_seq2seq::<B>(
                     &self.data,
                     self.valid.as_deref(),
                     &self.out,
                     &self.config,
-                    size,
+                    *size,
                     &device,
-                );
+                ),
+                Start::Init(init) => focal::train::fine_tune::<B>(
+                    init,
+                    &self.data,
+                    self.valid.as_deref(),
+                    &self.out,
+                    &self.config,
+                    &device,
+                ),
             }
-            focal::train::fine_tune::<B>(
-                &self.init,
-                &self.data,
-                self.valid.as_deref(),
-                &self.out,
-                &self.config,
-                &device,
-            )
         }
     }
     {
         // With -v: the data files are read inside the job, and a refusal must stay one line.
+        let from = match &start {
+            Start::Init(init) => init.display().to_string(),
+            Start::Scratch(size) => format!("a new {} model", size.name()),
+        };
         tracing::info!(
-            "fine-tuning {} for {task} on {} ({} epochs, batch {}, lr {}) on {backend}, writing {}",
-            init.display(),
+            "fine-tuning {from} for {task} on {} ({} epochs, batch {}, lr {}) on {backend}, writing {}",
             data.display(),
             config.epochs,
             config.batch_size,
@@ -479,8 +488,7 @@ fn fine_tune(
         );
     }
     let report = backend.run(FineTuneJob {
-        init,
-        size,
+        start,
         data,
         valid,
         out: out.clone(),

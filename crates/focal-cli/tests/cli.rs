@@ -204,6 +204,18 @@ fn json_lines(output: &Output) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Runs focal with `args`, aborted at the test-only fault point `fault` (its variable,
+/// `FOCAL_TEST_WRITE_ABORT_AT` or `FOCAL_TEST_ABORT_AFTER_BATCH`, and the point) as a kill would
+/// stop it; unstopped without one.
+fn focal_stopped_at(args: &[&str], fault: Option<(&str, usize)>) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_focal"));
+    command.args(args).env_remove("RUST_LOG");
+    if let Some((variable, point)) = fault {
+        command.env(variable, point.to_string());
+    }
+    command.output().expect("the focal binary runs")
+}
+
 /// Runs focal with `stdin` as its standard input.
 fn focal_with_input(args: &[&str], stdin: &str) -> Output {
     use std::io::Write;
@@ -817,23 +829,21 @@ fn a_killed_run_leaves_no_half_written_model() {
     let run = parent.path().join("run");
     let run_str = run.to_str().unwrap();
     let train = |abort_at: Option<u32>| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_focal"));
-        command.args([
-            "train",
-            "--task",
-            "reverse",
-            "--steps",
-            "1",
-            "--batch-size",
-            "2",
-            "--overwrite",
-            "--out",
-            run_str,
-        ]);
-        if let Some(point) = abort_at {
-            command.env("FOCAL_TEST_WRITE_ABORT_AT", point.to_string());
-        }
-        command.output().unwrap()
+        focal_stopped_at(
+            &[
+                "train",
+                "--task",
+                "reverse",
+                "--steps",
+                "1",
+                "--batch-size",
+                "2",
+                "--overwrite",
+                "--out",
+                run_str,
+            ],
+            abort_at.map(|point| ("FOCAL_TEST_WRITE_ABORT_AT", point as usize)),
+        )
     };
     // A save passes 2 points per file (config, weights, metrics, loss.png, metrics.png) and,
     // replacing a directory, 2 renames.
@@ -1163,29 +1173,27 @@ fn a_killed_fine_tuning_run_leaves_the_previous_model() {
     let run = parent.path().join("run");
     let run_str = run.to_str().unwrap().to_string();
     let train = |abort_at: Option<u32>| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_focal"));
-        command.args([
-            "train",
-            "--task",
-            "classify",
-            "--init",
-            &fixture("bert"),
-            "--data",
-            &fixture("train/classify_train.csv"),
-            "--valid",
-            &fixture("train/classify_valid.csv"),
-            "--epochs",
-            "1",
-            "--batch-size",
-            "32",
-            "--overwrite",
-            "--out",
-            &run_str,
-        ]);
-        if let Some(point) = abort_at {
-            command.env("FOCAL_TEST_WRITE_ABORT_AT", point.to_string());
-        }
-        command.output().unwrap()
+        focal_stopped_at(
+            &[
+                "train",
+                "--task",
+                "classify",
+                "--init",
+                &fixture("bert"),
+                "--data",
+                &fixture("train/classify_train.csv"),
+                "--valid",
+                &fixture("train/classify_valid.csv"),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "32",
+                "--overwrite",
+                "--out",
+                &run_str,
+            ],
+            abort_at.map(|point| ("FOCAL_TEST_WRITE_ABORT_AT", point as usize)),
+        )
     };
     assert!(train(None).status.success());
     let files = std::fs::read_dir(&run).unwrap().count() as u32;
@@ -1277,28 +1285,16 @@ fn bad_rows_stop_or_are_skipped_and_counted() {
 /// The tensors of a `model.safetensors`, by name, as f32 values.
 fn tensors(dir: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
     let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
-    // The header: an 8-byte little-endian length, then JSON naming each tensor's dtype and
-    // byte range after the header.
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    let data = &bytes[8 + n..];
-    header
-        .as_object()
-        .unwrap()
-        .iter()
-        .filter(|(name, _)| *name != "__metadata__")
-        .map(|(name, info)| {
-            assert_eq!(info["dtype"], "F32", "{name}");
-            let range = info["data_offsets"].as_array().unwrap();
-            let (from, to) = (
-                range[0].as_u64().unwrap() as usize,
-                range[1].as_u64().unwrap() as usize,
-            );
-            let values = data[from..to]
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    file.iter()
+        .map(|(name, view)| {
+            assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
+            let values = view
+                .data()
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
                 .collect();
-            (name.clone(), values)
+            (name.to_string(), values)
         })
         .collect()
 }
@@ -1331,19 +1327,23 @@ fn assert_same_weights(
 #[test]
 fn a_killed_fine_tuning_run_resumes_to_the_same_weights() {
     let parent = tempfile::tempdir().unwrap();
+    let (bert, data, valid) = (
+        fixture("bert"),
+        fixture("train/classify_train.csv"),
+        fixture("train/classify_valid.csv"),
+    );
     let train = |out: &Path, abort_after: Option<usize>, extra: &[&str]| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_focal"));
-        command.args([
+        let mut args = vec![
             "--json",
             "train",
             "--task",
             "classify",
             "--init",
-            &fixture("bert"),
+            &bert,
             "--data",
-            &fixture("train/classify_train.csv"),
+            &data,
             "--valid",
-            &fixture("train/classify_valid.csv"),
+            &valid,
             "--epochs",
             "3",
             "--lr",
@@ -1354,20 +1354,15 @@ fn a_killed_fine_tuning_run_resumes_to_the_same_weights() {
             "16",
             "--out",
             out.to_str().unwrap(),
-        ]);
-        command.args(extra);
-        if let Some(batch) = abort_after {
-            command.env("FOCAL_TEST_ABORT_AFTER_BATCH", batch.to_string());
-        }
-        command.output().unwrap()
+        ];
+        args.extend_from_slice(extra);
+        focal_stopped_at(
+            &args,
+            abort_after.map(|batch| ("FOCAL_TEST_ABORT_AFTER_BATCH", batch)),
+        )
     };
     let whole = parent.path().join("whole");
     let output = train(&whole, None, &[]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
     let report = json_stdout(&output);
     // 96 rows in batches of 16: six batches an epoch.
     assert_eq!(report["history"]["steps"].as_array().unwrap().len(), 18);
@@ -1385,11 +1380,6 @@ fn a_killed_fine_tuning_run_resumes_to_the_same_weights() {
             resume = &["--resume"];
         }
         let output = train(&out, None, resume);
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
         let resumed = json_stdout(&output);
         let saved_epoch = (kills[kills.len() - 1] / 6) as u64;
         assert_eq!(resumed["resumed_from_epoch"], saved_epoch, "{kills:?}");
@@ -1421,8 +1411,7 @@ fn a_killed_fine_tuning_run_resumes_to_the_same_weights() {
 fn a_killed_reverse_run_resumes_to_the_same_weights() {
     let parent = tempfile::tempdir().unwrap();
     let train = |out: &Path, abort_after: Option<usize>, resume: bool| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_focal"));
-        command.args([
+        let mut args = vec![
             "--json",
             "train",
             "--task",
@@ -1435,31 +1424,21 @@ fn a_killed_reverse_run_resumes_to_the_same_weights() {
             "8",
             "--out",
             out.to_str().unwrap(),
-        ]);
+        ];
         if resume {
-            command.arg("--resume");
+            args.push("--resume");
         }
-        if let Some(batch) = abort_after {
-            command.env("FOCAL_TEST_ABORT_AFTER_BATCH", batch.to_string());
-        }
-        command.output().unwrap()
+        focal_stopped_at(
+            &args,
+            abort_after.map(|batch| ("FOCAL_TEST_ABORT_AFTER_BATCH", batch)),
+        )
     };
     let whole = parent.path().join("whole");
     let output = train(&whole, None, false);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
     let report = json_stdout(&output);
     let killed = parent.path().join("killed");
     assert!(!train(&killed, Some(6), false).status.success());
     let output = train(&killed, None, true);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
     let resumed = json_stdout(&output);
     assert_eq!(resumed["resumed_from_evaluation"], 1);
     assert_eq!(resumed["history"], report["history"]);
