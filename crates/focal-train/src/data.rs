@@ -159,18 +159,176 @@ pub struct LabelledText {
     pub line: usize,
 }
 
+/// Where a record lies in its file: from `start` (its first byte, or a line end just before
+/// it), `len` bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    /// The first byte.
+    pub start: u64,
+    /// The number of bytes.
+    pub len: u32,
+}
+
+/// How one record of a file is read back from its bytes: a CSV / TSV record's cells at the
+/// header's positions of the columns, or a JSON Lines object's fields.
+#[derive(Clone, Debug)]
+enum RecordFormat {
+    Csv { delimiter: u8, indices: Vec<usize> },
+    Jsonl { names: Vec<String> },
+}
+
+impl RecordFormat {
+    /// The values of the first record of `bytes`, in column order.
+    fn values(&self, bytes: &[u8]) -> Result<Vec<Option<String>>, String> {
+        match self {
+            Self::Csv { delimiter, indices } => {
+                let mut reader = csv::ReaderBuilder::new()
+                    .has_headers(false)
+                    .delimiter(*delimiter)
+                    .from_reader(bytes);
+                let record = reader
+                    .records()
+                    .next()
+                    .ok_or_else(|| "no record".to_string())?
+                    .map_err(|e| e.to_string())?;
+                Ok(indices
+                    .iter()
+                    .map(|&i| record.get(i).map(str::to_string))
+                    .collect())
+            }
+            Self::Jsonl { names } => {
+                let line = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
+                let value: serde_json::Value =
+                    serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+                Ok(names.iter().map(|name| json_value(&value, name)).collect())
+            }
+        }
+    }
+}
+
+/// Field `name` of a JSON object as text: strings as they are, numbers and booleans written
+/// out, a list (the labels of a multi-label row) as `a|b`; `None` when absent or of another
+/// kind.
+fn json_value(value: &serde_json::Value, name: &str) -> Option<String> {
+    match value.get(name) {
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        Some(serde_json::Value::Bool(b)) => Some(b.to_string()),
+        Some(serde_json::Value::Array(items)) => Some(
+            items
+                .iter()
+                .map(|item| match item {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(LABEL_SEPARATOR),
+        ),
+        _ => None,
+    }
+}
+
+/// A data file whose records are read back one at a time by their [`Span`]s, the columns
+/// chosen when it was scanned.
+#[derive(Debug)]
+pub struct RecordFile {
+    path: PathBuf,
+    format: RecordFormat,
+    file: std::sync::Mutex<std::fs::File>,
+}
+
+impl RecordFile {
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The values of the record at `span`, in the order of the columns scanned.
+    pub fn values(&self, span: Span) -> Result<Vec<Option<String>>, FineTuneError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut bytes = vec![0; span.len as usize];
+        {
+            let mut file = self
+                .file
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            file.seek(SeekFrom::Start(span.start))
+                .and_then(|_| file.read_exact(&mut bytes))
+                .map_err(|e| FineTuneError::File {
+                    path: self.path.clone(),
+                    reason: e.to_string(),
+                })?;
+        }
+        self.format
+            .values(&bytes)
+            .map_err(|reason| FineTuneError::File {
+                path: self.path.clone(),
+                reason: format!(
+                    "the record at byte {} no longer reads ({reason}): was the file changed?",
+                    span.start
+                ),
+            })
+    }
+}
+
+/// Counts the line ends at positions of a file, reading it forward once beside the `csv`
+/// reader. That reader places a record at the line end before it (after `\r`, at `\n`, when
+/// lines end with `\r\n`; before any blank lines) and numbers it by the lines before that
+/// position: the record's own line is that number plus the `\n`s between.
+struct LineEnds {
+    reader: std::io::BufReader<std::fs::File>,
+    at: u64,
+}
+
+impl LineEnds {
+    /// The `\n`s in the run of `\r` and `\n` bytes from `pos`.
+    fn at(&mut self, pos: u64) -> std::io::Result<usize> {
+        self.reader.seek_relative(pos as i64 - self.at as i64)?;
+        self.at = pos;
+        let mut newlines = 0;
+        loop {
+            let available = self.reader.fill_buf()?;
+            if available.is_empty() {
+                return Ok(newlines);
+            }
+            let run = available
+                .iter()
+                .position(|&b| b != b'\r' && b != b'\n')
+                .unwrap_or(available.len());
+            newlines += available[..run].iter().filter(|&&b| b == b'\n').count();
+            let whole = run == available.len();
+            self.reader.consume(run);
+            self.at += run as u64;
+            if !whole {
+                return Ok(newlines);
+            }
+        }
+    }
+}
+
 /// Calls `each(line, values)` for every row of a `.csv` or `.tsv` file (columns found by the
 /// header) or a `.jsonl` / `.ndjson` file (fields of each object; numbers and booleans as text;
 /// blank lines skipped), with the values of `columns` in that order (`None` where a row has
 /// none). A column missing from the header is [`FineTuneError::Column`]; a file of another type
 /// is an error naming it; a malformed line goes to `bad` (an error, or skipped). `each` may stop
-/// the reading with an error.
+/// the reading with an error. The file is read as a stream, one record at a time.
 pub fn read_records<E: From<FineTuneError>>(
     path: &Path,
     columns: &[&str],
     bad: &mut BadRows,
     mut each: impl FnMut(usize, Vec<Option<String>>) -> Result<(), E>,
 ) -> Result<(), E> {
+    scan_records(path, columns, bad, |line, _, values| each(line, values)).map(drop)
+}
+
+/// [`read_records`], also giving each record's [`Span`]; the file, to read records back by
+/// their spans.
+pub fn scan_records<E: From<FineTuneError>>(
+    path: &Path,
+    columns: &[&str],
+    bad: &mut BadRows,
+    mut each: impl FnMut(usize, Span, Vec<Option<String>>) -> Result<(), E>,
+) -> Result<RecordFile, E> {
     let file_error = |reason: String| FineTuneError::File {
         path: path.to_path_buf(),
         reason,
@@ -180,17 +338,32 @@ pub fn read_records<E: From<FineTuneError>>(
         line,
         reason,
     };
-    let file = std::fs::File::open(path).map_err(|e| file_error(e.to_string()))?;
+    let open = || std::fs::File::open(path).map_err(|e| file_error(e.to_string()));
+    let file = open()?;
+    let size = file
+        .metadata()
+        .map_err(|e| file_error(e.to_string()))?
+        .len();
+    let span = |start: u64, end: u64, line: usize| -> Result<Span, FineTuneError> {
+        u32::try_from(end - start)
+            .map(|len| Span { start, len })
+            .map_err(|_| row_error(line, "a record of more than 4 GiB".to_string()))
+    };
     let extension = path
         .extension()
         .and_then(|e| e.to_str())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    match extension.as_str() {
+    let format = match extension.as_str() {
         "csv" | "tsv" => {
+            let delimiter = if extension == "tsv" { b'\t' } else { b',' };
             let mut reader = csv::ReaderBuilder::new()
-                .delimiter(if extension == "tsv" { b'\t' } else { b',' })
-                .from_reader(LfLines::new(std::io::BufReader::new(file)));
+                .delimiter(delimiter)
+                .from_reader(std::io::BufReader::new(file));
+            let mut line_ends = LineEnds {
+                reader: std::io::BufReader::new(open()?),
+                at: 0,
+            };
             let headers = reader
                 .headers()
                 .map_err(|e| row_error(1, e.to_string()))?
@@ -208,59 +381,70 @@ pub fn read_records<E: From<FineTuneError>>(
                         })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            for record in reader.records() {
-                let record = match record {
-                    Ok(record) => record,
-                    Err(e) => {
-                        let line = e.position().map_or(0, |p| p.line() as usize);
-                        bad.handle(row_error(line, e.to_string()))?;
-                        continue;
-                    }
+            // A record's end is known when the next one (or the end of the file) is reached.
+            let mut pending: Option<(usize, u64, Vec<Option<String>>)> = None;
+            let mut record = csv::StringRecord::new();
+            loop {
+                let read = reader.read_record(&mut record);
+                let position = match &read {
+                    Ok(true) => record.position().cloned(),
+                    Ok(false) => None,
+                    Err(e) => e.position().cloned(),
                 };
-                let line = record.position().map_or(0, |p| p.line() as usize);
-                let values = indices
-                    .iter()
-                    .map(|&i| record.get(i).map(str::to_string))
-                    .collect();
-                each(line, values)?;
+                let end = position.as_ref().map_or(size, csv::Position::byte);
+                if let Some((line, start, values)) = pending.take() {
+                    each(line, span(start, end, line)?, values)?;
+                }
+                let Some(position) = position else {
+                    if let Err(e) = read {
+                        // An error with no position: the reading itself failed.
+                        return Err(file_error(e.to_string()).into());
+                    }
+                    break;
+                };
+                let line = position.line() as usize
+                    + line_ends
+                        .at(position.byte())
+                        .map_err(|e| file_error(e.to_string()))?;
+                match read {
+                    Ok(_) => {
+                        let values = indices
+                            .iter()
+                            .map(|&i| record.get(i).map(str::to_string))
+                            .collect();
+                        pending = Some((line, position.byte(), values));
+                    }
+                    Err(e) => bad.handle(row_error(line, e.to_string()))?,
+                }
             }
+            RecordFormat::Csv { delimiter, indices }
         }
         "jsonl" | "ndjson" => {
-            for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-                let number = i + 1;
-                let line = line.map_err(|e| row_error(number, e.to_string()))?;
-                if line.trim().is_empty() {
+            let format = RecordFormat::Jsonl {
+                names: columns.iter().map(|c| c.to_string()).collect(),
+            };
+            let mut reader = std::io::BufReader::new(file);
+            let mut bytes = Vec::new();
+            let mut start = 0u64;
+            for number in 1.. {
+                bytes.clear();
+                let n = reader
+                    .read_until(b'\n', &mut bytes)
+                    .map_err(|e| row_error(number, e.to_string()))?;
+                if n == 0 {
+                    break;
+                }
+                let at = span(start, start + n as u64, number)?;
+                start += n as u64;
+                if bytes.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                let value: serde_json::Value = match serde_json::from_str(&line) {
-                    Ok(value) => value,
-                    Err(e) => {
-                        bad.handle(row_error(number, format!("not JSON: {e}")))?;
-                        continue;
-                    }
-                };
-                let values = columns
-                    .iter()
-                    .map(|&name| match value.get(name) {
-                        Some(serde_json::Value::String(s)) => Some(s.clone()),
-                        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
-                        Some(serde_json::Value::Bool(b)) => Some(b.to_string()),
-                        // A list (the labels of a multi-label row) as `a|b`.
-                        Some(serde_json::Value::Array(items)) => Some(
-                            items
-                                .iter()
-                                .map(|item| match item {
-                                    serde_json::Value::String(s) => s.clone(),
-                                    other => other.to_string(),
-                                })
-                                .collect::<Vec<_>>()
-                                .join(LABEL_SEPARATOR),
-                        ),
-                        _ => None,
-                    })
-                    .collect();
-                each(number, values)?;
+                match format.values(&bytes) {
+                    Ok(values) => each(number, at, values)?,
+                    Err(reason) => bad.handle(row_error(number, reason))?,
+                }
             }
+            format
         }
         other => {
             return Err(file_error(format!(
@@ -268,184 +452,266 @@ pub fn read_records<E: From<FineTuneError>>(
             ))
             .into());
         }
-    }
-    Ok(())
+    };
+    Ok(RecordFile {
+        path: path.to_path_buf(),
+        format,
+        file: std::sync::Mutex::new(open()?),
+    })
 }
 
 /// Between the labels of a multi-label row in a CSV / TSV cell (`finance|politics`); a JSON Lines
 /// row may give them as a list instead.
 pub const LABEL_SEPARATOR: &str = "|";
 
-/// A reader that turns `\r\n` line ends into `\n`. The `csv` crate numbers the records of a
-/// file with `\r\n` line ends one line short (a record starts at the `\n` of the line end
-/// before it); Python's `csv` module and Excel write such files.
-struct LfLines<R> {
-    inner: R,
-    /// A `\r` that ended the last chunk, not yet known to start a `\r\n`.
-    pending_cr: bool,
+/// What the label column of a file holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LabelKind {
+    /// One class per row.
+    Class,
+    /// Any number of classes per row (`a|b`, or a JSON list), none included.
+    Classes,
+    /// A finite number per row (regression).
+    Value,
 }
 
-impl<R: std::io::BufRead> LfLines<R> {
-    fn new(inner: R) -> Self {
-        Self {
-            inner,
-            pending_cr: false,
-        }
-    }
+/// A row of [`LabelledRows`]: where it lies in the file, its line, and its label (an index
+/// into the file's distinct labels, or a value's bits).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RowEntry {
+    pub(crate) span: Span,
+    pub(crate) line: u32,
+    pub(crate) label: u32,
 }
 
-impl<R: std::io::BufRead> std::io::Read for LfLines<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let mut out = 0;
-        while out < buf.len() {
-            let available = self.inner.fill_buf()?;
-            if available.is_empty() {
-                if self.pending_cr {
-                    buf[out] = b'\r';
-                    out += 1;
-                    self.pending_cr = false;
+/// The labelled rows of a data file, indexed rather than held: where each row lies in the file,
+/// its line and its label. Texts are read back from the file when asked for ([`Self::row`]),
+/// so a file larger than memory can train: the index takes 24 bytes a row, and the distinct
+/// labels (a multi-label row's combination as one).
+#[derive(Clone, Debug)]
+pub struct LabelledRows {
+    file: std::sync::Arc<RecordFile>,
+    pair: bool,
+    kind: LabelKind,
+    rows: Vec<RowEntry>,
+    /// The distinct labels (trimmed), in order of first appearance.
+    names: std::sync::Arc<Vec<String>>,
+}
+
+impl LabelledRows {
+    /// Indexes the labelled rows of a `.csv`, `.tsv` or `.jsonl` file (see [`read_records`]),
+    /// reading it once as a stream. A missing column, an empty text, an empty label (unless
+    /// [`LabelKind::Classes`]: a multi-label row with no label), a value that is not a finite
+    /// number ([`LabelKind::Value`]) or a malformed line is an error naming the file and the
+    /// line (or skipped and counted, by `bad`).
+    pub fn read(
+        path: &Path,
+        columns: &Columns,
+        kind: LabelKind,
+        bad: &mut BadRows,
+    ) -> Result<Self, FineTuneError> {
+        let mut names = vec![columns.text.as_str(), columns.label.as_str()];
+        names.extend(columns.pair.as_deref());
+        let mut rows = Vec::new();
+        let mut distinct: Vec<String> = Vec::new();
+        let mut ids: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+        // Rows with a missing value: handled here, as `bad` is lent to the reader.
+        let mut missing_values = if bad.skip {
+            BadRows::skipping()
+        } else {
+            BadRows::strict()
+        };
+        let file = scan_records::<FineTuneError>(path, &names, bad, |line, span, values| {
+            let error = |reason: String| FineTuneError::Data {
+                path: path.to_path_buf(),
+                line,
+                reason,
+            };
+            let missing = |what: &str, name: &str| error(format!("no {what} (column \"{name}\")"));
+            let present =
+                |value: &Option<String>| value.as_ref().is_some_and(|v| !v.trim().is_empty());
+            let entry = (|| {
+                if !present(&values[0]) {
+                    return Err(missing("text", &columns.text));
                 }
-                break;
-            }
-            let mut used = 0;
-            for &byte in available {
-                if out == buf.len() {
-                    break;
+                if let Some(name) = &columns.pair
+                    && !present(&values[2])
+                {
+                    return Err(missing("second text", name));
                 }
-                if self.pending_cr {
-                    self.pending_cr = false;
-                    if byte == b'\n' {
-                        buf[out] = b'\n';
-                        out += 1;
-                        used += 1;
-                        continue;
-                    }
-                    // A lone `\r` stays; the byte after it is looked at afresh.
-                    buf[out] = b'\r';
-                    out += 1;
-                    if out == buf.len() {
-                        break;
-                    }
-                }
-                if byte == b'\r' {
-                    self.pending_cr = true;
+                let label = match (&values[1], kind) {
+                    (Some(label), LabelKind::Classes) => label.trim(),
+                    (label, _) if present(label) => label.as_deref().unwrap_or_default().trim(),
+                    _ => return Err(missing("label", &columns.label)),
+                };
+                let label = if kind == LabelKind::Value {
+                    label
+                        .parse::<f32>()
+                        .ok()
+                        .filter(|v| v.is_finite())
+                        .ok_or_else(|| error(format!("label \"{label}\" is not a finite number")))?
+                        .to_bits()
+                } else if let Some(&id) = ids.get(label) {
+                    id
                 } else {
-                    buf[out] = byte;
-                    out += 1;
-                }
-                used += 1;
+                    let id = distinct.len() as u32;
+                    ids.insert(label.to_string(), id);
+                    distinct.push(label.to_string());
+                    id
+                };
+                let line = u32::try_from(line).map_err(|_| error("too many lines".to_string()))?;
+                Ok(RowEntry { span, line, label })
+            })();
+            match entry {
+                Ok(entry) => rows.push(entry),
+                Err(e) => missing_values.handle(e)?,
             }
-            self.inner.consume(used);
-            if out > 0 {
-                break;
+            Ok(())
+        })?;
+        bad.merge(missing_values);
+        if rows.is_empty() {
+            return Err(FineTuneError::File {
+                path: path.to_path_buf(),
+                reason: "no labelled rows".to_string(),
+            });
+        }
+        Ok(Self {
+            file: std::sync::Arc::new(file),
+            pair: columns.pair.is_some(),
+            kind,
+            rows,
+            names: std::sync::Arc::new(distinct),
+        })
+    }
+
+    /// The number of rows.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether there are no rows (never, as read).
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    /// What the labels are.
+    pub fn kind(&self) -> LabelKind {
+        self.kind
+    }
+
+    /// Row `index`, read back from the file.
+    pub fn row(&self, index: usize) -> Result<LabelledText, FineTuneError> {
+        let entry = self.rows[index];
+        let mut values = self.file.values(entry.span)?.into_iter();
+        let mut next = || values.next().flatten().unwrap_or_default();
+        let (text, label) = (next(), next());
+        let pair = self.pair.then(next);
+        Ok(LabelledText {
+            text,
+            pair,
+            label: label.trim().to_string(),
+            line: entry.line as usize,
+        })
+    }
+
+    /// Every row, read back into memory.
+    pub fn to_vec(&self) -> Result<Vec<LabelledText>, FineTuneError> {
+        (0..self.len()).map(|i| self.row(i)).collect()
+    }
+
+    /// The distinct labels that these rows use.
+    fn used(&self) -> impl Iterator<Item = &str> {
+        let mut used = vec![false; self.names.len()];
+        for entry in &self.rows {
+            used[entry.label as usize] = true;
+        }
+        self.names
+            .iter()
+            .zip(used)
+            .filter(|(_, used)| *used)
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// The label set of the rows, sorted (numerically when every label is an integer); for
+    /// [`LabelKind::Classes`], the classes of every row; none for values.
+    pub fn label_set(&self) -> Vec<String> {
+        match self.kind {
+            LabelKind::Value => Vec::new(),
+            LabelKind::Classes => {
+                let set: BTreeSet<&str> = self.used().flat_map(label_list).collect();
+                set.into_iter().map(str::to_string).collect()
+            }
+            LabelKind::Class => {
+                let set: BTreeSet<&str> = self.used().collect();
+                let mut labels: Vec<String> = set.into_iter().map(str::to_string).collect();
+                if labels.iter().all(|l| l.parse::<i64>().is_ok()) {
+                    labels.sort_by_key(|l| l.parse::<i64>().unwrap_or_default());
+                }
+                labels
             }
         }
-        Ok(out)
+    }
+
+    /// The distinct labels (trimmed) in order of first appearance in the file, which a row's
+    /// `label` indexes (not for values).
+    pub(crate) fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The index entries.
+    pub(crate) fn entries(&self) -> &[RowEntry] {
+        &self.rows
+    }
+
+    /// These rows with other entries (a split, or a filtered subset of the same file).
+    pub(crate) fn with_entries(&self, rows: Vec<RowEntry>) -> Self {
+        Self {
+            file: self.file.clone(),
+            pair: self.pair,
+            kind: self.kind,
+            rows,
+            names: self.names.clone(),
+        }
     }
 }
 
-/// Reads the labelled rows of a `.csv`, `.tsv` or `.jsonl` file (see [`read_records`]). A
-/// missing column, an empty text, an empty label (unless `empty_labels`: a multi-label row with
-/// no label), or a malformed line is an error naming the file and the line.
+/// Reads the labelled rows of a `.csv`, `.tsv` or `.jsonl` file into memory (see
+/// [`LabelledRows::read`], [`LabelKind::Classes`] when `empty_labels`, else
+/// [`LabelKind::Class`]).
 pub fn read_labelled(
     path: &Path,
     columns: &Columns,
     empty_labels: bool,
     bad: &mut BadRows,
 ) -> Result<Vec<LabelledText>, FineTuneError> {
-    let mut names = vec![columns.text.as_str(), columns.label.as_str()];
-    names.extend(columns.pair.as_deref());
-    let mut rows = Vec::new();
-    // Rows with a missing value: handled here, as `bad` is lent to the reader.
-    let mut missing_values = if bad.skip {
-        BadRows::skipping()
+    let kind = if empty_labels {
+        LabelKind::Classes
     } else {
-        BadRows::strict()
+        LabelKind::Class
     };
-    read_records::<FineTuneError>(path, &names, bad, |line, values| {
-        let missing = |what: &str, name: &str| FineTuneError::Data {
-            path: path.to_path_buf(),
-            line,
-            reason: format!("no {what} (column \"{name}\")"),
-        };
-        let present = |value: &Option<String>| value.clone().filter(|v| !v.trim().is_empty());
-        let row = (|| {
-            let text = present(&values[0]).ok_or_else(|| missing("text", &columns.text))?;
-            let label = match &values[1] {
-                Some(label) if empty_labels => label.clone(),
-                _ => present(&values[1]).ok_or_else(|| missing("label", &columns.label))?,
-            };
-            let pair = match &columns.pair {
-                Some(name) => {
-                    Some(present(&values[2]).ok_or_else(|| missing("second text", name))?)
-                }
-                None => None,
-            };
-            Ok(LabelledText {
-                text,
-                pair,
-                label: label.trim().to_string(),
-                line,
-            })
-        })();
-        match row {
-            Ok(row) => rows.push(row),
-            Err(e) => missing_values.handle(e)?,
-        }
-        Ok(())
-    })?;
-    bad.merge(missing_values);
-    if rows.is_empty() {
-        return Err(FineTuneError::File {
-            path: path.to_path_buf(),
-            reason: "no labelled rows".to_string(),
-        });
-    }
-    Ok(rows)
+    LabelledRows::read(path, columns, kind, bad)?.to_vec()
 }
 
-/// The label set of rows, sorted (numerically when every label is an integer).
-pub fn label_set(rows: &[LabelledText]) -> Vec<String> {
-    let set: BTreeSet<&str> = rows.iter().map(|r| r.label.as_str()).collect();
-    let mut labels: Vec<String> = set.into_iter().map(str::to_string).collect();
-    if labels.iter().all(|l| l.parse::<i64>().is_ok()) {
-        labels.sort_by_key(|l| l.parse::<i64>().unwrap_or_default());
-    }
-    labels
+/// The labels of a multi-label cell (split at [`LABEL_SEPARATOR`], trimmed, empty parts left
+/// out).
+pub fn label_list(label: &str) -> impl Iterator<Item = &str> {
+    label
+        .split(LABEL_SEPARATOR)
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
 }
 
 impl LabelledText {
-    /// The labels of a multi-label row (split at [`LABEL_SEPARATOR`], trimmed, empty parts
-    /// left out).
+    /// The labels of a multi-label row ([`label_list`]).
     pub fn label_list(&self) -> Vec<String> {
-        self.label
-            .split(LABEL_SEPARATOR)
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
-            .collect()
-    }
-
-    /// The value of a regression row, or an error naming the file and line.
-    pub fn value(&self, path: &Path) -> Result<f32, FineTuneError> {
-        self.label
-            .parse::<f32>()
-            .ok()
-            .filter(|v| v.is_finite())
-            .ok_or_else(|| FineTuneError::Data {
-                path: path.to_path_buf(),
-                line: self.line,
-                reason: format!("label \"{}\" is not a finite number", self.label),
-            })
+        label_list(&self.label).map(str::to_string).collect()
     }
 }
-
-/// The labels of multi-label rows, sorted.
-pub fn label_list_set(rows: &[LabelledText]) -> Vec<String> {
-    let set: BTreeSet<String> = rows.iter().flat_map(LabelledText::label_list).collect();
-    set.into_iter().collect()
-}
-
 /// One sentence of a CoNLL file: its words and their tags.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TaggedSentence {
@@ -594,19 +860,29 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!(bad.count, 2);
         assert!(bad.first.as_deref().unwrap().contains("line 2: not JSON"));
-        let row = |label: &str| LabelledText {
-            text: "a".into(),
-            pair: None,
-            label: label.into(),
-            line: 2,
-        };
-        assert_eq!(label_set(&[row("10"), row("9")]), ["9", "10"]);
-        assert_eq!(row("2.5").value(&path).unwrap(), 2.5);
-        let err = row("high").value(&path).unwrap_err();
+        // Labels sort numerically when they are integers; values must be finite numbers.
+        let path = dir.path().join("numbers.csv");
+        std::fs::write(&path, "text,label\na,10\nb,9\n").unwrap();
+        let rows =
+            LabelledRows::read(&path, &Columns::default(), LabelKind::Class, &mut bad).unwrap();
+        assert_eq!(rows.label_set(), ["9", "10"]);
+        std::fs::write(&path, "text,label\na,2.5\nb,high\n").unwrap();
+        let err = LabelledRows::read(
+            &path,
+            &Columns::default(),
+            LabelKind::Value,
+            &mut BadRows::strict(),
+        )
+        .unwrap_err();
         assert!(
             err.to_string()
-                .contains("line 2: label \"high\" is not a finite number")
+                .contains("line 3: label \"high\" is not a finite number"),
+            "{err}"
         );
+        let rows =
+            LabelledRows::read(&path, &Columns::default(), LabelKind::Value, &mut bad).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(f32::from_bits(rows.entries()[0].label), 2.5);
     }
 
     /// SQuAD v1.1 and v2.0 files, a misplaced answer refused by question id, and SQuAD's
@@ -665,21 +941,58 @@ mod tests {
         let err =
             read_labelled(&path, &Columns::default(), false, &mut BadRows::strict()).unwrap_err();
         assert!(err.to_string().contains("line 3: no text"), "{err}");
-        // `\r\n` split across reads, a lone `\r` kept.
-        let text = b"a\r\nb\rc\r\n\r\nd\r";
-        for chunk in 1..8 {
-            let mut reader = LfLines::new(std::io::BufReader::with_capacity(chunk, &text[..]));
-            let mut out = Vec::new();
-            let mut buf = vec![0u8; chunk];
-            loop {
-                let n = std::io::Read::read(&mut reader, &mut buf).unwrap();
-                if n == 0 {
-                    break;
-                }
-                out.extend_from_slice(&buf[..n]);
-            }
-            assert_eq!(out, b"a\nb\rc\n\nd\r", "chunk {chunk}");
+        // Blank lines and a quoted cell over two lines, with either line end: each row's line,
+        // and the row read back from its place in the file.
+        for end in ["\n", "\r\n"] {
+            let lines = [
+                "text,label",
+                "hello,a",
+                "",
+                "\"two",
+                "lines\",b",
+                "",
+                "",
+                "last,c",
+                "x,",
+            ];
+            std::fs::write(&path, lines.join(end)).unwrap();
+            let mut bad = BadRows::skipping();
+            let rows =
+                LabelledRows::read(&path, &Columns::default(), LabelKind::Class, &mut bad).unwrap();
+            let read = rows.to_vec().unwrap();
+            let read: Vec<_> = read
+                .iter()
+                .map(|r| (r.line, r.text.as_str(), r.label.as_str()))
+                .collect();
+            let two = format!("two{end}lines");
+            assert_eq!(
+                read,
+                [(2, "hello", "a"), (4, two.as_str(), "b"), (8, "last", "c")],
+                "{end:?}"
+            );
+            assert_eq!(
+                bad.first.unwrap(),
+                format!("{}, line 9: no label (column \"label\")", path.display())
+            );
+            assert_eq!(rows.label_set(), ["a", "b", "c"]);
         }
+        // JSON Lines with `\r\n` and blank lines, read back by place.
+        let path = dir.path().join("data.jsonl");
+        std::fs::write(
+            &path,
+            "{\"text\": \"a\", \"label\": \"x\", \"other\": 1}\r\n\r\n{\"label\": [\"y\", \"z\"], \"text\": \"b\"}",
+        )
+        .unwrap();
+        let rows = LabelledRows::read(
+            &path,
+            &Columns::default(),
+            LabelKind::Classes,
+            &mut BadRows::strict(),
+        )
+        .unwrap();
+        assert_eq!(rows.row(1).unwrap().label_list(), ["y", "z"]);
+        assert_eq!(rows.row(1).unwrap().line, 3);
+        assert_eq!(rows.label_set(), ["x", "y", "z"]);
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //! The tasks differ only in the data they read, the head they train and the metrics they watch.
 
 use crate::data::{
-    BadRows, Columns, FineTuneError, LabelledText, SquadQuestion, TaggedSentence, label_list_set,
-    label_set, read_conll, read_labelled, read_squad, squad_scores, tag_set,
+    BadRows, Columns, FineTuneError, LabelKind, LabelledRows, SquadQuestion, TaggedSentence,
+    label_list, read_conll, read_squad, squad_scores, tag_set,
 };
 use crate::metrics::{
     ClassOutcomes, ClassScores, Correlation, EntityCounts, EntityF1Metric, EpochCounts, LmMetric,
@@ -359,6 +359,29 @@ impl<B: Backend> Batcher<B, QaExample, QaBatch<B>> for PadBatcher {
             ends: ids(items.iter().map(|i| i.end).collect()),
         }
     }
+}
+
+/// A task's examples, for the loaders: held in memory ([`in_memory`]), or read back from a
+/// file when asked for ([`TextRows`]).
+pub(crate) type Examples<I> = Arc<dyn Dataset<I>>;
+
+/// Training and held-out examples held in memory.
+pub(crate) fn in_memory<I: Clone + Send + Sync + 'static>(
+    (train, valid): (Vec<I>, Vec<I>),
+) -> (Examples<I>, Examples<I>) {
+    (Arc::new(InMemory(train)), Arc::new(InMemory(valid)))
+}
+
+/// The examples of `examples` in batches of `size`, in order.
+pub(crate) fn batches_of<I>(
+    examples: &dyn Dataset<I>,
+    size: usize,
+) -> impl Iterator<Item = Vec<I>> + '_ {
+    (0..examples.len()).step_by(size.max(1)).map(move |start| {
+        (start..(start + size).min(examples.len()))
+            .filter_map(|i| examples.get(i))
+            .collect()
+    })
 }
 
 /// Examples in memory, for burn's data loader.
@@ -1009,7 +1032,7 @@ impl Tally {
 fn evaluate<B, M, I, Bt>(
     model: &M,
     batcher: &Bt,
-    examples: &[I],
+    examples: &dyn Dataset<I>,
     config: &FineTuneConfig,
     labels: &[String],
     device: &B::Device,
@@ -1021,9 +1044,9 @@ where
     I: Clone,
 {
     let mut tally = Tally::new(config.task, labels);
-    for chunk in examples.chunks(config.batch_size) {
-        let batch = batcher.batch(chunk.to_vec(), device);
-        tally.add(model.step(batch).sync(), chunk.len());
+    for chunk in batches_of(examples, config.batch_size) {
+        let n = chunk.len();
+        tally.add(model.step(batcher.batch(chunk, device)).sync(), n);
     }
     tally.finish()
 }
@@ -1401,7 +1424,7 @@ pub(crate) struct EngineSettings<'a> {
 fn learn<B, M, I, Bt>(
     model: M,
     batcher: &Bt,
-    (train, valid): (Vec<I>, Vec<I>),
+    (train, valid): (Examples<I>, Examples<I>),
     config: &FineTuneConfig,
     labels: &[String],
     scratch: &Path,
@@ -1446,7 +1469,7 @@ where
         .batch_size(config.batch_size)
         .num_workers(1)
         .set_device(device.clone())
-        .build(InMemory(valid));
+        .build(valid);
     // Each metric on both splits.
     macro_rules! both {
         ($training:expr, $($metric:expr),+) => {
@@ -1758,70 +1781,101 @@ impl burn::train::EarlyStoppingStrategy for StopWhenFlat {
     }
 }
 
-/// Texts (or pairs) of rows, tokenised once, with their targets; a text the tokenizer refuses,
-/// a label outside `labels` or a value that is not a number is an error naming the file (and
-/// the line).
-fn text_examples(
-    rows: Vec<LabelledText>,
-    task: FineTuneTask,
-    labels: &[String],
-    tokenizer: &TextTokenizer,
-    path: &Path,
-    bad: &mut BadRows,
-) -> Result<Vec<TextExample>, FineTuneError> {
-    let unknown = |row: &LabelledText, label: &str| FineTuneError::Data {
-        path: path.to_path_buf(),
-        line: row.line,
-        reason: format!("label \"{label}\" is not one of the training labels {labels:?}"),
-    };
-    let mut examples = Vec::with_capacity(rows.len());
-    for chunk in rows.chunks(256) {
-        let texts: Vec<String> = chunk.iter().map(|r| r.text.clone()).collect();
-        let pairs: Option<Vec<String>> = chunk.iter().map(|r| r.pair.clone()).collect();
-        let encodings =
-            tokenizer
-                .encode(&texts, pairs.as_deref())
-                .map_err(|e| FineTuneError::File {
-                    path: path.to_path_buf(),
-                    reason: e.to_string(),
-                })?;
-        for (row, encoding) in chunk.iter().zip(encodings) {
-            let target = (|| {
-                Ok(match task {
-                    FineTuneTask::Regress => Target::Value(row.value(path)?),
-                    FineTuneTask::MultiLabel => {
-                        let mut on = vec![0.0; labels.len()];
-                        for label in row.label_list() {
-                            let i = labels
-                                .iter()
-                                .position(|l| *l == label)
-                                .ok_or_else(|| unknown(row, &label))?;
-                            on[i] = 1.0;
-                        }
-                        Target::Labels(on)
+/// The rows of a sequence task as a dataset: an example is read back from its file and
+/// tokenised when a loader asks for it, its target taken from the index, so that nothing of
+/// the file but the index is held in memory.
+struct TextRows {
+    rows: LabelledRows,
+    /// The target of each of the file's distinct labels (none for values: the index holds
+    /// them; none for a label outside the training labels, whose rows are left out).
+    targets: Vec<Option<Target>>,
+    tokenizer: Arc<TextTokenizer>,
+}
+
+impl TextRows {
+    /// The rows whose labels are among `labels`; a row with another label is an error naming
+    /// the file and the line (or left out and counted, by `bad`).
+    fn new(
+        rows: LabelledRows,
+        labels: &[String],
+        tokenizer: Arc<TextTokenizer>,
+        bad: &mut BadRows,
+    ) -> Result<Self, FineTuneError> {
+        let class = |label: &str| labels.iter().position(|l| l == label);
+        let targets: Vec<Result<Target, String>> = rows
+            .names()
+            .iter()
+            .map(|name| match rows.kind() {
+                LabelKind::Classes => {
+                    let mut on = vec![0.0; labels.len()];
+                    for label in label_list(name) {
+                        on[class(label).ok_or_else(|| label.to_string())?] = 1.0;
                     }
-                    _ => Target::Class(
-                        labels
-                            .iter()
-                            .position(|l| *l == row.label)
-                            .ok_or_else(|| unknown(row, &row.label))?,
-                    ),
-                })
-            })();
-            let target = match target {
-                Ok(target) => target,
-                Err(e) => {
-                    bad.handle(e)?;
-                    continue;
+                    Ok(Target::Labels(on))
                 }
-            };
-            examples.push(TextExample {
-                tokens: Tokens::of(&encoding),
-                target,
-            });
+                _ => class(name).map(Target::Class).ok_or_else(|| name.clone()),
+            })
+            .collect();
+        let mut kept = Vec::with_capacity(rows.len());
+        for entry in rows.entries() {
+            if rows.kind() != LabelKind::Value
+                && let Err(label) = &targets[entry.label as usize]
+            {
+                bad.handle(FineTuneError::Data {
+                    path: rows.path().to_path_buf(),
+                    line: entry.line as usize,
+                    reason: format!(
+                        "label \"{label}\" is not one of the training labels {labels:?}"
+                    ),
+                })?;
+                continue;
+            }
+            kept.push(*entry);
         }
+        Ok(Self {
+            rows: if kept.len() == rows.len() {
+                rows
+            } else {
+                rows.with_entries(kept)
+            },
+            targets: targets.into_iter().map(Result::ok).collect(),
+            tokenizer,
+        })
     }
-    Ok(examples)
+}
+
+impl Dataset<TextExample> for TextRows {
+    /// Example `index`. A row that no longer reads, or that the tokenizer refuses, panics
+    /// with the file and line: burn's loaders have no way to return an error, and every row
+    /// read when the file was indexed.
+    fn get(&self, index: usize) -> Option<TextExample> {
+        let entry = *self.rows.entries().get(index)?;
+        let row = self
+            .rows
+            .row(index)
+            .unwrap_or_else(|e| panic!("reading a training example back: {e}"));
+        let encodings = self
+            .tokenizer
+            .encode(
+                std::slice::from_ref(&row.text),
+                row.pair.as_ref().map(std::slice::from_ref),
+            )
+            .unwrap_or_else(|e| panic!("{}, line {}: {e}", self.rows.path().display(), row.line));
+        let target = match self.rows.kind() {
+            LabelKind::Value => Target::Value(f32::from_bits(entry.label)),
+            _ => self.targets[entry.label as usize]
+                .clone()
+                .expect("rows with labels outside the training labels are left out"),
+        };
+        Some(TextExample {
+            tokens: Tokens::of(&encodings[0]),
+            target,
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
 }
 
 /// Tagged sentences tokenised once (as pre-split words), their tags on each word's first piece.
@@ -2089,7 +2143,7 @@ impl Run<'_> {
         &mut self,
         model: M,
         batcher: &Bt,
-        (train, valid): (Vec<I>, Vec<I>),
+        (train, valid): (Examples<I>, Examples<I>),
         labels: Vec<String>,
         devices: &[B::Device],
     ) -> Result<(M::InnerModule, FineTuneReport), FineTuneError>
@@ -2107,7 +2161,7 @@ impl Run<'_> {
     {
         let config = self.config;
         let device = &devices[0];
-        let before = evaluate(&model.valid(), batcher, &valid, config, &labels, device);
+        let before = evaluate(&model.valid(), batcher, &*valid, config, &labels, device);
         let train_examples = train.len();
         let run = serde_json::json!({
             "config": config,
@@ -2137,7 +2191,7 @@ impl Run<'_> {
             run,
             self.optimizer.clone(),
         )?;
-        let after = evaluate(&trained, batcher, &valid, config, &labels, device);
+        let after = evaluate(&trained, batcher, &*valid, config, &labels, device);
         let epochs_run = history.epochs.len();
         let rounds = train_examples
             .div_ceil(config.batch_size)
@@ -2165,33 +2219,17 @@ impl Run<'_> {
         Ok((trained, report))
     }
 
-    /// The rows of a sequence task as examples, tokenised ([`text_examples`]); held-out rows
-    /// split from the training file are named by its path and lines.
+    /// The rows of a sequence task as examples ([`TextRows`]).
     fn text_examples(
         &mut self,
-        (train_rows, valid_rows): (Vec<LabelledText>, Vec<LabelledText>),
+        (train_rows, valid_rows): (LabelledRows, LabelledRows),
         labels: &[String],
-        tokenizer: &TextTokenizer,
-    ) -> Result<(Vec<TextExample>, Vec<TextExample>), FineTuneError> {
-        let task = self.config.task;
-        let valid_path = self.valid.unwrap_or(self.train);
-        let train = text_examples(
-            train_rows,
-            task,
-            labels,
-            tokenizer,
-            self.train,
-            &mut self.bad,
-        )?;
-        let valid = text_examples(
-            valid_rows,
-            task,
-            labels,
-            tokenizer,
-            valid_path,
-            &mut self.bad,
-        )?;
-        Ok((train, valid))
+        tokenizer: TextTokenizer,
+    ) -> Result<(Examples<TextExample>, Examples<TextExample>), FineTuneError> {
+        let tokenizer = Arc::new(tokenizer);
+        let train = TextRows::new(train_rows, labels, tokenizer.clone(), &mut self.bad)?;
+        let valid = TextRows::new(valid_rows, labels, tokenizer, &mut self.bad)?;
+        Ok((Arc::new(train), Arc::new(valid)))
     }
 
     /// A sequence task's rows, labels and problem type ([`sequence_rows`]) and its model.
@@ -2201,7 +2239,7 @@ impl Run<'_> {
         device: &B::Device,
     ) -> Result<
         (
-            (Vec<LabelledText>, Vec<LabelledText>),
+            (LabelledRows, LabelledRows),
             Vec<String>,
             BertForSequenceClassification<B>,
             TaskConfig,
@@ -2257,12 +2295,7 @@ pub(crate) fn run_files(
 
 /// The rows of a sequence task's training and held-out files, its labels (sorted; one
 /// `LABEL_0` output for regression) and problem type.
-type SequenceRows = (
-    Vec<LabelledText>,
-    Vec<LabelledText>,
-    Vec<String>,
-    ProblemType,
-);
+type SequenceRows = (LabelledRows, LabelledRows, Vec<String>, ProblemType);
 
 /// Splits `config.valid_split` of `rows` (at least one, drawn with the seed) off for
 /// validation; the rest train. Too few rows to leave both parts some is an error.
@@ -2289,7 +2322,16 @@ pub(crate) fn split_off<T>(
     Ok((rows, valid))
 }
 
-/// Reads a sequence task's files ([`SequenceRows`]).
+/// What the label column of a sequence task's files holds.
+fn label_kind(task: FineTuneTask) -> LabelKind {
+    match task {
+        FineTuneTask::Regress => LabelKind::Value,
+        FineTuneTask::MultiLabel => LabelKind::Classes,
+        _ => LabelKind::Class,
+    }
+}
+
+/// Indexes a sequence task's files ([`SequenceRows`]).
 fn sequence_rows(
     train: &Path,
     valid: Option<&Path>,
@@ -2297,17 +2339,24 @@ fn sequence_rows(
     bad: &mut BadRows,
 ) -> Result<SequenceRows, FineTuneError> {
     let columns = config.task_columns();
-    let multi = config.task == FineTuneTask::MultiLabel;
-    let rows = read_labelled(train, &columns, multi, bad)?;
+    let kind = label_kind(config.task);
+    let rows = LabelledRows::read(train, &columns, kind, bad)?;
     let (train_rows, valid_rows) = match valid {
-        Some(valid) => (rows, read_labelled(valid, &columns, multi, bad)?),
-        None => split_off(rows, config, train)?,
+        Some(valid) => (rows, LabelledRows::read(valid, &columns, kind, bad)?),
+        None => {
+            let (train_entries, valid_entries) = split_off(rows.entries().to_vec(), config, train)?;
+            (
+                rows.with_entries(train_entries),
+                rows.with_entries(valid_entries),
+            )
+        }
     };
     let (labels, problem_type) = match config.task {
         FineTuneTask::Regress => (vec!["LABEL_0".to_string()], ProblemType::Regression),
-        FineTuneTask::MultiLabel => (label_list_set(&train_rows), ProblemType::MultiLabel),
-        _ => (label_set(&train_rows), ProblemType::SingleLabel),
+        FineTuneTask::MultiLabel => (train_rows.label_set(), ProblemType::MultiLabel),
+        _ => (train_rows.label_set(), ProblemType::SingleLabel),
     };
+    let multi = config.task == FineTuneTask::MultiLabel;
     let least = if multi { 1 } else { 2 };
     if config.task != FineTuneTask::Regress && labels.len() < least {
         return Err(FineTuneError::File {
@@ -2346,10 +2395,11 @@ fn fine_tune_probe<B: FusedAutodiffBackend>(
     let batcher = PadBatcher {
         pad_id: task.bert.pad_token_id as u32,
     };
-    let embed = |examples: Vec<TextExample>| -> Vec<FeatureExample> {
+    let embed = |examples: Examples<TextExample>| -> Vec<FeatureExample> {
         let mut features = Vec::with_capacity(examples.len());
-        for chunk in examples.chunks(config.batch_size) {
-            let batch: TextBatch<B::InnerBackend> = batcher.batch(chunk.to_vec(), device);
+        for chunk in batches_of(&*examples, config.batch_size) {
+            let targets: Vec<Target> = chunk.iter().map(|e| e.target.clone()).collect();
+            let batch: TextBatch<B::InnerBackend> = batcher.batch(chunk, device);
             let pooled = encoder.features(batch.inputs);
             let [_, d] = pooled.dims();
             let values: Vec<f32> = pooled
@@ -2357,17 +2407,17 @@ fn fine_tune_probe<B: FusedAutodiffBackend>(
                 .convert::<f32>()
                 .to_vec()
                 .expect("f32 features");
-            for (example, row) in chunk.iter().zip(values.chunks(d.max(1))) {
+            for (target, row) in targets.into_iter().zip(values.chunks(d.max(1))) {
                 features.push(FeatureExample {
                     features: row.to_vec(),
-                    target: example.target.clone(),
+                    target,
                 });
             }
         }
         features
     };
-    let (train, valid) = run.text_examples(rows, &labels, &tokenizer)?;
-    let examples = (embed(train), embed(valid));
+    let (train, valid) = run.text_examples(rows, &labels, tokenizer)?;
+    let examples = in_memory((embed(train), embed(valid)));
     let (trained, report) = run.fit(probe, &batcher, examples, labels, devices)?;
     encoder.head.classifier = trained.classifier;
     encoder.save_pretrained_with(out, &task, &run_files(&report)?)?;
@@ -2457,7 +2507,7 @@ fn fine_tune_lm<B: FusedAutodiffBackend>(
     let (trained, report) = run.fit(
         LmTraining { model },
         &PadBatcher { pad_id: 0 },
-        examples,
+        in_memory(examples),
         Vec::new(),
         devices,
     )?;
@@ -2475,7 +2525,7 @@ fn fine_tune_sequence<B: FusedAutodiffBackend>(
     let device = &devices[0];
     let (rows, labels, model, task) = run.sequence_model::<B>(device)?;
     let tokenizer = tokenizer_for(run.init, &task, run.config.max_length)?;
-    let examples = run.text_examples(rows, &labels, &tokenizer)?;
+    let examples = run.text_examples(rows, &labels, tokenizer)?;
     let batcher = PadBatcher {
         pad_id: task.bert.pad_token_id as u32,
     };
@@ -2517,7 +2567,7 @@ fn fine_tune_tagger<B: FusedAutodiffBackend>(
     let (trained, report) = run.fit(
         TagTraining { model },
         &batcher,
-        (train, valid),
+        in_memory((train, valid)),
         tags,
         devices,
     )?;
@@ -2675,7 +2725,7 @@ fn fine_tune_qa<B: FusedAutodiffBackend>(
     let (trained, mut report) = run.fit(
         QaTraining { model },
         &batcher,
-        (train, valid),
+        in_memory((train, valid)),
         Vec::new(),
         devices,
     )?;
@@ -2774,7 +2824,7 @@ pub fn evaluate_model<B: FusedAttentionBackend>(
         let mut held_out = evaluate(
             &training,
             &PadBatcher { pad_id },
-            &examples,
+            &InMemory(examples),
             &settings,
             &[],
             device,
@@ -2798,7 +2848,7 @@ pub fn evaluate_model<B: FusedAttentionBackend>(
         let held_out = evaluate(
             &TagTraining { model },
             &PadBatcher { pad_id },
-            &examples,
+            &InMemory(examples),
             &settings,
             &task.labels,
             device,
@@ -2816,18 +2866,10 @@ pub fn evaluate_model<B: FusedAttentionBackend>(
         ProblemType::SingleLabel if settings.columns.pair.is_some() => FineTuneTask::Pair,
         ProblemType::SingleLabel => FineTuneTask::Classify,
     };
-    let multi = settings.task == FineTuneTask::MultiLabel;
     let mut bad = BadRows::strict();
-    let rows = read_labelled(data, &settings.columns, multi, &mut bad)?;
-    let tokenizer = tokenizer_for(dir, &task, max_length)?;
-    let examples = text_examples(
-        rows,
-        settings.task,
-        &task.labels,
-        &tokenizer,
-        data,
-        &mut bad,
-    )?;
+    let rows = LabelledRows::read(data, &settings.columns, label_kind(settings.task), &mut bad)?;
+    let tokenizer = Arc::new(tokenizer_for(dir, &task, max_length)?);
+    let examples = TextRows::new(rows, &task.labels, tokenizer, &mut bad)?;
     let pad_id = task.bert.pad_token_id as u32;
     let held_out = evaluate(
         &SequenceTraining { model },
@@ -3123,7 +3165,7 @@ mod tests {
         let again = evaluate(
             &LmTraining { model },
             &PadBatcher { pad_id: 0 },
-            &blocks,
+            &InMemory(blocks),
             &config,
             &[],
             &device,

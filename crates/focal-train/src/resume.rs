@@ -18,7 +18,7 @@
 //!   reports the whole history.
 
 use crate::data::FineTuneError;
-use crate::finetune::History;
+use crate::finetune::{Examples, History, InMemory};
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataloader::{DataLoader, DataLoaderIterator, Progress};
 use burn::record::{
@@ -92,13 +92,12 @@ impl<B: Backend> FileRecorder<B> for AtomicRecorder {
 
 /// What a loader draws for epoch `e` from the epoch's seed: the items, and the order in which
 /// the epoch visits them.
-type Draw<I> = Arc<dyn Fn(u64, usize) -> (Arc<[I]>, Vec<usize>) + Send + Sync>;
+type Draw<I> = Arc<dyn Fn(u64, usize) -> (Examples<I>, Vec<usize>) + Send + Sync>;
 
 /// A training data loader whose epoch `e` (counted from 1 over the run, resumed or not) draws
 /// its items in an order that depends only on `(seed, e)` — a shuffle of fixed items, or
 /// items generated afresh — and reseeds the backend's generator from them, so that any epoch
-/// can be replayed exactly. Batches are made on the calling thread (the items are tokenised
-/// already: batching only pads).
+/// can be replayed exactly. Batches are made on the calling thread.
 pub(crate) struct EpochLoader<B: Backend, I, O> {
     draw: Draw<I>,
     /// The positions of each epoch's order this loader gives (a replica's slice, or all).
@@ -115,7 +114,7 @@ impl<B: Backend, I: Clone + Send + Sync + 'static, O> EpochLoader<B, I, O> {
     /// A loader over `items`, shuffled afresh each epoch, whose next epoch is
     /// `epochs_done + 1`.
     pub(crate) fn new(
-        items: Vec<I>,
+        items: Examples<I>,
         batcher: Arc<dyn Batcher<B, I, O>>,
         batch_size: usize,
         seed: u64,
@@ -123,7 +122,6 @@ impl<B: Backend, I: Clone + Send + Sync + 'static, O> EpochLoader<B, I, O> {
         device: B::Device,
     ) -> Self {
         let n = items.len();
-        let items: Arc<[I]> = items.into();
         let draw: Draw<I> = Arc::new(move |seed, _| {
             let mut order: Vec<usize> = (0..items.len()).collect();
             order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
@@ -146,7 +144,7 @@ impl<B: Backend, I: Clone + Send + Sync + 'static, O> EpochLoader<B, I, O> {
         let draw: Draw<I> = Arc::new(move |seed, epoch| {
             let items = generate(seed, epoch);
             let order = (0..items.len()).collect();
-            (items.into(), order)
+            (Arc::new(InMemory(items)) as Examples<I>, order)
         });
         Self::with_draw(items, draw, batcher, batch_size, seed, epochs_done, device)
     }
@@ -186,7 +184,7 @@ impl<B: Backend, I: Clone + Send + Sync + 'static, O> EpochLoader<B, I, O> {
 
 struct EpochIter<'a, B: Backend, I, O> {
     loader: &'a EpochLoader<B, I, O>,
-    items: Arc<[I]>,
+    items: Examples<I>,
     /// The indices of `items` this epoch visits, in order.
     order: Vec<usize>,
     done: usize,
@@ -202,7 +200,7 @@ impl<B: Backend, I: Clone, O> Iterator for EpochIter<'_, B, I, O> {
         }
         let batch = self.order[self.done..end]
             .iter()
-            .map(|&i| self.items[i].clone())
+            .filter_map(|&i| self.items.get(i))
             .collect();
         self.done = end;
         Some(self.loader.batcher.batch(batch, &self.loader.device))
@@ -365,7 +363,7 @@ mod tests {
         let device = Default::default();
         let make = |done| {
             EpochLoader::<NdArray, usize, Vec<usize>>::new(
-                (0..50).collect(),
+                Arc::new(InMemory((0..50).collect())),
                 Arc::new(Ids),
                 8,
                 7,

@@ -581,7 +581,7 @@ pub fn train_seq2seq<B: FusedAutodiffBackend>(
         let (trained, report) = run.fit(
             model,
             &Seq2SeqBatcher { specials },
-            (train_examples, valid_examples),
+            crate::finetune::in_memory((train_examples, valid_examples)),
             Vec::new(),
             std::slice::from_ref(device),
         )?;
