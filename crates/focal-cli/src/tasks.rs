@@ -540,11 +540,13 @@ pub fn held_out_line(m: &focal::train::HeldOut) -> String {
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// A directory written by `focal train` (or any BertForSequenceClassification /
-    /// BertForTokenClassification directory).
+    /// A directory written by `focal train` (or any BertForSequenceClassification,
+    /// BertForTokenClassification, BertForQuestionAnswering or GPT2LMHeadModel directory).
     #[arg(long)]
     model: PathBuf,
-    /// Labelled rows (.csv, .tsv, .jsonl), or a CoNLL file for a tagger.
+    /// Labelled rows (.csv, .tsv, .jsonl; pairs of texts for a sequence-to-sequence model), a
+    /// CoNLL file for a tagger, a SQuAD file for a question answerer, or plain text for a
+    /// language model.
     #[arg(long)]
     data: PathBuf,
     /// Also draw the confusion matrix (single-label classification) into this PNG file.

@@ -1113,6 +1113,27 @@ fn every_fine_tuning_task_trains_from_the_command_line() {
         ] {
             assert!(Path::new(&out).join(file).is_file(), "{task}: {file}");
         }
+        if task == "lm" {
+            // `focal eval` scores the language model's directory as training's last evaluation.
+            let evaluation = json_stdout(&focal(&[
+                "--json",
+                "eval",
+                "--model",
+                &out,
+                "--data",
+                &fixtures.join(valid).display().to_string(),
+                "--max-length",
+                "16",
+            ]));
+            let (eval, trained) = (
+                evaluation["held_out"]["perplexity"].as_f64().unwrap(),
+                report["after"]["perplexity"].as_f64().unwrap(),
+            );
+            assert!(
+                (eval - trained).abs() < 1e-4 * trained,
+                "{eval} vs {trained}"
+            );
+        }
     }
     // The question answerer's directory answers with `focal answer`.
     let answered = focal(&[
@@ -1491,6 +1512,25 @@ fn seq2seq_trains_from_scratch_and_translate_runs_it() {
     ] {
         assert!(Path::new(&out).join(file).is_file(), "{file}");
     }
+    // `focal eval` scores the directory as training's last evaluation did.
+    let evaluation = json_stdout(&focal(&[
+        "--json",
+        "eval",
+        "--model",
+        &out,
+        "--data",
+        &valid_file,
+    ]));
+    for figure in ["exact_match", "token_accuracy", "loss"] {
+        let (eval, trained) = (
+            evaluation["held_out"][figure].as_f64().unwrap(),
+            report["after"][figure].as_f64().unwrap(),
+        );
+        assert!(
+            (eval - trained).abs() < 1e-5,
+            "{figure}: {eval} vs {trained}"
+        );
+    }
     let translated = focal(&["translate", "--model", &out, "paris was great ."]);
     assert_eq!(
         String::from_utf8_lossy(&translated.stdout).trim(),
@@ -1515,6 +1555,10 @@ fn seq2seq_trains_from_scratch_and_translate_runs_it() {
     .unwrap();
     assert_one_line_error(
         &train(&[], unknown.to_str().unwrap()),
+        "line 3: 'rome' is not a word of the training file",
+    );
+    assert_one_line_error(
+        &focal(&["eval", "--model", &out, "--data", unknown.to_str().unwrap()]),
         "line 3: 'rome' is not a word of the training file",
     );
 }

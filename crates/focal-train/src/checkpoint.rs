@@ -19,7 +19,7 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 /// The name of the training metrics inside a model directory.
 pub const METRICS_FILE: &str = "metrics.json";
 
-const FORMAT: &str = "focal-seq2seq";
+pub(crate) const FORMAT: &str = "focal-seq2seq";
 const FORMAT_VERSION: u32 = 1;
 
 /// Everything needed to rebuild a trained model besides its weights: `config.json`.

@@ -1029,7 +1029,7 @@ impl Tally {
 }
 
 /// Held-out figures of `model` on `examples`.
-fn evaluate<B, M, I, Bt>(
+pub(crate) fn evaluate<B, M, I, Bt>(
     model: &M,
     batcher: &Bt,
     examples: &dyn Dataset<I>,
@@ -2750,12 +2750,20 @@ pub struct Evaluation {
     pub held_out: HeldOut,
 }
 
-/// Scores the model in `dir` (a `BertForSequenceClassification` or `BertForTokenClassification`
-/// directory, e.g. written by [`fine_tune`]) on the labelled file `data`: rows as
-/// [`read_labelled`] reads them, or a CoNLL file for a tagger. The columns are `columns`, or
-/// else those the run that wrote `dir` used (its `metrics.json`), or else the defaults; a
-/// single-label model reading pairs is the `pair` task. A label the model does not have is an
-/// error naming the line.
+/// Scores the model in `dir` (e.g. written by [`fine_tune`]) on the file `data`:
+///
+/// - a `BertForSequenceClassification` directory on labelled rows ([`LabelledRows`], read as a
+///   stream); a single-label model reading pairs is the `pair` task;
+/// - a `BertForTokenClassification` directory on a CoNLL file;
+/// - a `BertForQuestionAnswering` directory on a SQuAD file;
+/// - a `GPT2LMHeadModel` directory on plain text, cut into blocks of `max_length` tokens as
+///   training cuts them (perplexity, next-token accuracy);
+/// - a Focal sequence-to-sequence directory (`--task seq2seq` or `reverse`) on pairs of texts
+///   (greedy decoding's exact match and token accuracy).
+///
+/// The columns are `columns`, or else those the run that wrote `dir` used (its
+/// `metrics.json`), or else the defaults. A label (or word) the model does not have is an error
+/// naming the line.
 pub fn evaluate_model<B: FusedAttentionBackend>(
     dir: &Path,
     data: &Path,
@@ -2796,12 +2804,30 @@ pub fn evaluate_model<B: FusedAttentionBackend>(
     };
     settings.validate()?;
     if is("GPT2LMHeadModel") {
-        return Err(FineTuneError::File {
-            path: config_path,
-            reason: "a GPT-2 language model: focal eval scores classifiers, taggers and \
-                     question answerers (a language model's held-out perplexity is in the \
-                     metrics.json of its training run)"
-                .to_string(),
+        settings.task = FineTuneTask::Lm;
+        let (model, _) = focal_pretrained::Gpt2::<B>::load(dir, device)?;
+        let blocks = lm_blocks(data, &lm_tokenizer(dir)?, max_length.min(model.positions()))?;
+        let held_out = evaluate(
+            &LmTraining { model },
+            &PadBatcher { pad_id: 0 },
+            &InMemory(blocks),
+            &settings,
+            &[],
+            device,
+        );
+        return Ok(Evaluation {
+            task: settings.task,
+            labels: Vec::new(),
+            held_out,
+        });
+    }
+    if config["format"] == crate::checkpoint::FORMAT {
+        settings.task = FineTuneTask::Seq2Seq;
+        let held_out = crate::trainer::evaluate_seq2seq::<B>(dir, data, &settings, device)?;
+        return Ok(Evaluation {
+            task: settings.task,
+            labels: Vec::new(),
+            held_out,
         });
     }
     if is("BertForQuestionAnswering") {

@@ -488,6 +488,55 @@ fn seq2seq_examples(
     Ok(examples)
 }
 
+/// The held-out figures of a sequence-to-sequence directory (`train_seq2seq`'s or the reverse
+/// task's) on a file of pairs (`focal eval`): sources in `settings.columns.text`, targets in
+/// `settings.columns.label`; the targets' loss, and greedy decoding's exact match and token
+/// accuracy. A word outside the model's vocabulary, or a pair longer than the model was trained
+/// on, is an error naming the line.
+pub(crate) fn evaluate_seq2seq<B: FusedAttentionBackend>(
+    dir: &Path,
+    data: &Path,
+    settings: &crate::FineTuneConfig,
+    device: &B::Device,
+) -> Result<crate::HeldOut, crate::data::FineTuneError> {
+    use crate::data::{BadRows, FineTuneError, read_labelled};
+    let (artifact, model) =
+        crate::checkpoint::load_checkpoint::<B>(dir, device).map_err(|e| FineTuneError::File {
+            path: dir.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    let mut bad = BadRows::strict();
+    let rows = read_labelled(data, &settings.columns, false, &mut bad)?;
+    let examples = seq2seq_examples(&rows, &artifact.vocabulary, data, &mut bad)?;
+    for (row, example) in rows.iter().zip(&examples) {
+        if example.source.len() > artifact.max_input_len
+            || example.target.len() > artifact.max_output_len
+        {
+            return Err(FineTuneError::Data {
+                path: data.to_path_buf(),
+                line: row.line,
+                reason: format!(
+                    "{} source and {} target words: the model takes at most {} and writes at most {}",
+                    example.source.len(),
+                    example.target.len(),
+                    artifact.max_input_len,
+                    artifact.max_output_len
+                ),
+            });
+        }
+    }
+    Ok(crate::finetune::evaluate(
+        &Seq2SeqTraining { model },
+        &Seq2SeqBatcher {
+            specials: artifact.vocabulary.specials(),
+        },
+        &crate::finetune::InMemory(examples),
+        settings,
+        &[],
+        device,
+    ))
+}
+
 /// Trains a sequence-to-sequence model of `size` from scratch on pairs of texts (`--task
 /// seq2seq`): sources in `config.columns.text`, targets in `config.columns.label`, of `.csv`,
 /// `.tsv` or `.jsonl` files, words split on whitespace into one vocabulary (the training
