@@ -33,6 +33,7 @@ mod adamw;
 mod alibi;
 mod cpu;
 mod fused;
+mod interpret;
 mod kv_cache;
 mod linear;
 mod mask;
@@ -50,6 +51,9 @@ pub use alibi::{alibi_bias, alibi_slopes};
 pub use fused::{
     FusedAttentionBackend, FusedAttentionOptions, FusedAutodiffBackend, HostValues,
     cpu_kernel_enabled, generic_fused_attention, generic_norm, set_cpu_kernel, without_cpu_kernel,
+};
+pub use interpret::{
+    InterpretError, MAX_FLOW_WORK, attention_flow, attention_rollout, residual_attention,
 };
 pub use kv_cache::KvCache;
 pub use linear::{generic_linear, project, project_activated, project_transposed, store_out_in};
