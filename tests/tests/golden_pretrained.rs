@@ -267,7 +267,58 @@ fn gpt2_saves_what_transformers_saved<B: FusedAttentionBackend>(device: &B::Devi
     );
 }
 
+fn attentions_reference() -> &'static common::Fixture {
+    static FIXTURE: OnceLock<common::Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        common::Fixture::parse(include_bytes!(
+            "../fixtures/interpret/attentions_reference.safetensors"
+        ))
+    })
+}
+
+/// Each layer's attention probabilities of BERT (with a padded sequence) and GPT-2 equal
+/// transformers' `output_attentions=True` (eager). Regenerate the reference with
+/// `python3 tests/fixtures/interpret/generate_attentions.py` (transformers 4.57.1).
+fn attentions_match_hugging_face<B: FusedAttentionBackend>(device: &B::Device) {
+    let tolerance = Tolerance::new(TOLERANCE, TOLERANCE);
+    let (bert, _) = Bert::<B>::load(&fixtures().join("bert"), device).unwrap();
+    let json = &ids_json()["bert"];
+    let mask = rows(&json["attention_mask"]);
+    let (out, attentions) = bert.forward_with_attentions(
+        common::int_tensor(&rows(&json["input_ids"]), device),
+        common::int_tensor(&rows(&json["token_type_ids"]), device),
+        common::int_tensor::<B>(&mask, device).equal_elem(1),
+    );
+    assert_close(
+        out.last_hidden_state,
+        reference().tensor("bert.last_hidden_state", device),
+        tolerance,
+    );
+    assert_eq!(attentions.len(), 2);
+    for (layer, a) in attentions.into_iter().enumerate() {
+        assert_close(
+            a,
+            attentions_reference().tensor(&format!("bert.{layer}"), device),
+            tolerance,
+        );
+    }
+    let (gpt2, _) = Gpt2::<B>::load(&fixtures().join("gpt2"), device).unwrap();
+    let attentions = gpt2.attentions(common::int_tensor(
+        &rows(&ids_json()["gpt2"]["input_ids"]),
+        device,
+    ));
+    assert_eq!(attentions.len(), 2);
+    for (layer, a) in attentions.into_iter().enumerate() {
+        assert_close(
+            a,
+            attentions_reference().tensor(&format!("gpt2.{layer}"), device),
+            tolerance,
+        );
+    }
+}
+
 focal::backend::backend_tests!(
+    attentions_match_hugging_face,
     bert_matches_hugging_face,
     bert_mlm_matches_hugging_face,
     gpt2_saves_what_transformers_saved,

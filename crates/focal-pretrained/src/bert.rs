@@ -344,21 +344,50 @@ impl<B: FusedAttentionBackend> Bert<B> {
         token_types: Tensor<B, 2, Int>,
         valid: Tensor<B, 2, Bool>,
     ) -> BertOutput<B> {
+        self.run(ids, token_types, valid, false).0
+    }
+
+    /// [`Self::forward`], and each layer's attention probabilities `[b, heads, l, l]` (rows the
+    /// query positions, columns the key positions; padded keys get 0), first layer first: what
+    /// transformers returns with `output_attentions=True`. This takes the plain attention path,
+    /// which materialises them.
+    pub fn forward_with_attentions(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        token_types: Tensor<B, 2, Int>,
+        valid: Tensor<B, 2, Bool>,
+    ) -> (BertOutput<B>, Vec<Tensor<B, 4>>) {
+        let (output, attentions) = self.run(ids, token_types, valid, true);
+        (output, attentions.unwrap_or_default())
+    }
+
+    fn run(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        token_types: Tensor<B, 2, Int>,
+        valid: Tensor<B, 2, Bool>,
+        attentions: bool,
+    ) -> (BertOutput<B>, Option<Vec<Tensor<B, 4>>>) {
         let x = self.embedding.forward_with_segments(ids, token_types, 0);
         let x = self.embedding_norm.forward(x);
-        let h = self
-            .encoder
-            .forward(StackInput::new(x).mask(AttentionMask::key_padding(valid)))
-            .hidden;
+        let out = self.encoder.forward(
+            StackInput::new(x)
+                .mask(AttentionMask::key_padding(valid))
+                .output_attentions(attentions),
+        );
+        let h = out.hidden;
         let pooler_output = self.pooler.as_ref().map(|pooler| {
             let [b, _, d] = h.dims();
             let first = h.clone().slice([0..b, 0..1, 0..d]).reshape([b, d]);
             focal_attention::project(pooler, first).tanh()
         });
-        BertOutput {
-            last_hidden_state: h,
-            pooler_output,
-        }
+        (
+            BertOutput {
+                last_hidden_state: h,
+                pooler_output,
+            },
+            out.self_attentions,
+        )
     }
 
     /// Masked-LM logits `[b, l, vocab]` from the encoder's output.

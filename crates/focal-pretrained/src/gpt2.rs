@@ -375,6 +375,17 @@ impl<B: FusedAttentionBackend> Gpt2<B> {
         self.embedding
             .logits(self.decoder.forward(StackInput::new(x)).hidden)
     }
+
+    /// Each layer's attention probabilities `[b, heads, l, l]` over a whole sequence of ids
+    /// `[b, l]` (rows the query positions, columns the key positions; later keys get 0), first
+    /// layer first: what transformers returns with `output_attentions=True`.
+    pub fn attentions(&self, ids: Tensor<B, 2, Int>) -> Vec<Tensor<B, 4>> {
+        let x = self.embedding.forward(ids, 0);
+        self.decoder
+            .forward(StackInput::new(x).output_attentions(true))
+            .self_attentions
+            .unwrap_or_default()
+    }
 }
 
 impl<B: FusedAttentionBackend> CausalLm<B> for Gpt2<B> {
