@@ -13,6 +13,7 @@
 //! python tests/fixtures/generate_gpt2_variants.py   # reads gpt2/, does not rewrite it
 //! ```
 
+use burn::tensor::Tensor;
 use focal::attention::FusedAttentionBackend;
 use focal::backend::{Tolerance, assert_close};
 use focal::heads::{EarlyStopping, GenerationConfig, Strategy, beam_search, generate};
@@ -294,27 +295,17 @@ fn attentions_match_hugging_face<B: FusedAttentionBackend>(device: &B::Device) {
         reference().tensor("bert.last_hidden_state", device),
         tolerance,
     );
-    assert_eq!(attentions.len(), 2);
-    for (layer, a) in attentions.into_iter().enumerate() {
-        assert_close(
-            a,
-            attentions_reference().tensor(&format!("bert.{layer}"), device),
-            tolerance,
-        );
-    }
+    let matches = |model: &str, attentions: Vec<Tensor<B, 4>>| {
+        assert_eq!(attentions.len(), 2, "{model}");
+        for (layer, a) in attentions.into_iter().enumerate() {
+            let expected = attentions_reference().tensor(&format!("{model}.{layer}"), device);
+            assert_close(a, expected, tolerance);
+        }
+    };
+    matches("bert", attentions);
     let (gpt2, _) = Gpt2::<B>::load(&fixtures().join("gpt2"), device).unwrap();
-    let attentions = gpt2.attentions(common::int_tensor(
-        &rows(&ids_json()["gpt2"]["input_ids"]),
-        device,
-    ));
-    assert_eq!(attentions.len(), 2);
-    for (layer, a) in attentions.into_iter().enumerate() {
-        assert_close(
-            a,
-            attentions_reference().tensor(&format!("gpt2.{layer}"), device),
-            tolerance,
-        );
-    }
+    let ids = rows(&ids_json()["gpt2"]["input_ids"]);
+    matches("gpt2", gpt2.attentions(common::int_tensor(&ids, device)));
 }
 
 focal::backend::backend_tests!(
