@@ -86,6 +86,21 @@ pub fn residual_attention<B: Backend>(
 /// Attention rollout `[b, l, l]`: the residual attentions ([`residual_attention`]) multiplied
 /// from the first layer up, `Â_L ⋯ Â_1`. Row `i` is how much of the last layer's position `i`
 /// comes from each input position.
+///
+/// ```
+/// # use burn::tensor::Tensor;
+/// # type B = focal_backend::NdArray;
+/// # let device = Default::default();
+/// use focal_attention::{attention_flow, attention_rollout};
+/// // Two layers of one head over 2 positions: position 1 attends to position 0 only.
+/// let layer = Tensor::<B, 1>::from_floats([1.0, 0.0, 1.0, 0.0], &device).reshape([1, 1, 2, 2]);
+/// let layers = [layer.clone(), layer];
+/// let rollout = attention_rollout(&layers).unwrap(); // [b, l, l]
+/// // Each layer keeps half of position 1 and takes half from position 0: a quarter is left.
+/// let row: Vec<f32> = rollout.into_data().to_vec().unwrap();
+/// assert!((row[3] - 0.25).abs() < 1e-6);
+/// assert_eq!(attention_flow(&layers).unwrap().dims(), [1, 2, 2]);
+/// ```
 pub fn attention_rollout<B: Backend>(
     attentions: &[Tensor<B, 4>],
 ) -> Result<Tensor<B, 3>, InterpretError> {
