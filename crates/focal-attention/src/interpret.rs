@@ -36,7 +36,7 @@ pub enum InterpretError {
     },
     /// Attention flow over this many positions would take too long.
     #[error(
-        "attention flow over {positions} positions and {layers} layers is {positions}² maximum-flow problems on {layers}×{positions}² edges, more than this machine does in minutes (layers × positions⁴ at most {MAX_FLOW_WORK}): use rollout, or a shorter input"
+        "attention flow over {positions} positions and {layers} layers is {positions}² maximum-flow problems on {layers}×{positions}² edges, past the limit of layers × positions⁴ = {MAX_FLOW_WORK} (about a second): use rollout, or a shorter input"
     )]
     TooLong {
         /// Positions.

@@ -12,6 +12,7 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod attention;
 mod output;
 mod pretrained;
 mod tasks;
@@ -61,6 +62,9 @@ enum Command {
     /// Score a fine-tuned model on a labelled file: precision, recall and F1 per class (per
     /// entity type for a tagger), the confusion matrix, the task's metrics.
     Eval(tasks::EvalArgs),
+    /// What a BERT-style encoder or a GPT-2 attends to: each layer's heads (raw), or the
+    /// layers combined (attention rollout or flow); the weights as JSON with --json.
+    Attention(attention::AttentionArgs),
     /// Show the enabled backends, the wgpu adapter in use, and versions.
     Info,
 }
@@ -246,6 +250,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Answer(args) => tasks::answer(backend, args, cli.json),
         Command::Match(args) => tasks::match_texts(backend, args, cli.json),
         Command::Eval(args) => tasks::eval(backend, args, cli.json),
+        Command::Attention(args) => attention::attention(backend, args, cli.json),
         Command::Info => info(cli.json),
     }
 }

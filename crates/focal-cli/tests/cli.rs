@@ -1565,3 +1565,84 @@ fn seq2seq_trains_from_scratch_and_translate_runs_it() {
         "line 3: 'rome' is not a word of the training file",
     );
 }
+
+/// `focal attention` prints each token's most attended tokens, and with `--json` the weights:
+/// every layer and head of a GPT-2 (rows that sum to 1, nothing on later tokens), BERT's
+/// rollout and flow over a pair (rows that sum to 1). Misused flags are one line each.
+#[test]
+fn attention_shows_the_weights_per_head_and_combined() {
+    let sums_to_one = |row: &serde_json::Value| {
+        let row: Vec<f64> = serde_json::from_value(row.clone()).unwrap();
+        assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{row:?}");
+        row
+    };
+    let gpt2 = fixture("gpt2");
+    let raw = json_stdout(&focal(&[
+        "--json",
+        "attention",
+        "--model",
+        &gpt2,
+        "paris was great",
+    ]));
+    let layers = raw["weights"].as_array().unwrap();
+    assert_eq!((layers.len(), raw["heads"].as_u64()), (2, Some(4)));
+    for heads in layers {
+        for head in heads.as_array().unwrap() {
+            for (i, row) in head.as_array().unwrap().iter().enumerate() {
+                let row = sums_to_one(row);
+                assert!(row[i + 1..].iter().all(|&w| w == 0.0), "{i}: {row:?}");
+            }
+        }
+    }
+    let bert = fixture("bert");
+    for method in ["rollout", "flow"] {
+        let combined = json_stdout(&focal(&[
+            "--json",
+            "attention",
+            "--model",
+            &bert,
+            "the man is old",
+            "--pair",
+            "paris was great",
+            "--method",
+            method,
+        ]));
+        let tokens = combined["tokens"].as_array().unwrap();
+        assert_eq!(tokens[0], "[CLS]");
+        let rows = combined["weights"].as_array().unwrap();
+        assert_eq!(rows.len(), tokens.len());
+        rows.iter().for_each(|row| {
+            sums_to_one(row);
+        });
+    }
+    let shown = focal(&[
+        "attention",
+        "--model",
+        &bert,
+        "the man is old",
+        "--head",
+        "1",
+    ]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert_eq!(text.lines().count(), 6, "{text}");
+    assert!(text.lines().all(|line| line.contains('→')), "{text}");
+    for (args, error) in [
+        (
+            vec!["--layer", "9"],
+            "--layer 9: the model has 2 layers (0 to 1)",
+        ),
+        (vec!["--method", "x"], "unknown --method \"x\""),
+        (
+            vec!["--method", "flow", "--layer", "0"],
+            "--layer and --head choose what --method raw shows",
+        ),
+    ] {
+        let mut all = vec!["attention", "--model", &bert, "a b"];
+        all.extend(args);
+        assert_one_line_error(&focal(&all), error);
+    }
+    assert_one_line_error(
+        &focal(&["attention", "--model", &gpt2, "a", "--pair", "b"]),
+        "--pair: a GPT-2 reads one text",
+    );
+}

@@ -1,0 +1,220 @@
+//! `focal attention`: what a model attends to, per layer and head (`raw`), or combined over the
+//! layers (`rollout`, `flow`: Abnar & Zuidema 2020).
+
+use crate::output;
+use anyhow::{Context, bail};
+use clap::Args;
+use focal::attention::{FusedAutodiffBackend, attention_flow, attention_rollout};
+use focal::backend::{BackendJob, BackendKind, RunOn};
+use focal::burn::tensor::{Int, Tensor, TensorData};
+use focal::pretrained::pipelines::bert_inputs;
+use focal::pretrained::{Bert, EncodedBatch, Gpt2, TextTokenizer};
+use serde_json::json;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct AttentionArgs {
+    /// A BERT-style encoder (BERT, sentence-transformers) or GPT-2 directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// The text.
+    text: String,
+    /// A second text, for a BERT pair (token type 1).
+    #[arg(long)]
+    pair: Option<String>,
+    /// raw (each layer's heads), rollout or flow (the layers combined, residual included).
+    #[arg(long, default_value = "raw")]
+    method: String,
+    /// raw: the layer shown (from 0; default the last). With --json and neither --layer nor
+    /// --head, every layer and head.
+    #[arg(long)]
+    layer: Option<usize>,
+    /// raw: the head shown (from 0; default the mean of the layer's heads).
+    #[arg(long)]
+    head: Option<usize>,
+}
+
+/// A model's attention over one input: its tokens, and each layer's probabilities
+/// `[heads][l][l]` (rows the query positions).
+struct Attentions<B: focal::burn::tensor::backend::Backend> {
+    tokens: Vec<String>,
+    layers: Vec<Tensor<B, 4>>,
+}
+
+struct AttentionJob {
+    args: AttentionArgs,
+}
+
+impl BackendJob for AttentionJob {
+    type Output = anyhow::Result<(Vec<String>, serde_json::Value, Vec<Vec<f32>>)>;
+}
+
+impl<B: FusedAutodiffBackend> RunOn<B> for AttentionJob {
+    /// The tokens, the JSON of the weights, and the `[l][l]` view that the text output shows.
+    fn run(self, device: B::Device) -> Self::Output {
+        let args = &self.args;
+        let Attentions { tokens, layers } = attentions::<B::InnerBackend>(args, &device)?;
+        let [_, heads, l, _] = layers[0].dims();
+        let rows = |x: Tensor<B::InnerBackend, 2>| -> Vec<Vec<f32>> {
+            let values: Vec<f32> = x.into_data().convert::<f32>().to_vec().expect("f32");
+            values.chunks(l.max(1)).map(<[f32]>::to_vec).collect()
+        };
+        let combined = |result: Result<Tensor<B::InnerBackend, 3>, _>| -> anyhow::Result<_> {
+            Ok(rows(result?.squeeze_dim::<2>(0)))
+        };
+        if args.method != "raw" && (args.layer.is_some() || args.head.is_some()) {
+            bail!(
+                "--layer and --head choose what --method raw shows; rollout and flow combine every layer and head"
+            );
+        }
+        let (weights, view) = match args.method.as_str() {
+            "rollout" => {
+                let view = combined(attention_rollout(&layers))?;
+                (json!(view), view)
+            }
+            "flow" => {
+                let view = combined(attention_flow(&layers))?;
+                (json!(view), view)
+            }
+            "raw" => {
+                let count = layers.len();
+                let layer = args.layer.unwrap_or(count - 1);
+                if layer >= count {
+                    bail!(
+                        "--layer {layer}: the model has {count} layers (0 to {})",
+                        count - 1
+                    );
+                }
+                if let Some(head) = args.head
+                    && head >= heads
+                {
+                    bail!(
+                        "--head {head}: the model has {heads} heads (0 to {})",
+                        heads - 1
+                    );
+                }
+                let chosen = layers[layer].clone().squeeze_dim::<3>(0);
+                let view = rows(match args.head {
+                    Some(head) => chosen.slice([head..head + 1, 0..l, 0..l]).squeeze_dim(0),
+                    None => chosen.mean_dim(0).squeeze_dim(0),
+                });
+                let weights = if args.layer.is_none() && args.head.is_none() {
+                    let all: Vec<Vec<Vec<Vec<f32>>>> = layers
+                        .iter()
+                        .map(|a| {
+                            (0..heads)
+                                .map(|h| {
+                                    rows(
+                                        a.clone()
+                                            .slice([0..1, h..h + 1, 0..l, 0..l])
+                                            .reshape([l, l]),
+                                    )
+                                })
+                                .collect()
+                        })
+                        .collect();
+                    json!(all)
+                } else {
+                    json!(view)
+                };
+                (weights, view)
+            }
+            other => bail!("unknown --method \"{other}\": expected raw, rollout or flow"),
+        };
+        let report = json!({
+            "tokens": tokens,
+            "method": args.method,
+            "layers": layers.len(),
+            "heads": heads,
+            "layer": args.layer,
+            "head": args.head,
+            "weights": weights,
+        });
+        Ok((tokens, report, view))
+    }
+}
+
+/// The tokens of `args.text` (and `args.pair`) and the attention of the model in `args.model`
+/// over them, by the family its `config.json` names.
+fn attentions<B: focal::attention::FusedAttentionBackend>(
+    args: &AttentionArgs,
+    device: &B::Device,
+) -> anyhow::Result<Attentions<B>> {
+    let config_path = args.model.join("config.json");
+    let config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&config_path).with_context(|| format!("{}", config_path.display()))?,
+    )
+    .with_context(|| format!("{}: not JSON", config_path.display()))?;
+    let encode = |tokenizer: &TextTokenizer| -> anyhow::Result<(Vec<String>, EncodedBatch)> {
+        let encodings = tokenizer.encode(
+            std::slice::from_ref(&args.text),
+            args.pair.as_ref().map(std::slice::from_ref),
+        )?;
+        Ok((
+            encodings[0].get_tokens().to_vec(),
+            EncodedBatch::from_encodings(&encodings),
+        ))
+    };
+    match config["model_type"].as_str().unwrap_or_default() {
+        "bert" => {
+            let (bert, config) = Bert::<B>::load(&args.model, device)?;
+            let tokenizer = TextTokenizer::load(
+                &args.model,
+                config.max_position_embeddings,
+                config.vocab_size,
+                None,
+            )?;
+            let (tokens, batch) = encode(&tokenizer)?;
+            let (ids, types, valid) = bert_inputs::<B>(&batch, device);
+            let (_, layers) = bert.forward_with_attentions(ids, types, valid);
+            Ok(Attentions { tokens, layers })
+        }
+        "gpt2" => {
+            if args.pair.is_some() {
+                bail!("--pair: a GPT-2 reads one text");
+            }
+            let (gpt2, config) = Gpt2::<B>::load(&args.model, device)?;
+            let tokenizer =
+                TextTokenizer::load(&args.model, config.n_positions, config.vocab_size, None)?;
+            let (tokens, batch) = encode(&tokenizer)?;
+            let ids: Vec<i64> = batch.ids[0].iter().map(|&t| i64::from(t)).collect();
+            let l = ids.len();
+            let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, l]), device);
+            Ok(Attentions {
+                tokens,
+                layers: gpt2.attentions(ids),
+            })
+        }
+        other => bail!(
+            "{}: model_type \"{other}\": focal attention reads BERT-style encoders and GPT-2 decoders",
+            config_path.display()
+        ),
+    }
+}
+
+/// `focal attention`: prints, for each token, the tokens it attends to most (or the weights as
+/// JSON).
+pub fn attention(backend: BackendKind, args: AttentionArgs, json: bool) -> anyhow::Result<()> {
+    if !args.model.is_dir() {
+        bail!("--model {}: no such directory", args.model.display());
+    }
+    if args.text.trim().is_empty() {
+        bail!("the text is empty");
+    }
+    let (tokens, report, view) = backend.run(AttentionJob { args })??;
+    if json {
+        return output::line(serde_json::to_string(&report)?);
+    }
+    let width = tokens.iter().map(|t| t.chars().count()).max().unwrap_or(1);
+    for (i, (token, row)) in tokens.iter().zip(&view).enumerate() {
+        let mut order: Vec<usize> = (0..row.len()).collect();
+        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+        let top: Vec<String> = order
+            .iter()
+            .take(3)
+            .map(|&j| format!("{} {:.3}", tokens[j], row[j]))
+            .collect();
+        output::line(format_args!("{i:>3} {token:<width$}  → {}", top.join(", ")))?;
+    }
+    Ok(())
+}
