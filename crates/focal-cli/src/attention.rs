@@ -32,6 +32,20 @@ pub struct AttentionArgs {
     /// raw: the head shown (from 0; default the mean of the layer's heads).
     #[arg(long)]
     head: Option<usize>,
+    /// Also draw the weights into this PNG file: for raw, a grid of every layer (rows) and
+    /// head (columns), or the one map --layer / --head choose; else the combined map.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// What `focal attention` shows: the tokens, the JSON report, the `[l][l]` view the text
+/// output lists, and the named maps a picture draws with the maps per row.
+struct Shown {
+    tokens: Vec<String>,
+    report: serde_json::Value,
+    view: Vec<Vec<f32>>,
+    maps: Vec<(String, Vec<Vec<f32>>)>,
+    columns: usize,
 }
 
 /// A model's attention over one input: its tokens, and each layer's probabilities
@@ -46,11 +60,10 @@ struct AttentionJob {
 }
 
 impl BackendJob for AttentionJob {
-    type Output = anyhow::Result<(Vec<String>, serde_json::Value, Vec<Vec<f32>>)>;
+    type Output = anyhow::Result<Shown>;
 }
 
 impl<B: FusedAutodiffBackend> RunOn<B> for AttentionJob {
-    /// The tokens, the JSON of the weights, and the `[l][l]` view that the text output shows.
     fn run(self, device: B::Device) -> Self::Output {
         let args = &self.args;
         let Attentions { tokens, layers } = attentions::<B::InnerBackend>(args, &device)?;
@@ -67,14 +80,16 @@ impl<B: FusedAutodiffBackend> RunOn<B> for AttentionJob {
                 "--layer and --head choose what --method raw shows; rollout and flow combine every layer and head"
             );
         }
-        let (weights, view) = match args.method.as_str() {
+        let (weights, view, maps, columns) = match args.method.as_str() {
             "rollout" => {
                 let view = combined(attention_rollout(&layers))?;
-                (json!(view), view)
+                let maps = vec![("attention rollout".to_string(), view.clone())];
+                (json!(view), view, maps, 1)
             }
             "flow" => {
                 let view = combined(attention_flow(&layers))?;
-                (json!(view), view)
+                let maps = vec![("attention flow".to_string(), view.clone())];
+                (json!(view), view, maps, 1)
             }
             "raw" => {
                 let count = layers.len();
@@ -98,7 +113,7 @@ impl<B: FusedAutodiffBackend> RunOn<B> for AttentionJob {
                     Some(head) => chosen.slice([head..head + 1, 0..l, 0..l]).squeeze_dim(0),
                     None => chosen.mean_dim(0).squeeze_dim(0),
                 });
-                let weights = if args.layer.is_none() && args.head.is_none() {
+                if args.layer.is_none() && args.head.is_none() {
                     let all: Vec<Vec<Vec<Vec<f32>>>> = layers
                         .iter()
                         .map(|a| {
@@ -113,11 +128,23 @@ impl<B: FusedAutodiffBackend> RunOn<B> for AttentionJob {
                                 .collect()
                         })
                         .collect();
-                    json!(all)
+                    let maps =
+                        all.iter()
+                            .enumerate()
+                            .flat_map(|(k, heads)| {
+                                heads.iter().enumerate().map(move |(h, map)| {
+                                    (format!("layer {k}, head {h}"), map.clone())
+                                })
+                            })
+                            .collect();
+                    (json!(all), view, maps, heads)
                 } else {
-                    json!(view)
-                };
-                (weights, view)
+                    let name = match args.head {
+                        Some(head) => format!("layer {layer}, head {head}"),
+                        None => format!("layer {layer}, heads averaged"),
+                    };
+                    (json!(view), view.clone(), vec![(name, view)], 1)
+                }
             }
             other => bail!("unknown --method \"{other}\": expected raw, rollout or flow"),
         };
@@ -130,7 +157,13 @@ impl<B: FusedAutodiffBackend> RunOn<B> for AttentionJob {
             "head": args.head,
             "weights": weights,
         });
-        Ok((tokens, report, view))
+        Ok(Shown {
+            tokens,
+            report,
+            view,
+            maps,
+            columns,
+        })
     }
 }
 
@@ -201,7 +234,18 @@ pub fn attention(backend: BackendKind, args: AttentionArgs, json: bool) -> anyho
     if args.text.trim().is_empty() {
         bail!("the text is empty");
     }
-    let (tokens, report, view) = backend.run(AttentionJob { args })??;
+    let out = args.out.clone();
+    let Shown {
+        tokens,
+        report,
+        view,
+        maps,
+        columns,
+    } = backend.run(AttentionJob { args })??;
+    if let Some(path) = &out {
+        let picture = focal::train::plots::attention_heatmaps(&tokens, &maps, columns)?;
+        focal::train::plots::write_picture(path, &picture)?;
+    }
     if json {
         return output::line(serde_json::to_string(&report)?);
     }

@@ -1615,6 +1615,8 @@ fn attention_shows_the_weights_per_head_and_combined() {
             sums_to_one(row);
         });
     }
+    let picture = tempfile::tempdir().unwrap();
+    let png = picture.path().join("heads.png");
     let shown = focal(&[
         "attention",
         "--model",
@@ -1622,7 +1624,10 @@ fn attention_shows_the_weights_per_head_and_combined() {
         "the man is old",
         "--head",
         "1",
+        "--out",
+        png.to_str().unwrap(),
     ]);
+    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
     let text = String::from_utf8_lossy(&shown.stdout);
     assert_eq!(text.lines().count(), 6, "{text}");
     assert!(text.lines().all(|line| line.contains('→')), "{text}");

@@ -210,6 +210,102 @@ pub fn confusion_chart(labels: &[String], confusion: &[Vec<usize>]) -> Result<Ve
     })
 }
 
+/// A grid of attention heatmaps, `columns` to a row (a model's heads), each named under it
+/// and coloured on its own scale (white 0, dark blue its largest weight): rows are the query
+/// tokens, columns the key tokens, labelled with the tokens as the tokenizer wrote them (every
+/// k-th token where cells are too small for every label). Each map is `[l][l]` over `tokens`.
+pub fn attention_heatmaps(
+    tokens: &[String],
+    maps: &[(String, Vec<Vec<f32>>)],
+    columns: usize,
+) -> Result<Vec<u8>, PlotError> {
+    let n = tokens.len().max(1);
+    let columns = columns.clamp(1, maps.len().max(1));
+    let rows = maps.len().div_ceil(columns).max(1);
+    // One map gets twice the room of a grid's, so that long inputs stay legible.
+    let room = if maps.len() == 1 { 720 } else { 360 };
+    let cell = (room / n as u32).clamp(1, 28);
+    // A label every `step` tokens, so that 11-pixel text does not overlap.
+    let step = (12 / cell as usize).max(1);
+    let label = |t: &String| -> String {
+        let chars: Vec<char> = t.chars().collect();
+        if chars.len() > 14 {
+            chars[..13].iter().collect::<String>() + "…"
+        } else {
+            t.clone()
+        }
+    };
+    let longest = tokens
+        .iter()
+        .map(|t| label(t).chars().count())
+        .max()
+        .unwrap_or(1);
+    let margin = (longest as u32 * 7 + 12).clamp(30, 120);
+    let side = cell * n as u32;
+    // Each map's name under it, then room before the next row.
+    let panel = (margin + side + 16, 8 + margin + side + 48);
+    let size = (panel.0 * columns as u32, panel.1 * rows as u32);
+    png("attention heatmaps", size, |root| {
+        let font = TextStyle::from((FONT, 11).into_font());
+        for (index, (name, weights)) in maps.iter().enumerate() {
+            let (px, py) = (
+                (index % columns) as i32 * panel.0 as i32,
+                (index / columns) as i32 * panel.1 as i32,
+            );
+            let (left, top) = (px + margin as i32, py + 8 + margin as i32);
+            root.draw(&Text::new(
+                name.as_str(),
+                (left, top + side as i32 + 6),
+                (FONT, 14).into_font(),
+            ))
+            .map_err(|e| e.to_string())?;
+            let largest = weights
+                .iter()
+                .flatten()
+                .fold(0.0f32, |a, &w| a.max(w))
+                .max(f32::MIN_POSITIVE);
+            let c = cell as i32;
+            for (i, row) in weights.iter().enumerate() {
+                for (j, &w) in row.iter().enumerate() {
+                    let share = f64::from((w / largest).clamp(0.0, 1.0));
+                    let shade = RGBColor(
+                        (255.0 - 247.0 * share) as u8,
+                        (255.0 - 207.0 * share) as u8,
+                        (255.0 - 148.0 * share) as u8,
+                    );
+                    let (x, y) = (left + j as i32 * c, top + i as i32 * c);
+                    root.draw(&Rectangle::new([(x, y), (x + c, y + c)], shade.filled()))
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            root.draw(&Rectangle::new(
+                [(left, top), (left + side as i32, top + side as i32)],
+                BLACK.mix(0.4),
+            ))
+            .map_err(|e| e.to_string())?;
+            for (i, token) in tokens.iter().enumerate().step_by(step) {
+                let text = label(token);
+                let middle = i as i32 * c + c / 2;
+                let right = font.pos(plotters::style::text_anchor::Pos::new(
+                    plotters::style::text_anchor::HPos::Right,
+                    plotters::style::text_anchor::VPos::Center,
+                ));
+                root.draw(&Text::new(text.clone(), (left - 3, top + middle), right))
+                    .map_err(|e| e.to_string())?;
+                let up = font.transform(FontTransform::Rotate270).pos(
+                    plotters::style::text_anchor::Pos::new(
+                        plotters::style::text_anchor::HPos::Left,
+                        plotters::style::text_anchor::VPos::Center,
+                    ),
+                );
+                root.draw(&Text::new(text, (left + middle, top - 3), up))
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    })
+}
+
 /// Writes `bytes` to `path` atomically (a temporary file renamed over it).
 pub fn write_picture(path: &Path, bytes: &[u8]) -> Result<(), focal_backend::files::FileError> {
     focal_backend::files::write_atomic(path, bytes)
@@ -248,5 +344,34 @@ mod tests {
         assert!(w > 200 && h > 200);
         // An empty chart still draws (axes only).
         line_chart("empty", "x", "y", &[]).unwrap();
+    }
+
+    /// Attention maps: a grid of `columns` maps to a row, each 28-pixel cells for a short
+    /// input; one map of a long input gets cells of at least a pixel and stays within bounds.
+    #[test]
+    fn attention_maps_are_a_grid_of_heatmaps() {
+        let tokens: Vec<String> = ["[CLS]", "paris", "was", "great", "[SEP]"]
+            .map(String::from)
+            .to_vec();
+        let map = |k: usize| -> Vec<Vec<f32>> {
+            (0..5)
+                .map(|i| {
+                    (0..5)
+                        .map(|j| if j == (i + k) % 5 { 1.0 } else { 0.0 })
+                        .collect()
+                })
+                .collect()
+        };
+        let maps: Vec<(String, Vec<Vec<f32>>)> =
+            (0..4).map(|k| (format!("head {k}"), map(k))).collect();
+        let (w, h) = dimensions(&attention_heatmaps(&tokens, &maps, 2).unwrap());
+        // Two maps to a row, two rows: each map 5 × 28 pixels plus its label margins.
+        let (one_w, one_h) = dimensions(&attention_heatmaps(&tokens, &maps[..1], 1).unwrap());
+        assert_eq!((w, h), (2 * one_w, 2 * one_h));
+        assert!(one_w > 5 * 28 && one_h > 5 * 28, "{one_w} × {one_h}");
+        let long: Vec<String> = (0..900).map(|i| format!("t{i}")).collect();
+        let uniform = vec![vec![1.0 / 900.0; 900]; 900];
+        let (w, h) = dimensions(&attention_heatmaps(&long, &[("all".into(), uniform)], 1).unwrap());
+        assert!(w < 1200 && h < 1200, "{w} × {h}");
     }
 }
