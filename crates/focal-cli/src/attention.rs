@@ -8,7 +8,7 @@ use focal::attention::{FusedAutodiffBackend, attention_flow, attention_rollout};
 use focal::backend::{BackendJob, BackendKind, RunOn};
 use focal::burn::tensor::{Int, Tensor, TensorData};
 use focal::pretrained::pipelines::bert_inputs;
-use focal::pretrained::{Bert, EncodedBatch, Gpt2, TextTokenizer};
+use focal::pretrained::{EncodedBatch, Gpt2, TextTokenizer};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -190,13 +190,8 @@ fn attentions<B: focal::attention::FusedAttentionBackend>(
     };
     match config["model_type"].as_str().unwrap_or_default() {
         "bert" => {
-            let (bert, config) = Bert::<B>::load(&args.model, device)?;
-            let tokenizer = TextTokenizer::load(
-                &args.model,
-                config.max_position_embeddings,
-                config.vocab_size,
-                None,
-            )?;
+            let (bert, tokenizer) =
+                crate::pretrained::bert_with_tokenizer::<B>(&args.model, device)?;
             let (tokens, batch) = encode(&tokenizer)?;
             let (ids, types, valid) = bert_inputs::<B>(&batch, device);
             let (_, layers) = bert.forward_with_attentions(ids, types, valid);

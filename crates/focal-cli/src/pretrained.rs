@@ -13,6 +13,18 @@ use focal::pretrained::{Bert, Gpt2, Pooling, TextMatcher, TextTokenizer};
 use serde_json::json;
 use std::path::PathBuf;
 
+/// A BERT directory's encoder and its tokenizer (truncating to the model's positions, no
+/// padding).
+pub(crate) fn bert_with_tokenizer<B: focal::attention::FusedAttentionBackend>(
+    dir: &std::path::Path,
+    device: &B::Device,
+) -> anyhow::Result<(Bert<B>, TextTokenizer)> {
+    let (bert, config) = Bert::<B>::load(dir, device)?;
+    let tokenizer =
+        TextTokenizer::load(dir, config.max_position_embeddings, config.vocab_size, None)?;
+    Ok((bert, tokenizer))
+}
+
 #[derive(Args, Debug)]
 pub struct EmbedArgs {
     /// A BERT or sentence-transformers model directory.
@@ -150,19 +162,13 @@ impl BackendJob for FillMaskJob {
 impl<B: FusedAutodiffBackend> RunOn<B> for FillMaskJob {
     fn run(self, device: B::Device) -> Self::Output {
         let args = self.0;
-        let (bert, config) = Bert::<B::InnerBackend>::load(&args.model, &device)?;
+        let (bert, tokenizer) = bert_with_tokenizer::<B::InnerBackend>(&args.model, &device)?;
         if bert.mlm.is_none() {
             bail!(
                 "{}: this BERT has no masked-LM head (cls.predictions); fill-mask needs a BertForMaskedLM directory",
                 args.model.display()
             );
         }
-        let tokenizer = TextTokenizer::load(
-            &args.model,
-            config.max_position_embeddings,
-            config.vocab_size,
-            None,
-        )?;
         let mask_id = tokenizer.token_id("[MASK]").with_context(|| {
             format!(
                 "{}: the tokenizer has no [MASK] token",
