@@ -2036,8 +2036,9 @@ fn stale_scratch(parent: &Path, name: &str) -> Vec<PathBuf> {
 ///
 /// - `init`: a BERT or sentence-transformers directory (a new head on its encoder), or a
 ///   directory of the task's architecture with the same labels;
-/// - `train`, `valid`: `.csv`, `.tsv` or `.jsonl` rows (see [`read_labelled`]), or CoNLL files
-///   for `tag` (see [`read_conll`]); the labels are those of `train`, sorted;
+/// - `train`, `valid`: `.csv`, `.tsv` or `.jsonl` rows (see [`LabelledRows`], read as a
+///   stream), or CoNLL files for `tag` (see [`read_conll`]); the labels are those of `train`,
+///   sorted;
 /// - the weights kept are those of the epoch with the best watched validation metric
 ///   ([`FineTuneTask::watched`]); burn-train's checkpoints and the pictures of the run in
 ///   progress live in a directory beside `out` (`.NAME.learner-PID`), removed at the end;
