@@ -498,6 +498,90 @@ pub struct LabelledRows {
     names: std::sync::Arc<Vec<String>>,
 }
 
+/// A checked row's label: its text (trimmed), or its value ([`LabelKind::Value`]).
+enum Label {
+    Text(String),
+    Value(f32),
+}
+
+/// Scans the labelled rows of a file ([`scan_records`]) and calls `keep(line, span, values,
+/// label)` for each row that has a text (and a second text when `columns.pair` names one) and a
+/// label of `kind`; a row without is an error naming the file and the line (or skipped and
+/// counted, by `bad`), and so is a file without any. `values` are the text, the label and the
+/// second text, in that order.
+fn scan_labelled(
+    path: &Path,
+    columns: &Columns,
+    kind: LabelKind,
+    bad: &mut BadRows,
+    mut keep: impl FnMut(u32, Span, Vec<Option<String>>, Label),
+) -> Result<RecordFile, FineTuneError> {
+    let mut names = vec![columns.text.as_str(), columns.label.as_str()];
+    names.extend(columns.pair.as_deref());
+    let mut kept = 0usize;
+    // Rows with a missing value: handled here, as `bad` is lent to the reader.
+    let mut missing_values = if bad.skip {
+        BadRows::skipping()
+    } else {
+        BadRows::strict()
+    };
+    let file = scan_records::<FineTuneError>(path, &names, bad, |line, span, values| {
+        let error = |reason: String| FineTuneError::Data {
+            path: path.to_path_buf(),
+            line,
+            reason,
+        };
+        let missing = |what: &str, name: &str| error(format!("no {what} (column \"{name}\")"));
+        let present = |value: &Option<String>| value.as_ref().is_some_and(|v| !v.trim().is_empty());
+        let checked = (|| {
+            if !present(&values[0]) {
+                return Err(missing("text", &columns.text));
+            }
+            if let Some(name) = &columns.pair
+                && !present(&values[2])
+            {
+                return Err(missing("second text", name));
+            }
+            let label = match (&values[1], kind) {
+                (Some(label), LabelKind::Classes) => label.trim(),
+                (label, _) if present(label) => label.as_deref().unwrap_or_default().trim(),
+                _ => return Err(missing("label", &columns.label)),
+            };
+            let label = if kind == LabelKind::Value {
+                Label::Value(
+                    label
+                        .parse::<f32>()
+                        .ok()
+                        .filter(|v| v.is_finite())
+                        .ok_or_else(|| {
+                            error(format!("label \"{label}\" is not a finite number"))
+                        })?,
+                )
+            } else {
+                Label::Text(label.to_string())
+            };
+            let line = u32::try_from(line).map_err(|_| error("too many lines".to_string()))?;
+            Ok((line, label))
+        })();
+        match checked {
+            Ok((line, label)) => {
+                keep(line, span, values, label);
+                kept += 1;
+            }
+            Err(e) => missing_values.handle(e)?,
+        }
+        Ok(())
+    })?;
+    bad.merge(missing_values);
+    if kept == 0 {
+        return Err(FineTuneError::File {
+            path: path.to_path_buf(),
+            reason: "no labelled rows".to_string(),
+        });
+    }
+    Ok(file)
+}
+
 impl LabelledRows {
     /// Indexes the labelled rows of a `.csv`, `.tsv` or `.jsonl` file (see [`read_records`]),
     /// reading it once as a stream. A missing column, an empty text, an empty label (unless
@@ -510,71 +594,24 @@ impl LabelledRows {
         kind: LabelKind,
         bad: &mut BadRows,
     ) -> Result<Self, FineTuneError> {
-        let mut names = vec![columns.text.as_str(), columns.label.as_str()];
-        names.extend(columns.pair.as_deref());
         let mut rows = Vec::new();
         let mut distinct: Vec<String> = Vec::new();
         let mut ids: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
-        // Rows with a missing value: handled here, as `bad` is lent to the reader.
-        let mut missing_values = if bad.skip {
-            BadRows::skipping()
-        } else {
-            BadRows::strict()
-        };
-        let file = scan_records::<FineTuneError>(path, &names, bad, |line, span, values| {
-            let error = |reason: String| FineTuneError::Data {
-                path: path.to_path_buf(),
-                line,
-                reason,
+        let file = scan_labelled(path, columns, kind, bad, |line, span, _, label| {
+            let label = match label {
+                Label::Value(value) => value.to_bits(),
+                Label::Text(label) => match ids.get(&label) {
+                    Some(&id) => id,
+                    None => {
+                        let id = distinct.len() as u32;
+                        ids.insert(label.clone(), id);
+                        distinct.push(label);
+                        id
+                    }
+                },
             };
-            let missing = |what: &str, name: &str| error(format!("no {what} (column \"{name}\")"));
-            let present =
-                |value: &Option<String>| value.as_ref().is_some_and(|v| !v.trim().is_empty());
-            let entry = (|| {
-                if !present(&values[0]) {
-                    return Err(missing("text", &columns.text));
-                }
-                if let Some(name) = &columns.pair
-                    && !present(&values[2])
-                {
-                    return Err(missing("second text", name));
-                }
-                let label = match (&values[1], kind) {
-                    (Some(label), LabelKind::Classes) => label.trim(),
-                    (label, _) if present(label) => label.as_deref().unwrap_or_default().trim(),
-                    _ => return Err(missing("label", &columns.label)),
-                };
-                let label = if kind == LabelKind::Value {
-                    label
-                        .parse::<f32>()
-                        .ok()
-                        .filter(|v| v.is_finite())
-                        .ok_or_else(|| error(format!("label \"{label}\" is not a finite number")))?
-                        .to_bits()
-                } else if let Some(&id) = ids.get(label) {
-                    id
-                } else {
-                    let id = distinct.len() as u32;
-                    ids.insert(label.to_string(), id);
-                    distinct.push(label.to_string());
-                    id
-                };
-                let line = u32::try_from(line).map_err(|_| error("too many lines".to_string()))?;
-                Ok(RowEntry { span, line, label })
-            })();
-            match entry {
-                Ok(entry) => rows.push(entry),
-                Err(e) => missing_values.handle(e)?,
-            }
-            Ok(())
+            rows.push(RowEntry { span, line, label });
         })?;
-        bad.merge(missing_values);
-        if rows.is_empty() {
-            return Err(FineTuneError::File {
-                path: path.to_path_buf(),
-                reason: "no labelled rows".to_string(),
-            });
-        }
         Ok(Self {
             file: std::sync::Arc::new(file),
             pair: columns.pair.is_some(),
@@ -680,9 +717,9 @@ impl LabelledRows {
     }
 }
 
-/// Reads the labelled rows of a `.csv`, `.tsv` or `.jsonl` file into memory (see
-/// [`LabelledRows::read`], [`LabelKind::Classes`] when `empty_labels`, else
-/// [`LabelKind::Class`]).
+/// Reads the labelled rows of a `.csv`, `.tsv` or `.jsonl` file into memory, in one pass,
+/// checked as [`LabelledRows::read`] checks them ([`LabelKind::Classes`] when `empty_labels`,
+/// else [`LabelKind::Class`]).
 pub fn read_labelled(
     path: &Path,
     columns: &Columns,
@@ -694,7 +731,22 @@ pub fn read_labelled(
     } else {
         LabelKind::Class
     };
-    LabelledRows::read(path, columns, kind, bad)?.to_vec()
+    let mut rows = Vec::new();
+    scan_labelled(path, columns, kind, bad, |line, _, values, label| {
+        let Label::Text(label) = label else {
+            unreachable!("class labels are texts")
+        };
+        let mut values = values.into_iter();
+        let text = values.next().flatten().unwrap_or_default();
+        let pair = values.nth(1).flatten();
+        rows.push(LabelledText {
+            text,
+            pair,
+            label,
+            line: line as usize,
+        });
+    })?;
+    Ok(rows)
 }
 
 /// The labels of a multi-label cell (split at [`LABEL_SEPARATOR`], trimmed, empty parts left
