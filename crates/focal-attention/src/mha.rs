@@ -221,6 +221,7 @@ pub struct MhaInput<B: Backend> {
     value: Tensor<B, 3>,
     mask: AttentionMask<B>,
     weights: WeightsMode,
+    head_mask: Option<Tensor<B, 2>>,
 }
 
 impl<B: Backend> MhaInput<B> {
@@ -242,6 +243,7 @@ impl<B: Backend> MhaInput<B> {
             value,
             mask: AttentionMask::none(),
             weights: WeightsMode::None,
+            head_mask: None,
         }
     }
 
@@ -254,6 +256,14 @@ impl<B: Backend> MhaInput<B> {
     /// Also returns the attention weights, per head or averaged over heads.
     pub fn weights(mut self, mode: WeightsMode) -> Self {
         self.weights = mode;
+        self
+    }
+
+    /// Scales each head's attention probabilities by `mask` `[b, h]` (Hugging Face's
+    /// `head_mask`; Michel et al. 2019): 0 removes a head, and the gradient of a loss with
+    /// respect to a mask of ones is each head's importance. Returned weights are scaled too.
+    pub fn head_mask(mut self, mask: Tensor<B, 2>) -> Self {
+        self.head_mask = Some(mask);
         self
     }
 }
@@ -292,7 +302,14 @@ impl<B: FusedAttentionBackend> MultiHeadAttention<B> {
         );
         let (q, k, v) = self.project(input.query, input.key, input.value);
         let (q, k) = (self.rotated(q, 0), self.rotated(k, 0));
-        self.attend(q, k, v, input.mask, input.weights, [b, l, d])
+        self.attend(
+            q,
+            k,
+            v,
+            (input.mask, input.head_mask),
+            input.weights,
+            [b, l, d],
+        )
     }
 
     /// Cross-attention to a memory projected once with [`Self::project_memory`]: equal to
@@ -322,19 +339,20 @@ impl<B: FusedAttentionBackend> MultiHeadAttention<B> {
             q,
             memory.key.clone(),
             memory.value.clone(),
-            mask,
+            (mask, None),
             weights,
             [b, l, d],
         )
     }
 
-    /// Scaled dot-product attention over projected heads, then the output projection.
+    /// Scaled dot-product attention over projected heads (each head's output scaled by the
+    /// head mask `[b, h]`, if any), then the output projection.
     fn attend(
         &self,
         q: Tensor<B, 4>,
         k: Tensor<B, 4>,
         v: Tensor<B, 4>,
-        mask: AttentionMask<B>,
+        (mask, head_mask): (AttentionMask<B>, Option<Tensor<B, 2>>),
         weights: WeightsMode,
         dims: [usize; 3],
     ) -> MhaOutput<B> {
@@ -344,7 +362,21 @@ impl<B: FusedAttentionBackend> MultiHeadAttention<B> {
         if let Some(scale) = self.scale {
             input = input.scale(scale);
         }
-        let attended = self.attention.forward(input);
+        let mut attended = self.attention.forward(input);
+        if let Some(head_mask) = head_mask {
+            let [b, h] = head_mask.dims();
+            assert!(
+                [b, h] == [dims[0], self.n_heads],
+                "head mask {:?}: expected [b, h] = [{}, {}]",
+                [b, h],
+                dims[0],
+                self.n_heads
+            );
+            // (m · P) V = m · (P V): scaling a head's output scales its probabilities.
+            let scale = head_mask.reshape([b, h, 1, 1]);
+            attended.context = attended.context * scale.clone();
+            attended.weights = attended.weights.map(|w| w * scale);
+        }
         self.merge_heads(attended, weights, dims)
     }
 
@@ -377,7 +409,7 @@ impl<B: FusedAttentionBackend> MultiHeadAttention<B> {
             // positions holds more keys than its later queries may see.
             mask = mask.and(AttentionMask::sliding_window(cache.capacity()));
         }
-        self.attend(q, k, v, mask, input.weights, [b, n, d])
+        self.attend(q, k, v, (mask, input.head_mask), input.weights, [b, n, d])
     }
 
     /// Projects and splits into heads: query `[b, l, d]` → `[b, h, l, d_h]`, key

@@ -339,12 +339,28 @@ impl<B: FusedAttentionBackend> TransformerLayer<B> {
         memory: Option<(Tensor<B, 3>, &AttentionMask<B>)>,
         weights: WeightsMode,
     ) -> LayerOutput<B> {
+        self.forward_with_head_mask(x, mask, memory, weights, None)
+    }
+
+    /// [`Self::forward`] with each self-attention head's probabilities scaled by `head_mask`
+    /// `[b, h]` (see [`MhaInput::head_mask`]).
+    pub fn forward_with_head_mask(
+        &self,
+        x: Tensor<B, 3>,
+        mask: &AttentionMask<B>,
+        memory: Option<(Tensor<B, 3>, &AttentionMask<B>)>,
+        weights: WeightsMode,
+        head_mask: Option<Tensor<B, 2>>,
+    ) -> LayerOutput<B> {
         let self_mask = self.self_mask(mask);
         self.sublayers(
             x,
             |x| {
-                self.self_attention
-                    .forward(MhaInput::self_attn(x).mask(self_mask).weights(weights))
+                let mut input = MhaInput::self_attn(x).mask(self_mask).weights(weights);
+                if let Some(head_mask) = head_mask {
+                    input = input.head_mask(head_mask);
+                }
+                self.self_attention.forward(input)
             },
             memory.map(|(m, mask)| (Memory::Raw(m), mask)),
             weights,

@@ -139,6 +139,7 @@ pub struct StackInput<B: Backend> {
     memory_mask: AttentionMask<B>,
     hidden_states: bool,
     attentions: bool,
+    head_mask: Option<Tensor<B, 3>>,
 }
 
 impl<B: Backend> StackInput<B> {
@@ -151,6 +152,7 @@ impl<B: Backend> StackInput<B> {
             memory_mask: AttentionMask::none(),
             hidden_states: false,
             attentions: false,
+            head_mask: None,
         }
     }
 
@@ -184,6 +186,15 @@ impl<B: Backend> StackInput<B> {
     /// `output_attentions`); this takes the plain attention path, which materialises them.
     pub fn output_attentions(mut self, on: bool) -> Self {
         self.attentions = on;
+        self
+    }
+
+    /// Scales each layer's self-attention heads by `mask` `[b, layers, heads]` (Hugging Face's
+    /// `head_mask`, per sequence): 0 removes a head, and the gradient of a loss with respect
+    /// to a mask of ones is each head's importance (Michel et al. 2019). Whole-sequence
+    /// passes only: [`TransformerStack::forward_cached`] refuses it.
+    pub fn head_mask(mut self, mask: Tensor<B, 3>) -> Self {
+        self.head_mask = Some(mask);
         self
     }
 }
@@ -316,13 +327,27 @@ impl<B: FusedAttentionBackend> TransformerStack<B> {
         let mask = self.self_mask(input.mask, l, l, &device);
         let memory_mask = input.memory_mask;
         let memory = input.memory;
+        let head_mask = input.head_mask;
+        if let Some(head_mask) = &head_mask {
+            let [b, _, _] = input.x.dims();
+            let expected = [b, self.layers.len(), self.n_heads];
+            assert!(
+                head_mask.dims() == expected,
+                "head mask {:?}: expected [b, layers, heads] = {expected:?}",
+                head_mask.dims()
+            );
+        }
         self.run(
             input.x,
             input.hidden_states,
             input.attentions,
-            |layer, x, weights| {
+            |k, layer, x, weights| {
                 let memory = memory.clone().map(|m| (m, &memory_mask));
-                layer.forward(x, &mask, memory, weights)
+                let head_mask = head_mask.as_ref().map(|m| {
+                    let [b, _, h] = m.dims();
+                    m.clone().slice([0..b, k..k + 1, 0..h]).reshape([b, h])
+                });
+                layer.forward_with_head_mask(x, &mask, memory, weights, head_mask)
             },
         )
     }
@@ -339,7 +364,7 @@ impl<B: FusedAttentionBackend> TransformerStack<B> {
     ///
     /// # Panics
     ///
-    /// When the input carries a memory, or shapes disagree with the cache.
+    /// When the input carries a memory or a head mask, or shapes disagree with the cache.
     pub fn forward_cached(
         &self,
         input: StackInput<B>,
@@ -348,6 +373,10 @@ impl<B: FusedAttentionBackend> TransformerStack<B> {
         assert!(
             input.memory.is_none(),
             "with cached decoding the memory is projected once by new_cache, not passed at each step"
+        );
+        assert!(
+            input.head_mask.is_none(),
+            "a head mask is for whole-sequence passes (forward), not cached decoding"
         );
         let [_, n, _] = input.x.dims();
         let device = input.x.device();
@@ -359,7 +388,7 @@ impl<B: FusedAttentionBackend> TransformerStack<B> {
             input.x,
             input.hidden_states,
             input.attentions,
-            |layer, x, weights| {
+            |_, layer, x, weights| {
                 let cache = caches.next().expect("one cache per layer");
                 layer.forward_cached(x, &mask, cache, &memory_mask, weights)
             },
@@ -373,6 +402,7 @@ impl<B: FusedAttentionBackend> TransformerStack<B> {
         hidden_states: bool,
         attentions: bool,
         mut layer_forward: impl FnMut(
+            usize,
             &TransformerLayer<B>,
             Tensor<B, 3>,
             WeightsMode,
@@ -387,8 +417,8 @@ impl<B: FusedAttentionBackend> TransformerStack<B> {
         let mut self_attentions = attentions.then(Vec::new);
         let mut cross_attentions = (attentions && self.kind == LayerKind::Decoder).then(Vec::new);
         let mut x = x;
-        for layer in &self.layers {
-            let out = layer_forward(layer, x, weights);
+        for (k, layer) in self.layers.iter().enumerate() {
+            let out = layer_forward(k, layer, x, weights);
             x = out.hidden;
             if let Some(states) = &mut states {
                 states.push(x.clone());

@@ -185,7 +185,19 @@ impl<B: Backend> Bert<B> {
         device: &B::Device,
         head: impl FnOnce(&StateDict<'_>, &BertConfig) -> Result<H, PytorchImportError>,
     ) -> Result<(Self, BertConfig, H), PretrainedError> {
-        let (config, config_path): (BertConfig, _) = read_config(dir, "bert")?;
+        Self::load_adjusted(dir, device, |_| {}, head)
+    }
+
+    /// [`Self::load_with`], with the config changed by `adjust` after reading (dropout off,
+    /// say).
+    pub(crate) fn load_adjusted<H>(
+        dir: &Path,
+        device: &B::Device,
+        adjust: impl FnOnce(&mut BertConfig),
+        head: impl FnOnce(&StateDict<'_>, &BertConfig) -> Result<H, PytorchImportError>,
+    ) -> Result<(Self, BertConfig, H), PretrainedError> {
+        let (mut config, config_path): (BertConfig, _) = read_config(dir, "bert")?;
+        adjust(&mut config);
         if config.position_embedding_type != "absolute" {
             return Err(PretrainedError::Unsupported {
                 path: config_path,
@@ -344,7 +356,20 @@ impl<B: FusedAttentionBackend> Bert<B> {
         token_types: Tensor<B, 2, Int>,
         valid: Tensor<B, 2, Bool>,
     ) -> BertOutput<B> {
-        self.run(ids, token_types, valid, false).0
+        self.run(ids, token_types, valid, false, None).0
+    }
+
+    /// [`Self::forward`] with each layer's heads scaled by `head_mask` `[b, layers, heads]`
+    /// (transformers' `head_mask`, per sequence): 0 removes a head; the gradient of a loss with
+    /// respect to a mask of ones is each head's importance (Michel et al. 2019).
+    pub fn forward_with_head_mask(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        token_types: Tensor<B, 2, Int>,
+        valid: Tensor<B, 2, Bool>,
+        head_mask: Tensor<B, 3>,
+    ) -> BertOutput<B> {
+        self.run(ids, token_types, valid, false, Some(head_mask)).0
     }
 
     /// [`Self::forward`], and each layer's attention probabilities `[b, heads, l, l]` (rows the
@@ -357,7 +382,7 @@ impl<B: FusedAttentionBackend> Bert<B> {
         token_types: Tensor<B, 2, Int>,
         valid: Tensor<B, 2, Bool>,
     ) -> (BertOutput<B>, Vec<Tensor<B, 4>>) {
-        let (output, attentions) = self.run(ids, token_types, valid, true);
+        let (output, attentions) = self.run(ids, token_types, valid, true, None);
         (output, attentions.unwrap_or_default())
     }
 
@@ -367,14 +392,17 @@ impl<B: FusedAttentionBackend> Bert<B> {
         token_types: Tensor<B, 2, Int>,
         valid: Tensor<B, 2, Bool>,
         attentions: bool,
+        head_mask: Option<Tensor<B, 3>>,
     ) -> (BertOutput<B>, Option<Vec<Tensor<B, 4>>>) {
         let x = self.embedding.forward_with_segments(ids, token_types, 0);
         let x = self.embedding_norm.forward(x);
-        let out = self.encoder.forward(
-            StackInput::new(x)
-                .mask(AttentionMask::key_padding(valid))
-                .output_attentions(attentions),
-        );
+        let mut input = StackInput::new(x)
+            .mask(AttentionMask::key_padding(valid))
+            .output_attentions(attentions);
+        if let Some(head_mask) = head_mask {
+            input = input.head_mask(head_mask);
+        }
+        let out = self.encoder.forward(input);
         let h = out.hidden;
         let pooler_output = self.pooler.as_ref().map(|pooler| {
             let [b, _, d] = h.dims();

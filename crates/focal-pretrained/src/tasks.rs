@@ -191,37 +191,69 @@ impl<B: Backend> BertForSequenceClassification<B> {
     /// (`id2label`) and the problem type (`problem_type`, else inferred from the number of
     /// labels, as transformers does).
     pub fn load(dir: &Path, device: &B::Device) -> Result<(Self, TaskConfig), PretrainedError> {
+        Self::load_dropout(dir, device, None)
+    }
+
+    /// [`Self::load`] with every dropout off, for gradients through a fixed model (head
+    /// importance, token attribution): burn's `Dropout` is on whenever the backend is an
+    /// autodiff one. The returned config keeps the directory's dropout.
+    pub fn load_without_dropout(
+        dir: &Path,
+        device: &B::Device,
+    ) -> Result<(Self, TaskConfig), PretrainedError> {
+        Self::load_dropout(dir, device, Some(0.0))
+    }
+
+    fn load_dropout(
+        dir: &Path,
+        device: &B::Device,
+        dropout: Option<f64>,
+    ) -> Result<(Self, TaskConfig), PretrainedError> {
         let task = BertTask::SequenceClassification;
-        let (fields, path) = task_fields(dir, task)?;
-        let (mut bert, config, (mut head, n)) = Bert::load_with(dir, device, |state, config| {
-            let n = rows(state, "classifier")?;
-            let problem_type = ProblemType::infer(fields.problem_type.as_deref(), n)
-                .map_err(PytorchImportError::Unsupported)?;
-            let dropout = fields.dropout(config);
-            let d = config.hidden_size;
-            let pooling = match fields.focal_classifier_pooling.as_deref() {
-                None => ClassifierPooling::Pooler,
-                Some("mean") => ClassifierPooling::Mean,
-                Some(other) => {
-                    return Err(PytorchImportError::Unsupported(format!(
-                        "{POOLING_KEY} \"{other}\" (Focal knows \"mean\")"
-                    )));
-                }
-            };
-            let mut head = SequenceClassifierConfig::new(d, n)
-                .with_problem_type(problem_type)
-                .with_pooling(pooling)
-                .with_dropout(dropout)
-                .try_init::<B>(device)?;
-            head.classifier = state.linear::<B>("classifier", [d, n], device)?;
-            Ok((head, n))
-        })?;
+        let (mut fields, path) = task_fields(dir, task)?;
+        if dropout.is_some() {
+            fields.classifier_dropout = dropout;
+        }
+        let mut kept = None;
+        let adjust = |config: &mut BertConfig| {
+            if let Some(p) = dropout {
+                kept = Some(config.hidden_dropout_prob);
+                config.hidden_dropout_prob = p;
+            }
+        };
+        let (mut bert, mut config, (mut head, n)) =
+            Bert::load_adjusted(dir, device, adjust, |state, config| {
+                let n = rows(state, "classifier")?;
+                let problem_type = ProblemType::infer(fields.problem_type.as_deref(), n)
+                    .map_err(PytorchImportError::Unsupported)?;
+                let dropout = fields.dropout(config);
+                let d = config.hidden_size;
+                let pooling = match fields.focal_classifier_pooling.as_deref() {
+                    None => ClassifierPooling::Pooler,
+                    Some("mean") => ClassifierPooling::Mean,
+                    Some(other) => {
+                        return Err(PytorchImportError::Unsupported(format!(
+                            "{POOLING_KEY} \"{other}\" (Focal knows \"mean\")"
+                        )));
+                    }
+                };
+                let mut head = SequenceClassifierConfig::new(d, n)
+                    .with_problem_type(problem_type)
+                    .with_pooling(pooling)
+                    .with_dropout(dropout)
+                    .try_init::<B>(device)?;
+                head.classifier = state.linear::<B>("classifier", [d, n], device)?;
+                Ok((head, n))
+            })?;
         let pooler = bert.pooler.take();
         if head.pooling() == ClassifierPooling::Pooler {
             head.pooler = Some(pooler.ok_or_else(|| PretrainedError::Tensors {
                 path: dir.join("model.safetensors"),
                 cause: PytorchImportError::Missing("bert.pooler.dense.weight".to_string()),
             })?);
+        }
+        if let Some(p) = kept {
+            config.hidden_dropout_prob = p;
         }
         let labels = labels(fields.id2label, n, &path)?;
         let problem_type = head.problem_type();
@@ -453,6 +485,20 @@ impl<B: FusedAttentionBackend> BertForSequenceClassification<B> {
         let hidden = self
             .bert
             .forward(ids, types, valid.clone())
+            .last_hidden_state;
+        self.head.forward(hidden, valid)
+    }
+
+    /// [`Self::forward`] with each layer's heads scaled by `head_mask` `[b, layers, heads]`
+    /// (see [`Bert::forward_with_head_mask`]).
+    pub fn forward_with_head_mask(
+        &self,
+        (ids, types, valid): BertInputs<B>,
+        head_mask: Tensor<B, 3>,
+    ) -> Tensor<B, 2> {
+        let hidden = self
+            .bert
+            .forward_with_head_mask(ids, types, valid.clone(), head_mask)
             .last_hidden_state;
         self.head.forward(hidden, valid)
     }
