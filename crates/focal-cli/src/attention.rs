@@ -9,6 +9,7 @@ use focal::backend::{BackendJob, BackendKind, RunOn};
 use focal::burn::tensor::{Int, Tensor, TensorData};
 use focal::pretrained::pipelines::bert_inputs;
 use focal::pretrained::{EncodedBatch, Gpt2, TextTokenizer};
+use focal::train::plots::{AttentionPage, CombinedMap};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -32,8 +33,10 @@ pub struct AttentionArgs {
     /// raw: the head shown (from 0; default the mean of the layer's heads).
     #[arg(long)]
     head: Option<usize>,
-    /// Also draw the weights into this PNG file: for raw, a grid of every layer (rows) and
-    /// head (columns), or the one map --layer / --head choose; else the combined map.
+    /// Also draw the weights into this file. FILE.png: for raw, a grid of every layer (rows)
+    /// and head (columns), or the one map --layer / --head choose; else the combined map.
+    /// FILE.html: one self-contained interactive page with every layer and head and the
+    /// rollout (and the flow with --method flow), opening on the view asked for.
     #[arg(long)]
     out: Option<PathBuf>,
 }
@@ -46,6 +49,7 @@ struct Shown {
     view: Vec<Vec<f32>>,
     maps: Vec<(String, Vec<Vec<f32>>)>,
     columns: usize,
+    page: Option<AttentionPage>,
 }
 
 /// A model's attention over one input: its tokens, and each layer's probabilities
@@ -80,15 +84,40 @@ impl<B: FusedAutodiffBackend> RunOn<B> for AttentionJob {
                 "--layer and --head choose what --method raw shows; rollout and flow combine every layer and head"
             );
         }
+        let per_head = || -> Vec<Vec<Vec<Vec<f32>>>> {
+            layers
+                .iter()
+                .map(|a| {
+                    (0..heads)
+                        .map(|h| {
+                            rows(
+                                a.clone()
+                                    .slice([0..1, h..h + 1, 0..l, 0..l])
+                                    .reshape([l, l]),
+                            )
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        let html = args.out.as_ref().is_some_and(|p| {
+            p.extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("html"))
+        });
+        let mut combined_maps = Vec::new();
         let (weights, view, maps, columns) = match args.method.as_str() {
-            "rollout" => {
-                let view = combined(attention_rollout(&layers))?;
-                let maps = vec![("attention rollout".to_string(), view.clone())];
-                (json!(view), view, maps, 1)
-            }
-            "flow" => {
-                let view = combined(attention_flow(&layers))?;
-                let maps = vec![("attention flow".to_string(), view.clone())];
+            "rollout" | "flow" => {
+                let (name, result) = if args.method == "rollout" {
+                    ("attention rollout", attention_rollout(&layers))
+                } else {
+                    ("attention flow", attention_flow(&layers))
+                };
+                let view = combined(result)?;
+                combined_maps.push(CombinedMap {
+                    name: name.to_string(),
+                    weights: view.clone(),
+                });
+                let maps = vec![(name.to_string(), view.clone())];
                 (json!(view), view, maps, 1)
             }
             "raw" => {
@@ -114,20 +143,7 @@ impl<B: FusedAutodiffBackend> RunOn<B> for AttentionJob {
                     None => chosen.mean_dim(0).squeeze_dim(0),
                 });
                 if args.layer.is_none() && args.head.is_none() {
-                    let all: Vec<Vec<Vec<Vec<f32>>>> = layers
-                        .iter()
-                        .map(|a| {
-                            (0..heads)
-                                .map(|h| {
-                                    rows(
-                                        a.clone()
-                                            .slice([0..1, h..h + 1, 0..l, 0..l])
-                                            .reshape([l, l]),
-                                    )
-                                })
-                                .collect()
-                        })
-                        .collect();
+                    let all = per_head();
                     let maps =
                         all.iter()
                             .enumerate()
@@ -148,6 +164,37 @@ impl<B: FusedAutodiffBackend> RunOn<B> for AttentionJob {
             }
             other => bail!("unknown --method \"{other}\": expected raw, rollout or flow"),
         };
+        let page = if html {
+            // The page always offers the rollout; the flow only when asked for (it is slow).
+            if args.method != "rollout" {
+                combined_maps.insert(
+                    0,
+                    CombinedMap {
+                        name: "attention rollout".to_string(),
+                        weights: combined(attention_rollout(&layers))?,
+                    },
+                );
+            }
+            let start = match args.method.as_str() {
+                "raw" => args.layer,
+                "rollout" => Some(layers.len()),
+                _ => Some(layers.len() + 1),
+            };
+            let mut title = args.text.clone();
+            if let Some(pair) = &args.pair {
+                title = format!("{title} / {pair}");
+            }
+            Some(AttentionPage {
+                title: format!("{}: {title}", args.model.display()),
+                tokens: tokens.clone(),
+                layers: per_head(),
+                combined: combined_maps,
+                attributions: Vec::new(),
+                start,
+            })
+        } else {
+            None
+        };
         let report = json!({
             "tokens": tokens,
             "method": args.method,
@@ -163,6 +210,7 @@ impl<B: FusedAutodiffBackend> RunOn<B> for AttentionJob {
             view,
             maps,
             columns,
+            page,
         })
     }
 }
@@ -230,16 +278,31 @@ pub fn attention(backend: BackendKind, args: AttentionArgs, json: bool) -> anyho
         bail!("the text is empty");
     }
     let out = args.out.clone();
+    if let Some(path) = &out {
+        let extension = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase());
+        if !matches!(extension.as_deref(), Some("png" | "html")) {
+            bail!(
+                "--out {}: the file must end in .png (heatmaps) or .html (the interactive page)",
+                path.display()
+            );
+        }
+    }
     let Shown {
         tokens,
         report,
         view,
         maps,
         columns,
+        page,
     } = backend.run(AttentionJob { args })??;
     if let Some(path) = &out {
-        let picture = focal::train::plots::attention_heatmaps(&tokens, &maps, columns)?;
-        focal::train::plots::write_picture(path, &picture)?;
+        let bytes = match page {
+            Some(page) => focal::train::plots::attention_page(&page)?.into_bytes(),
+            None => focal::train::plots::attention_heatmaps(&tokens, &maps, columns)?,
+        };
+        focal::train::plots::write_picture(path, &bytes)?;
     }
     if json {
         return output::line(serde_json::to_string(&report)?);
@@ -256,4 +319,107 @@ pub fn attention(backend: BackendKind, args: AttentionArgs, json: bool) -> anyho
         output::line(format_args!("{i:>3} {token:<width$}  → {}", top.join(", ")))?;
     }
     Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct HeadsArgs {
+    /// A BertForSequenceClassification directory (single-label, pair, multi-label or
+    /// regression), e.g. written by `focal train`.
+    #[arg(long)]
+    model: PathBuf,
+    /// Labelled rows (.csv, .tsv, .jsonl) to score the heads on.
+    #[arg(long)]
+    data: PathBuf,
+    #[command(flatten)]
+    columns: crate::tasks::ColumnArgs,
+    /// Also draw the normalised scores into this PNG file (a row per layer, a column per head).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Examples per forward and backward pass.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Longest input in tokens.
+    #[arg(long, default_value_t = 128)]
+    max_length: usize,
+}
+
+struct HeadsJob {
+    args: HeadsArgs,
+}
+
+impl BackendJob for HeadsJob {
+    type Output = Result<focal::train::HeadImportance, focal::train::FineTuneError>;
+}
+
+impl<B: FusedAutodiffBackend> RunOn<B> for HeadsJob {
+    fn run(self, device: B::Device) -> Self::Output {
+        let args = &self.args;
+        focal::train::head_importance::<B>(
+            &args.model,
+            &args.data,
+            args.columns.columns().as_ref(),
+            args.batch_size,
+            args.max_length,
+            &device,
+        )
+    }
+}
+
+/// `focal heads`: each attention head's importance (Michel et al. 2019) to a classifier on a
+/// labelled file, as a table of layers × heads (normalised per layer), and the order to prune
+/// them in.
+pub fn heads(backend: BackendKind, args: HeadsArgs, json: bool) -> anyhow::Result<()> {
+    if !args.model.is_dir() {
+        bail!("--model {}: no such directory", args.model.display());
+    }
+    if !args.data.is_file() {
+        bail!("--data {}: no such file", args.data.display());
+    }
+    if let Some(path) = &args.out
+        && !path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+    {
+        bail!("--out {}: the file must end in .png", path.display());
+    }
+    let out = args.out.clone();
+    let scores = backend.run(HeadsJob { args })??;
+    if let Some(path) = &out {
+        let picture = focal::train::plots::head_importance_chart(
+            "head importance (normalised per layer)",
+            &scores.normalised,
+        )?;
+        focal::train::plots::write_picture(path, &picture)?;
+    }
+    if json {
+        return output::line(serde_json::to_string(&scores)?);
+    }
+    let heads = scores.normalised.first().map_or(0, Vec::len);
+    let header: Vec<String> = (0..heads).map(|h| format!("{h:>6}")).collect();
+    output::line(format_args!(
+        "head importance on {} rows (normalised per layer; columns are heads)\n{:>7} {}",
+        scores.rows,
+        "layer",
+        header.join("")
+    ))?;
+    for (k, layer) in scores.normalised.iter().enumerate() {
+        let cells: Vec<String> = layer.iter().map(|v| format!("{v:>6.3}")).collect();
+        output::line(format_args!("{k:>7} {}", cells.join("")))?;
+    }
+    let mut order: Vec<(usize, usize, f64)> = scores
+        .normalised
+        .iter()
+        .enumerate()
+        .flat_map(|(k, layer)| layer.iter().enumerate().map(move |(h, &v)| (k, h, v)))
+        .collect();
+    order.sort_by(|a, b| a.2.total_cmp(&b.2));
+    let least: Vec<String> = order
+        .iter()
+        .take(5)
+        .map(|(k, h, v)| format!("{k}.{h} ({v:.3})"))
+        .collect();
+    output::line(format_args!(
+        "least important first (layer.head): {}",
+        least.join(", ")
+    ))
 }

@@ -65,6 +65,10 @@ enum Command {
     /// What a BERT-style encoder or a GPT-2 attends to: each layer's heads (raw), or the
     /// layers combined (attention rollout or flow); the weights as JSON with --json.
     Attention(attention::AttentionArgs),
+    /// How much each attention head matters to a classifier on a labelled file (Michel et al.
+    /// 2019: the gradient of each row's loss with respect to a mask on the head), per layer and
+    /// head, least important first.
+    Heads(attention::HeadsArgs),
     /// Show the enabled backends, the wgpu adapter in use, and versions.
     Info,
 }
@@ -251,6 +255,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Match(args) => tasks::match_texts(backend, args, cli.json),
         Command::Eval(args) => tasks::eval(backend, args, cli.json),
         Command::Attention(args) => attention::attention(backend, args, cli.json),
+        Command::Heads(args) => attention::heads(backend, args, cli.json),
         Command::Info => info(cli.json),
     }
 }

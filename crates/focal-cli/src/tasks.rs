@@ -538,6 +538,35 @@ pub fn held_out_line(m: &focal::train::HeldOut) -> String {
     parts.join(", ")
 }
 
+/// Which columns of a rows file hold the texts and labels.
+#[derive(Args, Debug)]
+pub struct ColumnArgs {
+    /// The column of the texts (default: the training run's, else text).
+    #[arg(long)]
+    text_column: Option<String>,
+    /// The column of the second texts of pairs (default: the training run's, else none).
+    #[arg(long)]
+    pair_column: Option<String>,
+    /// The column of the labels (default: the training run's, else label).
+    #[arg(long)]
+    label_column: Option<String>,
+}
+
+impl ColumnArgs {
+    /// The columns given, the defaults filling in the others; `None` when none was given (the
+    /// training run's are used then).
+    pub fn columns(&self) -> Option<focal::train::Columns> {
+        let given =
+            self.text_column.is_some() || self.pair_column.is_some() || self.label_column.is_some();
+        let defaults = focal::train::Columns::default();
+        given.then(|| focal::train::Columns {
+            text: self.text_column.clone().unwrap_or(defaults.text),
+            pair: self.pair_column.clone(),
+            label: self.label_column.clone().unwrap_or(defaults.label),
+        })
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     /// A directory written by `focal train` (or any BertForSequenceClassification,
@@ -552,15 +581,8 @@ pub struct EvalArgs {
     /// Also draw the confusion matrix (single-label classification) into this PNG file.
     #[arg(long)]
     confusion: Option<PathBuf>,
-    /// The column of the texts (default: the training run's, else text).
-    #[arg(long)]
-    text_column: Option<String>,
-    /// The column of the second texts of pairs (default: the training run's, else none).
-    #[arg(long)]
-    pair_column: Option<String>,
-    /// The column of the labels (default: the training run's, else label).
-    #[arg(long)]
-    label_column: Option<String>,
+    #[command(flatten)]
+    columns: ColumnArgs,
     /// Examples per forward pass.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
@@ -580,18 +602,10 @@ impl BackendJob for EvalJob {
 impl<B: FusedAutodiffBackend> RunOn<B> for EvalJob {
     fn run(self, device: B::Device) -> Self::Output {
         let args = &self.args;
-        let given =
-            args.text_column.is_some() || args.pair_column.is_some() || args.label_column.is_some();
-        let defaults = focal::train::Columns::default();
-        let columns = given.then(|| focal::train::Columns {
-            text: args.text_column.clone().unwrap_or(defaults.text),
-            pair: args.pair_column.clone(),
-            label: args.label_column.clone().unwrap_or(defaults.label),
-        });
         focal::train::evaluate_model::<B::InnerBackend>(
             &args.model,
             &args.data,
-            columns.as_ref(),
+            args.columns.columns().as_ref(),
             args.batch_size,
             args.max_length,
             &device,

@@ -1651,3 +1651,215 @@ fn attention_shows_the_weights_per_head_and_combined() {
         "--pair: a GPT-2 reads one text",
     );
 }
+
+/// A Chromium to open pages with: `FOCAL_CHROMIUM`, else `chromium`, `chromium-browser` or
+/// `google-chrome` on the path.
+fn chromium() -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("FOCAL_CHROMIUM") {
+        return Some(path.into());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).find_map(|dir| {
+        ["chromium", "chromium-browser", "google-chrome"]
+            .iter()
+            .map(|name| dir.join(name))
+            .find(|candidate| candidate.is_file())
+    })
+}
+
+/// `focal attention --out FILE.html` writes one self-contained page (nothing fetched from a
+/// network) that headless Chromium renders: the tokens drawn from the embedded weights, the
+/// last layer shown first, and a click on a head hiding its lines, a click on a token keeping
+/// only its lines, and the layer choice reaching the rollout. Without a Chromium the browser
+/// half is skipped with a loud message, unless `FOCAL_REQUIRE_BROWSER` is set (CI sets it).
+#[test]
+fn attention_page_renders_and_reacts_in_chromium() {
+    let bert = fixture("bert");
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("heads.html");
+    let args = [
+        "attention",
+        "--model",
+        &bert,
+        "the man is old",
+        "--pair",
+        "paris",
+    ];
+    let shown = focal(&[&args[..], &["--out", page.to_str().unwrap()]].concat());
+    assert!(
+        shown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    let tokens = json_stdout(&focal(&[&["--json"], &args[..]].concat()))["tokens"].clone();
+    let html = std::fs::read_to_string(&page).unwrap();
+    for outside in [
+        "src=",
+        "href=",
+        "url(",
+        "@import",
+        "https:",
+        "fetch(",
+        "XMLHttpRequest",
+    ] {
+        assert!(
+            !html.contains(outside),
+            "the page reaches outside: {outside}"
+        );
+    }
+    assert_one_line_error(
+        &focal(&[&args[..], &["--out", "x.svg"]].concat()),
+        "--out x.svg: the file must end in .png (heatmaps) or .html (the interactive page)",
+    );
+    let Some(browser) = chromium() else {
+        assert!(
+            std::env::var_os("FOCAL_REQUIRE_BROWSER").is_none(),
+            "FOCAL_REQUIRE_BROWSER is set but no Chromium was found"
+        );
+        eprintln!(
+            "\n*** SKIPPED: attention_page_renders_and_reacts_in_chromium opened no browser: no \
+             chromium on the path (apt-get install chromium, or set FOCAL_CHROMIUM) ***\n"
+        );
+        return;
+    };
+    // What the page shows, then a click on head 0, a click on token 1 and the last view chosen.
+    let probe = r#"<script>
+(function () {
+  const body = document.body, r = {};
+  const click = (e) => e.dispatchEvent(new MouseEvent("click", { bubbles: true }));
+  r.tokens = Array.from(document.querySelectorAll("text.token.left")).map((t) => t.textContent);
+  r.right = document.querySelectorAll("text.token.right").length;
+  r.view = body.dataset.view; r.heads = Number(body.dataset.activeHeads);
+  r.lines = Number(body.dataset.lines);
+  click(document.querySelector('.head[data-head="0"]'));
+  r.headsAfter = Number(body.dataset.activeHeads); r.linesAfter = Number(body.dataset.lines);
+  click(document.querySelector('text.token.left[data-index="1"]'));
+  r.selected = body.dataset.selected; r.linesOfToken = Number(body.dataset.lines);
+  const choice = document.getElementById("layer");
+  choice.value = String(choice.options.length - 1);
+  choice.dispatchEvent(new Event("change"));
+  r.last = body.dataset.view;
+  const out = document.createElement("pre");
+  out.id = "focal-test"; out.textContent = JSON.stringify(r); body.appendChild(out);
+})();
+</script>
+</body>"#;
+    let probed = dir.path().join("probed.html");
+    std::fs::write(&probed, html.replacen("</body>", probe, 1)).unwrap();
+    let opened = Command::new(&browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--virtual-time-budget=5000",
+            &format!("--user-data-dir={}", dir.path().join("profile").display()),
+            "--dump-dom",
+            &format!("file://{}", probed.display()),
+        ])
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&opened.stdout);
+    let start = dom.find("<pre id=\"focal-test\">").unwrap_or_else(|| {
+        panic!(
+            "the page did not run in {}: {}\n{dom}",
+            browser.display(),
+            String::from_utf8_lossy(&opened.stderr)
+        )
+    });
+    let body = &dom[start + "<pre id=\"focal-test\">".len()..];
+    let r: serde_json::Value = serde_json::from_str(&body[..body.find("</pre>").unwrap()]).unwrap();
+    assert_eq!(r["tokens"], tokens);
+    let n = tokens.as_array().unwrap().len() as u64;
+    assert_eq!(r["right"].as_u64(), Some(n));
+    assert_eq!(r["view"], "layer 1", "the page opens on the last layer");
+    let heads = r["heads"].as_u64().unwrap();
+    assert_eq!(heads, 4);
+    assert_eq!(
+        r["headsAfter"].as_u64(),
+        Some(heads - 1),
+        "a click hides head 0"
+    );
+    let (lines, after) = (
+        r["lines"].as_u64().unwrap(),
+        r["linesAfter"].as_u64().unwrap(),
+    );
+    assert!(
+        after < lines && lines <= heads * n * n,
+        "{lines} lines, then {after}"
+    );
+    assert_eq!(r["selected"], "left 1", "a click keeps token 1");
+    let of_token = r["linesOfToken"].as_u64().unwrap();
+    assert!(
+        of_token > 0 && of_token <= (heads - 1) * n,
+        "{of_token} lines of token 1"
+    );
+    assert_eq!(r["last"], "attention rollout");
+}
+
+/// `focal heads` prints each head's importance normalised per layer, as transformers' head mask
+/// gradients give it (`tests/fixtures/interpret/generate_head_importance.py`), the least
+/// important heads first, and draws the table; a directory without a classifier and a file
+/// with a label the model lacks are one line each.
+#[test]
+fn heads_ranks_the_heads_of_a_classifier() {
+    let data = fixture("interpret/head_importance_data.csv");
+    let classifier = heads("classify");
+    let reference: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(fixture("interpret/head_importance_reference.json")).unwrap(),
+    )
+    .unwrap();
+    let scores = json_stdout(&focal(&[
+        "--json",
+        "heads",
+        "--model",
+        &classifier,
+        "--data",
+        &data,
+        "--batch-size",
+        "3",
+    ]));
+    assert_eq!(scores["rows"], 10);
+    let got: Vec<Vec<f64>> = serde_json::from_value(scores["normalised"].clone()).unwrap();
+    let want: Vec<Vec<f64>> = serde_json::from_value(reference["normalised"].clone()).unwrap();
+    for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
+        assert!((g - w).abs() < 1e-4, "{got:?} against {want:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("heads.png");
+    let shown = focal(&[
+        "heads",
+        "--model",
+        &classifier,
+        "--data",
+        &data,
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
+    let text = String::from_utf8_lossy(&shown.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    assert!(lines[0].starts_with("head importance on 10 rows"), "{text}");
+    // Layer 0's head 0 is the least important of the reference.
+    assert!(
+        lines[4].starts_with("least important first (layer.head): 0.0 "),
+        "{text}"
+    );
+    assert_one_line_error(
+        &focal(&["heads", "--model", &fixture("bert"), "--data", &data]),
+        "the model is BertModel, not BertForSequenceClassification",
+    );
+    let other = dir.path().join("other.csv");
+    std::fs::write(&other, "text,label\nthe man is good .,maybe\n").unwrap();
+    assert_one_line_error(
+        &focal(&[
+            "heads",
+            "--model",
+            &classifier,
+            "--data",
+            other.to_str().unwrap(),
+        ]),
+        "line 2: label \"maybe\" is not one of the training labels",
+    );
+}

@@ -2751,6 +2751,116 @@ pub struct Evaluation {
     pub held_out: HeldOut,
 }
 
+/// `columns`, or else those the run that wrote `dir` used (its `metrics.json`), or else the
+/// defaults.
+fn columns_for(dir: &Path, columns: Option<&Columns>) -> Columns {
+    let trained_columns = || -> Option<Columns> {
+        let bytes = std::fs::read(dir.join("metrics.json")).ok()?;
+        let report: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        let c = &report["config"]["columns"];
+        Some(Columns {
+            text: c["text"].as_str()?.to_string(),
+            pair: c["pair"].as_str().map(str::to_string),
+            label: c["label"].as_str()?.to_string(),
+        })
+    };
+    columns
+        .cloned()
+        .or_else(trained_columns)
+        .unwrap_or_default()
+}
+
+/// Each attention head's importance to a classifier on a labelled file ([`head_importance`]).
+#[derive(Clone, Debug, Serialize)]
+pub struct HeadImportance {
+    /// The rows scored.
+    pub rows: usize,
+    /// `[layer][head]`: the mean over the rows of `|∂loss/∂ξ|`, the gradient of the row's own
+    /// loss with respect to the head's mask `ξ` at 1 (Michel et al. 2019, `I_h`).
+    pub importance: Vec<Vec<f64>>,
+    /// `[layer][head]`: `importance` divided by its layer's ℓ2 norm (the paper's §4.2), so that
+    /// heads compare across layers; the order to prune them in is from the smallest.
+    pub normalised: Vec<Vec<f64>>,
+}
+
+/// The importance of each attention head of the `BertForSequenceClassification` in `dir`
+/// (single-label, pair, multi-label or regression, as [`evaluate_model`] reads it) on the
+/// labelled rows of `data`: Michel et al. (2019)'s `I_h = E_x |∂L(x)/∂ξ_h|`, where `ξ_h` scales
+/// head `h`'s attention probabilities (transformers' `head_mask`) and `L(x)` is the row's own
+/// loss (cross-entropy, binary cross-entropy or squared error). Each row of a batch gets its
+/// own mask, so one backward pass gives every row's gradient; transformers' `run_bertology.py`
+/// instead takes the absolute value of a whole batch's summed gradient, which equals this only
+/// in batches of one. Dropout is off.
+pub fn head_importance<B: FusedAutodiffBackend>(
+    dir: &Path,
+    data: &Path,
+    columns: Option<&Columns>,
+    batch_size: usize,
+    max_length: usize,
+    device: &B::Device,
+) -> Result<HeadImportance, FineTuneError> {
+    let mut settings = FineTuneConfig {
+        batch_size,
+        max_length,
+        columns: columns_for(dir, columns),
+        ..FineTuneConfig::default()
+    };
+    settings.validate()?;
+    let (model, task) = BertForSequenceClassification::<B>::load_without_dropout(dir, device)?;
+    settings.task = match task.problem_type {
+        ProblemType::Regression => FineTuneTask::Regress,
+        ProblemType::MultiLabel => FineTuneTask::MultiLabel,
+        ProblemType::SingleLabel => FineTuneTask::Classify,
+    };
+    let mut bad = BadRows::strict();
+    let rows = LabelledRows::read(data, &settings.columns, label_kind(settings.task), &mut bad)?;
+    let tokenizer = Arc::new(tokenizer_for(dir, &task, max_length)?);
+    let examples = TextRows::new(rows, &task.labels, tokenizer, &mut bad)?;
+    let batcher = PadBatcher {
+        pad_id: task.bert.pad_token_id as u32,
+    };
+    let (layers, heads) = (task.bert.num_hidden_layers, task.bert.num_attention_heads);
+    let mut total = Tensor::<B::InnerBackend, 2>::zeros([layers, heads], device);
+    let n = examples.len();
+    for start in (0..n).step_by(batch_size) {
+        let items: Vec<TextExample> = (start..(start + batch_size).min(n))
+            .filter_map(|i| examples.get(i))
+            .collect();
+        let b = items.len();
+        let batch: TextBatch<B> = batcher.batch(items, device);
+        let mask = Tensor::<B, 3>::ones([b, layers, heads], device).require_grad();
+        let logits = model.forward_with_head_mask(batch.inputs, mask.clone());
+        // The batch's mean loss times its size: the sum of the rows' own losses.
+        let loss = class_output(logits, batch.targets).loss() * b as f32;
+        let gradients = loss.backward();
+        let gradient = mask
+            .grad(&gradients)
+            .expect("the mask takes part in the loss");
+        total = total + gradient.abs().sum_dim(0).reshape([layers, heads]);
+    }
+    let values: Vec<f64> = total
+        .into_data()
+        .convert::<f64>()
+        .to_vec()
+        .expect("f64 values");
+    let importance: Vec<Vec<f64>> = values
+        .chunks(heads)
+        .map(|layer| layer.iter().map(|v| v / n.max(1) as f64).collect())
+        .collect();
+    let normalised = importance
+        .iter()
+        .map(|layer| {
+            let norm = layer.iter().map(|v| v * v).sum::<f64>().sqrt();
+            layer.iter().map(|v| v / (norm + 1e-20)).collect()
+        })
+        .collect();
+    Ok(HeadImportance {
+        rows: n,
+        importance,
+        normalised,
+    })
+}
+
 /// Scores the model in `dir` (e.g. written by [`fine_tune`]) on the file `data`:
 ///
 /// - a `BertForSequenceClassification` directory on labelled rows ([`LabelledRows`], read as a
@@ -2783,20 +2893,7 @@ pub fn evaluate_model<B: FusedAttentionBackend>(
             .as_array()
             .is_some_and(|a| a.iter().any(|x| x == architecture))
     };
-    let trained_columns = || -> Option<Columns> {
-        let bytes = std::fs::read(dir.join("metrics.json")).ok()?;
-        let report: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-        let c = &report["config"]["columns"];
-        Some(Columns {
-            text: c["text"].as_str()?.to_string(),
-            pair: c["pair"].as_str().map(str::to_string),
-            label: c["label"].as_str()?.to_string(),
-        })
-    };
-    let columns = columns
-        .cloned()
-        .or_else(trained_columns)
-        .unwrap_or_default();
+    let columns = columns_for(dir, columns);
     let mut settings = FineTuneConfig {
         batch_size,
         max_length,
@@ -3019,6 +3116,50 @@ mod tests {
     }
 
     focal_backend::backend_tests!(classify_learns_the_labels);
+
+    /// Head importance equals transformers' `head_mask` gradients, taken one row at a time
+    /// (`tests/fixtures/interpret/generate_head_importance.py`, transformers 4.57.1), to 1e-4
+    /// of the largest score and 1e-4 after the per-layer normalisation, in batches of 4 (a
+    /// padded, short last batch included).
+    fn head_importance_matches_transformers<B: FusedAttentionBackend>(device: &B::Device) {
+        let here = fixtures().join("interpret");
+        let reference: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(here.join("head_importance_reference.json")).unwrap(),
+        )
+        .unwrap();
+        let scores = head_importance::<Autodiff<B>>(
+            &fixtures().join("heads/classify"),
+            &here.join("head_importance_data.csv"),
+            None,
+            4,
+            32,
+            device,
+        )
+        .unwrap();
+        assert_eq!(scores.rows, 10);
+        let expected = |name: &str| -> Vec<Vec<f64>> {
+            serde_json::from_value(reference[name].clone()).unwrap()
+        };
+        let largest = expected("importance")
+            .iter()
+            .flatten()
+            .fold(0.0f64, |a, &v| a.max(v));
+        for (name, got, tolerance) in [
+            ("importance", &scores.importance, 1e-4 * largest),
+            ("normalised", &scores.normalised, 1e-4),
+        ] {
+            let want = expected(name);
+            assert_eq!((got.len(), got[0].len()), (2, 4));
+            for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
+                assert!(
+                    (g - w).abs() <= tolerance,
+                    "{name}: {got:?} against {want:?}"
+                );
+            }
+        }
+    }
+
+    focal_backend::backend_tests!(head_importance_matches_transformers);
 
     /// The kept weights are the best epoch's: their held-out macro-F1, computed again after
     /// training, equals the epoch figure burn-train logged for that epoch (so the epoch figures

@@ -44,8 +44,8 @@ pub use checkpoint::{
 pub use data::{BadRows, Columns, FineTuneError, read_conll, read_labelled, read_records};
 pub use eval::{EvalMetrics, evaluate};
 pub use finetune::{
-    Evaluation, FineTuneConfig, FineTuneReport, FineTuneTask, HeldOut, History, check_resumable,
-    evaluate_model, fine_tune, fine_tune_on,
+    Evaluation, FineTuneConfig, FineTuneReport, FineTuneTask, HeadImportance, HeldOut, History,
+    check_resumable, evaluate_model, fine_tune, fine_tune_on, head_importance,
 };
 pub use optim::{FusedAdamW, FusedAdamWConfig};
 pub use schedule::WarmupLinear;

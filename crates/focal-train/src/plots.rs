@@ -1,6 +1,7 @@
-//! Training pictures, drawn with `plotters` into PNG bytes: the loss curve, the metrics per
-//! epoch and a confusion matrix. Text uses the DejaVu Sans font Focal ships, so no system font
-//! library is needed.
+//! Pictures, drawn with `plotters` into PNG bytes: the loss curve, the metrics per epoch, a
+//! confusion matrix and attention heatmaps; and the interactive attention page
+//! ([`attention_page`], one self-contained HTML file). Text uses the DejaVu Sans font Focal
+//! ships, so no system font library is needed.
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -210,20 +211,104 @@ pub fn confusion_chart(labels: &[String], confusion: &[Vec<usize>]) -> Result<Ve
     })
 }
 
+/// Head importance as a grid: a row per layer, a column per head, each cell with its score
+/// (two decimals) and shaded on the scale of the largest; `title` says which score.
+pub fn head_importance_chart(title: &str, scores: &[Vec<f64>]) -> Result<Vec<u8>, PlotError> {
+    let layers = scores.len().max(1);
+    let heads = scores.iter().map(Vec::len).max().unwrap_or(1).max(1);
+    let cell = (720 / heads as u32).clamp(36, 64);
+    let (left, top) = (80i32, 78i32);
+    let size = (
+        (left as u32 + cell * heads as u32 + 30).max(460),
+        top as u32 + cell * layers as u32 + 30,
+    );
+    png("head importance", size, |root| {
+        root.draw(&Text::new(title, (12, 8), (FONT, 20).into_font()))
+            .map_err(|e| e.to_string())?;
+        let note = "rows: layers, columns: heads (from 0); darker is more important";
+        root.draw(&Text::new(note, (12, 34), (FONT, 14).into_font()))
+            .map_err(|e| e.to_string())?;
+        let largest = scores
+            .iter()
+            .flatten()
+            .fold(0.0f64, |a, &v| a.max(v))
+            .max(f64::MIN_POSITIVE);
+        let c = cell as i32;
+        let centre = plotters::style::text_anchor::Pos::new(
+            plotters::style::text_anchor::HPos::Center,
+            plotters::style::text_anchor::VPos::Center,
+        );
+        let small = TextStyle::from((FONT, 13).into_font()).pos(centre);
+        for (k, row) in scores.iter().enumerate() {
+            let y = top + k as i32 * c;
+            root.draw(&Text::new(
+                format!("layer {k}"),
+                (8, y + c / 2 - 7),
+                (FONT, 13).into_font(),
+            ))
+            .map_err(|e| e.to_string())?;
+            for (h, &value) in row.iter().enumerate() {
+                let share = (value / largest).clamp(0.0, 1.0);
+                let shade = RGBColor(
+                    (255.0 - 247.0 * share) as u8,
+                    (255.0 - 207.0 * share) as u8,
+                    (255.0 - 148.0 * share) as u8,
+                );
+                let x = left + h as i32 * c;
+                root.draw(&Rectangle::new([(x, y), (x + c, y + c)], shade.filled()))
+                    .map_err(|e| e.to_string())?;
+                root.draw(&Rectangle::new([(x, y), (x + c, y + c)], BLACK.mix(0.3)))
+                    .map_err(|e| e.to_string())?;
+                let colour = if share > 0.55 { WHITE } else { BLACK };
+                let text = format!("{value:.2}");
+                let style = TextStyle::from((FONT, 12).into_font())
+                    .color(&colour)
+                    .pos(centre);
+                root.draw(&Text::new(text, (x + c / 2, y + c / 2), style))
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        for h in 0..heads {
+            let x = left + h as i32 * c + c / 2;
+            root.draw(&Text::new(h.to_string(), (x, top - 10), small.clone()))
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })
+}
+
 /// A grid of attention heatmaps, `columns` to a row (a model's heads), each named under it
 /// and coloured on its own scale (white 0, dark blue its largest weight): rows are the query
 /// tokens, columns the key tokens, labelled with the tokens as the tokenizer wrote them (every
 /// k-th token where cells are too small for every label). Each map is `[l][l]` over `tokens`.
+///
+/// Inputs longer than a map has room for at 4 pixels a token (90 tokens in a grid, 180 in a
+/// single map) are drawn in blocks of consecutive tokens ([`pool_attention`]), the names
+/// saying so, rather than as an unreadable wall of 1-pixel cells.
 pub fn attention_heatmaps(
     tokens: &[String],
     maps: &[(String, Vec<Vec<f32>>)],
     columns: usize,
 ) -> Result<Vec<u8>, PlotError> {
+    // One map gets twice the room of a grid's, so that long inputs stay legible.
+    let room = if maps.len() == 1 { 720 } else { 360 };
+    let most = room as usize / MIN_CELL;
+    if tokens.len() > most {
+        let block = tokens.len().div_ceil(most);
+        let mut labels = Vec::new();
+        let pooled: Vec<(String, Vec<Vec<f32>>)> = maps
+            .iter()
+            .map(|(name, weights)| {
+                let (names, pooled) = pool_attention(tokens, weights, block);
+                labels = names;
+                (format!("{name} (blocks of {block} tokens)"), pooled)
+            })
+            .collect();
+        return attention_heatmaps(&labels, &pooled, columns);
+    }
     let n = tokens.len().max(1);
     let columns = columns.clamp(1, maps.len().max(1));
     let rows = maps.len().div_ceil(columns).max(1);
-    // One map gets twice the room of a grid's, so that long inputs stay legible.
-    let room = if maps.len() == 1 { 720 } else { 360 };
     let cell = (room / n as u32).clamp(1, 28);
     // A label every `step` tokens, so that 11-pixel text does not overlap.
     let step = (12 / cell as usize).max(1);
@@ -306,6 +391,171 @@ pub fn attention_heatmaps(
     })
 }
 
+/// The smallest cell of an attention heatmap, in pixels.
+const MIN_CELL: usize = 4;
+
+/// An attention map `[l][l]` over `tokens` in blocks of `block` consecutive tokens: a block's
+/// row is the mean of its queries' rows and a block's column the sum of its keys' columns, so
+/// that each row still sums to what a row summed before. Returns each block's label (its
+/// tokens joined by spaces) and the pooled map.
+pub fn pool_attention(
+    tokens: &[String],
+    weights: &[Vec<f32>],
+    block: usize,
+) -> (Vec<String>, Vec<Vec<f32>>) {
+    let block = block.max(1);
+    let n = tokens.len();
+    let blocks = n.div_ceil(block);
+    let labels = tokens.chunks(block).map(|c| c.join(" ")).collect();
+    let mut pooled = vec![vec![0.0f32; blocks]; blocks];
+    for (i, row) in weights.iter().enumerate().take(n) {
+        let size = (n - i / block * block).min(block) as f32;
+        for (j, &w) in row.iter().enumerate().take(n) {
+            pooled[i / block][j / block] += w / size;
+        }
+    }
+    (labels, pooled)
+}
+
+/// What the interactive attention page shows (see [`attention_page`]).
+#[derive(Clone, Debug, Default)]
+pub struct AttentionPage {
+    /// The page's heading (the model and the text, say).
+    pub title: String,
+    /// The tokens, as the tokenizer wrote them.
+    pub tokens: Vec<String>,
+    /// Each layer's heads, `[layer][head][query][key]`.
+    pub layers: Vec<Vec<Vec<Vec<f32>>>>,
+    /// Maps that combine the layers (attention rollout, flow), each `[query][key]`.
+    pub combined: Vec<CombinedMap>,
+    /// Scores per token (gradient × input, say), drawn as coloured tokens under the lines.
+    pub attributions: Vec<TokenScores>,
+    /// The view the page opens on: layer `k` is `k`, combined map `c` is `layers.len() + c`;
+    /// `None` opens on the last layer.
+    pub start: Option<usize>,
+}
+
+/// A named `[query][key]` map on the attention page.
+#[derive(Clone, Debug)]
+pub struct CombinedMap {
+    /// Shown in the layer choice ("attention rollout").
+    pub name: String,
+    /// `[query][key]`.
+    pub weights: Vec<Vec<f32>>,
+}
+
+/// A named score per token on the attention page.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TokenScores {
+    /// Shown above the tokens ("gradient × input for \"positive\"").
+    pub name: String,
+    /// One score a token: red for a positive score, blue for a negative one, on the scale of
+    /// the largest magnitude.
+    pub scores: Vec<f32>,
+}
+
+/// The most tokens the attention page draws: its lines grow with `tokens² × heads`, and a
+/// browser draws some 10⁵ lines at interactive speed.
+pub const MAX_PAGE_TOKENS: usize = 256;
+
+const PAGE_TEMPLATE: &str = include_str!("head_view.html");
+
+/// One self-contained HTML page (no network, no external script or style) in the spirit of
+/// bertviz's head view: a layer choice (the layers, then the combined maps), a square per head
+/// to show or hide it, the tokens twice with a line from each query to each key whose opacity
+/// is the weight; hovering a token shows only its lines, clicking keeps them. Attributions are
+/// drawn under it as coloured tokens. The page opens on the last layer.
+///
+/// Refuses more than [`MAX_PAGE_TOKENS`] tokens, a map whose shape is not `[l][l]` over the
+/// tokens, an attribution of another length, and non-finite values.
+pub fn attention_page(page: &AttentionPage) -> Result<String, PlotError> {
+    let error = |reason: String| PlotError {
+        what: "the attention page",
+        reason,
+    };
+    let n = page.tokens.len();
+    if n == 0 {
+        return Err(error("no tokens".into()));
+    }
+    if n > MAX_PAGE_TOKENS {
+        return Err(error(format!(
+            "{n} tokens: the page draws at most {MAX_PAGE_TOKENS}; shorten the text, or draw a PNG, which pools long inputs into blocks"
+        )));
+    }
+    if page.layers.is_empty() && page.combined.is_empty() {
+        return Err(error("no attention maps".into()));
+    }
+    let square = |name: &str, map: &[Vec<f32>]| -> Result<(), PlotError> {
+        if map.len() != n || map.iter().any(|row| row.len() != n) {
+            return Err(error(format!(
+                "{name} is not {n} × {n}, one row and column a token"
+            )));
+        }
+        if map.iter().flatten().any(|w| !w.is_finite()) {
+            return Err(error(format!("{name} holds a value that is not finite")));
+        }
+        Ok(())
+    };
+    for (k, heads) in page.layers.iter().enumerate() {
+        if heads.is_empty() {
+            return Err(error(format!("layer {k} has no heads")));
+        }
+        for (h, map) in heads.iter().enumerate() {
+            square(&format!("layer {k}, head {h}"), map)?;
+        }
+    }
+    for map in &page.combined {
+        square(&map.name, &map.weights)?;
+    }
+    for a in &page.attributions {
+        if a.scores.len() != n || a.scores.iter().any(|s| !s.is_finite()) {
+            return Err(error(format!(
+                "{}: {} scores for {n} tokens, or a score that is not finite",
+                a.name,
+                a.scores.len()
+            )));
+        }
+    }
+    // Four decimals (as f64, which prints them exactly) keep the page small.
+    let round = |map: &[Vec<f32>]| -> Vec<Vec<f64>> {
+        map.iter()
+            .map(|row| {
+                row.iter()
+                    .map(|&w| (f64::from(w) * 1e4).round() / 1e4)
+                    .collect()
+            })
+            .collect()
+    };
+    let mut data = serde_json::json!({
+        "title": page.title,
+        "tokens": page.tokens,
+        "layers": page
+            .layers
+            .iter()
+            .map(|heads| heads.iter().map(|m| round(m)).collect::<Vec<_>>())
+            .collect::<Vec<_>>(),
+        "combined": page
+            .combined
+            .iter()
+            .map(|c| serde_json::json!({"name": c.name, "weights": round(&c.weights)}))
+            .collect::<Vec<_>>(),
+        "attributions": page.attributions,
+    });
+    let views = page.layers.len() + page.combined.len();
+    let start = page.start.unwrap_or(page.layers.len().saturating_sub(1));
+    if start >= views {
+        return Err(error(format!("start view {start} of {views}")));
+    }
+    data["start"] = serde_json::json!(start);
+    // `<`, `>` and `&` escaped, so that no token can close the script element holding the data.
+    let json = data
+        .to_string()
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026");
+    Ok(PAGE_TEMPLATE.replacen("__FOCAL_DATA__", &json, 1))
+}
+
 /// Writes `bytes` to `path` atomically (a temporary file renamed over it).
 pub fn write_picture(path: &Path, bytes: &[u8]) -> Result<(), focal_backend::files::FileError> {
     focal_backend::files::write_atomic(path, bytes)
@@ -373,5 +623,112 @@ mod tests {
         let uniform = vec![vec![1.0 / 900.0; 900]; 900];
         let (w, h) = dimensions(&attention_heatmaps(&long, &[("all".into(), uniform)], 1).unwrap());
         assert!(w < 1200 && h < 1200, "{w} × {h}");
+    }
+
+    /// Pooling keeps each row's sum (a block's row is its queries' mean, a block's column its
+    /// keys' sum), with a short last block; its labels join the block's tokens.
+    #[test]
+    fn pooled_attention_keeps_the_row_sums() {
+        let tokens: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
+        // Row i attends to token i alone.
+        let eye: Vec<Vec<f32>> = (0..5)
+            .map(|i| (0..5).map(|j| f32::from(u8::from(i == j))).collect())
+            .collect();
+        let (labels, pooled) = pool_attention(&tokens, &eye, 2);
+        assert_eq!(labels, ["a b", "c d", "e"]);
+        assert_eq!(
+            pooled,
+            [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]].map(|r| r.to_vec())
+        );
+        let causal: Vec<Vec<f32>> = (0..5)
+            .map(|i| {
+                (0..5)
+                    .map(|j| if j <= i { 1.0 / (i + 1) as f32 } else { 0.0 })
+                    .collect()
+            })
+            .collect();
+        let (_, pooled) = pool_attention(&tokens, &causal, 2);
+        // Block 0: rows [1, 0…] and [½, ½, 0…] → mean over queries, summed over keys.
+        assert!(
+            (pooled[0][0] - 1.0).abs() < 1e-6 && pooled[0][1] == 0.0,
+            "{pooled:?}"
+        );
+        for row in &pooled {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6, "{row:?}");
+        }
+    }
+
+    fn page(tokens: &[&str]) -> AttentionPage {
+        let n = tokens.len();
+        let uniform = vec![vec![1.0 / n as f32; n]; n];
+        AttentionPage {
+            title: "t".into(),
+            tokens: tokens.iter().map(|t| t.to_string()).collect(),
+            layers: vec![vec![uniform.clone(); 2]; 3],
+            combined: vec![CombinedMap {
+                name: "attention rollout".into(),
+                weights: uniform,
+            }],
+            attributions: vec![TokenScores {
+                name: "gradient × input".into(),
+                scores: vec![0.5; n],
+            }],
+            start: None,
+        }
+    }
+
+    /// The page embeds its data once, opening on the last layer, where no token can close the
+    /// script element; maps of the wrong shape, values that are not finite, a wrong start and
+    /// too many tokens are refused with what was wrong.
+    #[test]
+    fn attention_page_embeds_checked_data() {
+        let html = attention_page(&page(&["[CLS]", "</script><b>", "[SEP]"])).unwrap();
+        assert!(!html.contains("__FOCAL_DATA__"));
+        assert_eq!(
+            html.matches("</script>").count(),
+            2,
+            "only the page's own two"
+        );
+        let start = html.find("id=\"focal-data\">").unwrap() + "id=\"focal-data\">".len();
+        let json = &html[start..start + html[start..].find("</script>").unwrap()];
+        let data: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(data["tokens"][1], "</script><b>");
+        assert_eq!(data["start"], 2);
+        assert_eq!(data["layers"][0][1][0][0], serde_json::json!(0.3333));
+
+        let mut wrong = page(&["a", "b"]);
+        wrong.layers[1][0].pop();
+        let error = attention_page(&wrong).unwrap_err().to_string();
+        assert!(error.contains("layer 1, head 0 is not 2 × 2"), "{error}");
+        let mut wrong = page(&["a", "b"]);
+        wrong.combined[0].weights[0][0] = f32::NAN;
+        let error = attention_page(&wrong).unwrap_err().to_string();
+        assert!(
+            error.contains("attention rollout holds a value that is not finite"),
+            "{error}"
+        );
+        let mut wrong = page(&["a", "b"]);
+        wrong.attributions[0].scores.push(1.0);
+        assert!(
+            attention_page(&wrong)
+                .unwrap_err()
+                .to_string()
+                .contains("3 scores for 2 tokens")
+        );
+        let mut wrong = page(&["a", "b"]);
+        wrong.start = Some(4);
+        assert!(
+            attention_page(&wrong)
+                .unwrap_err()
+                .to_string()
+                .contains("start view 4 of 4")
+        );
+        let long: Vec<String> = (0..=MAX_PAGE_TOKENS).map(|i| format!("t{i}")).collect();
+        let refs: Vec<&str> = long.iter().map(String::as_str).collect();
+        let error = attention_page(&page(&refs)).unwrap_err().to_string();
+        assert!(
+            error.contains("257 tokens: the page draws at most 256"),
+            "{error}"
+        );
     }
 }
