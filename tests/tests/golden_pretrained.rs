@@ -308,7 +308,58 @@ fn attentions_match_hugging_face<B: FusedAttentionBackend>(device: &B::Device) {
     matches("gpt2", gpt2.attentions(common::int_tensor(&ids, device)));
 }
 
+/// Gradient × input and attention × gradient of the tiny classifier equal transformers' (its
+/// `inputs_embeds` gradient, and Chefer et al.'s relevance from the eager attentions'
+/// gradients) for a text and a pair, each score to 1e-4 of itself plus 1e-6 of the largest
+/// magnitude (the scores but the first are some 1e-4). Regenerate the
+/// reference with `python3 tests/fixtures/interpret/generate_attributions.py`
+/// (transformers 4.57.1).
+fn attributions_match_transformers<B: FusedAttentionBackend>(device: &B::Device) {
+    use focal::pretrained::{BertForSequenceClassification, explain, pipelines::bert_inputs};
+    let dir = fixtures().join("heads/classify");
+    let (model, task) =
+        BertForSequenceClassification::<burn::backend::Autodiff<B>>::load_without_dropout(
+            &dir, device,
+        )
+        .unwrap();
+    let tokenizer =
+        focal::pretrained::TextTokenizer::load(&dir, 64, task.bert.vocab_size, None).unwrap();
+    let reference: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(fixtures().join("interpret/attributions_reference.json")).unwrap(),
+    )
+    .unwrap();
+    for case in reference["cases"].as_array().unwrap() {
+        let text = vec![case["text"].as_str().unwrap().to_string()];
+        let pair = case["pair"].as_str().map(|p| vec![p.to_string()]);
+        let encodings = tokenizer.encode(&text, pair.as_deref()).unwrap();
+        assert_eq!(
+            encodings[0].get_tokens(),
+            case["tokens"].as_array().unwrap().as_slice()
+        );
+        let batch = focal::pretrained::EncodedBatch::from_encodings(&encodings);
+        let attribution = explain(&model, bert_inputs(&batch, device), None);
+        assert_eq!(attribution.class as u64, case["class"].as_u64().unwrap());
+        let logit = case["logit"].as_f64().unwrap();
+        assert!((f64::from(attribution.logit) - logit).abs() < TOLERANCE);
+        for (name, got) in [
+            ("gradient_input", &attribution.gradient_input),
+            ("attention_gradient", &attribution.attention_gradient),
+        ] {
+            let want: Vec<f64> = serde_json::from_value(case[name].clone()).unwrap();
+            let largest = want.iter().fold(0.0f64, |a, &w| a.max(w.abs()));
+            assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (f64::from(*g) - w).abs() <= TOLERANCE * w.abs() + 1e-6 * largest,
+                    "{name}: {got:?} against {want:?}"
+                );
+            }
+        }
+    }
+}
+
 focal::backend::backend_tests!(
+    attributions_match_transformers,
     attentions_match_hugging_face,
     bert_matches_hugging_face,
     bert_mlm_matches_hugging_face,

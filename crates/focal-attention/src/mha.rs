@@ -222,6 +222,7 @@ pub struct MhaInput<B: Backend> {
     mask: AttentionMask<B>,
     weights: WeightsMode,
     head_mask: Option<Tensor<B, 2>>,
+    probability_scale: Option<Tensor<B, 4>>,
 }
 
 impl<B: Backend> MhaInput<B> {
@@ -244,6 +245,7 @@ impl<B: Backend> MhaInput<B> {
             mask: AttentionMask::none(),
             weights: WeightsMode::None,
             head_mask: None,
+            probability_scale: None,
         }
     }
 
@@ -265,6 +267,30 @@ impl<B: Backend> MhaInput<B> {
     pub fn head_mask(mut self, mask: Tensor<B, 2>) -> Self {
         self.head_mask = Some(mask);
         self
+    }
+
+    /// Multiplies each head's probabilities by `scale` `[b, h, l, s]` (see
+    /// [`AttentionInput::probability_scale`]): with ones, its gradient is `P ⊙ ∂loss/∂P`, what
+    /// attention × gradient explanations read. Takes the plain attention path.
+    pub fn probability_scale(mut self, scale: Tensor<B, 4>) -> Self {
+        self.probability_scale = Some(scale);
+        self
+    }
+}
+
+/// The multipliers of an [`MhaInput`]: per head `[b, h]`, per probability `[b, h, l, s]`.
+#[derive(Clone, Debug)]
+struct Scales<B: Backend> {
+    heads: Option<Tensor<B, 2>>,
+    probabilities: Option<Tensor<B, 4>>,
+}
+
+impl<B: Backend> Default for Scales<B> {
+    fn default() -> Self {
+        Self {
+            heads: None,
+            probabilities: None,
+        }
     }
 }
 
@@ -306,7 +332,13 @@ impl<B: FusedAttentionBackend> MultiHeadAttention<B> {
             q,
             k,
             v,
-            (input.mask, input.head_mask),
+            (
+                input.mask,
+                Scales {
+                    heads: input.head_mask,
+                    probabilities: input.probability_scale,
+                },
+            ),
             input.weights,
             [b, l, d],
         )
@@ -339,7 +371,7 @@ impl<B: FusedAttentionBackend> MultiHeadAttention<B> {
             q,
             memory.key.clone(),
             memory.value.clone(),
-            (mask, None),
+            (mask, Scales::default()),
             weights,
             [b, l, d],
         )
@@ -352,7 +384,7 @@ impl<B: FusedAttentionBackend> MultiHeadAttention<B> {
         q: Tensor<B, 4>,
         k: Tensor<B, 4>,
         v: Tensor<B, 4>,
-        (mask, head_mask): (AttentionMask<B>, Option<Tensor<B, 2>>),
+        (mask, scales): (AttentionMask<B>, Scales<B>),
         weights: WeightsMode,
         dims: [usize; 3],
     ) -> MhaOutput<B> {
@@ -362,8 +394,11 @@ impl<B: FusedAttentionBackend> MultiHeadAttention<B> {
         if let Some(scale) = self.scale {
             input = input.scale(scale);
         }
+        if let Some(scale) = scales.probabilities {
+            input = input.probability_scale(scale);
+        }
         let mut attended = self.attention.forward(input);
-        if let Some(head_mask) = head_mask {
+        if let Some(head_mask) = scales.heads {
             let [b, h] = head_mask.dims();
             assert!(
                 [b, h] == [dims[0], self.n_heads],
@@ -409,7 +444,11 @@ impl<B: FusedAttentionBackend> MultiHeadAttention<B> {
             // positions holds more keys than its later queries may see.
             mask = mask.and(AttentionMask::sliding_window(cache.capacity()));
         }
-        self.attend(q, k, v, (mask, input.head_mask), input.weights, [b, n, d])
+        let scales = Scales {
+            heads: input.head_mask,
+            probabilities: input.probability_scale,
+        };
+        self.attend(q, k, v, (mask, scales), input.weights, [b, n, d])
     }
 
     /// Projects and splits into heads: query `[b, l, d]` → `[b, h, l, d_h]`, key

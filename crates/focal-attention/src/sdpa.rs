@@ -84,6 +84,7 @@ pub struct AttentionInput<B: Backend> {
     scale: Option<f64>,
     softcap: Option<f64>,
     need_weights: bool,
+    probability_scale: Option<Tensor<B, 4>>,
 }
 
 impl<B: Backend> AttentionInput<B> {
@@ -100,6 +101,7 @@ impl<B: Backend> AttentionInput<B> {
             scale: None,
             softcap: None,
             need_weights: false,
+            probability_scale: None,
         }
     }
 
@@ -133,8 +135,21 @@ impl<B: Backend> AttentionInput<B> {
         self
     }
 
+    /// Multiplies the probabilities by `scale` (broadcast to `[b, h, l, s]`) before they weight
+    /// the values; returned weights are the scaled ones. With a scale of ones, the gradient of
+    /// a loss with respect to it is `P ⊙ ∂loss/∂P`, what attention × gradient explanations
+    /// read (Chefer et al. 2021). This takes the plain path, which materialises `P`.
+    pub fn probability_scale(mut self, scale: Tensor<B, 4>) -> Self {
+        self.probability_scale = Some(scale);
+        self
+    }
+
     /// Query, key, value, mask and whether weights are wanted (for attention variants that do
     /// not use the scaled dot product's scale and soft-cap).
+    ///
+    /// # Panics
+    ///
+    /// When a probability scale is set: only scaled dot-product attention takes one.
     pub(crate) fn into_parts(
         self,
     ) -> (
@@ -144,6 +159,10 @@ impl<B: Backend> AttentionInput<B> {
         AttentionMask<B>,
         bool,
     ) {
+        assert!(
+            self.probability_scale.is_none(),
+            "a probability scale is taken by scaled dot-product attention only"
+        );
         (
             self.query,
             self.key,
@@ -181,7 +200,7 @@ impl ScaledDotProductAttention {
     ) -> AttentionOutput<B> {
         let [_, _, _, d_h] = input.query.dims();
         let scale = input.scale.unwrap_or(1.0 / (d_h as f64).sqrt());
-        if !input.need_weights {
+        if !input.need_weights && input.probability_scale.is_none() {
             let context = B::fused_attention(
                 input.query,
                 input.key,
@@ -202,7 +221,14 @@ impl ScaledDotProductAttention {
         }
         let (key, value) = shared_kv_heads(&input.query, input.key, input.value); // [b, h, s, _]
         let scores = scaled_scores(input.query, key, scale, input.softcap); // [b, h, l, s]
-        attend(scores, value, &input.mask, &self.dropout, true)
+        attend_scaled(
+            scores,
+            value,
+            &input.mask,
+            &self.dropout,
+            input.need_weights,
+            input.probability_scale,
+        )
     }
 }
 
@@ -279,12 +305,33 @@ pub(crate) fn attend<B: Backend>(
     dropout: &Dropout,
     need_weights: bool,
 ) -> AttentionOutput<B> {
+    attend_scaled(scores, value, mask, dropout, need_weights, None)
+}
+
+/// [`attend`], the probabilities multiplied by `scale` (broadcast) after the dropout, before
+/// they weight the values.
+fn attend_scaled<B: Backend>(
+    scores: Tensor<B, 4>,
+    value: Tensor<B, 4>,
+    mask: &AttentionMask<B>,
+    dropout: &Dropout,
+    need_weights: bool,
+    scale: Option<Tensor<B, 4>>,
+) -> AttentionOutput<B> {
     let [_, _, _, s] = scores.dims();
     let (scores, blocked) = apply_mask(scores, mask, s, 0..s);
     let probs = zero_blocked(softmax(scores, 3), blocked);
+    let Some(scale) = scale else {
+        let weights = need_weights.then(|| probs.clone());
+        let context = dropout.forward(probs).matmul(value); // [b, h, l, d_v]
+        return AttentionOutput { context, weights };
+    };
+    let probs = dropout.forward(probs) * scale;
     let weights = need_weights.then(|| probs.clone());
-    let context = dropout.forward(probs).matmul(value); // [b, h, l, d_v]
-    AttentionOutput { context, weights }
+    AttentionOutput {
+        context: probs.matmul(value),
+        weights,
+    }
 }
 
 /// Applies `mask` to the scores of the keys `keys` (of `s`): adds its additive parts and gives

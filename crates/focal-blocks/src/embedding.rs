@@ -168,7 +168,7 @@ impl<B: Backend> TokenEmbedding<B> {
     ///
     /// When `offset + l` exceeds `max_len`.
     pub fn forward(&self, ids: Tensor<B, 2, Int>, offset: usize) -> Tensor<B, 3> {
-        self.embed(ids, None, offset)
+        self.embed(ids, None, offset, None)
     }
 
     /// As [`Self::forward`], adding segment (token type) embeddings `segments` `[b, l]`.
@@ -186,7 +186,22 @@ impl<B: Backend> TokenEmbedding<B> {
             self.segments.is_some(),
             "this embedding has no segments (n_segments = 0)"
         );
-        self.embed(ids, Some(segments), offset)
+        self.embed(ids, Some(segments), offset, None)
+    }
+
+    /// As [`Self::forward_with_segments`] (or [`Self::forward`] without segments), each
+    /// token's vector from the table multiplied by `token_scale` `[b, l]` before positions and
+    /// segments are added: with ones, the gradient of a loss with respect to the scale is
+    /// gradient × input, `Σ_d e_d ∂loss/∂e_d`, of each token's embedding `e` (what
+    /// transformers' `inputs_embeds` receives).
+    pub fn forward_scaled(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        segments: Option<Tensor<B, 2, Int>>,
+        offset: usize,
+        token_scale: Tensor<B, 2>,
+    ) -> Tensor<B, 3> {
+        self.embed(ids, segments, offset, Some(token_scale))
     }
 
     fn embed(
@@ -194,8 +209,12 @@ impl<B: Backend> TokenEmbedding<B> {
         ids: Tensor<B, 2, Int>,
         segments: Option<Tensor<B, 2, Int>>,
         offset: usize,
+        token_scale: Option<Tensor<B, 2>>,
     ) -> Tensor<B, 3> {
         let mut x = self.tokens.forward(ids); // [b, l, d]
+        if let Some(scale) = token_scale {
+            x = x * scale.unsqueeze_dim(2);
+        }
         if self.scale != 1.0 {
             x = x.mul_scalar(self.scale);
         }

@@ -227,6 +227,26 @@ pub struct TransformerLayer<B: Backend> {
     window: Option<usize>,
 }
 
+/// Multipliers of a layer's self-attention: each head's `[b, h]` (transformers' `head_mask`)
+/// and each probability's `[b, h, l, l]`. With ones, their gradients are the heads' importance
+/// and `P ⊙ ∂loss/∂P`.
+#[derive(Clone, Debug)]
+pub struct AttentionScales<B: Backend> {
+    /// `[b, h]`: see [`MhaInput::head_mask`].
+    pub heads: Option<Tensor<B, 2>>,
+    /// `[b, h, l, l]`: see [`MhaInput::probability_scale`].
+    pub probabilities: Option<Tensor<B, 4>>,
+}
+
+impl<B: Backend> Default for AttentionScales<B> {
+    fn default() -> Self {
+        Self {
+            heads: None,
+            probabilities: None,
+        }
+    }
+}
+
 /// What a layer returns.
 #[derive(Clone, Debug)]
 pub struct LayerOutput<B: Backend> {
@@ -339,26 +359,29 @@ impl<B: FusedAttentionBackend> TransformerLayer<B> {
         memory: Option<(Tensor<B, 3>, &AttentionMask<B>)>,
         weights: WeightsMode,
     ) -> LayerOutput<B> {
-        self.forward_with_head_mask(x, mask, memory, weights, None)
+        self.forward_scaled(x, mask, memory, weights, AttentionScales::default())
     }
 
-    /// [`Self::forward`] with each self-attention head's probabilities scaled by `head_mask`
-    /// `[b, h]` (see [`MhaInput::head_mask`]).
-    pub fn forward_with_head_mask(
+    /// [`Self::forward`] with the self-attention's heads or probabilities multiplied by
+    /// `scales` (see [`MhaInput::head_mask`] and [`MhaInput::probability_scale`]).
+    pub fn forward_scaled(
         &self,
         x: Tensor<B, 3>,
         mask: &AttentionMask<B>,
         memory: Option<(Tensor<B, 3>, &AttentionMask<B>)>,
         weights: WeightsMode,
-        head_mask: Option<Tensor<B, 2>>,
+        scales: AttentionScales<B>,
     ) -> LayerOutput<B> {
         let self_mask = self.self_mask(mask);
         self.sublayers(
             x,
             |x| {
                 let mut input = MhaInput::self_attn(x).mask(self_mask).weights(weights);
-                if let Some(head_mask) = head_mask {
-                    input = input.head_mask(head_mask);
+                if let Some(heads) = scales.heads {
+                    input = input.head_mask(heads);
+                }
+                if let Some(probabilities) = scales.probabilities {
+                    input = input.probability_scale(probabilities);
                 }
                 self.self_attention.forward(input)
             },

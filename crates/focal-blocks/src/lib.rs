@@ -30,7 +30,8 @@ mod transformer;
 pub use embedding::{PositionKind, Positions, TokenEmbedding, TokenEmbeddingConfig};
 pub use feed_forward::{Activation, FeedForward, FeedForwardConfig};
 pub use layer::{
-    CrossAttention, LayerCache, LayerKind, LayerOutput, TransformerLayer, TransformerLayerConfig,
+    AttentionScales, CrossAttention, LayerCache, LayerKind, LayerOutput, TransformerLayer,
+    TransformerLayerConfig,
 };
 pub use norm::{Norm, NormConfig, NormKind, NormPlacement, ResidualNorm, ResidualNormConfig};
 pub use stack::{StackCache, StackInput, StackOutput, TransformerStack, TransformerStackConfig};

@@ -1,6 +1,8 @@
 //! Stacks of layers: encoder, decoder and decoder-only.
 
-use crate::{LayerCache, LayerKind, Norm, TransformerLayer, TransformerLayerConfig};
+use crate::{
+    AttentionScales, LayerCache, LayerKind, Norm, TransformerLayer, TransformerLayerConfig,
+};
 use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::{Tensor, backend::Backend};
@@ -140,6 +142,7 @@ pub struct StackInput<B: Backend> {
     hidden_states: bool,
     attentions: bool,
     head_mask: Option<Tensor<B, 3>>,
+    probability_scales: Option<Vec<Tensor<B, 4>>>,
 }
 
 impl<B: Backend> StackInput<B> {
@@ -153,6 +156,7 @@ impl<B: Backend> StackInput<B> {
             hidden_states: false,
             attentions: false,
             head_mask: None,
+            probability_scales: None,
         }
     }
 
@@ -195,6 +199,15 @@ impl<B: Backend> StackInput<B> {
     /// passes only: [`TransformerStack::forward_cached`] refuses it.
     pub fn head_mask(mut self, mask: Tensor<B, 3>) -> Self {
         self.head_mask = Some(mask);
+        self
+    }
+
+    /// Multiplies each layer's self-attention probabilities by its scale `[b, h, l, l]`, one a
+    /// layer, first layer first (see `MhaInput::probability_scale`): with ones, their
+    /// gradients are each layer's `P ⊙ ∂loss/∂P` (attention × gradient, Chefer et al. 2021).
+    /// Takes the plain attention path; whole-sequence passes only.
+    pub fn probability_scales(mut self, scales: Vec<Tensor<B, 4>>) -> Self {
+        self.probability_scales = Some(scales);
         self
     }
 }
@@ -337,17 +350,31 @@ impl<B: FusedAttentionBackend> TransformerStack<B> {
                 head_mask.dims()
             );
         }
+        let probability_scales = input.probability_scales;
+        if let Some(scales) = &probability_scales {
+            assert!(
+                scales.len() == self.layers.len(),
+                "{} probability scales for {} layers",
+                scales.len(),
+                self.layers.len()
+            );
+        }
         self.run(
             input.x,
             input.hidden_states,
             input.attentions,
             |k, layer, x, weights| {
                 let memory = memory.clone().map(|m| (m, &memory_mask));
-                let head_mask = head_mask.as_ref().map(|m| {
+                let heads = head_mask.as_ref().map(|m| {
                     let [b, _, h] = m.dims();
                     m.clone().slice([0..b, k..k + 1, 0..h]).reshape([b, h])
                 });
-                layer.forward_with_head_mask(x, &mask, memory, weights, head_mask)
+                let probabilities = probability_scales.as_ref().map(|s| s[k].clone());
+                let scales = AttentionScales {
+                    heads,
+                    probabilities,
+                };
+                layer.forward_scaled(x, &mask, memory, weights, scales)
             },
         )
     }
@@ -375,8 +402,8 @@ impl<B: FusedAttentionBackend> TransformerStack<B> {
             "with cached decoding the memory is projected once by new_cache, not passed at each step"
         );
         assert!(
-            input.head_mask.is_none(),
-            "a head mask is for whole-sequence passes (forward), not cached decoding"
+            input.head_mask.is_none() && input.probability_scales.is_none(),
+            "head masks and probability scales are for whole-sequence passes (forward), not cached decoding"
         );
         let [_, n, _] = input.x.dims();
         let device = input.x.device();

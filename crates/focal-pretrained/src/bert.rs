@@ -141,6 +141,30 @@ pub struct Bert<B: Backend> {
     vocab_size: usize,
 }
 
+/// Multipliers inside a BERT ([`Bert::forward_scaled`]): with ones the output is unchanged, and
+/// the gradient of a loss with respect to each explains it.
+#[derive(Clone, Debug)]
+pub struct BertScales<B: Backend> {
+    /// `[b, l]`, on each token's word embedding: its gradient is gradient × input.
+    pub tokens: Option<Tensor<B, 2>>,
+    /// `[b, layers, heads]`, on each head (transformers' `head_mask`, per sequence): its
+    /// gradient is the head's importance (Michel et al. 2019); 0 removes the head.
+    pub heads: Option<Tensor<B, 3>>,
+    /// One `[b, heads, l, l]` a layer, on its attention probabilities: its gradient is
+    /// `P ⊙ ∂loss/∂P` (attention × gradient, Chefer et al. 2021). Takes the plain path.
+    pub probabilities: Option<Vec<Tensor<B, 4>>>,
+}
+
+impl<B: Backend> Default for BertScales<B> {
+    fn default() -> Self {
+        Self {
+            tokens: None,
+            heads: None,
+            probabilities: None,
+        }
+    }
+}
+
 /// What [`Bert::forward`] returns.
 #[derive(Clone, Debug)]
 pub struct BertOutput<B: Backend> {
@@ -356,20 +380,20 @@ impl<B: FusedAttentionBackend> Bert<B> {
         token_types: Tensor<B, 2, Int>,
         valid: Tensor<B, 2, Bool>,
     ) -> BertOutput<B> {
-        self.run(ids, token_types, valid, false, None).0
+        self.run(ids, token_types, valid, false, BertScales::default())
+            .0
     }
 
-    /// [`Self::forward`] with each layer's heads scaled by `head_mask` `[b, layers, heads]`
-    /// (transformers' `head_mask`, per sequence): 0 removes a head; the gradient of a loss with
-    /// respect to a mask of ones is each head's importance (Michel et al. 2019).
-    pub fn forward_with_head_mask(
+    /// [`Self::forward`] with the multipliers of `scales` (token embeddings, heads,
+    /// probabilities); with ones the output is unchanged and their gradients explain it.
+    pub fn forward_scaled(
         &self,
         ids: Tensor<B, 2, Int>,
         token_types: Tensor<B, 2, Int>,
         valid: Tensor<B, 2, Bool>,
-        head_mask: Tensor<B, 3>,
+        scales: BertScales<B>,
     ) -> BertOutput<B> {
-        self.run(ids, token_types, valid, false, Some(head_mask)).0
+        self.run(ids, token_types, valid, false, scales).0
     }
 
     /// [`Self::forward`], and each layer's attention probabilities `[b, heads, l, l]` (rows the
@@ -382,7 +406,7 @@ impl<B: FusedAttentionBackend> Bert<B> {
         token_types: Tensor<B, 2, Int>,
         valid: Tensor<B, 2, Bool>,
     ) -> (BertOutput<B>, Vec<Tensor<B, 4>>) {
-        let (output, attentions) = self.run(ids, token_types, valid, true, None);
+        let (output, attentions) = self.run(ids, token_types, valid, true, BertScales::default());
         (output, attentions.unwrap_or_default())
     }
 
@@ -392,15 +416,23 @@ impl<B: FusedAttentionBackend> Bert<B> {
         token_types: Tensor<B, 2, Int>,
         valid: Tensor<B, 2, Bool>,
         attentions: bool,
-        head_mask: Option<Tensor<B, 3>>,
+        scales: BertScales<B>,
     ) -> (BertOutput<B>, Option<Vec<Tensor<B, 4>>>) {
-        let x = self.embedding.forward_with_segments(ids, token_types, 0);
+        let x = match scales.tokens {
+            Some(scale) => self
+                .embedding
+                .forward_scaled(ids, Some(token_types), 0, scale),
+            None => self.embedding.forward_with_segments(ids, token_types, 0),
+        };
         let x = self.embedding_norm.forward(x);
         let mut input = StackInput::new(x)
             .mask(AttentionMask::key_padding(valid))
             .output_attentions(attentions);
-        if let Some(head_mask) = head_mask {
-            input = input.head_mask(head_mask);
+        if let Some(heads) = scales.heads {
+            input = input.head_mask(heads);
+        }
+        if let Some(probabilities) = scales.probabilities {
+            input = input.probability_scales(probabilities);
         }
         let out = self.encoder.forward(input);
         let h = out.hidden;

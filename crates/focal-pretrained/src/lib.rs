@@ -17,13 +17,15 @@
 
 mod bert;
 mod error;
+mod explain;
 mod gpt2;
 pub mod hf;
 pub mod pipelines;
 mod tasks;
 
-pub use bert::{Bert, BertConfig, BertOutput, MaskedLmHead, Pooling, SentenceEmbedder};
+pub use bert::{Bert, BertConfig, BertOutput, BertScales, MaskedLmHead, Pooling, SentenceEmbedder};
 pub use error::PretrainedError;
+pub use explain::{TokenAttribution, explain};
 pub use gpt2::{Gpt2, Gpt2Config};
 pub use hf::{EncodedBatch, Encoding, TextTokenizer};
 pub use pipelines::{Pipeline, QaSettings, QuestionAnswerer, Tagger, TextClassifier, TextMatcher};

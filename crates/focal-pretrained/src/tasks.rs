@@ -2,7 +2,7 @@
 //! `BertForQuestionAnswering` directories, with their labels.
 
 use crate::PretrainedError;
-use crate::bert::{Bert, BertConfig};
+use crate::bert::{Bert, BertConfig, BertScales};
 use crate::hf::{file, read_json};
 use burn::module::Module;
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
@@ -489,16 +489,16 @@ impl<B: FusedAttentionBackend> BertForSequenceClassification<B> {
         self.head.forward(hidden, valid)
     }
 
-    /// [`Self::forward`] with each layer's heads scaled by `head_mask` `[b, layers, heads]`
-    /// (see [`Bert::forward_with_head_mask`]).
-    pub fn forward_with_head_mask(
+    /// [`Self::forward`] with the multipliers of `scales` inside the encoder (see
+    /// [`Bert::forward_scaled`]).
+    pub fn forward_scaled(
         &self,
         (ids, types, valid): BertInputs<B>,
-        head_mask: Tensor<B, 3>,
+        scales: BertScales<B>,
     ) -> Tensor<B, 2> {
         let hidden = self
             .bert
-            .forward_with_head_mask(ids, types, valid.clone(), head_mask)
+            .forward_scaled(ids, types, valid.clone(), scales)
             .last_hidden_state;
         self.head.forward(hidden, valid)
     }

@@ -47,7 +47,7 @@ use focal_heads::{ClassifierPooling, ProblemType, SequenceClassifierConfig};
 use focal_pretrained::pipelines::bert_inputs;
 use focal_pretrained::{
     BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification,
-    BertInputs, EncodedBatch, TaskConfig, TextTokenizer,
+    BertInputs, BertScales, EncodedBatch, TaskConfig, TextTokenizer,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -2829,7 +2829,11 @@ pub fn head_importance<B: FusedAutodiffBackend>(
         let b = items.len();
         let batch: TextBatch<B> = batcher.batch(items, device);
         let mask = Tensor::<B, 3>::ones([b, layers, heads], device).require_grad();
-        let logits = model.forward_with_head_mask(batch.inputs, mask.clone());
+        let scales = BertScales {
+            heads: Some(mask.clone()),
+            ..BertScales::default()
+        };
+        let logits = model.forward_scaled(batch.inputs, scales);
         // The batch's mean loss times its size: the sum of the rows' own losses.
         let loss = class_output(logits, batch.targets).loss() * b as f32;
         let gradients = loss.backward();
