@@ -8,8 +8,11 @@ use focal::attention::{FusedAutodiffBackend, attention_flow, attention_rollout};
 use focal::backend::{BackendJob, BackendKind, RunOn};
 use focal::burn::tensor::{Int, Tensor, TensorData};
 use focal::pretrained::pipelines::bert_inputs;
-use focal::pretrained::{EncodedBatch, Gpt2, TextTokenizer};
-use focal::train::plots::{AttentionPage, CombinedMap};
+use focal::pretrained::{
+    Bert, BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification,
+    EncodedBatch, Gpt2, TaskConfig, TextTokenizer, TokenAttribution, explain,
+};
+use focal::train::plots::{AttentionPage, CombinedMap, TokenScores};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -50,6 +53,8 @@ struct Shown {
     maps: Vec<(String, Vec<Vec<f32>>)>,
     columns: usize,
     page: Option<AttentionPage>,
+    /// A classifier's label and why: its name and the tokens' scores.
+    prediction: Option<(String, TokenAttribution)>,
 }
 
 /// A model's attention over one input: its tokens, and each layer's probabilities
@@ -57,6 +62,8 @@ struct Shown {
 struct Attentions<B: focal::burn::tensor::backend::Backend> {
     tokens: Vec<String>,
     layers: Vec<Tensor<B, 4>>,
+    /// Whether the model is a `BertForSequenceClassification` (whose label can be explained).
+    classifier: bool,
 }
 
 struct AttentionJob {
@@ -70,7 +77,16 @@ impl BackendJob for AttentionJob {
 impl<B: FusedAutodiffBackend> RunOn<B> for AttentionJob {
     fn run(self, device: B::Device) -> Self::Output {
         let args = &self.args;
-        let Attentions { tokens, layers } = attentions::<B::InnerBackend>(args, &device)?;
+        let Attentions {
+            tokens,
+            layers,
+            classifier,
+        } = attentions::<B::InnerBackend>(args, &device)?;
+        let prediction = if classifier {
+            Some(attribution::<B>(args, &device)?)
+        } else {
+            None
+        };
         let [_, heads, l, _] = layers[0].dims();
         let rows = |x: Tensor<B::InnerBackend, 2>| -> Vec<Vec<f32>> {
             let values: Vec<f32> = x.into_data().convert::<f32>().to_vec().expect("f32");
@@ -189,7 +205,24 @@ impl<B: FusedAutodiffBackend> RunOn<B> for AttentionJob {
                 tokens: tokens.clone(),
                 layers: per_head(),
                 combined: combined_maps,
-                attributions: Vec::new(),
+                attributions: prediction
+                    .iter()
+                    .flat_map(|(label, a)| {
+                        // Relevance without the identity the first token starts with.
+                        let mut relevance = a.attention_gradient.clone();
+                        relevance[0] -= 1.0;
+                        [
+                            TokenScores {
+                                name: format!("gradient × input for \"{label}\" (red for, blue against)"),
+                                scores: a.gradient_input.clone(),
+                            },
+                            TokenScores {
+                                name: format!("attention × gradient for \"{label}\" (Chefer et al. 2021; the first token's own 1 left out)"),
+                                scores: relevance,
+                            },
+                        ]
+                    })
+                    .collect(),
                 start,
             })
         } else {
@@ -203,6 +236,13 @@ impl<B: FusedAutodiffBackend> RunOn<B> for AttentionJob {
             "layer": args.layer,
             "head": args.head,
             "weights": weights,
+            "prediction": prediction.as_ref().map(|(label, a)| json!({
+                "label": label,
+                "class": a.class,
+                "logit": a.logit,
+                "gradient_input": a.gradient_input,
+                "attention_gradient": a.attention_gradient,
+            })),
         });
         Ok(Shown {
             tokens,
@@ -211,12 +251,47 @@ impl<B: FusedAutodiffBackend> RunOn<B> for AttentionJob {
             maps,
             columns,
             page,
+            prediction,
         })
     }
 }
 
+/// The first of a `config.json`'s `architectures` ("" when it names none).
+fn architecture(config: &serde_json::Value) -> &str {
+    config["architectures"][0].as_str().unwrap_or_default()
+}
+
+/// Gradient × input and attention × gradient of the label a `BertForSequenceClassification`
+/// in `args.model` predicts for `args.text` (and `args.pair`), with the label's name.
+fn attribution<B: FusedAutodiffBackend>(
+    args: &AttentionArgs,
+    device: &B::Device,
+) -> anyhow::Result<(String, TokenAttribution)> {
+    let (model, task) =
+        BertForSequenceClassification::<B>::load_without_dropout(&args.model, device)?;
+    let tokenizer = TextTokenizer::load(
+        &args.model,
+        task.bert.max_position_embeddings,
+        task.bert.vocab_size,
+        None,
+    )?;
+    let encodings = tokenizer.encode(
+        std::slice::from_ref(&args.text),
+        args.pair.as_ref().map(std::slice::from_ref),
+    )?;
+    let batch = EncodedBatch::from_encodings(&encodings);
+    let attribution = explain(&model, bert_inputs::<B>(&batch, device), None);
+    let label = task
+        .labels
+        .get(attribution.class)
+        .cloned()
+        .unwrap_or_else(|| attribution.class.to_string());
+    Ok((label, attribution))
+}
+
 /// The tokens of `args.text` (and `args.pair`) and the attention of the model in `args.model`
-/// over them, by the family its `config.json` names.
+/// over them, by the family its `config.json` names (a task directory's encoder for BERT task
+/// models).
 fn attentions<B: focal::attention::FusedAttentionBackend>(
     args: &AttentionArgs,
     device: &B::Device,
@@ -238,12 +313,38 @@ fn attentions<B: focal::attention::FusedAttentionBackend>(
     };
     match config["model_type"].as_str().unwrap_or_default() {
         "bert" => {
-            let (bert, tokenizer) =
-                crate::pretrained::bert_with_tokenizer::<B>(&args.model, device)?;
+            let task_encoder = |(bert, task): (Bert<B>, TaskConfig)| -> anyhow::Result<_> {
+                let tokenizer = TextTokenizer::load(
+                    &args.model,
+                    task.bert.max_position_embeddings,
+                    task.bert.vocab_size,
+                    None,
+                )?;
+                Ok((bert, tokenizer))
+            };
+            let (bert, tokenizer) = match architecture(&config) {
+                "BertForSequenceClassification" => task_encoder(
+                    BertForSequenceClassification::<B>::load(&args.model, device)
+                        .map(|(m, task)| (m.bert, task))?,
+                )?,
+                "BertForTokenClassification" => task_encoder(
+                    BertForTokenClassification::<B>::load(&args.model, device)
+                        .map(|(m, task)| (m.bert, task))?,
+                )?,
+                "BertForQuestionAnswering" => task_encoder(
+                    BertForQuestionAnswering::<B>::load(&args.model, device)
+                        .map(|(m, task)| (m.bert, task))?,
+                )?,
+                _ => crate::pretrained::bert_with_tokenizer::<B>(&args.model, device)?,
+            };
             let (tokens, batch) = encode(&tokenizer)?;
             let (ids, types, valid) = bert_inputs::<B>(&batch, device);
             let (_, layers) = bert.forward_with_attentions(ids, types, valid);
-            Ok(Attentions { tokens, layers })
+            Ok(Attentions {
+                tokens,
+                layers,
+                classifier: architecture(&config) == "BertForSequenceClassification",
+            })
         }
         "gpt2" => {
             if args.pair.is_some() {
@@ -259,6 +360,7 @@ fn attentions<B: focal::attention::FusedAttentionBackend>(
             Ok(Attentions {
                 tokens,
                 layers: gpt2.attentions(ids),
+                classifier: false,
             })
         }
         other => bail!(
@@ -296,6 +398,7 @@ pub fn attention(backend: BackendKind, args: AttentionArgs, json: bool) -> anyho
         maps,
         columns,
         page,
+        prediction,
     } = backend.run(AttentionJob { args })??;
     if let Some(path) = &out {
         let bytes = match page {
@@ -317,6 +420,24 @@ pub fn attention(backend: BackendKind, args: AttentionArgs, json: bool) -> anyho
             .map(|&j| format!("{} {:.3}", tokens[j], row[j]))
             .collect();
         output::line(format_args!("{i:>3} {token:<width$}  → {}", top.join(", ")))?;
+    }
+    if let Some((label, a)) = &prediction {
+        let mut order: Vec<usize> = (0..tokens.len()).collect();
+        order.sort_by(|&x, &y| {
+            a.gradient_input[y]
+                .abs()
+                .total_cmp(&a.gradient_input[x].abs())
+        });
+        let top: Vec<String> = order
+            .iter()
+            .take(3)
+            .map(|&i| format!("{} {:+.3}", tokens[i], a.gradient_input[i]))
+            .collect();
+        output::line(format_args!(
+            "predicted \"{label}\" (logit {:.3}); gradient × input, largest: {}",
+            a.logit,
+            top.join(", ")
+        ))?;
     }
     Ok(())
 }

@@ -1669,18 +1669,18 @@ fn chromium() -> Option<std::path::PathBuf> {
 
 /// `focal attention --out FILE.html` writes one self-contained page (nothing fetched from a
 /// network) that headless Chromium renders: the tokens drawn from the embedded weights, the
-/// last layer shown first, and a click on a head hiding its lines, a click on a token keeping
+/// last layer shown first, a classifier's two attributions as coloured tokens, and a click on a head hiding its lines, a click on a token keeping
 /// only its lines, and the layer choice reaching the rollout. Without a Chromium the browser
 /// half is skipped with a loud message, unless `FOCAL_REQUIRE_BROWSER` is set (CI sets it).
 #[test]
 fn attention_page_renders_and_reacts_in_chromium() {
-    let bert = fixture("bert");
+    let classifier = heads("classify");
     let dir = tempfile::tempdir().unwrap();
     let page = dir.path().join("heads.html");
     let args = [
         "attention",
         "--model",
-        &bert,
+        &classifier,
         "the man is old",
         "--pair",
         "paris",
@@ -1730,6 +1730,7 @@ fn attention_page_renders_and_reacts_in_chromium() {
   r.tokens = Array.from(document.querySelectorAll("text.token.left")).map((t) => t.textContent);
   r.right = document.querySelectorAll("text.token.right").length;
   r.view = body.dataset.view; r.heads = Number(body.dataset.activeHeads);
+  r.scored = document.querySelectorAll(".attr span").length;
   r.lines = Number(body.dataset.lines);
   click(document.querySelector('.head[data-head="0"]'));
   r.headsAfter = Number(body.dataset.activeHeads); r.linesAfter = Number(body.dataset.lines);
@@ -1773,6 +1774,11 @@ fn attention_page_renders_and_reacts_in_chromium() {
     let n = tokens.as_array().unwrap().len() as u64;
     assert_eq!(r["right"].as_u64(), Some(n));
     assert_eq!(r["view"], "layer 1", "the page opens on the last layer");
+    assert_eq!(
+        r["scored"].as_u64(),
+        Some(2 * n),
+        "both attributions, a token each"
+    );
     let heads = r["heads"].as_u64().unwrap();
     assert_eq!(heads, 4);
     assert_eq!(
@@ -1862,4 +1868,82 @@ fn heads_ranks_the_heads_of_a_classifier() {
         ]),
         "line 2: label \"maybe\" is not one of the training labels",
     );
+}
+
+/// `focal attention` reads task directories through their encoders; on a
+/// `BertForSequenceClassification` it also explains the predicted label (gradient × input and
+/// attention × gradient, as `tests/fixtures/interpret/generate_attributions.py` computes them
+/// with transformers), in the text, the JSON and the page.
+#[test]
+fn attention_explains_a_classifier_and_reads_task_directories() {
+    let reference: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(fixture("interpret/attributions_reference.json")).unwrap(),
+    )
+    .unwrap();
+    let case = &reference["cases"][0];
+    let text = case["text"].as_str().unwrap();
+    let classifier = heads("classify");
+    let report = json_stdout(&focal(&[
+        "--json",
+        "attention",
+        "--model",
+        &classifier,
+        text,
+    ]));
+    assert_eq!(report["tokens"], case["tokens"]);
+    let prediction = &report["prediction"];
+    assert_eq!(prediction["class"], case["class"]);
+    assert_eq!(prediction["label"], "neutral");
+    for name in ["gradient_input", "attention_gradient"] {
+        let got: Vec<f64> = serde_json::from_value(prediction[name].clone()).unwrap();
+        let want: Vec<f64> = serde_json::from_value(case[name].clone()).unwrap();
+        let largest = want.iter().fold(0.0f64, |a, &w| a.max(w.abs()));
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                (g - w).abs() <= 1e-4 * w.abs() + 1e-6 * largest,
+                "{name}: {got:?}"
+            );
+        }
+    }
+    let shown = focal(&["attention", "--model", &classifier, text]);
+    let printed = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        printed
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("predicted \"neutral\" (logit "),
+        "{printed}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("why.html");
+    let drawn = focal(&[
+        "attention",
+        "--model",
+        &classifier,
+        text,
+        "--out",
+        page.to_str().unwrap(),
+    ]);
+    assert!(
+        drawn.status.success(),
+        "{}",
+        String::from_utf8_lossy(&drawn.stderr)
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        html.contains(r#""name":"gradient × input for \"neutral\""#),
+        "no attribution"
+    );
+    for task in ["tag", "qa", "multilabel"] {
+        let report = json_stdout(&focal(&[
+            "--json",
+            "attention",
+            "--model",
+            &heads(task),
+            text,
+        ]));
+        assert_eq!(report["tokens"], case["tokens"], "{task}");
+        assert_eq!(report["layers"], 2, "{task}");
+    }
 }
