@@ -12,7 +12,7 @@ use focal::pretrained::{
     Bert, BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification,
     EncodedBatch, Gpt2, TaskConfig, TextTokenizer, TokenAttribution, explain,
 };
-use focal::train::plots::{AttentionPage, CombinedMap, TokenScores};
+use focal::train::plots::{AttentionPage, CombinedMap, PageView, TokenScores};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -48,6 +48,8 @@ pub struct AttentionArgs {
 /// output lists, and the named maps a picture draws with the maps per row.
 struct Shown {
     tokens: Vec<String>,
+    /// The tokens of the maps' columns (the tokens, but for cross-attention the source's).
+    keys: Vec<String>,
     report: serde_json::Value,
     view: Vec<Vec<f32>>,
     maps: Vec<(String, Vec<Vec<f32>>)>,
@@ -55,6 +57,8 @@ struct Shown {
     page: Option<AttentionPage>,
     /// A classifier's label and why: its name and the tokens' scores.
     prediction: Option<(String, TokenAttribution)>,
+    /// A line the text output starts with (what a sequence-to-sequence model wrote).
+    header: Option<String>,
 }
 
 /// A model's attention over one input: its tokens, and each layer's probabilities
@@ -77,6 +81,9 @@ impl BackendJob for AttentionJob {
 impl<B: FusedAutodiffBackend> RunOn<B> for AttentionJob {
     fn run(self, device: B::Device) -> Self::Output {
         let args = &self.args;
+        if read_config(&args.model)?.0["format"] == "focal-seq2seq" {
+            return seq2seq::<B::InnerBackend>(args, &device);
+        }
         let Attentions {
             tokens,
             layers,
@@ -205,6 +212,7 @@ impl<B: FusedAutodiffBackend> RunOn<B> for AttentionJob {
                 tokens: tokens.clone(),
                 layers: per_head(),
                 combined: combined_maps,
+                views: Vec::new(),
                 attributions: prediction
                     .iter()
                     .flat_map(|(label, a)| {
@@ -245,6 +253,7 @@ impl<B: FusedAutodiffBackend> RunOn<B> for AttentionJob {
             })),
         });
         Ok(Shown {
+            keys: tokens.clone(),
             tokens,
             report,
             view,
@@ -252,8 +261,211 @@ impl<B: FusedAutodiffBackend> RunOn<B> for AttentionJob {
             columns,
             page,
             prediction,
+            header: None,
         })
     }
+}
+
+/// A model directory's `config.json` and its path.
+fn read_config(dir: &std::path::Path) -> anyhow::Result<(serde_json::Value, PathBuf)> {
+    let path = dir.join("config.json");
+    let config = serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("{}", path.display()))?,
+    )
+    .with_context(|| format!("{}: not JSON", path.display()))?;
+    Ok((config, path))
+}
+
+/// A Focal sequence-to-sequence directory's attention while it translates `args.text`
+/// greedily: the encoder's self-attention, the decoder's, and its cross-attention from each
+/// target position (`<bos>` and the words written, each predicting the next) to the source.
+/// The text, the JSON's view, the picture and the page's first view are the cross-attention.
+fn seq2seq<B: focal::attention::FusedAttentionBackend>(
+    args: &AttentionArgs,
+    device: &B::Device,
+) -> anyhow::Result<Shown> {
+    if args.pair.is_some() {
+        bail!("--pair: a sequence-to-sequence model reads one text (its output is decoded)");
+    }
+    if args.method != "raw" {
+        bail!(
+            "--method {}: rollout and flow combine one stack's self-attention; a sequence-to-sequence model shows its cross-attention (--method raw)",
+            args.method
+        );
+    }
+    let (artifact, model) = focal::train::load_checkpoint::<B>(&args.model, device)?;
+    let vocabulary = &artifact.vocabulary;
+    let source = vocabulary
+        .encode(&args.text)
+        .with_context(|| format!("the text {}", output::echo(&args.text)))?;
+    if source.len() > artifact.max_input_len {
+        bail!(
+            "the text has {} tokens; this model takes at most {}",
+            source.len(),
+            artifact.max_input_len
+        );
+    }
+    let specials = vocabulary.specials();
+    let (src, valid) =
+        focal::train::batch::source_tensors::<B>(&[source.as_slice()], specials, device);
+    let output = model.greedy_decode(
+        src.clone(),
+        valid.clone(),
+        specials,
+        artifact.max_output_len,
+    );
+    let target: Vec<usize> = std::iter::once(specials.bos)
+        .chain(output[0].iter().copied())
+        .collect();
+    let name = |id: usize| vocabulary.token(id).unwrap_or("?").to_string();
+    let keys: Vec<String> = source
+        .iter()
+        .copied()
+        .chain(std::iter::once(specials.eos))
+        .map(name)
+        .collect();
+    let queries: Vec<String> = target.iter().copied().map(name).collect();
+    let ids: Vec<i64> = target.iter().map(|&t| t as i64).collect();
+    let l = ids.len();
+    let tgt = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, l]), device);
+    let attentions = model.attentions(src, valid, tgt);
+    let per_head = |layers: &[Tensor<B, 4>]| -> Vec<Vec<Vec<Vec<f32>>>> {
+        layers
+            .iter()
+            .map(|a| {
+                let [_, heads, q, k] = a.dims();
+                (0..heads)
+                    .map(|h| {
+                        let values: Vec<f32> = a
+                            .clone()
+                            .slice([0..1, h..h + 1, 0..q, 0..k])
+                            .into_data()
+                            .convert::<f32>()
+                            .to_vec()
+                            .expect("f32");
+                        values.chunks(k.max(1)).map(<[f32]>::to_vec).collect()
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let (encoder, decoder, cross) = (
+        per_head(&attentions.encoder),
+        per_head(&attentions.decoder),
+        per_head(&attentions.cross),
+    );
+    let count = cross.len();
+    let heads = cross[0].len();
+    let layer = args.layer.unwrap_or(count - 1);
+    if layer >= count {
+        bail!(
+            "--layer {layer}: the decoder has {count} layers (0 to {})",
+            count - 1
+        );
+    }
+    if let Some(head) = args.head
+        && head >= heads
+    {
+        bail!(
+            "--head {head}: the model has {heads} heads (0 to {})",
+            heads - 1
+        );
+    }
+    let mean = |maps: &[Vec<Vec<f32>>]| -> Vec<Vec<f32>> {
+        let mut total = maps[0].clone();
+        for map in &maps[1..] {
+            for (row, other) in total.iter_mut().zip(map) {
+                row.iter_mut().zip(other).for_each(|(a, b)| *a += b);
+            }
+        }
+        total
+            .into_iter()
+            .map(|row| row.into_iter().map(|v| v / maps.len() as f32).collect())
+            .collect()
+    };
+    let view = match args.head {
+        Some(head) => cross[layer][head].clone(),
+        None => mean(&cross[layer]),
+    };
+    let (maps, columns) = if args.layer.is_none() && args.head.is_none() {
+        let maps = cross
+            .iter()
+            .enumerate()
+            .flat_map(|(k, heads)| {
+                heads.iter().enumerate().map(move |(h, map)| {
+                    (format!("cross-attention, layer {k}, head {h}"), map.clone())
+                })
+            })
+            .collect();
+        (maps, heads)
+    } else {
+        let name = match args.head {
+            Some(head) => format!("cross-attention, layer {layer}, head {head}"),
+            None => format!("cross-attention, layer {layer}, heads averaged"),
+        };
+        (vec![(name, view.clone())], 1)
+    };
+    let html = args.out.as_ref().is_some_and(|p| {
+        p.extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("html"))
+    });
+    let page = html.then(|| {
+        let views = (0..count)
+            .map(|k| PageView {
+                name: format!("cross-attention, layer {k}"),
+                queries: queries.clone(),
+                keys: keys.clone(),
+                heads: cross[k].clone(),
+            })
+            .chain(decoder.iter().enumerate().map(|(k, heads)| PageView {
+                name: format!("decoder self-attention, layer {k}"),
+                queries: queries.clone(),
+                keys: queries.clone(),
+                heads: heads.clone(),
+            }))
+            .collect();
+        AttentionPage {
+            title: format!(
+                "{}: {} → {}",
+                args.model.display(),
+                args.text,
+                vocabulary.decode(&output[0])
+            ),
+            tokens: keys.clone(),
+            layers: encoder.clone(),
+            combined: Vec::new(),
+            views,
+            attributions: Vec::new(),
+            start: Some(encoder.len() + layer),
+        }
+    });
+    let report = json!({
+        "source": keys,
+        "target": queries,
+        "output": vocabulary.decode(&output[0]),
+        "layers": count,
+        "heads": heads,
+        "layer": args.layer,
+        "head": args.head,
+        "weights": if args.layer.is_none() && args.head.is_none() { json!(cross) } else { json!(view) },
+        "encoder": encoder,
+        "decoder": decoder,
+    });
+    Ok(Shown {
+        tokens: queries,
+        keys,
+        report,
+        view,
+        maps,
+        columns,
+        page,
+        prediction: None,
+        header: Some(format!(
+            "{} → {} (cross-attention: each target position, which predicts the next word, to the source)",
+            args.text,
+            vocabulary.decode(&output[0])
+        )),
+    })
 }
 
 /// The first of a `config.json`'s `architectures` ("" when it names none).
@@ -296,11 +508,7 @@ fn attentions<B: focal::attention::FusedAttentionBackend>(
     args: &AttentionArgs,
     device: &B::Device,
 ) -> anyhow::Result<Attentions<B>> {
-    let config_path = args.model.join("config.json");
-    let config: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(&config_path).with_context(|| format!("{}", config_path.display()))?,
-    )
-    .with_context(|| format!("{}: not JSON", config_path.display()))?;
+    let (config, config_path) = read_config(&args.model)?;
     let encode = |tokenizer: &TextTokenizer| -> anyhow::Result<(Vec<String>, EncodedBatch)> {
         let encodings = tokenizer.encode(
             std::slice::from_ref(&args.text),
@@ -393,22 +601,29 @@ pub fn attention(backend: BackendKind, args: AttentionArgs, json: bool) -> anyho
     }
     let Shown {
         tokens,
+        keys,
         report,
         view,
         maps,
         columns,
         page,
         prediction,
+        header,
     } = backend.run(AttentionJob { args })??;
     if let Some(path) = &out {
         let bytes = match page {
             Some(page) => focal::train::plots::attention_page(&page)?.into_bytes(),
-            None => focal::train::plots::attention_heatmaps(&tokens, &maps, columns)?,
+            None => {
+                focal::train::plots::attention_heatmaps_between(&tokens, &keys, &maps, columns)?
+            }
         };
         focal::train::plots::write_picture(path, &bytes)?;
     }
     if json {
         return output::line(serde_json::to_string(&report)?);
+    }
+    if let Some(header) = header {
+        output::line(header)?;
     }
     let width = tokens.iter().map(|t| t.chars().count()).max().unwrap_or(1);
     for (i, (token, row)) in tokens.iter().zip(&view).enumerate() {
@@ -417,7 +632,7 @@ pub fn attention(backend: BackendKind, args: AttentionArgs, json: bool) -> anyho
         let top: Vec<String> = order
             .iter()
             .take(3)
-            .map(|&j| format!("{} {:.3}", tokens[j], row[j]))
+            .map(|&j| format!("{} {:.3}", keys[j], row[j]))
             .collect();
         output::line(format_args!("{i:>3} {token:<width$}  → {}", top.join(", ")))?;
     }

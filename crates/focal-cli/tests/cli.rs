@@ -1541,6 +1541,74 @@ fn seq2seq_trains_from_scratch_and_translate_runs_it() {
         "{}",
         String::from_utf8_lossy(&translated.stderr)
     );
+    // `focal attention` shows the translation's cross-attention: a row per target position
+    // (<bos> and the words written), a column per source word (and <eos>), rows summing to 1.
+    let seen = json_stdout(&focal(&[
+        "--json",
+        "attention",
+        "--model",
+        &out,
+        "paris was great .",
+    ]));
+    assert_eq!(seen["output"], "WAS GREAT PARIS !");
+    assert_eq!(
+        seen["source"],
+        serde_json::json!(["paris", "was", "great", ".", "<eos>"])
+    );
+    assert_eq!(
+        seen["target"],
+        serde_json::json!(["<bos>", "WAS", "GREAT", "PARIS", "!"])
+    );
+    for layer in seen["weights"].as_array().unwrap() {
+        for head in layer.as_array().unwrap() {
+            let rows: Vec<Vec<f64>> = serde_json::from_value(head.clone()).unwrap();
+            assert_eq!((rows.len(), rows[0].len()), (5, 5));
+            for row in rows {
+                assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{row:?}");
+            }
+        }
+    }
+    let decoder: Vec<Vec<Vec<Vec<f64>>>> = serde_json::from_value(seen["decoder"].clone()).unwrap();
+    assert!(decoder[0][0][0][1..].iter().all(|&w| w == 0.0), "causal");
+    let page = dir.path().join("cross.html");
+    let drawn = focal(&[
+        "attention",
+        "--model",
+        &out,
+        "paris was great .",
+        "--layer",
+        "0",
+        "--out",
+        page.to_str().unwrap(),
+    ]);
+    assert!(
+        drawn.status.success(),
+        "{}",
+        String::from_utf8_lossy(&drawn.stderr)
+    );
+    assert!(
+        std::fs::read_to_string(&page)
+            .unwrap()
+            .contains(r#""name":"cross-attention, layer 0""#)
+    );
+    let png = dir.path().join("cross.png");
+    let drawn = focal(&[
+        "attention",
+        "--model",
+        &out,
+        "paris was great .",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(
+        drawn.status.success(),
+        "{}",
+        String::from_utf8_lossy(&drawn.stderr)
+    );
+    assert_one_line_error(
+        &focal(&["attention", "--model", &out, "paris", "--method", "rollout"]),
+        "--method rollout: rollout and flow combine one stack's self-attention",
+    );
 
     assert_one_line_error(
         &train(&["--init", &fixture("bert")], &valid_file),

@@ -39,5 +39,7 @@ pub use generate::{
     BeamHypothesis, CausalLm, EarlyStopping, GenerationConfig, GenerationError, Strategy,
     beam_search, generate,
 };
-pub use seq2seq::{Seq2SeqCache, Seq2SeqConfig, Seq2SeqSource, Seq2SeqTransformer};
+pub use seq2seq::{
+    Seq2SeqAttentions, Seq2SeqCache, Seq2SeqConfig, Seq2SeqSource, Seq2SeqTransformer,
+};
 pub use vocab::{SpecialTokens, Vocabulary, VocabularyError};

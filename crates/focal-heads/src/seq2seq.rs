@@ -104,6 +104,17 @@ impl Seq2SeqConfig {
     }
 }
 
+/// The attention probabilities of [`Seq2SeqTransformer::attentions`], one tensor a layer.
+#[derive(Clone, Debug)]
+pub struct Seq2SeqAttentions<B: Backend> {
+    /// The encoder's self-attention `[b, h, s, s]`.
+    pub encoder: Vec<Tensor<B, 4>>,
+    /// The decoder's causal self-attention `[b, h, l, l]`.
+    pub decoder: Vec<Tensor<B, 4>>,
+    /// The decoder's attention to the source `[b, h, l, s]`.
+    pub cross: Vec<Tensor<B, 4>>,
+}
+
 /// An encoder-decoder Transformer: source tokens are encoded once; the decoder predicts each
 /// target token from the previous ones (causal self-attention) and the encoded source
 /// (cross-attention, with the source's padding masked).
@@ -153,6 +164,40 @@ impl<B: FusedAttentionBackend> Seq2SeqTransformer<B> {
                 .memory_mask(AttentionMask::key_padding(src_valid)),
         );
         focal_attention::project(&self.generator, y.hidden)
+    }
+
+    /// Every attention of a teacher-forced pass over `tgt`: the encoder's self-attention, the
+    /// decoder's (causal) self-attention and its cross-attention to the source, each a list of
+    /// one tensor a layer, first layer first.
+    ///
+    /// # Shapes
+    ///
+    /// - src `[b, s]`, src_valid `[b, s]`, tgt `[b, l]` (starting with `<bos>`)
+    /// - encoder `[b, h, s, s]`, decoder `[b, h, l, l]`, cross `[b, h, l, s]`
+    pub fn attentions(
+        &self,
+        src: Tensor<B, 2, Int>,
+        src_valid: Tensor<B, 2, Bool>,
+        tgt: Tensor<B, 2, Int>,
+    ) -> Seq2SeqAttentions<B> {
+        let x = self.source_embedding.forward(src, 0);
+        let encoded = self.transformer.encode(
+            StackInput::new(x)
+                .mask(AttentionMask::key_padding(src_valid.clone()))
+                .output_attentions(true),
+        );
+        let y = self.target_embedding.forward(tgt, 0);
+        let decoded = self.transformer.decode(
+            StackInput::new(y)
+                .memory(encoded.hidden)
+                .memory_mask(AttentionMask::key_padding(src_valid))
+                .output_attentions(true),
+        );
+        Seq2SeqAttentions {
+            encoder: encoded.self_attentions.unwrap_or_default(),
+            decoder: decoded.self_attentions.unwrap_or_default(),
+            cross: decoded.cross_attentions.unwrap_or_default(),
+        }
     }
 
     /// Teacher-forced forward pass: logits for every target position.

@@ -290,23 +290,36 @@ pub fn attention_heatmaps(
     maps: &[(String, Vec<Vec<f32>>)],
     columns: usize,
 ) -> Result<Vec<u8>, PlotError> {
+    attention_heatmaps_between(tokens, tokens, maps, columns)
+}
+
+/// [`attention_heatmaps`] of maps `[query][key]` whose queries and keys are different tokens
+/// (a decoder's cross-attention from the target to the source): rows labelled with
+/// `queries`, columns with `keys`.
+pub fn attention_heatmaps_between(
+    queries: &[String],
+    keys: &[String],
+    maps: &[(String, Vec<Vec<f32>>)],
+    columns: usize,
+) -> Result<Vec<u8>, PlotError> {
     // One map gets twice the room of a grid's, so that long inputs stay legible.
     let room = if maps.len() == 1 { 720 } else { 360 };
     let most = room as usize / MIN_CELL;
-    if tokens.len() > most {
-        let block = tokens.len().div_ceil(most);
-        let mut labels = Vec::new();
+    let longest_side = queries.len().max(keys.len());
+    if longest_side > most {
+        let block = longest_side.div_ceil(most);
+        let mut labels = (Vec::new(), Vec::new());
         let pooled: Vec<(String, Vec<Vec<f32>>)> = maps
             .iter()
             .map(|(name, weights)| {
-                let (names, pooled) = pool_attention(tokens, weights, block);
-                labels = names;
+                let (rows, columns, pooled) = pool_attention_between(queries, keys, weights, block);
+                labels = (rows, columns);
                 (format!("{name} (blocks of {block} tokens)"), pooled)
             })
             .collect();
-        return attention_heatmaps(&labels, &pooled, columns);
+        return attention_heatmaps_between(&labels.0, &labels.1, &pooled, columns);
     }
-    let n = tokens.len().max(1);
+    let n = longest_side.max(1);
     let columns = columns.clamp(1, maps.len().max(1));
     let rows = maps.len().div_ceil(columns).max(1);
     let cell = (room / n as u32).clamp(1, 28);
@@ -320,15 +333,16 @@ pub fn attention_heatmaps(
             t.clone()
         }
     };
-    let longest = tokens
+    let longest = queries
         .iter()
+        .chain(keys)
         .map(|t| label(t).chars().count())
         .max()
         .unwrap_or(1);
     let margin = (longest as u32 * 7 + 12).clamp(30, 120);
-    let side = cell * n as u32;
+    let (width, height) = (cell * keys.len() as u32, cell * queries.len() as u32);
     // Each map's name under it, then room before the next row.
-    let panel = (margin + side + 16, 8 + margin + side + 48);
+    let panel = (margin + width + 16, 8 + margin + height + 48);
     let size = (panel.0 * columns as u32, panel.1 * rows as u32);
     png("attention heatmaps", size, |root| {
         let font = TextStyle::from((FONT, 11).into_font());
@@ -340,7 +354,7 @@ pub fn attention_heatmaps(
             let (left, top) = (px + margin as i32, py + 8 + margin as i32);
             root.draw(&Text::new(
                 name.as_str(),
-                (left, top + side as i32 + 6),
+                (left, top + height as i32 + 6),
                 (FONT, 14).into_font(),
             ))
             .map_err(|e| e.to_string())?;
@@ -364,27 +378,37 @@ pub fn attention_heatmaps(
                 }
             }
             root.draw(&Rectangle::new(
-                [(left, top), (left + side as i32, top + side as i32)],
+                [(left, top), (left + width as i32, top + height as i32)],
                 BLACK.mix(0.4),
             ))
             .map_err(|e| e.to_string())?;
-            for (i, token) in tokens.iter().enumerate().step_by(step) {
-                let text = label(token);
+            let right = font.pos(plotters::style::text_anchor::Pos::new(
+                plotters::style::text_anchor::HPos::Right,
+                plotters::style::text_anchor::VPos::Center,
+            ));
+            for (i, token) in queries.iter().enumerate().step_by(step) {
                 let middle = i as i32 * c + c / 2;
-                let right = font.pos(plotters::style::text_anchor::Pos::new(
-                    plotters::style::text_anchor::HPos::Right,
+                root.draw(&Text::new(
+                    label(token),
+                    (left - 3, top + middle),
+                    right.clone(),
+                ))
+                .map_err(|e| e.to_string())?;
+            }
+            let up = font.transform(FontTransform::Rotate270).pos(
+                plotters::style::text_anchor::Pos::new(
+                    plotters::style::text_anchor::HPos::Left,
                     plotters::style::text_anchor::VPos::Center,
-                ));
-                root.draw(&Text::new(text.clone(), (left - 3, top + middle), right))
-                    .map_err(|e| e.to_string())?;
-                let up = font.transform(FontTransform::Rotate270).pos(
-                    plotters::style::text_anchor::Pos::new(
-                        plotters::style::text_anchor::HPos::Left,
-                        plotters::style::text_anchor::VPos::Center,
-                    ),
-                );
-                root.draw(&Text::new(text, (left + middle, top - 3), up))
-                    .map_err(|e| e.to_string())?;
+                ),
+            );
+            for (j, token) in keys.iter().enumerate().step_by(step) {
+                let middle = j as i32 * c + c / 2;
+                root.draw(&Text::new(
+                    label(token),
+                    (left + middle, top - 3),
+                    up.clone(),
+                ))
+                .map_err(|e| e.to_string())?;
             }
         }
         Ok(())
@@ -403,18 +427,30 @@ pub fn pool_attention(
     weights: &[Vec<f32>],
     block: usize,
 ) -> (Vec<String>, Vec<Vec<f32>>) {
+    let (labels, _, pooled) = pool_attention_between(tokens, tokens, weights, block);
+    (labels, pooled)
+}
+
+/// [`pool_attention`] of a map `[query][key]` with different queries and keys: the blocks'
+/// labels of each, and the pooled map.
+pub fn pool_attention_between(
+    queries: &[String],
+    keys: &[String],
+    weights: &[Vec<f32>],
+    block: usize,
+) -> (Vec<String>, Vec<String>, Vec<Vec<f32>>) {
     let block = block.max(1);
-    let n = tokens.len();
-    let blocks = n.div_ceil(block);
-    let labels = tokens.chunks(block).map(|c| c.join(" ")).collect();
-    let mut pooled = vec![vec![0.0f32; blocks]; blocks];
+    let (n, m) = (queries.len(), keys.len());
+    let labels =
+        |tokens: &[String]| -> Vec<String> { tokens.chunks(block).map(|c| c.join(" ")).collect() };
+    let mut pooled = vec![vec![0.0f32; m.div_ceil(block)]; n.div_ceil(block)];
     for (i, row) in weights.iter().enumerate().take(n) {
         let size = (n - i / block * block).min(block) as f32;
-        for (j, &w) in row.iter().enumerate().take(n) {
+        for (j, &w) in row.iter().enumerate().take(m) {
             pooled[i / block][j / block] += w / size;
         }
     }
-    (labels, pooled)
+    (labels(queries), labels(keys), pooled)
 }
 
 /// What the interactive attention page shows (see [`attention_page`]).
@@ -428,11 +464,27 @@ pub struct AttentionPage {
     pub layers: Vec<Vec<Vec<Vec<f32>>>>,
     /// Maps that combine the layers (attention rollout, flow), each `[query][key]`.
     pub combined: Vec<CombinedMap>,
+    /// More views after the combined maps, each with its own queries and keys (a decoder's
+    /// self- and cross-attention).
+    pub views: Vec<PageView>,
     /// Scores per token (gradient × input, say), drawn as coloured tokens under the lines.
     pub attributions: Vec<TokenScores>,
-    /// The view the page opens on: layer `k` is `k`, combined map `c` is `layers.len() + c`;
-    /// `None` opens on the last layer.
+    /// The view the page opens on: layer `k` is `k`, combined map `c` is `layers.len() + c`,
+    /// then the views; `None` opens on the last layer.
     pub start: Option<usize>,
+}
+
+/// A view of the attention page with its own tokens: its heads' `[query][key]` maps.
+#[derive(Clone, Debug)]
+pub struct PageView {
+    /// Shown in the layer choice ("cross-attention, layer 0").
+    pub name: String,
+    /// The tokens that attend (left).
+    pub queries: Vec<String>,
+    /// The tokens attended to (right).
+    pub keys: Vec<String>,
+    /// `[head][query][key]`.
+    pub heads: Vec<Vec<Vec<f32>>>,
 }
 
 /// A named `[query][key]` map on the attention page.
@@ -474,21 +526,28 @@ pub fn attention_page(page: &AttentionPage) -> Result<String, PlotError> {
         reason,
     };
     let n = page.tokens.len();
-    if n == 0 {
-        return Err(error("no tokens".into()));
+    let sides = std::iter::once(n).chain(
+        page.views
+            .iter()
+            .flat_map(|v| [v.queries.len(), v.keys.len()]),
+    );
+    for count in sides {
+        if count == 0 {
+            return Err(error("no tokens".into()));
+        }
+        if count > MAX_PAGE_TOKENS {
+            return Err(error(format!(
+                "{count} tokens: the page draws at most {MAX_PAGE_TOKENS}; shorten the text, or draw a PNG, which pools long inputs into blocks"
+            )));
+        }
     }
-    if n > MAX_PAGE_TOKENS {
-        return Err(error(format!(
-            "{n} tokens: the page draws at most {MAX_PAGE_TOKENS}; shorten the text, or draw a PNG, which pools long inputs into blocks"
-        )));
-    }
-    if page.layers.is_empty() && page.combined.is_empty() {
+    if page.layers.is_empty() && page.combined.is_empty() && page.views.is_empty() {
         return Err(error("no attention maps".into()));
     }
-    let square = |name: &str, map: &[Vec<f32>]| -> Result<(), PlotError> {
-        if map.len() != n || map.iter().any(|row| row.len() != n) {
+    let shaped = |name: &str, map: &[Vec<f32>], (q, k): (usize, usize)| -> Result<(), PlotError> {
+        if map.len() != q || map.iter().any(|row| row.len() != k) {
             return Err(error(format!(
-                "{name} is not {n} × {n}, one row and column a token"
+                "{name} is not {q} × {k}, one row a query and one column a key"
             )));
         }
         if map.iter().flatten().any(|w| !w.is_finite()) {
@@ -501,11 +560,20 @@ pub fn attention_page(page: &AttentionPage) -> Result<String, PlotError> {
             return Err(error(format!("layer {k} has no heads")));
         }
         for (h, map) in heads.iter().enumerate() {
-            square(&format!("layer {k}, head {h}"), map)?;
+            shaped(&format!("layer {k}, head {h}"), map, (n, n))?;
         }
     }
     for map in &page.combined {
-        square(&map.name, &map.weights)?;
+        shaped(&map.name, &map.weights, (n, n))?;
+    }
+    for view in &page.views {
+        if view.heads.is_empty() {
+            return Err(error(format!("{} has no heads", view.name)));
+        }
+        for (h, map) in view.heads.iter().enumerate() {
+            let size = (view.queries.len(), view.keys.len());
+            shaped(&format!("{}, head {h}", view.name), map, size)?;
+        }
     }
     for a in &page.attributions {
         if a.scores.len() != n || a.scores.iter().any(|s| !s.is_finite()) {
@@ -539,9 +607,19 @@ pub fn attention_page(page: &AttentionPage) -> Result<String, PlotError> {
             .iter()
             .map(|c| serde_json::json!({"name": c.name, "weights": round(&c.weights)}))
             .collect::<Vec<_>>(),
+        "views": page
+            .views
+            .iter()
+            .map(|v| serde_json::json!({
+                "name": v.name,
+                "queries": v.queries,
+                "keys": v.keys,
+                "heads": v.heads.iter().map(|m| round(m)).collect::<Vec<_>>(),
+            }))
+            .collect::<Vec<_>>(),
         "attributions": page.attributions,
     });
-    let views = page.layers.len() + page.combined.len();
+    let views = page.layers.len() + page.combined.len() + page.views.len();
     let start = page.start.unwrap_or(page.layers.len().saturating_sub(1));
     if start >= views {
         return Err(error(format!("start view {start} of {views}")));
@@ -669,6 +747,7 @@ mod tests {
                 name: "attention rollout".into(),
                 weights: uniform,
             }],
+            views: Vec::new(),
             attributions: vec![TokenScores {
                 name: "gradient × input".into(),
                 scores: vec![0.5; n],
@@ -728,6 +807,50 @@ mod tests {
         let error = attention_page(&page(&refs)).unwrap_err().to_string();
         assert!(
             error.contains("257 tokens: the page draws at most 256"),
+            "{error}"
+        );
+    }
+
+    /// Cross-attention draws as a rectangle (a row per query, a column per key) on the picture
+    /// and as a view with its own tokens on the page, whose shape is checked.
+    #[test]
+    fn cross_attention_has_its_own_rows_and_columns() {
+        let queries: Vec<String> = ["<bos>", "WAS"].map(String::from).to_vec();
+        let keys: Vec<String> = ["paris", "was", "great", "<eos>"]
+            .map(String::from)
+            .to_vec();
+        let map = vec![vec![0.25f32; 4]; 2];
+        let (w, h) = dimensions(
+            &attention_heatmaps_between(&queries, &keys, &[("cross".into(), map.clone())], 1)
+                .unwrap(),
+        );
+        assert!(w > h, "four columns, two rows: {w} × {h}");
+        let (rows, columns, pooled) = pool_attention_between(&queries, &keys, &map, 2);
+        assert_eq!(
+            (rows, columns),
+            (
+                vec!["<bos> WAS".to_string()],
+                vec!["paris was".to_string(), "great <eos>".to_string()]
+            )
+        );
+        assert_eq!(pooled, [[0.5, 0.5]]);
+        let mut with_view = page(&["paris", "was", "great", "<eos>"]);
+        with_view.views.push(PageView {
+            name: "cross-attention, layer 0".into(),
+            queries: queries.clone(),
+            keys: keys.clone(),
+            heads: vec![map.clone()],
+        });
+        with_view.start = Some(4);
+        let html = attention_page(&with_view).unwrap();
+        assert!(
+            html.contains(r#""queries":["\u003cbos\u003e","WAS"]"#),
+            "escaped view tokens"
+        );
+        with_view.views[0].heads[0].pop();
+        let error = attention_page(&with_view).unwrap_err().to_string();
+        assert!(
+            error.contains("cross-attention, layer 0, head 0 is not 2 × 4"),
             "{error}"
         );
     }
