@@ -107,26 +107,8 @@ impl<B: FusedAutodiffBackend> RunOn<B> for AttentionJob {
                 "--layer and --head choose what --method raw shows; rollout and flow combine every layer and head"
             );
         }
-        let per_head = || -> Vec<Vec<Vec<Vec<f32>>>> {
-            layers
-                .iter()
-                .map(|a| {
-                    (0..heads)
-                        .map(|h| {
-                            rows(
-                                a.clone()
-                                    .slice([0..1, h..h + 1, 0..l, 0..l])
-                                    .reshape([l, l]),
-                            )
-                        })
-                        .collect()
-                })
-                .collect()
-        };
-        let html = args.out.as_ref().is_some_and(|p| {
-            p.extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("html"))
-        });
+        let per_head = || maps_per_head(&layers);
+        let html = wants_page(args);
         let mut combined_maps = Vec::new();
         let (weights, view, maps, columns) = match args.method.as_str() {
             "rollout" | "flow" => {
@@ -143,48 +125,7 @@ impl<B: FusedAutodiffBackend> RunOn<B> for AttentionJob {
                 let maps = vec![(name.to_string(), view.clone())];
                 (json!(view), view, maps, 1)
             }
-            "raw" => {
-                let count = layers.len();
-                let layer = args.layer.unwrap_or(count - 1);
-                if layer >= count {
-                    bail!(
-                        "--layer {layer}: the model has {count} layers (0 to {})",
-                        count - 1
-                    );
-                }
-                if let Some(head) = args.head
-                    && head >= heads
-                {
-                    bail!(
-                        "--head {head}: the model has {heads} heads (0 to {})",
-                        heads - 1
-                    );
-                }
-                let chosen = layers[layer].clone().squeeze_dim::<3>(0);
-                let view = rows(match args.head {
-                    Some(head) => chosen.slice([head..head + 1, 0..l, 0..l]).squeeze_dim(0),
-                    None => chosen.mean_dim(0).squeeze_dim(0),
-                });
-                if args.layer.is_none() && args.head.is_none() {
-                    let all = per_head();
-                    let maps =
-                        all.iter()
-                            .enumerate()
-                            .flat_map(|(k, heads)| {
-                                heads.iter().enumerate().map(move |(h, map)| {
-                                    (format!("layer {k}, head {h}"), map.clone())
-                                })
-                            })
-                            .collect();
-                    (json!(all), view, maps, heads)
-                } else {
-                    let name = match args.head {
-                        Some(head) => format!("layer {layer}, head {head}"),
-                        None => format!("layer {layer}, heads averaged"),
-                    };
-                    (json!(view), view.clone(), vec![(name, view)], 1)
-                }
-            }
+            "raw" => raw_choice(args, &per_head(), "model", "")?,
             other => bail!("unknown --method \"{other}\": expected raw, rollout or flow"),
         };
         let page = if html {
@@ -329,87 +270,16 @@ fn seq2seq<B: focal::attention::FusedAttentionBackend>(
     let l = ids.len();
     let tgt = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, l]), device);
     let attentions = model.attentions(src, valid, tgt);
-    let per_head = |layers: &[Tensor<B, 4>]| -> Vec<Vec<Vec<Vec<f32>>>> {
-        layers
-            .iter()
-            .map(|a| {
-                let [_, heads, q, k] = a.dims();
-                (0..heads)
-                    .map(|h| {
-                        let values: Vec<f32> = a
-                            .clone()
-                            .slice([0..1, h..h + 1, 0..q, 0..k])
-                            .into_data()
-                            .convert::<f32>()
-                            .to_vec()
-                            .expect("f32");
-                        values.chunks(k.max(1)).map(<[f32]>::to_vec).collect()
-                    })
-                    .collect()
-            })
-            .collect()
-    };
     let (encoder, decoder, cross) = (
-        per_head(&attentions.encoder),
-        per_head(&attentions.decoder),
-        per_head(&attentions.cross),
+        maps_per_head(&attentions.encoder),
+        maps_per_head(&attentions.decoder),
+        maps_per_head(&attentions.cross),
     );
     let count = cross.len();
     let heads = cross[0].len();
     let layer = args.layer.unwrap_or(count - 1);
-    if layer >= count {
-        bail!(
-            "--layer {layer}: the decoder has {count} layers (0 to {})",
-            count - 1
-        );
-    }
-    if let Some(head) = args.head
-        && head >= heads
-    {
-        bail!(
-            "--head {head}: the model has {heads} heads (0 to {})",
-            heads - 1
-        );
-    }
-    let mean = |maps: &[Vec<Vec<f32>>]| -> Vec<Vec<f32>> {
-        let mut total = maps[0].clone();
-        for map in &maps[1..] {
-            for (row, other) in total.iter_mut().zip(map) {
-                row.iter_mut().zip(other).for_each(|(a, b)| *a += b);
-            }
-        }
-        total
-            .into_iter()
-            .map(|row| row.into_iter().map(|v| v / maps.len() as f32).collect())
-            .collect()
-    };
-    let view = match args.head {
-        Some(head) => cross[layer][head].clone(),
-        None => mean(&cross[layer]),
-    };
-    let (maps, columns) = if args.layer.is_none() && args.head.is_none() {
-        let maps = cross
-            .iter()
-            .enumerate()
-            .flat_map(|(k, heads)| {
-                heads.iter().enumerate().map(move |(h, map)| {
-                    (format!("cross-attention, layer {k}, head {h}"), map.clone())
-                })
-            })
-            .collect();
-        (maps, heads)
-    } else {
-        let name = match args.head {
-            Some(head) => format!("cross-attention, layer {layer}, head {head}"),
-            None => format!("cross-attention, layer {layer}, heads averaged"),
-        };
-        (vec![(name, view.clone())], 1)
-    };
-    let html = args.out.as_ref().is_some_and(|p| {
-        p.extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("html"))
-    });
-    let page = html.then(|| {
+    let (weights, view, maps, columns) = raw_choice(args, &cross, "decoder", "cross-attention, ")?;
+    let page = wants_page(args).then(|| {
         let views = (0..count)
             .map(|k| PageView {
                 name: format!("cross-attention, layer {k}"),
@@ -447,7 +317,7 @@ fn seq2seq<B: focal::attention::FusedAttentionBackend>(
         "heads": heads,
         "layer": args.layer,
         "head": args.head,
-        "weights": if args.layer.is_none() && args.head.is_none() { json!(cross) } else { json!(view) },
+        "weights": weights,
         "encoder": encoder,
         "decoder": decoder,
     });
@@ -466,6 +336,104 @@ fn seq2seq<B: focal::attention::FusedAttentionBackend>(
             vocabulary.decode(&output[0])
         )),
     })
+}
+
+/// Whether `--out` asks for the interactive page.
+fn wants_page(args: &AttentionArgs) -> bool {
+    args.out.as_ref().is_some_and(|p| {
+        p.extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("html"))
+    })
+}
+
+/// Each layer's heads `[1, h, q, k]` as `[layer][head][query][key]` values.
+fn maps_per_head<B: focal::burn::tensor::backend::Backend>(
+    layers: &[Tensor<B, 4>],
+) -> Vec<Vec<Vec<Vec<f32>>>> {
+    layers
+        .iter()
+        .map(|a| {
+            let [_, heads, q, k] = a.dims();
+            (0..heads)
+                .map(|h| {
+                    let values: Vec<f32> = a
+                        .clone()
+                        .slice([0..1, h..h + 1, 0..q, 0..k])
+                        .into_data()
+                        .convert::<f32>()
+                        .to_vec()
+                        .expect("f32");
+                    values.chunks(k.max(1)).map(<[f32]>::to_vec).collect()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// What `--method raw` shows of `all` (`[layer][head][query][key]`): the JSON weights (every
+/// layer and head unless `--layer` or `--head` chooses), the view the text lists (the chosen
+/// layer's head, or its heads averaged; the last layer by default), the named maps a picture
+/// draws, and the maps per row of the picture. `stack` names what has the layers in errors,
+/// `prefix` starts each map's name.
+#[allow(clippy::type_complexity)]
+fn raw_choice(
+    args: &AttentionArgs,
+    all: &[Vec<Vec<Vec<f32>>>],
+    stack: &str,
+    prefix: &str,
+) -> anyhow::Result<(
+    serde_json::Value,
+    Vec<Vec<f32>>,
+    Vec<(String, Vec<Vec<f32>>)>,
+    usize,
+)> {
+    let count = all.len();
+    let heads = all[0].len();
+    let layer = args.layer.unwrap_or(count - 1);
+    if layer >= count {
+        bail!(
+            "--layer {layer}: the {stack} has {count} layers (0 to {})",
+            count - 1
+        );
+    }
+    if let Some(head) = args.head
+        && head >= heads
+    {
+        bail!(
+            "--head {head}: the model has {heads} heads (0 to {})",
+            heads - 1
+        );
+    }
+    let view: Vec<Vec<f32>> = match args.head {
+        Some(head) => all[layer][head].clone(),
+        None => {
+            let maps = &all[layer];
+            (0..maps[0].len())
+                .map(|i| {
+                    (0..maps[0][i].len())
+                        .map(|j| maps.iter().map(|m| m[i][j]).sum::<f32>() / heads as f32)
+                        .collect()
+                })
+                .collect()
+        }
+    };
+    if args.layer.is_none() && args.head.is_none() {
+        let maps = all
+            .iter()
+            .enumerate()
+            .flat_map(|(k, maps)| {
+                maps.iter()
+                    .enumerate()
+                    .map(move |(h, map)| (format!("{prefix}layer {k}, head {h}"), map.clone()))
+            })
+            .collect();
+        return Ok((json!(all), view, maps, heads));
+    }
+    let name = match args.head {
+        Some(head) => format!("{prefix}layer {layer}, head {head}"),
+        None => format!("{prefix}layer {layer}, heads averaged"),
+    };
+    Ok((json!(view), view.clone(), vec![(name, view)], 1))
 }
 
 /// The first of a `config.json`'s `architectures` ("" when it names none).
@@ -705,12 +673,7 @@ impl<B: FusedAutodiffBackend> RunOn<B> for HeadsJob {
 /// labelled file, as a table of layers × heads (normalised per layer), and the order to prune
 /// them in.
 pub fn heads(backend: BackendKind, args: HeadsArgs, json: bool) -> anyhow::Result<()> {
-    if !args.model.is_dir() {
-        bail!("--model {}: no such directory", args.model.display());
-    }
-    if !args.data.is_file() {
-        bail!("--data {}: no such file", args.data.display());
-    }
+    crate::tasks::model_and_data(&args.model, &args.data)?;
     if let Some(path) = &args.out
         && !path
             .extension()

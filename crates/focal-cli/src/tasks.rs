@@ -538,6 +538,17 @@ pub fn held_out_line(m: &focal::train::HeldOut) -> String {
     parts.join(", ")
 }
 
+/// Refuses a `--model` that is not a directory or a `--data` that is not a file.
+pub(crate) fn model_and_data(model: &Path, data: &Path) -> anyhow::Result<()> {
+    if !model.is_dir() {
+        anyhow::bail!("--model {}: no such directory", model.display());
+    }
+    if !data.is_file() {
+        anyhow::bail!("--data {}: no such file", data.display());
+    }
+    Ok(())
+}
+
 /// Which columns of a rows file hold the texts and labels.
 #[derive(Args, Debug)]
 pub struct ColumnArgs {
@@ -615,12 +626,7 @@ impl<B: FusedAutodiffBackend> RunOn<B> for EvalJob {
 
 /// `focal eval`: a fine-tuned model's figures on a labelled file, per class and overall.
 pub fn eval(backend: BackendKind, args: EvalArgs, json: bool) -> anyhow::Result<()> {
-    if !args.model.is_dir() {
-        anyhow::bail!("--model {}: no such directory", args.model.display());
-    }
-    if !args.data.is_file() {
-        anyhow::bail!("--data {}: no such file", args.data.display());
-    }
+    model_and_data(&args.model, &args.data)?;
     let confusion_file = args.confusion.clone();
     let evaluation = backend.run(EvalJob { args })??;
     let m = &evaluation.held_out;

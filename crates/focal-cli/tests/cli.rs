@@ -76,11 +76,7 @@ fn invalid_settings_are_one_line() {
 #[test]
 fn info_lists_the_backends() {
     let out = focal(&["info", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(info["burn"], "0.21.0");
     assert!(
@@ -110,11 +106,7 @@ fn train_then_translate_round_trip() {
         run_str,
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["steps"], 6);
     assert_eq!(report["final_metrics"]["examples"], 500);
@@ -123,11 +115,7 @@ fn train_then_translate_round_trip() {
     }
 
     let out = focal(&["translate", "--model", run_str, "3 1 4 1 5", "2 7"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(stdout.lines().count(), 2, "{stdout}");
     for line in stdout.lines() {
@@ -180,6 +168,15 @@ fn fixture(name: &str) -> String {
         .join(name)
         .to_string_lossy()
         .into_owned()
+}
+
+/// Fails with the command's stderr unless it succeeded.
+fn assert_success(output: &Output) {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 fn json_stdout(output: &Output) -> serde_json::Value {
@@ -276,11 +273,7 @@ fn classify_reads_arguments_pairs_and_standard_input() {
         "the capital of france is paris .",
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     // transformers: neutral 0.68236, negative 0.25060, positive 0.06704.
     assert_eq!(stdout, "neutral 0.6824\tthe capital of france is paris .\n");
 
@@ -380,11 +373,7 @@ fn answer_finds_spans_in_long_contexts() {
         "--max-answer-len",
         "10",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let answers: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| l.split('\t').take(3).collect::<Vec<_>>().join("|"))
@@ -512,11 +501,7 @@ fn task_commands_explain_bad_models_and_inputs() {
     std::fs::write(&config_path, without_labels.to_string()).unwrap();
     let model = dir.path().display().to_string();
     let out = focal(&["classify", "--model", &model, "he was here"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("LABEL_1 0.6827"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -537,11 +522,7 @@ fn task_commands_explain_bad_models_and_inputs() {
         &["tag", "--model", &heads("tag")],
         &format!("{long}\n{long}\n"),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.matches("was cut to them").count(), 1, "{stderr}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
@@ -804,17 +785,9 @@ fn the_output_directory_is_checked_before_training() {
         "cannot resume: no killed run of",
     );
     let out = train(&run, &["--overwrite"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let out = train(&other, &["--overwrite"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert!(!other.join("pytorch_model.bin").exists());
 }
 
@@ -891,11 +864,7 @@ fn a_killed_run_leaves_no_half_written_model() {
     assert!(leftovers > 0);
     // The next run cleans up what killed writes left.
     let out = train(None);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let names: Vec<String> = std::fs::read_dir(parent.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -909,11 +878,7 @@ fn a_killed_run_leaves_no_half_written_model() {
 fn inputs_cut_to_the_model_are_reported_once() {
     let long = "hello ".repeat(100);
     let out = focal(&["embed", "--model", &fixture("bert"), &long, &long]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.matches("was cut to them").count(), 1, "{stderr}");
     assert!(!stderr.contains('\u{1b}'), "{stderr}");
@@ -1233,11 +1198,7 @@ fn a_killed_fine_tuning_run_leaves_the_previous_model() {
         );
     }
     let out = train(None);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let names: Vec<String> = std::fs::read_dir(parent.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -1581,11 +1542,7 @@ fn seq2seq_trains_from_scratch_and_translate_runs_it() {
         "--out",
         page.to_str().unwrap(),
     ]);
-    assert!(
-        drawn.status.success(),
-        "{}",
-        String::from_utf8_lossy(&drawn.stderr)
-    );
+    assert_success(&drawn);
     assert!(
         std::fs::read_to_string(&page)
             .unwrap()
@@ -1600,11 +1557,7 @@ fn seq2seq_trains_from_scratch_and_translate_runs_it() {
         "--out",
         png.to_str().unwrap(),
     ]);
-    assert!(
-        drawn.status.success(),
-        "{}",
-        String::from_utf8_lossy(&drawn.stderr)
-    );
+    assert_success(&drawn);
     assert_one_line_error(
         &focal(&["attention", "--model", &out, "paris", "--method", "rollout"]),
         "--method rollout: rollout and flow combine one stack's self-attention",
@@ -1754,11 +1707,7 @@ fn attention_page_renders_and_reacts_in_chromium() {
         "paris",
     ];
     let shown = focal(&[&args[..], &["--out", page.to_str().unwrap()]].concat());
-    assert!(
-        shown.status.success(),
-        "{}",
-        String::from_utf8_lossy(&shown.stderr)
-    );
+    assert_success(&shown);
     let tokens = json_stdout(&focal(&[&["--json"], &args[..]].concat()))["tokens"].clone();
     let html = std::fs::read_to_string(&page).unwrap();
     for outside in [
@@ -1993,11 +1942,7 @@ fn attention_explains_a_classifier_and_reads_task_directories() {
         "--out",
         page.to_str().unwrap(),
     ]);
-    assert!(
-        drawn.status.success(),
-        "{}",
-        String::from_utf8_lossy(&drawn.stderr)
-    );
+    assert_success(&drawn);
     let html = std::fs::read_to_string(&page).unwrap();
     assert!(
         html.contains(r#""name":"gradient × input for \"neutral\""#),
