@@ -358,11 +358,7 @@ pub fn attention_heatmaps_between(
                 (FONT, 14).into_font(),
             ))
             .map_err(|e| e.to_string())?;
-            let largest = weights
-                .iter()
-                .flatten()
-                .fold(0.0f32, |a, &w| a.max(w))
-                .max(f32::MIN_POSITIVE);
+            let largest = colour_scale(weights);
             let c = cell as i32;
             for (i, row) in weights.iter().enumerate() {
                 for (j, &w) in row.iter().enumerate() {
@@ -413,6 +409,23 @@ pub fn attention_heatmaps_between(
         }
         Ok(())
     })
+}
+
+/// The weight a heatmap draws darkest: the map's largest, leaving out rows with a single
+/// key that may be attended (a causal model's first row is 1 by construction, and would pale
+/// every other cell), unless every row is such a row.
+fn colour_scale(weights: &[Vec<f32>]) -> f32 {
+    let largest = |rows: &mut dyn Iterator<Item = &Vec<f32>>| {
+        rows.flatten()
+            .fold(0.0f32, |a, &w| a.max(w))
+            .max(f32::MIN_POSITIVE)
+    };
+    let free = |row: &&Vec<f32>| row.iter().filter(|&&w| w > 0.0).count() > 1;
+    if weights.iter().any(|row| free(&row)) {
+        largest(&mut weights.iter().filter(free))
+    } else {
+        largest(&mut weights.iter())
+    }
 }
 
 /// The smallest cell of an attention heatmap, in pixels.
@@ -853,5 +866,19 @@ mod tests {
             error.contains("cross-attention, layer 0, head 0 is not 2 × 4"),
             "{error}"
         );
+    }
+
+    /// A causal map's first row (1 by construction) does not set the colour scale; a map
+    /// whose every row has one key does.
+    #[test]
+    fn forced_rows_do_not_set_the_colour_scale() {
+        let causal = vec![
+            vec![1.0, 0.0, 0.0],
+            vec![0.3, 0.2, 0.0],
+            vec![0.1, 0.4, 0.1],
+        ];
+        assert_eq!(colour_scale(&causal), 0.4);
+        let eye = vec![vec![1.0, 0.0], vec![0.0, 1.0]];
+        assert_eq!(colour_scale(&eye), 1.0);
     }
 }
