@@ -59,8 +59,8 @@ pub use kv_cache::KvCache;
 pub use linear::{generic_linear, project, project_activated, project_transposed, store_out_in};
 pub use mask::{AttentionMask, causal_mask, padding_mask_from_lengths};
 pub use mha::{
-    MhaInput, MhaOutput, MultiHeadAttention, MultiHeadAttentionConfig, ProjectedMemory,
-    PytorchImportError, WeightsMode,
+    AttentionScales, MhaInput, MhaOutput, MultiHeadAttention, MultiHeadAttentionConfig,
+    ProjectedMemory, PytorchImportError, WeightsMode,
 };
 pub use positional::{
     LearnedPositionalEmbedding, LearnedPositionalEmbeddingConfig, SinusoidalPositionalEncoding,

@@ -221,8 +221,7 @@ pub struct MhaInput<B: Backend> {
     value: Tensor<B, 3>,
     mask: AttentionMask<B>,
     weights: WeightsMode,
-    head_mask: Option<Tensor<B, 2>>,
-    probability_scale: Option<Tensor<B, 4>>,
+    scales: AttentionScales<B>,
 }
 
 impl<B: Backend> MhaInput<B> {
@@ -244,8 +243,7 @@ impl<B: Backend> MhaInput<B> {
             value,
             mask: AttentionMask::none(),
             weights: WeightsMode::None,
-            head_mask: None,
-            probability_scale: None,
+            scales: AttentionScales::default(),
         }
     }
 
@@ -265,7 +263,7 @@ impl<B: Backend> MhaInput<B> {
     /// `head_mask`; Michel et al. 2019): 0 removes a head, and the gradient of a loss with
     /// respect to a mask of ones is each head's importance. Returned weights are scaled too.
     pub fn head_mask(mut self, mask: Tensor<B, 2>) -> Self {
-        self.head_mask = Some(mask);
+        self.scales.heads = Some(mask);
         self
     }
 
@@ -273,19 +271,30 @@ impl<B: Backend> MhaInput<B> {
     /// [`AttentionInput::probability_scale`]): with ones, its gradient is `P ⊙ ∂loss/∂P`, what
     /// attention × gradient explanations read. Takes the plain attention path.
     pub fn probability_scale(mut self, scale: Tensor<B, 4>) -> Self {
-        self.probability_scale = Some(scale);
+        self.scales.probabilities = Some(scale);
+        self
+    }
+
+    /// Both multipliers at once ([`Self::head_mask`], [`Self::probability_scale`]).
+    pub fn scales(mut self, scales: AttentionScales<B>) -> Self {
+        self.scales = scales;
         self
     }
 }
 
-/// The multipliers of an [`MhaInput`]: per head `[b, h]`, per probability `[b, h, l, s]`.
+/// Multipliers of an attention's heads and probabilities: each head's `[b, h]` (transformers'
+/// `head_mask`) and each probability's `[b, h, l, s]`. With ones, their gradients are the heads'
+/// importance and `P ⊙ ∂loss/∂P`; see [`MhaInput::head_mask`] and
+/// [`MhaInput::probability_scale`].
 #[derive(Clone, Debug)]
-struct Scales<B: Backend> {
-    heads: Option<Tensor<B, 2>>,
-    probabilities: Option<Tensor<B, 4>>,
+pub struct AttentionScales<B: Backend> {
+    /// `[b, h]`, on each head's output.
+    pub heads: Option<Tensor<B, 2>>,
+    /// `[b, h, l, s]`, on the probabilities (the plain path).
+    pub probabilities: Option<Tensor<B, 4>>,
 }
 
-impl<B: Backend> Default for Scales<B> {
+impl<B: Backend> Default for AttentionScales<B> {
     fn default() -> Self {
         Self {
             heads: None,
@@ -332,13 +341,7 @@ impl<B: FusedAttentionBackend> MultiHeadAttention<B> {
             q,
             k,
             v,
-            (
-                input.mask,
-                Scales {
-                    heads: input.head_mask,
-                    probabilities: input.probability_scale,
-                },
-            ),
+            (input.mask, input.scales),
             input.weights,
             [b, l, d],
         )
@@ -371,7 +374,7 @@ impl<B: FusedAttentionBackend> MultiHeadAttention<B> {
             q,
             memory.key.clone(),
             memory.value.clone(),
-            (mask, Scales::default()),
+            (mask, AttentionScales::default()),
             weights,
             [b, l, d],
         )
@@ -384,7 +387,7 @@ impl<B: FusedAttentionBackend> MultiHeadAttention<B> {
         q: Tensor<B, 4>,
         k: Tensor<B, 4>,
         v: Tensor<B, 4>,
-        (mask, scales): (AttentionMask<B>, Scales<B>),
+        (mask, scales): (AttentionMask<B>, AttentionScales<B>),
         weights: WeightsMode,
         dims: [usize; 3],
     ) -> MhaOutput<B> {
@@ -444,11 +447,7 @@ impl<B: FusedAttentionBackend> MultiHeadAttention<B> {
             // positions holds more keys than its later queries may see.
             mask = mask.and(AttentionMask::sliding_window(cache.capacity()));
         }
-        let scales = Scales {
-            heads: input.head_mask,
-            probabilities: input.probability_scale,
-        };
-        self.attend(q, k, v, (mask, scales), input.weights, [b, n, d])
+        self.attend(q, k, v, (mask, input.scales), input.weights, [b, n, d])
     }
 
     /// Projects and splits into heads: query `[b, l, d]` → `[b, h, l, d_h]`, key

@@ -321,15 +321,16 @@ fn attend_scaled<B: Backend>(
     let [_, _, _, s] = scores.dims();
     let (scores, blocked) = apply_mask(scores, mask, s, 0..s);
     let probs = zero_blocked(softmax(scores, 3), blocked);
-    let Some(scale) = scale else {
-        let weights = need_weights.then(|| probs.clone());
-        let context = dropout.forward(probs).matmul(value); // [b, h, l, d_v]
-        return AttentionOutput { context, weights };
+    // Returned weights are the probabilities before dropout, or the scaled ones when scaled.
+    let (weights, probs) = match scale {
+        None => (need_weights.then(|| probs.clone()), dropout.forward(probs)),
+        Some(scale) => {
+            let scaled = dropout.forward(probs) * scale;
+            (need_weights.then(|| scaled.clone()), scaled)
+        }
     };
-    let probs = dropout.forward(probs) * scale;
-    let weights = need_weights.then(|| probs.clone());
     AttentionOutput {
-        context: probs.matmul(value),
+        context: probs.matmul(value), // [b, h, l, d_v]
         weights,
     }
 }

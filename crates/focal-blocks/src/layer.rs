@@ -6,8 +6,9 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::{Tensor, backend::Backend};
 use focal_attention::{
-    AttentionMask, FusedAttentionBackend, KvCache, MhaInput, MhaOutput, MultiHeadAttention,
-    MultiHeadAttentionConfig, ProjectedMemory, RotaryEncodingConfig, WeightsMode,
+    AttentionMask, AttentionScales, FusedAttentionBackend, KvCache, MhaInput, MhaOutput,
+    MultiHeadAttention, MultiHeadAttentionConfig, ProjectedMemory, RotaryEncodingConfig,
+    WeightsMode,
 };
 use focal_backend::ConfigError;
 
@@ -227,26 +228,6 @@ pub struct TransformerLayer<B: Backend> {
     window: Option<usize>,
 }
 
-/// Multipliers of a layer's self-attention: each head's `[b, h]` (transformers' `head_mask`)
-/// and each probability's `[b, h, l, l]`. With ones, their gradients are the heads' importance
-/// and `P ⊙ ∂loss/∂P`.
-#[derive(Clone, Debug)]
-pub struct AttentionScales<B: Backend> {
-    /// `[b, h]`: see [`MhaInput::head_mask`].
-    pub heads: Option<Tensor<B, 2>>,
-    /// `[b, h, l, l]`: see [`MhaInput::probability_scale`].
-    pub probabilities: Option<Tensor<B, 4>>,
-}
-
-impl<B: Backend> Default for AttentionScales<B> {
-    fn default() -> Self {
-        Self {
-            heads: None,
-            probabilities: None,
-        }
-    }
-}
-
 /// What a layer returns.
 #[derive(Clone, Debug)]
 pub struct LayerOutput<B: Backend> {
@@ -376,14 +357,12 @@ impl<B: FusedAttentionBackend> TransformerLayer<B> {
         self.sublayers(
             x,
             |x| {
-                let mut input = MhaInput::self_attn(x).mask(self_mask).weights(weights);
-                if let Some(heads) = scales.heads {
-                    input = input.head_mask(heads);
-                }
-                if let Some(probabilities) = scales.probabilities {
-                    input = input.probability_scale(probabilities);
-                }
-                self.self_attention.forward(input)
+                self.self_attention.forward(
+                    MhaInput::self_attn(x)
+                        .mask(self_mask)
+                        .weights(weights)
+                        .scales(scales),
+                )
             },
             memory.map(|(m, mask)| (Memory::Raw(m), mask)),
             weights,

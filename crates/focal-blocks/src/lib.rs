@@ -29,9 +29,10 @@ mod transformer;
 
 pub use embedding::{PositionKind, Positions, TokenEmbedding, TokenEmbeddingConfig};
 pub use feed_forward::{Activation, FeedForward, FeedForwardConfig};
+/// Layer 2's multipliers of heads and probabilities, passed per layer by the stack.
+pub use focal_attention::AttentionScales;
 pub use layer::{
-    AttentionScales, CrossAttention, LayerCache, LayerKind, LayerOutput, TransformerLayer,
-    TransformerLayerConfig,
+    CrossAttention, LayerCache, LayerKind, LayerOutput, TransformerLayer, TransformerLayerConfig,
 };
 pub use norm::{Norm, NormConfig, NormKind, NormPlacement, ResidualNorm, ResidualNormConfig};
 pub use stack::{StackCache, StackInput, StackOutput, TransformerStack, TransformerStackConfig};

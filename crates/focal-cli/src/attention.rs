@@ -107,8 +107,14 @@ impl<B: FusedAutodiffBackend> RunOn<B> for AttentionJob {
                 "--layer and --head choose what --method raw shows; rollout and flow combine every layer and head"
             );
         }
-        let per_head = || maps_per_head(&layers);
         let html = wants_page(args);
+        // Every layer's heads read back once, when the raw view or the page needs them (a long
+        // GPT-2 input is 10⁸ values).
+        let per_head = if args.method == "raw" || html {
+            maps_per_head(&layers)
+        } else {
+            Vec::new()
+        };
         let mut combined_maps = Vec::new();
         let (weights, view, maps, columns) = match args.method.as_str() {
             "rollout" | "flow" => {
@@ -125,7 +131,7 @@ impl<B: FusedAutodiffBackend> RunOn<B> for AttentionJob {
                 let maps = vec![(name.to_string(), view.clone())];
                 (json!(view), view, maps, 1)
             }
-            "raw" => raw_choice(args, &per_head(), "model", "")?,
+            "raw" => raw_choice(args, &per_head, "model", "")?,
             other => bail!("unknown --method \"{other}\": expected raw, rollout or flow"),
         };
         let page = if html {
@@ -151,7 +157,7 @@ impl<B: FusedAutodiffBackend> RunOn<B> for AttentionJob {
             Some(AttentionPage {
                 title: format!("{}: {title}", args.model.display()),
                 tokens: tokens.clone(),
-                layers: per_head(),
+                layers: per_head,
                 combined: combined_maps,
                 views: Vec::new(),
                 attributions: prediction

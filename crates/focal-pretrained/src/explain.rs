@@ -76,8 +76,7 @@ pub fn explain<B: FusedAutodiffBackend>(
             .expect("the token scale takes part in the logit")
             .reshape([l]),
     );
-    let inner = device.clone();
-    let mut relevance = Tensor::<B::InnerBackend, 2>::eye(l, &inner);
+    let mut relevance = Tensor::<B::InnerBackend, 2>::eye(l, &device);
     for scale in &probabilities {
         let cam = scale
             .grad(&gradients)
