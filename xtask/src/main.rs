@@ -1,17 +1,28 @@
 //! Project chores.
 //!
 //! - `cargo xtask test-all`: format check, clippy (warnings denied), tests on ndarray, tests on
-//!   wgpu, doc tests, rustdoc (warnings denied). One summary line per step; stops at the first
+//!   wgpu, doc tests, rustdoc (warnings denied), then the facade's examples, run on the test
+//!   fixtures. One summary line per step; stops at the first
 //!   failure with a non-zero exit code.
+//! - `cargo xtask test-crates`: each library crate alone, as a project depending on it would
+//!   build it, once with `--no-default-features --features ndarray` and once with
+//!   `--features wgpu`: its tests (all of them on ndarray, those named `wgpu` on wgpu), its doc
+//!   tests (the README's example among them) and its rustdoc with warnings denied. In the
+//!   workspace, cargo unifies the features of every crate built together, which can hide a
+//!   feature a crate forgets to forward or a dependency it forgets to declare; alone, it cannot.
 //! - `cargo xtask bench NAME [ARGS…]`: a benchmark of `focal-bench` in a release build (e.g.
 //!   `cargo xtask bench attention`, `cargo xtask bench attention --lengths 512,1024`); the table
-//!   is printed and written with JSON figures under `target/bench/`.
+//!   is printed and written with JSON figures under `target/bench/`. `--backend
+//!   ndarray|wgpu|all` chooses the backend; `all` measures every one in one process, side by
+//!   side.
 
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 struct Step {
-    name: &'static str,
+    name: String,
+    /// `None`: cargo; otherwise a program built by an earlier step.
+    program: Option<String>,
     args: Vec<&'static str>,
     env: &'static [(&'static str, &'static str)],
 }
@@ -21,9 +32,10 @@ struct Step {
 const WORKSPACE: &[&str] = &["--workspace", "--features", "focal-backend/wgpu"];
 
 /// `cargo COMMAND --workspace --features … ARGS…`.
-fn cargo_step(name: &'static str, command: &[&'static str], args: &[&'static str]) -> Step {
+fn cargo_step(name: &str, command: &[&'static str], args: &[&'static str]) -> Step {
     Step {
-        name,
+        name: name.to_string(),
+        program: None,
         args: [command, WORKSPACE, args].concat(),
         env: &[],
     }
@@ -32,7 +44,8 @@ fn cargo_step(name: &'static str, command: &[&'static str], args: &[&'static str
 fn test_all() -> Vec<Step> {
     vec![
         Step {
-            name: "format",
+            name: "format".to_string(),
+            program: None,
             args: vec!["fmt", "--all", "--check"],
             env: &[],
         },
@@ -55,16 +68,107 @@ fn test_all() -> Vec<Step> {
             ..cargo_step("rustdoc", &["doc", "--no-deps"], &[])
         },
     ]
+    .into_iter()
+    .chain(examples())
+    .collect()
+}
+
+/// The facade's examples (`crates/focal/examples`), built with the tests' features (so with
+/// both backends) and run at small sizes on the test fixtures.
+const EXAMPLES: &[(&str, &[&str])] = &[
+    ("custom_attention", &[]),
+    (
+        "embed",
+        &["tests/fixtures/bert", "a first text", "a second one"],
+    ),
+    ("generate_stream", &["tests/fixtures/gpt2", "hello world"]),
+    ("train_from_scratch", &[]),
+];
+
+fn examples() -> Vec<Step> {
+    let target = workspace_root()
+        .join(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_string()));
+    let mut steps = vec![cargo_step(
+        "examples (build)",
+        &["build", "--examples"],
+        &[],
+    )];
+    for &(example, args) in EXAMPLES {
+        steps.push(Step {
+            name: format!("example {example}"),
+            program: Some(
+                target
+                    .join("debug/examples")
+                    .join(example)
+                    .display()
+                    .to_string(),
+            ),
+            args: args.to_vec(),
+            env: &[],
+        });
+    }
+    steps
+}
+
+/// The library crates, lowest layer first (a crate's failure is then seen before those of the
+/// crates above it), and the facade that re-exports them.
+const LIBRARIES: &[&str] = &[
+    "focal-backend",
+    "focal-attention",
+    "focal-blocks",
+    "focal-heads",
+    "focal-pretrained",
+    "focal-train",
+    "focal",
+];
+
+/// The feature sets each library is checked with alone: its name, the cargo arguments, and the
+/// filter of its test step (on wgpu only the tests that use wgpu run; the others ran on
+/// ndarray, with the same code).
+const ALONE: &[(&str, &[&str], &[&str])] = &[
+    (
+        "ndarray",
+        &["--no-default-features", "--features", "ndarray"],
+        &[],
+    ),
+    ("wgpu", &["--features", "wgpu"], &["wgpu"]),
+];
+
+fn test_crates() -> Vec<Step> {
+    let mut steps = Vec::new();
+    for &library in LIBRARIES {
+        for &(backend, features, filter) in ALONE {
+            let alone = [&["--package", library], features].concat();
+            let step = |what: &str, command: &[&'static str], args: &[&'static str]| Step {
+                name: format!("{library} ({backend}) {what}"),
+                program: None,
+                args: [command, &alone, args].concat(),
+                env: &[],
+            };
+            steps.push(step(
+                "tests",
+                &["test", "--all-targets"],
+                &[&["--"], filter].concat(),
+            ));
+            steps.push(step("doc tests", &["test", "--doc"], &[]));
+            steps.push(Step {
+                env: &[("RUSTDOCFLAGS", "-D warnings")],
+                ..step("rustdoc", &["doc", "--no-deps"], &[])
+            });
+        }
+    }
+    steps
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("test-all") => run_steps(&test_all()),
+        Some("test-all") => run_steps("test-all", &test_all()),
+        Some("test-crates") => run_steps("test-crates", &test_crates()),
         Some("bench") if args.len() > 1 => bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask test-all | cargo xtask bench NAME [ARGS…] (NAME: attention, decoding, models, train)"
+                "usage: cargo xtask test-all | cargo xtask test-crates | cargo xtask bench NAME [ARGS…] (NAME: attention, decoding, models, train)"
             );
             ExitCode::from(2)
         }
@@ -96,21 +200,23 @@ fn bench(args: &[String]) -> ExitCode {
     }
 }
 
-fn run_steps(steps: &[Step]) -> ExitCode {
+fn run_steps(what: &str, steps: &[Step]) -> ExitCode {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let started = Instant::now();
     let mut summary = Vec::new();
     for step in steps {
-        eprintln!("==> {}: cargo {}", step.name, step.args.join(" "));
+        let program = step.program.as_deref().unwrap_or(&cargo);
+        eprintln!("==> {}: {program} {}", step.name, step.args.join(" "));
         let step_started = Instant::now();
-        let status = Command::new(&cargo)
+        let status = Command::new(program)
+            .current_dir(workspace_root())
             .args(&step.args)
             .envs(step.env.iter().copied())
             .status();
         let seconds = step_started.elapsed().as_secs_f64();
         let ok = matches!(status, Ok(s) if s.success());
         let line = format!(
-            "{:<16} {:>4}  {seconds:>7.1} s",
+            "{:<40} {:>4}  {seconds:>7.1} s",
             step.name,
             if ok { "ok" } else { "FAIL" }
         );
@@ -118,13 +224,20 @@ fn run_steps(steps: &[Step]) -> ExitCode {
         summary.push(line);
         if !ok {
             print_summary(&summary, started);
-            eprintln!("test-all failed at step '{}'", step.name);
+            eprintln!("{what} failed at step '{}'", step.name);
             return ExitCode::FAILURE;
         }
     }
     print_summary(&summary, started);
-    eprintln!("test-all passed");
+    eprintln!("{what} passed");
     ExitCode::SUCCESS
+}
+
+/// The workspace's root (every step runs there, wherever `cargo xtask` was called from).
+fn workspace_root() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace root")
 }
 
 fn print_summary(lines: &[String], started: Instant) {

@@ -75,3 +75,13 @@ pub use sdpa::{
     AttentionInput, AttentionOutput, ScaledDotProductAttention, ScaledDotProductAttentionConfig,
 };
 pub use state_dict::{StateDict, WeightLayout, checked_f32};
+
+#[cfg(test)]
+mod features {
+    focal_backend::forwarded_features_tests!();
+}
+
+/// The example of this crate's README (its page on crates.io), compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeExample;

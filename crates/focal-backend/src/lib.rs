@@ -3,7 +3,8 @@
 //! Everything above this crate is generic over burn's [`Backend`](burn::tensor::backend::Backend)
 //! trait; this crate is the one place that names concrete backends. It provides:
 //!
-//! - aliases for the CPU ([`NdArray`]) and GPU ([`Wgpu`]) backends and their autodiff forms;
+//! - aliases for the CPU (`NdArray`, feature `ndarray`) and GPU (`Wgpu`, feature `wgpu`) backends
+//!   and their autodiff forms;
 //! - [`BackendKind`], the backend chosen at run time (`ndarray` or `wgpu`), and
 //!   [`BackendKind::run`], which runs one generic [`BackendJob`] on it (the job states its own
 //!   backend bounds through [`RunOn`]);
@@ -80,6 +81,48 @@ macro_rules! if_ndarray {
     ($($item:tt)*) => {};
 }
 
+/// Two tests that a crate's own `ndarray` and `wgpu` features reach focal-backend's, where the
+/// backends are switched on: with the crate's feature on, the backend must be enabled.
+///
+/// Every crate above focal-backend forwards its backend features down; a crate that stopped
+/// forwarding one would still build, with its backend tests quietly compiled out. In the
+/// workspace another crate's features can hide that (cargo unifies them), which is why
+/// `cargo xtask test-crates` builds each crate alone. The `cfg!`s are evaluated in the crate
+/// that expands the macro. The wgpu test has `wgpu` in its name, so it runs with the wgpu tests.
+///
+/// ```
+/// focal_backend::forwarded_features_tests!();
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! forwarded_features_tests {
+    () => {
+        #[test]
+        fn the_ndarray_feature_reaches_focal_backend() {
+            if cfg!(feature = "ndarray") {
+                assert!(
+                    $crate::BackendKind::NdArray.is_enabled(),
+                    "{} has its ndarray feature on, but focal-backend's is off: forward it \
+                     (ndarray = [\"focal-backend/ndarray\", …] in its Cargo.toml)",
+                    env!("CARGO_PKG_NAME")
+                );
+            }
+        }
+
+        #[test]
+        fn the_wgpu_feature_reaches_focal_backend() {
+            if cfg!(feature = "wgpu") {
+                assert!(
+                    $crate::BackendKind::Wgpu.is_enabled(),
+                    "{} has its wgpu feature on, but focal-backend's is off: forward it \
+                     (wgpu = [\"focal-backend/wgpu\", …] in its Cargo.toml)",
+                    env!("CARGO_PKG_NAME")
+                );
+            }
+        }
+    };
+}
+
 /// Turns generic test functions into one `#[test]` per enabled backend.
 ///
 /// Each named function must have the signature `fn name<B: Backend>(device: &B::Device)`. For
@@ -121,3 +164,8 @@ macro_rules! backend_tests {
         )+
     };
 }
+
+/// The example of this crate's README (its page on crates.io), compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeExample;

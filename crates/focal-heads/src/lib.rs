@@ -43,3 +43,13 @@ pub use seq2seq::{
     Seq2SeqAttentions, Seq2SeqCache, Seq2SeqConfig, Seq2SeqSource, Seq2SeqTransformer,
 };
 pub use vocab::{SpecialTokens, Vocabulary, VocabularyError};
+
+#[cfg(test)]
+mod features {
+    focal_backend::forwarded_features_tests!();
+}
+
+/// The example of this crate's README (its page on crates.io), compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeExample;

@@ -33,3 +33,13 @@ pub use tasks::{
     BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification,
     BertInputs, BertTask, POOLING_KEY, TaskConfig, TaskModel,
 };
+
+#[cfg(test)]
+mod features {
+    focal_backend::forwarded_features_tests!();
+}
+
+/// The example of this crate's README (its page on crates.io), compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeExample;
