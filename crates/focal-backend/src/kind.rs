@@ -146,6 +146,9 @@ pub struct WgpuAdapterInfo {
     pub device_type: String,
     /// Driver name and version.
     pub driver: String,
+    /// The largest storage buffer the device binds, in bytes: no tensor can be larger (burn-wgpu
+    /// panics on one that is). Mesa's lavapipe allows 128 MiB, most GPUs far more.
+    pub max_buffer_bytes: u64,
 }
 
 impl fmt::Display for WgpuAdapterInfo {
@@ -203,6 +206,7 @@ fn setup_wgpu() -> Result<WgpuAdapterInfo, BackendError> {
         driver: format!("{} {}", info.driver, info.driver_info)
             .trim()
             .to_string(),
+        max_buffer_bytes: setup.device.limits().max_storage_buffer_binding_size,
     })
 }
 

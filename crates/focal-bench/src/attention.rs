@@ -617,3 +617,18 @@ pub fn markdown(rows: &[Row], backend: &str, memory_counted: bool) -> String {
     }
     out
 }
+
+/// The rows as figures for `--backend all`; the `gemm` ceiling, the same on every backend, is
+/// left out.
+pub fn figures(rows: &[Row]) -> Vec<crate::swap::Figure> {
+    rows.iter()
+        .filter(|r| r.method != CEILING)
+        .map(|r| {
+            let mask = if r.causal { "causal" } else { "full" };
+            crate::swap::Figure::time(
+                format!("{} · l {} · {mask} · {}", r.method, r.length, r.pass),
+                r.measurement.as_ref().map(|m| m.seconds),
+            )
+        })
+        .collect()
+}

@@ -137,3 +137,21 @@ pub fn markdown(rows: &[Row], backend: &str) -> String {
     }
     out
 }
+
+/// The rows as figures for `--backend all`: each decoder's time per token.
+pub fn figures(rows: &[Row]) -> Vec<crate::swap::Figure> {
+    rows.iter()
+        .flat_map(|r| {
+            [
+                ("Focal cached stack", r.focal_seconds),
+                ("burn-nn TransformerDecoder", r.burn_nn_seconds),
+            ]
+            .map(|(who, seconds)| {
+                crate::swap::Figure::time(
+                    format!("{who}, per token at position {}", r.position),
+                    Some(seconds),
+                )
+            })
+        })
+        .collect()
+}

@@ -3,11 +3,17 @@
 //!
 //! Timings on shared machines are noisy, so every table compares each row with a baseline
 //! measured in the same process, and reports that ratio next to the absolute figures.
+//!
+//! `--backend ndarray|wgpu|all` chooses where the workloads run; `all` runs them on every
+//! backend of the build, one after the other in the same process, and prints one table with a
+//! column per backend and their speed ratio (`swap`). Every table names the device: the
+//! CPU's threads, or the wgpu adapter (Mesa's lavapipe on a machine without a GPU).
 
 mod attention;
 mod decoding;
 mod measure;
 mod models;
+mod swap;
 mod train;
 
 use anyhow::Context;
@@ -15,6 +21,7 @@ use clap::{Parser, Subcommand};
 use focal::attention::FusedAutodiffBackend;
 use focal::backend::{BackendJob, BackendKind, RunOn};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -22,9 +29,9 @@ use std::time::Duration;
 struct Cli {
     #[command(subcommand)]
     bench: Bench,
-    /// Backend to measure on.
+    /// Backend to measure on: ndarray, wgpu, or all (every backend of the build, one table).
     #[arg(long, global = true, default_value = "ndarray")]
-    backend: BackendKind,
+    backend: Backends,
     /// Seconds of repeated runs per measurement (after the first run).
     #[arg(long, global = true, default_value_t = 2.0)]
     budget: f64,
@@ -33,7 +40,36 @@ struct Cli {
     out: PathBuf,
 }
 
-#[derive(Subcommand)]
+/// `--backend`: one backend, or every enabled one.
+#[derive(Clone, Copy, Debug)]
+enum Backends {
+    One(BackendKind),
+    All,
+}
+
+impl FromStr for Backends {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "all" => Ok(Backends::All),
+            one => one
+                .parse()
+                .map(Backends::One)
+                .map_err(|e| format!("{e}, or all")),
+        }
+    }
+}
+
+impl Backends {
+    fn kinds(self) -> Vec<BackendKind> {
+        match self {
+            Backends::One(kind) => vec![kind],
+            Backends::All => BackendKind::enabled(),
+        }
+    }
+}
+
+#[derive(Clone, Subcommand)]
 enum Bench {
     /// Scaled dot-product attention, forward and forward+backward: Focal's kernel and generic
     /// path vs burn's op and burn-nn's multi-head attention, time and memory.
@@ -111,9 +147,45 @@ enum Bench {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let name = match &cli.bench {
+        Bench::Attention { .. } => "attention",
+        Bench::Decoding { .. } => "decoding",
+        Bench::Models { .. } => "models",
+        Bench::Train { .. } => "train",
+    };
+    let mut runs = Vec::new();
+    for kind in cli.backend.kinds() {
+        let device = swap::device_name(kind);
+        eprintln!("{name} on {}: {device}", kind.name());
+        runs.push(measure_on(kind, device, &cli)?);
+    }
+    let (file, table, json) = match cli.backend {
+        Backends::One(_) => {
+            let run = runs.pop().expect("one backend was measured");
+            let table = format!("{}\n\nDevice: {}.\n", run.table.trim_end(), run.device);
+            (name.to_string(), table, run.report)
+        }
+        Backends::All => {
+            let title = match name {
+                "attention" => "Scaled dot-product attention",
+                "decoding" => "Per-token cached decoding",
+                "models" => "Whole models",
+                _ => "Fine-tuning",
+            };
+            let table = swap::markdown(title, &runs);
+            (format!("{name}-all"), table, serde_json::to_value(&runs)?)
+        }
+    };
+    write(&cli.out, &file, &table, &json)?;
+    println!("{table}");
+    Ok(())
+}
+
+/// Runs the chosen benchmark on one backend.
+fn measure_on(kind: BackendKind, device: String, cli: &Cli) -> anyhow::Result<swap::Measured> {
     let budget = Duration::from_secs_f64(cli.budget);
-    let backend = cli.backend.name();
-    let (name, table, json) = match cli.bench {
+    let backend = kind.name();
+    let (figures, table, report) = match cli.bench.clone() {
         Bench::Attention {
             lengths,
             long,
@@ -127,15 +199,23 @@ fn main() -> anyhow::Result<()> {
                 multi_query,
                 budget,
             };
-            let rows = cli.backend.run(AttentionJob(options))?;
-            let memory_counted = cli.backend == BackendKind::NdArray;
+            let rows = kind.run(AttentionJob(options))?;
+            let memory_counted = kind == BackendKind::NdArray;
             let table = attention::markdown(&rows, backend, memory_counted);
-            ("attention", table, serde_json::to_string_pretty(&rows)?)
+            (
+                attention::figures(&rows),
+                table,
+                serde_json::to_value(&rows)?,
+            )
         }
         Bench::Decoding { positions, steps } => {
-            let rows = cli.backend.run(DecodingJob { positions, steps })?;
+            let rows = kind.run(DecodingJob { positions, steps })?;
             let table = decoding::markdown(&rows, backend);
-            ("decoding", table, serde_json::to_string_pretty(&rows)?)
+            (
+                decoding::figures(&rows),
+                table,
+                serde_json::to_value(&rows)?,
+            )
         }
         Bench::Models {
             gpt2,
@@ -153,10 +233,20 @@ fn main() -> anyhow::Result<()> {
                 baseline_tokens,
                 torch,
                 only,
+                max_buffer_bytes: match kind {
+                    BackendKind::Wgpu => {
+                        Some(focal::backend::wgpu_adapter_info()?.max_buffer_bytes)
+                    }
+                    BackendKind::NdArray => None,
+                },
             };
-            let report = cli.backend.run(ModelsJob(options))??;
+            let report = kind.run(ModelsJob(options))??;
             let table = models::markdown(&report, backend);
-            ("models", table, serde_json::to_string_pretty(&report)?)
+            (
+                models::figures(&report),
+                table,
+                serde_json::to_value(&report)?,
+            )
         }
         Bench::Train {
             init,
@@ -174,14 +264,22 @@ fn main() -> anyhow::Result<()> {
                 max_length,
                 hf,
             };
-            let report = cli.backend.run(TrainJob(options))??;
+            let report = kind.run(TrainJob(options))??;
             let table = train::markdown(&report, backend);
-            ("train", table, serde_json::to_string_pretty(&report)?)
+            (
+                train::figures(&report),
+                table,
+                serde_json::to_value(&report)?,
+            )
         }
     };
-    write(&cli.out, name, &table, &json)?;
-    println!("{table}");
-    Ok(())
+    Ok(swap::Measured {
+        backend,
+        device,
+        figures,
+        table,
+        report,
+    })
 }
 
 /// The benchmarks run on the inference backend of the one chosen (`RunOn` hands over the
@@ -238,9 +336,9 @@ impl<B: FusedAutodiffBackend> RunOn<B> for TrainJob {
 }
 
 /// Writes `NAME.md` and `NAME.json` under `dir`, each atomically.
-fn write(dir: &Path, name: &str, table: &str, rows: &impl serde::Serialize) -> anyhow::Result<()> {
+fn write(dir: &Path, name: &str, table: &str, figures: &serde_json::Value) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let json = serde_json::to_string_pretty(rows)?;
+    let json = serde_json::to_string_pretty(figures)?;
     for (file, contents) in [
         (format!("{name}.md"), table),
         (format!("{name}.json"), &json),

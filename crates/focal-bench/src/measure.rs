@@ -14,7 +14,7 @@ static ALLOCATOR: PeakAlloc = PeakAlloc;
 /// One measured operation.
 #[derive(Clone, Debug, Serialize)]
 pub struct Measurement {
-    /// Median wall-clock seconds of one run (the first run is a warm-up when there are more).
+    /// Median wall-clock seconds of one run, over the timed runs after the warm-up.
     pub seconds: f64,
     /// Timed runs behind the median.
     pub runs: usize,
@@ -22,31 +22,28 @@ pub struct Measurement {
     pub peak_bytes: usize,
 }
 
-/// Runs `f` once to measure its peak memory, then again until `budget` is spent (at least once
-/// more when the first run was shorter than a third of the budget, at most 25 times), and
-/// reports the median time of the repeated runs (or the first run's time when there are none).
+/// Runs `f` once untimed, as a warm-up that also measures its peak memory, then again until
+/// `budget` is spent (at least once, at most 25 times), and reports the median time of the
+/// timed runs.
+///
+/// The warm-up takes what only the first call pays: on wgpu the compilation of its kernels for
+/// these shapes (which can be a thousand times the run itself on lavapipe), on ndarray
+/// first-touch page faults and the allocator's growth.
 ///
 /// `f` must finish its work before returning (read its result back), so that asynchronous
 /// backends are timed fully.
 pub fn measure(budget: Duration, mut f: impl FnMut()) -> Measurement {
     let before = ALLOCATOR.current_usage();
     ALLOCATOR.reset_peak_usage();
-    let started = Instant::now();
     f();
-    let first = started.elapsed();
     let peak_bytes = ALLOCATOR.peak_usage().saturating_sub(before);
 
     let mut times = Vec::new();
-    if first < budget / 3 {
-        let started = Instant::now();
-        while times.len() < 25 && (times.is_empty() || started.elapsed() < budget) {
-            let run = Instant::now();
-            f();
-            times.push(run.elapsed().as_secs_f64());
-        }
-    }
-    if times.is_empty() {
-        times.push(first.as_secs_f64());
+    let started = Instant::now();
+    while times.len() < 25 && (times.is_empty() || started.elapsed() < budget) {
+        let run = Instant::now();
+        f();
+        times.push(run.elapsed().as_secs_f64());
     }
     times.sort_by(f64::total_cmp);
     Measurement {
@@ -54,6 +51,18 @@ pub fn measure(budget: Duration, mut f: impl FnMut()) -> Measurement {
         runs: times.len(),
         peak_bytes,
     }
+}
+
+/// `r` with two significant digits at least, and a `×`: `0.00071×`, `0.31×`, `4.00×`, `97×`.
+pub fn format_ratio(r: f64) -> String {
+    if !r.is_finite() || r <= 0.0 {
+        return format!("{r}×");
+    }
+    if r >= 10.0 {
+        return format!("{r:.0}×");
+    }
+    let decimals = (1 - r.log10().floor() as i32).max(2) as usize;
+    format!("{r:.decimals$}×")
 }
 
 /// `0.0123` → `"12.3 ms"`.
@@ -79,6 +88,10 @@ mod tests {
         assert_eq!(format_seconds(2.5), "2.50 s");
         assert_eq!(format_seconds(0.0123), "12.3 ms");
         assert_eq!(format_seconds(0.000_045), "45 µs");
+        assert_eq!(format_ratio(4.0), "4.00×");
+        assert_eq!(format_ratio(0.31), "0.31×");
+        assert_eq!(format_ratio(0.000_71), "0.00071×");
+        assert_eq!(format_ratio(97.2), "97×");
     }
 
     #[test]
@@ -89,5 +102,19 @@ mod tests {
         });
         assert!(m.peak_bytes >= 1 << 20, "peak {} bytes", m.peak_bytes);
         assert!(m.runs >= 1);
+    }
+
+    #[test]
+    fn the_first_run_is_not_timed() {
+        let mut calls = 0;
+        let m = measure(Duration::ZERO, || {
+            calls += 1;
+            // Only the first call is slow, as a kernel compiled on first use.
+            if calls == 1 {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        assert_eq!((calls, m.runs), (2, 1));
+        assert!(m.seconds < 0.025, "the warm-up was timed: {} s", m.seconds);
     }
 }

@@ -120,3 +120,15 @@ pub fn markdown(report: &Report, backend: &str) -> String {
         report.examples_per_second,
     )
 }
+
+/// The run as a figure for `--backend all`.
+pub fn figures(report: &Report) -> Vec<crate::swap::Figure> {
+    vec![crate::swap::Figure {
+        workload: format!(
+            "fine-tuning {} (batch {}, max length {})",
+            report.init, report.batch_size, report.max_length
+        ),
+        unit: "examples/s".to_string(),
+        value: Some(report.examples_per_second),
+    }]
+}

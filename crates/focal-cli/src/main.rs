@@ -608,7 +608,8 @@ fn info(json: bool) -> anyhow::Result<()> {
     if json {
         let adapter = match &adapter {
             Some(Ok(a)) => {
-                json!({"name": a.name, "api": a.api, "device_type": a.device_type, "driver": a.driver})
+                json!({"name": a.name, "api": a.api, "device_type": a.device_type, "driver": a.driver,
+                    "max_buffer_bytes": a.max_buffer_bytes})
             }
             Some(Err(e)) => json!({"error": e}),
             None => json!(null),
@@ -631,7 +632,10 @@ fn info(json: bool) -> anyhow::Result<()> {
             names.join(", ")
         ))?;
         match adapter {
-            Some(Ok(a)) => output::line(format_args!("wgpu adapter: {a}"))?,
+            Some(Ok(a)) => output::line(format_args!(
+                "wgpu adapter: {a}; largest tensor {}",
+                focal::backend::format_bytes(a.max_buffer_bytes.into())
+            ))?,
             Some(Err(e)) => output::line(format_args!("wgpu adapter: unavailable ({e})"))?,
             None => output::line("wgpu adapter: wgpu is not enabled in this build")?,
         }

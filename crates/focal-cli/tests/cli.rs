@@ -85,6 +85,14 @@ fn info_lists_the_backends() {
             .unwrap()
             .contains(&"ndarray".into())
     );
+    // With an adapter, its largest buffer: the largest tensor the wgpu backend can hold.
+    if let Some(adapter) = info["wgpu_adapter"]
+        .as_object()
+        .filter(|a| a.contains_key("name"))
+    {
+        let bytes = adapter["max_buffer_bytes"].as_u64().unwrap_or(0);
+        assert!(bytes >= 1 << 20, "{adapter:?}");
+    }
 }
 
 /// Trains for a few steps, then translates with the directory it wrote; an unknown token and a
