@@ -76,12 +76,4 @@ pub use sdpa::{
 };
 pub use state_dict::{StateDict, WeightLayout, checked_f32};
 
-#[cfg(test)]
-mod features {
-    focal_backend::forwarded_features_tests!();
-}
-
-/// The example of this crate's README (its page on crates.io), compiled by `cargo test --doc`.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-pub struct ReadmeExample;
+focal_backend::crate_checks!();

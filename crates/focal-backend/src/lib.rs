@@ -123,6 +123,28 @@ macro_rules! forwarded_features_tests {
     };
 }
 
+/// What every crate of Focal checks about itself, expanded once at the root of its `lib.rs`:
+///
+/// - [`forwarded_features_tests!`]: its `ndarray` and `wgpu` features reach focal-backend's;
+/// - the example of its `README.md` (its crates.io page) is compiled, and run unless marked
+///   `no_run`, by `cargo test --doc` (as the doc of a `#[cfg(doctest)]` item, `ReadmeExample`;
+///   rustdoc names it after this macro's file, under the heading `Doc-tests <crate>`).
+#[macro_export]
+macro_rules! crate_checks {
+    () => {
+        #[cfg(test)]
+        mod forwarded_features {
+            $crate::forwarded_features_tests!();
+        }
+
+        /// The example of this crate's README (its page on crates.io), compiled by `cargo test
+        /// --doc`.
+        #[cfg(doctest)]
+        #[doc = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))]
+        pub struct ReadmeExample;
+    };
+}
+
 /// Turns generic test functions into one `#[test]` per enabled backend.
 ///
 /// Each named function must have the signature `fn name<B: Backend>(device: &B::Device)`. For
@@ -165,7 +187,4 @@ macro_rules! backend_tests {
     };
 }
 
-/// The example of this crate's README (its page on crates.io), compiled by `cargo test --doc`.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-pub struct ReadmeExample;
+crate_checks!();

@@ -38,12 +38,4 @@ pub use norm::{Norm, NormConfig, NormKind, NormPlacement, ResidualNorm, Residual
 pub use stack::{StackCache, StackInput, StackOutput, TransformerStack, TransformerStackConfig};
 pub use transformer::{Transformer, TransformerConfig};
 
-#[cfg(test)]
-mod features {
-    focal_backend::forwarded_features_tests!();
-}
-
-/// The example of this crate's README (its page on crates.io), compiled by `cargo test --doc`.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-pub struct ReadmeExample;
+focal_backend::crate_checks!();

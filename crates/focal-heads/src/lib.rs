@@ -44,12 +44,4 @@ pub use seq2seq::{
 };
 pub use vocab::{SpecialTokens, Vocabulary, VocabularyError};
 
-#[cfg(test)]
-mod features {
-    focal_backend::forwarded_features_tests!();
-}
-
-/// The example of this crate's README (its page on crates.io), compiled by `cargo test --doc`.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-pub struct ReadmeExample;
+focal_backend::crate_checks!();

@@ -34,12 +34,4 @@ pub use tasks::{
     BertInputs, BertTask, POOLING_KEY, TaskConfig, TaskModel,
 };
 
-#[cfg(test)]
-mod features {
-    focal_backend::forwarded_features_tests!();
-}
-
-/// The example of this crate's README (its page on crates.io), compiled by `cargo test --doc`.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-pub struct ReadmeExample;
+focal_backend::crate_checks!();

@@ -65,12 +65,4 @@ pub(crate) fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-#[cfg(test)]
-mod features {
-    focal_backend::forwarded_features_tests!();
-}
-
-/// The example of this crate's README (its page on crates.io), compiled by `cargo test --doc`.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-pub struct ReadmeExample;
+focal_backend::crate_checks!();
