@@ -139,11 +139,13 @@ fn test_crates() -> Vec<Step> {
     for &library in LIBRARIES {
         for &(backend, features, filter) in ALONE {
             let alone = [&["--package", library], features].concat();
+            // Incremental data would be kept for every crate and feature set: gigabytes, for
+            // builds made once.
             let step = |what: &str, command: &[&'static str], args: &[&'static str]| Step {
                 name: format!("{library} ({backend}) {what}"),
                 program: None,
                 args: [command, &alone, args].concat(),
-                env: &[],
+                env: &[("CARGO_INCREMENTAL", "0")],
             };
             steps.push(step(
                 "tests",
@@ -152,7 +154,7 @@ fn test_crates() -> Vec<Step> {
             ));
             steps.push(step("doc tests", &["test", "--doc"], &[]));
             steps.push(Step {
-                env: &[("RUSTDOCFLAGS", "-D warnings")],
+                env: &[("RUSTDOCFLAGS", "-D warnings"), ("CARGO_INCREMENTAL", "0")],
                 ..step("rustdoc", &["doc", "--no-deps"], &[])
             });
         }
