@@ -147,11 +147,11 @@ enum Bench {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let name = match &cli.bench {
-        Bench::Attention { .. } => "attention",
-        Bench::Decoding { .. } => "decoding",
-        Bench::Models { .. } => "models",
-        Bench::Train { .. } => "train",
+    let (name, title) = match &cli.bench {
+        Bench::Attention { .. } => ("attention", "Scaled dot-product attention"),
+        Bench::Decoding { .. } => ("decoding", "Per-token cached decoding"),
+        Bench::Models { .. } => ("models", "Whole models"),
+        Bench::Train { .. } => ("train", "Fine-tuning"),
     };
     let mut runs = Vec::new();
     for kind in cli.backend.kinds() {
@@ -166,12 +166,6 @@ fn main() -> anyhow::Result<()> {
             (name.to_string(), table, run.report)
         }
         Backends::All => {
-            let title = match name {
-                "attention" => "Scaled dot-product attention",
-                "decoding" => "Per-token cached decoding",
-                "models" => "Whole models",
-                _ => "Fine-tuning",
-            };
             let table = swap::markdown(title, &runs);
             (format!("{name}-all"), table, serde_json::to_value(&runs)?)
         }

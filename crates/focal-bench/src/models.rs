@@ -129,19 +129,20 @@ pub fn run<A: FusedAutodiffBackend>(
     // burn-wgpu panics on a tensor larger than the adapter's largest buffer (lavapipe's is
     // 128 MiB, GPT-2's token embedding 154 MB), so such a model is not loaded there.
     let embedding = (VOCAB * D * 4) as u64;
-    match options.max_buffer_bytes.filter(|&limit| embedding > limit) {
-        Some(limit) if options.runs("decoding") => skipped.push(format!(
-            "{GPT2_DECODE}: not run, its token embedding ({:.0} MB) is larger than this \
-             device's largest buffer ({:.0} MB)",
-            embedding as f64 / 1e6,
-            limit as f64 / 1e6
-        )),
-        _ if options.runs("decoding") => {
-            let (decode, parts) = gpt2_decoding::<A::InnerBackend>(options, bandwidth, device)?;
-            rows.push(decode);
-            profile.extend(parts);
+    if options.runs("decoding") {
+        match options.max_buffer_bytes.filter(|&limit| embedding > limit) {
+            Some(limit) => skipped.push(format!(
+                "{GPT2_DECODE}: not run, its token embedding ({:.0} MB) is larger than this \
+                 device's largest buffer ({:.0} MB)",
+                embedding as f64 / 1e6,
+                limit as f64 / 1e6
+            )),
+            None => {
+                let (decode, parts) = gpt2_decoding::<A::InnerBackend>(options, bandwidth, device)?;
+                rows.push(decode);
+                profile.extend(parts);
+            }
         }
-        _ => {}
     }
     if let Some(dir) = options.minilm.as_ref().filter(|_| options.runs("minilm")) {
         rows.push(minilm::<A::InnerBackend>(dir, device)?);

@@ -102,20 +102,9 @@ pub fn markdown(title: &str, runs: &[Measured]) -> String {
     out += "\n|---|---|";
     out += &"---:|".repeat(2 * runs.len() - 1);
     out += "\n";
-    for (i, figure) in first.figures.iter().enumerate() {
-        let same = |run: &Measured| {
-            run.figures
-                .get(i)
-                .filter(|f| f.workload == figure.workload)
-                .or_else(|| run.figures.iter().find(|f| f.workload == figure.workload))
-                .cloned()
-        };
-        let unit = if figure.unit == "time" {
-            "time"
-        } else {
-            &figure.unit
-        };
-        out += &format!("| {} | {unit} |", figure.workload);
+    for figure in &first.figures {
+        let same = |run: &Measured| run.figures.iter().find(|f| f.workload == figure.workload);
+        out += &format!("| {} | {} |", figure.workload, figure.unit);
         for run in runs {
             let cell = same(run).map_or("–".to_string(), |f| f.cell());
             out += &format!(" {cell} |");
