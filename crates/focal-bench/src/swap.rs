@@ -84,7 +84,7 @@ pub fn device_name(kind: BackendKind) -> String {
 }
 
 /// The side-by-side table, then each backend's own.
-pub fn markdown(title: &str, runs: &[Measured]) -> String {
+pub fn markdown<'a>(title: &str, runs: &'a [Measured]) -> String {
     let Some(first) = runs.first() else {
         return String::new();
     };
@@ -103,7 +103,7 @@ pub fn markdown(title: &str, runs: &[Measured]) -> String {
     out += &"---:|".repeat(2 * runs.len() - 1);
     out += "\n";
     for figure in &first.figures {
-        let same = |run: &Measured| run.figures.iter().find(|f| f.workload == figure.workload);
+        let same = |run: &'a Measured| run.figures.iter().find(|f| f.workload == figure.workload);
         out += &format!("| {} | {} |", figure.workload, figure.unit);
         for run in runs {
             let cell = same(run).map_or("–".to_string(), |f| f.cell());
