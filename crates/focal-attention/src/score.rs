@@ -222,7 +222,9 @@ impl ScoredAttentionConfig {
 
 /// Attention with any [`ScoreFunction`], with the same masking, fully-masked-row, dropout and
 /// weights semantics as [`ScaledDotProductAttention`](crate::ScaledDotProductAttention).
-/// `AttentionInput`'s scale and soft-cap belong to the scaled dot product and are ignored here.
+/// `AttentionInput`'s scale, soft-cap and probability scale belong to the scaled dot product
+/// and are refused here (a score function scales by its own parameters, e.g. the cosine's
+/// temperature).
 #[derive(Module, Debug)]
 pub struct ScoredAttention<B: Backend> {
     score: ScoreFunction<B>,
@@ -237,7 +239,8 @@ impl<B: Backend> ScoredAttention<B> {
     ///
     /// # Panics
     ///
-    /// When the shapes disagree.
+    /// When the shapes disagree, or the input sets a scale, a soft-cap or a probability scale
+    /// (the message names it).
     pub fn forward(&self, input: AttentionInput<B>) -> AttentionOutput<B> {
         let (query, key, value, mask, need_weights) = input.into_parts();
         let (key, value) = shared_kv_heads(&query, key, value);
@@ -416,6 +419,36 @@ mod tests {
         bilinear_with_identity_is_the_dot_product,
         scaled_dot_scored_attention_equals_sdpa
     );
+
+    /// The scaled dot product's scale and soft-cap are not silently dropped by a score
+    /// function: each is refused, by name.
+    #[test]
+    fn scale_and_softcap_are_refused() {
+        type B = focal_backend::NdArray;
+        let device = Default::default();
+        let attention = ScoredAttentionConfig::new(ScoreFunctionConfig::new(4, ScoreKind::Dot))
+            .init::<B>(&device);
+        let input = || {
+            let x = Tensor::<B, 4>::ones([1, 1, 2, 4], &device);
+            AttentionInput::new(x.clone(), x.clone(), x)
+        };
+        for (input, option) in [
+            (input().scale(0.5), "a scale (AttentionInput::scale)"),
+            (
+                input().softcap(30.0),
+                "a soft-cap (AttentionInput::softcap)",
+            ),
+        ] {
+            let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                attention.forward(input);
+            }))
+            .unwrap_err();
+            let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+            assert!(message.starts_with(option), "{message}");
+        }
+        // Without them it runs.
+        assert_eq!(attention.forward(input()).context.dims(), [1, 1, 2, 4]);
+    }
 
     #[test]
     fn non_positive_temperature_is_refused() {

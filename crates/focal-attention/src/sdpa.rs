@@ -5,13 +5,38 @@ use crate::fused::{FusedAttentionBackend, FusedAttentionOptions};
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig};
-use burn::tensor::{Bool, Tensor, activation::softmax, backend::Backend};
+use burn::tensor::{Tensor, backend::Backend};
 use focal_backend::ConfigError;
 use std::ops::Range;
 
-/// Score given to masked pairs before the softmax: finite, so that a fully masked row never
-/// produces `inf - inf = NaN`; its probabilities are then set to zero explicitly.
-pub(crate) const MASKED_SCORE: f32 = -1.0e30;
+/// Score given to masked pairs before the softmax: `-inf`, so that a masked pair takes no
+/// weight whatever the allowed scores are (even `f32::MIN`). A row with no allowed key has a
+/// maximum of `-inf`; the softmax shifts such a row by 0 instead ([`finite_shift`]), so it
+/// gives zeros, never `-inf - (-inf) = NaN`.
+pub(crate) const MASKED_SCORE: f32 = f32::NEG_INFINITY;
+
+/// The shift a softmax subtracts from each row: the row's maximum `max` (`[.., 1]`), or 0
+/// where the maximum is `-inf` (no allowed key), so that `exp(score - shift)` is 0 there
+/// instead of NaN. Detached, as burn's own softmax detaches its maximum: the softmax does not
+/// depend on it.
+fn finite_shift<B: Backend>(max: Tensor<B, 4>) -> Tensor<B, 4> {
+    let max = max.detach();
+    max.clone()
+        .mask_fill(max.equal_elem(f32::NEG_INFINITY), 0.0)
+}
+
+/// The softmax over the keys (last dimension) of scores whose masked pairs are `-inf`: those
+/// get probability 0, and a row with no allowed key gets zeros.
+///
+/// # Shapes
+///
+/// - scores `[b, h, l, s]` → probabilities `[b, h, l, s]`
+fn masked_softmax<B: Backend>(scores: Tensor<B, 4>) -> Tensor<B, 4> {
+    let shift = finite_shift(scores.clone().max_dim(3)); // [b, h, l, 1]
+    let weights = (scores - shift).exp();
+    let sum = weights.clone().sum_dim(3).clamp_min(f32::MIN_POSITIVE);
+    weights / sum
+}
 
 /// Configuration of [`ScaledDotProductAttention`].
 #[derive(Config, Debug)]
@@ -149,7 +174,8 @@ impl<B: Backend> AttentionInput<B> {
     ///
     /// # Panics
     ///
-    /// When a probability scale is set: only scaled dot-product attention takes one.
+    /// When a probability scale, a scale or a soft-cap is set: only scaled dot-product
+    /// attention takes them, and ignoring one would be a silent wrong result.
     pub(crate) fn into_parts(
         self,
     ) -> (
@@ -159,10 +185,20 @@ impl<B: Backend> AttentionInput<B> {
         AttentionMask<B>,
         bool,
     ) {
-        assert!(
-            self.probability_scale.is_none(),
-            "a probability scale is taken by scaled dot-product attention only"
-        );
+        for (option, set) in [
+            ("a probability scale", self.probability_scale.is_some()),
+            ("a scale (AttentionInput::scale)", self.scale.is_some()),
+            (
+                "a soft-cap (AttentionInput::softcap)",
+                self.softcap.is_some(),
+            ),
+        ] {
+            assert!(
+                !set,
+                "{option} is taken by scaled dot-product attention only: a score function \
+                 scores by its own parameters"
+            );
+        }
         (
             self.query,
             self.key,
@@ -270,6 +306,8 @@ pub(crate) fn memory_efficient<B: Backend>(
     let [b, h, l, d_k] = query.dims();
     let [_, _, s, d_v] = value.dims();
     let device = query.device();
+    // The running maximum starts at -inf (no key seen yet), as the CPU kernel's does: a finite
+    // start would be taken for a score and zero every row whose allowed scores lie below it.
     let mut running_max = Tensor::<B, 4>::full([b, h, l, 1], MASKED_SCORE, &device);
     let mut running_sum = Tensor::<B, 4>::zeros([b, h, l, 1], &device);
     let mut context = Tensor::<B, 4>::zeros([b, h, l, d_v], &device);
@@ -277,12 +315,15 @@ pub(crate) fn memory_efficient<B: Backend>(
         let keys = start..(start + block).min(s);
         let k = key.clone().slice([0..b, 0..h, keys.clone(), 0..d_k]);
         let v = value.clone().slice([0..b, 0..h, keys.clone(), 0..d_v]);
-        let (scores, blocked) = apply_mask(score(query.clone(), k), mask, s, keys); // [b, h, l, n]
-        let new_max = running_max.clone().max_pair(scores.clone().max_dim(3)); // [b, h, l, 1]
-        // Rows whose keys so far are all masked have new_max = MASKED_SCORE and exp(0) = 1
-        // before the blocked pairs are zeroed.
-        let p = zero_blocked((scores - new_max.clone()).exp(), blocked); // [b, h, l, n]
-        let correction = (running_max - new_max.clone()).exp();
+        let scores = apply_mask(score(query.clone(), k), mask, s, keys); // [b, h, l, n]
+        let new_max = running_max
+            .clone()
+            .max_pair(scores.clone().detach().max_dim(3)); // [b, h, l, 1]
+        // Rows with no allowed key so far have new_max = -inf: shifted by 0, their masked
+        // pairs' exp(-inf) and their correction exp(-inf) are 0.
+        let shift = finite_shift(new_max.clone());
+        let p = (scores - shift.clone()).exp(); // [b, h, l, n]
+        let correction = (running_max - shift).exp();
         running_sum = running_sum * correction.clone() + p.clone().sum_dim(3);
         context = context * correction + dropout.forward(p).matmul(v);
         running_max = new_max;
@@ -319,8 +360,7 @@ fn attend_scaled<B: Backend>(
     scale: Option<Tensor<B, 4>>,
 ) -> AttentionOutput<B> {
     let [_, _, _, s] = scores.dims();
-    let (scores, blocked) = apply_mask(scores, mask, s, 0..s);
-    let probs = zero_blocked(softmax(scores, 3), blocked);
+    let probs = masked_softmax(apply_mask(scores, mask, s, 0..s));
     // Returned weights are the probabilities before dropout, or the scaled ones when scaled.
     let (weights, probs) = match scale {
         None => (need_weights.then(|| probs.clone()), dropout.forward(probs)),
@@ -336,43 +376,26 @@ fn attend_scaled<B: Backend>(
 }
 
 /// Applies `mask` to the scores of the keys `keys` (of `s`): adds its additive parts and gives
-/// blocked pairs `MASKED_SCORE`. Returns the scores and the blocked pairs (`true` = masked),
-/// whose probabilities [`zero_blocked`] then sets to exactly zero.
+/// blocked pairs [`MASKED_SCORE`] (`-inf`).
 ///
 /// # Shapes
 ///
-/// - scores `[b, h, l, n]` with `n = keys.len()`; blocked `[b, h, l, n]`
+/// - scores `[b, h, l, n]` with `n = keys.len()`
 fn apply_mask<B: Backend>(
     scores: Tensor<B, 4>,
     mask: &AttentionMask<B>,
     s: usize,
     keys: Range<usize>,
-) -> (Tensor<B, 4>, Option<Tensor<B, 4, Bool>>) {
+) -> Tensor<B, 4> {
     let [b, h, l, _] = scores.dims();
     let device = scores.device();
     let scores = match mask.materialize_additive_keys(b, h, l, s, keys.clone()) {
         Some(bias) => scores + bias,
         None => scores,
     };
-    let blocked = mask
-        .materialize_keys(b, h, l, s, keys, &device)
-        .map(Tensor::bool_not);
-    let scores = match &blocked {
-        Some(blocked) => scores.mask_fill(blocked.clone(), MASKED_SCORE),
+    match mask.materialize_keys(b, h, l, s, keys, &device) {
+        Some(allowed) => scores.mask_fill(allowed.bool_not(), MASKED_SCORE),
         None => scores,
-    };
-    (scores, blocked)
-}
-
-/// Sets the blocked pairs of `probs` to zero, so a fully masked row gives zeros (not the
-/// uniform distribution that the finite `MASKED_SCORE` leaves).
-fn zero_blocked<B: Backend>(
-    probs: Tensor<B, 4>,
-    blocked: Option<Tensor<B, 4, Bool>>,
-) -> Tensor<B, 4> {
-    match blocked {
-        Some(blocked) => probs.mask_fill(blocked, 0.0),
-        None => probs,
     }
 }
 
@@ -767,7 +790,70 @@ mod tests {
         }
     }
 
+    /// Rows at the edges of the float range agree on every path (the plain softmax, the fused
+    /// call, the chunked online softmax, and on ndarray the CPU kernel and the generic paths
+    /// with it off): a query whose allowed scores are all `f32::MIN` (an additive mask) attends
+    /// uniformly, a query with no allowed key gets zeros, and an ordinary query its softmax.
+    /// A finite starting maximum (-1e30) once zeroed the first row on the chunked path only.
+    fn extreme_rows_agree_on_every_path<B: FusedAttentionBackend>(device: &B::Device) {
+        focal_backend::seed::<B>(device, 23);
+        let (h, l, s, d) = (2, 3, 5, 4);
+        let (q, k, v) = qkv::<B>(1, h, l, s, d, device);
+        let mut bias = Tensor::<B, 4>::zeros([1, 1, l, s], device);
+        bias = bias.slice_assign(
+            [0..1, 0..1, 0..1, 0..s],
+            Tensor::full([1, 1, 1, s], f32::MIN, device),
+        );
+        let mut allowed = Tensor::<B, 4>::ones([1, 1, l, s], device).greater_elem(0.5);
+        allowed = allowed.slice_assign(
+            [0..1, 0..1, 1..2, 0..s],
+            Tensor::<B, 4>::zeros([1, 1, 1, s], device).greater_elem(0.5),
+        );
+        let mask = AttentionMask::additive(bias).and(AttentionMask::explicit(allowed));
+        let uniform = v.clone().mean_dim(2); // [1, h, 1, d]
+        let run = |from: usize, need_weights: bool| {
+            ScaledDotProductAttentionConfig::new()
+                .with_memory_efficient_from(from)
+                .with_key_block(3)
+                .init()
+                .forward(
+                    AttentionInput::new(q.clone(), k.clone(), v.clone())
+                        .mask(mask.clone())
+                        .need_weights(need_weights),
+                )
+        };
+        let plain = run(usize::MAX, true);
+        let weights = plain.weights.unwrap().slice([0..1, 0..h, 0..1, 0..s]);
+        assert_close(
+            weights,
+            Tensor::full([1, h, 1, s], 1.0 / s as f32, device),
+            1e-6,
+        );
+        let reference = plain.context;
+        let paths = [
+            ("fused", run(usize::MAX, false).context),
+            ("chunked", run(0, false).context),
+            (
+                "fused, kernel off",
+                crate::without_cpu_kernel(|| run(usize::MAX, false).context),
+            ),
+            (
+                "chunked, kernel off",
+                crate::without_cpu_kernel(|| run(0, false).context),
+            ),
+        ];
+        for (path, context) in std::iter::once(("plain", reference.clone())).chain(paths) {
+            let values: Vec<f32> = context.clone().into_data().to_vec().unwrap();
+            assert!(values.iter().all(|x| x.is_finite()), "{path}: {values:?}");
+            let row = |i: usize| context.clone().slice([0..1, 0..h, i..i + 1, 0..d]);
+            assert_close(row(0), uniform.clone(), 1e-5);
+            assert_close(row(1), Tensor::zeros([1, h, 1, d], device), 0.0);
+            assert_close(context, reference.clone(), 1e-5);
+        }
+    }
+
     focal_backend::backend_tests!(
+        extreme_rows_agree_on_every_path,
         fused_path_equals_the_plain_path_for_the_common_masks,
         memory_efficient_path_equals_the_plain_path,
         gradients_match_finite_differences,

@@ -85,7 +85,8 @@ impl<'a> Mat<'a> {
 ///
 /// # Panics
 ///
-/// When a matrix does not fit its slice.
+/// When a matrix does not fit its slice, or when the destination's rows overlap
+/// (`dst_stride < n` with more than one row).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul(
     m: usize,
@@ -119,6 +120,12 @@ pub(crate) fn matmul_on(
     if m == 0 || n == 0 {
         return;
     }
+    // Rows closer than their width would share elements: written by two of gemm's threads at
+    // once (a data race), and a wrong product even on one.
+    assert!(
+        m == 1 || dst_stride >= n,
+        "matmul destination: rows {dst_stride} apart overlap rows of {n} elements"
+    );
     let (dst_stride_isize, _) = Mat::rows(dst, dst_stride).check(m, n, "matmul destination");
     if k == 0 {
         if !accumulate {
@@ -132,12 +139,13 @@ pub(crate) fn matmul_on(
     let (rhs_rs, rhs_cs) = rhs.check(k, n, "matmul right operand");
     // SAFETY: `gemm` reads `lhs` at `i * lhs_rs + p * lhs_cs` for `i < m`, `p < k`, `rhs` at
     // `p * rhs_rs + j * rhs_cs` for `p < k`, `j < n`, and reads/writes `dst` at
-    // `i * dst_stride + j`; the three `check` calls above prove the largest such index of each
-    // lies inside its slice (strides are non-negative, so the largest index is the last
-    // element's; the checks compute it without overflow and convert every stride to `isize`
-    // without wrapping). `dst` is a `&mut` borrow, so it aliases neither operand. `T = f32` is one of
-    // the element types `gemm` supports; with `Parallelism::Rayon` gemm splits `dst` into
-    // disjoint blocks itself.
+    // `i * dst_stride + j`, distinct for distinct `(i, j)` since `dst_stride >= n` (asserted
+    // above; a single row meets no other). The three `check` calls prove the largest such
+    // index of each lies inside its slice (strides are non-negative, so the largest index is
+    // the last element's; the checks compute it without overflow and convert every stride to
+    // `isize` without wrapping). `dst` is a `&mut` borrow, so it aliases neither operand.
+    // `T = f32` is one of the element types `gemm` supports; with `Parallelism::Rayon` gemm
+    // splits `dst` into disjoint blocks itself.
     #[allow(unsafe_code)]
     unsafe {
         gemm::gemm(
@@ -236,6 +244,26 @@ mod tests {
             huge,
             1.0,
             false,
+        );
+    }
+
+    /// Destination rows closer than their width would be written twice (by two threads under
+    /// parallel gemm): refused, single-threaded or not.
+    #[test]
+    #[should_panic(expected = "matmul destination: rows 2 apart overlap rows of 3 elements")]
+    fn matmul_refuses_overlapping_destination_rows() {
+        let mut dst = vec![0.0f32; 16];
+        super::matmul_on(
+            4,
+            3,
+            1,
+            &mut dst,
+            2,
+            Mat::rows(&[1.0; 4], 1),
+            Mat::rows(&[1.0; 3], 3),
+            1.0,
+            false,
+            true,
         );
     }
 
