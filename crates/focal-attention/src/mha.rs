@@ -450,6 +450,23 @@ impl<B: FusedAttentionBackend> MultiHeadAttention<B> {
         self.attend(q, k, v, (mask, input.scales), input.weights, [b, n, d])
     }
 
+    /// Projects a memory (e.g. the encoder's output) into key and value heads once, for
+    /// [`Self::forward_memory`]. With a rotary encoding the keys are rotated from position 0,
+    /// as [`Self::forward`] rotates them, so that `forward_memory` equals `forward` on
+    /// `MhaInput::cross`.
+    ///
+    /// # Shapes
+    ///
+    /// - memory `[b, s, kdim]` (with `kdim == vdim`) → key and value `[b, h_kv, s, d_h]`
+    pub fn project_memory(&self, memory: Tensor<B, 3>) -> ProjectedMemory<B> {
+        // Through the backend's linear kernel, as `forward`'s projections.
+        let key = split_heads(crate::project(&self.key, memory.clone()), self.n_kv_heads);
+        ProjectedMemory {
+            key: self.rotated(key, 0),
+            value: split_heads(crate::project(&self.value, memory), self.n_kv_heads),
+        }
+    }
+
     /// Projects and splits into heads: query `[b, l, d]` → `[b, h, l, d_h]`, key
     /// `[b, s, kdim]` and value `[b, s, vdim]` → `[b, h_kv, s, d_h]`.
     fn project(
@@ -496,22 +513,6 @@ impl<B: Backend> MultiHeadAttention<B> {
     /// The query, key, value and output projections, in that order.
     pub fn projections(&self) -> [&Linear<B>; 4] {
         [&self.query, &self.key, &self.value, &self.output]
-    }
-
-    /// Projects a memory (e.g. the encoder's output) into key and value heads once, for
-    /// [`Self::forward_memory`]. With a rotary encoding the keys are rotated from position 0,
-    /// as [`Self::forward`] rotates them, so that `forward_memory` equals `forward` on
-    /// `MhaInput::cross`.
-    ///
-    /// # Shapes
-    ///
-    /// - memory `[b, s, kdim]` (with `kdim == vdim`) → key and value `[b, h_kv, s, d_h]`
-    pub fn project_memory(&self, memory: Tensor<B, 3>) -> ProjectedMemory<B> {
-        let key = split_heads(self.key.forward(memory.clone()), self.n_kv_heads);
-        ProjectedMemory {
-            key: self.rotated(key, 0),
-            value: split_heads(self.value.forward(memory), self.n_kv_heads),
-        }
     }
 
     /// Applies the rotary encoding, if any, to heads `[b, heads, n, d_h]` (queries or keys)

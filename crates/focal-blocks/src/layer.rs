@@ -53,9 +53,18 @@ pub struct TransformerLayerConfig {
     #[config(default = "None")]
     pub n_kv_heads: Option<usize>,
     /// Dropout on attention probabilities, inside the feed-forward, and on each sublayer's output
-    /// before the residual addition. Default 0.1, as in PyTorch.
+    /// before the residual addition, unless `attention_dropout` / `feed_forward_dropout` say
+    /// otherwise. Default 0.1, as in PyTorch.
     #[config(default = 0.1)]
     pub dropout: f64,
+    /// Dropout on the attention probabilities (BERT's `attention_probs_dropout_prob`, GPT-2's
+    /// `attn_pdrop`). Default `None`: `dropout`, as PyTorch's layers use one rate.
+    #[config(default = "None")]
+    pub attention_dropout: Option<f64>,
+    /// Dropout inside the feed-forward, after the activation. Default `None`: `dropout`, as
+    /// PyTorch's `nn.TransformerEncoderLayer`; BERT and GPT-2 have none there (`Some(0.0)`).
+    #[config(default = "None")]
+    pub feed_forward_dropout: Option<f64>,
     /// Feed-forward activation. Default ReLU.
     #[config(default = "Activation::Relu")]
     pub activation: Activation,
@@ -155,7 +164,7 @@ impl TransformerLayerConfig {
     fn attention(&self) -> MultiHeadAttentionConfig {
         MultiHeadAttentionConfig::new(self.d_model, self.n_heads)
             .with_n_kv_heads(self.n_kv_heads)
-            .with_dropout(self.dropout)
+            .with_dropout(self.attention_dropout.unwrap_or(self.dropout))
             .with_bias(self.bias)
             .with_memory_efficient_from(self.memory_efficient_from)
             .with_scale(self.attention_scale)
@@ -181,7 +190,7 @@ impl TransformerLayerConfig {
             .with_activation(self.activation)
             .with_gated(self.gated)
             .with_bias(self.bias)
-            .with_dropout(self.dropout)
+            .with_dropout(self.feed_forward_dropout.unwrap_or(self.dropout))
     }
 
     /// The norms' configuration.
@@ -208,8 +217,9 @@ pub struct CrossAttention<B: Backend> {
 }
 
 /// One Transformer layer: self-attention, cross-attention (decoders), feed-forward, each in a
-/// [`ResidualNorm`]; dropout inside the feed-forward after the activation and on each
-/// sublayer's output before the residual addition, as PyTorch places it.
+/// [`ResidualNorm`]; dropout on the attention probabilities, inside the feed-forward after the
+/// activation and on each sublayer's output before the residual addition, as PyTorch places it
+/// (each rate set apart by [`TransformerLayerConfig`]).
 #[derive(Module, Debug)]
 pub struct TransformerLayer<B: Backend> {
     /// Self-attention.
@@ -274,6 +284,21 @@ impl<B: Backend> TransformerLayer<B> {
         self.kind
     }
 
+    /// The self-attention mask: `mask`, and the causal rule and the window of this layer.
+    fn self_mask(&self, mask: &AttentionMask<B>) -> AttentionMask<B> {
+        let mut mask = mask.clone();
+        if self.kind.is_causal() {
+            mask = mask.and(AttentionMask::causal());
+        }
+        match self.window {
+            Some(w) if self.kind.is_causal() => mask.and(AttentionMask::sliding_window(w)),
+            Some(w) => mask.and(AttentionMask::bidirectional_window(w)),
+            None => mask,
+        }
+    }
+}
+
+impl<B: FusedAttentionBackend> TransformerLayer<B> {
     /// An empty cache for decoding `batch` sequences of up to `capacity` positions; a decoder
     /// layer projects `memory` `[b, s, d_memory]` into it once.
     ///
@@ -303,21 +328,6 @@ impl<B: Backend> TransformerLayer<B> {
         }
     }
 
-    /// The self-attention mask: `mask`, and the causal rule and the window of this layer.
-    fn self_mask(&self, mask: &AttentionMask<B>) -> AttentionMask<B> {
-        let mut mask = mask.clone();
-        if self.kind.is_causal() {
-            mask = mask.and(AttentionMask::causal());
-        }
-        match self.window {
-            Some(w) if self.kind.is_causal() => mask.and(AttentionMask::sliding_window(w)),
-            Some(w) => mask.and(AttentionMask::bidirectional_window(w)),
-            None => mask,
-        }
-    }
-}
-
-impl<B: FusedAttentionBackend> TransformerLayer<B> {
     /// The layer over a whole sequence.
     ///
     /// `mask` restricts self-attention (key padding, additive position biases; the causal rule

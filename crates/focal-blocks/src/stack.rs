@@ -273,6 +273,27 @@ impl<B: Backend> TransformerStack<B> {
         self.kind
     }
 
+    /// `mask` and the stack's position bias for `l` queries against `s` keys.
+    fn self_mask(
+        &self,
+        mask: AttentionMask<B>,
+        l: usize,
+        s: usize,
+        device: &B::Device,
+    ) -> AttentionMask<B> {
+        let bias = match &self.relative_bias {
+            Some(relative) => Some(relative.forward(l, s, device)),
+            None if self.alibi => Some(alibi_bias(self.n_heads, l, s, device)),
+            None => None,
+        };
+        match bias {
+            Some(bias) => mask.and(AttentionMask::additive(bias)),
+            None => mask,
+        }
+    }
+}
+
+impl<B: FusedAttentionBackend> TransformerStack<B> {
     /// An empty cache for decoding `batch` sequences of up to `capacity` positions; a decoder
     /// stack projects `memory` `[b, s, d_memory]` into every layer's cache once, so decoding
     /// steps never project it again.
@@ -296,27 +317,6 @@ impl<B: Backend> TransformerStack<B> {
         }
     }
 
-    /// `mask` and the stack's position bias for `l` queries against `s` keys.
-    fn self_mask(
-        &self,
-        mask: AttentionMask<B>,
-        l: usize,
-        s: usize,
-        device: &B::Device,
-    ) -> AttentionMask<B> {
-        let bias = match &self.relative_bias {
-            Some(relative) => Some(relative.forward(l, s, device)),
-            None if self.alibi => Some(alibi_bias(self.n_heads, l, s, device)),
-            None => None,
-        };
-        match bias {
-            Some(bias) => mask.and(AttentionMask::additive(bias)),
-            None => mask,
-        }
-    }
-}
-
-impl<B: FusedAttentionBackend> TransformerStack<B> {
     fn finish(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.final_norm {
             Some(norm) => norm.forward(hidden),
