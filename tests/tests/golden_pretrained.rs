@@ -13,7 +13,7 @@
 //! python tests/fixtures/generate_gpt2_variants.py   # reads gpt2/, does not rewrite it
 //! ```
 
-use burn::tensor::Tensor;
+use burn::tensor::{Int, Tensor, TensorData};
 use focal::attention::FusedAttentionBackend;
 use focal::backend::{Tolerance, assert_close};
 use focal::heads::{EarlyStopping, GenerationConfig, Strategy, beam_search, generate};
@@ -358,7 +358,47 @@ fn attributions_match_transformers<B: FusedAttentionBackend>(device: &B::Device)
     }
 }
 
+/// A `BertForPreTraining` checkpoint (as `bert-base-uncased` and many uploads are: the MLM head
+/// and the next-sentence head `cls.seq_relationship.*` beside the encoder) loads as BERT, the
+/// next-sentence head passed over, and gives transformers' `BertModel` hidden states and pooled
+/// output (`tests/fixtures/review/`, `tests/fixtures/generate_review.py`).
+fn bert_pretraining_checkpoints_load<B: FusedAttentionBackend>(device: &B::Device) {
+    let review = fixtures().join("review");
+    let case: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(review.join("bert_pretraining_reference.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        case["checkpoint_tensors"]
+            .get("cls.seq_relationship.weight")
+            .is_some()
+    );
+    let (bert, _) = Bert::<B>::load(&review.join("bert-pretraining"), device).unwrap();
+    let row = |key: &str| -> Tensor<B, 2, Int> {
+        let ids: Vec<i64> = serde_json::from_value(case[key].clone()).unwrap();
+        Tensor::from_data(TensorData::new(ids.clone(), [1, ids.len()]), device)
+    };
+    let valid = row("attention_mask").equal_elem(1);
+    let out = bert.forward(row("input_ids"), row("token_type_ids"), valid);
+    let expected = |key: &str| -> Vec<f32> { serde_json::from_value(case[key].clone()).unwrap() };
+    let hidden: Vec<f32> = out.last_hidden_state.into_data().to_vec().unwrap();
+    let pooled: Vec<f32> = out.pooler_output.unwrap().into_data().to_vec().unwrap();
+    for (name, got, want) in [
+        ("last_hidden_state", hidden, expected("last_hidden_state")),
+        ("pooler_output", pooled, expected("pooler_output")),
+    ] {
+        assert_eq!(got.len(), want.len(), "{name}");
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| (g - w).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-5, "{name}: max |Δ| {worst}");
+    }
+}
+
 focal::backend::backend_tests!(
+    bert_pretraining_checkpoints_load,
     attributions_match_transformers,
     attentions_match_hugging_face,
     bert_matches_hugging_face,
@@ -432,6 +472,24 @@ fn unsupported_options_and_model_types_are_named() {
         ),
         "{message}"
     );
+
+    // A BERT decoder (transformers' `is_decoder`, `add_cross_attention`) would be read as an
+    // encoder, with bidirectional attention: refused by name, not dropped by serde.
+    for option in ["is_decoder", "add_cross_attention"] {
+        let dir = copy_of("bert");
+        let path = dir.path().join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        config[option] = true.into();
+        std::fs::write(&path, config.to_string()).unwrap();
+        let message = load_error(dir.path());
+        assert!(
+            message.ends_with(&format!(
+                "config.json: unsupported option {option} = true (Focal's BERT is an encoder)"
+            )),
+            "{message}"
+        );
+    }
 
     let err = Gpt2::<B>::load(&fixtures().join("bert"), &Default::default()).unwrap_err();
     assert!(
@@ -787,6 +845,50 @@ fn tokenizer_ids_beyond_the_embedding_table_are_refused() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("token \"[NEW]\" has id 162"), "{err}");
+
+    // A post-processor's special token with an id of its own beyond the table (it used to
+    // reach burn-ndarray's index and panic there).
+    let dir = copy_of("bert");
+    let path = dir.path().join("tokenizer.json");
+    let mut tokenizer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    tokenizer["post_processor"]["special_tokens"]["[CLS]"]["ids"] = serde_json::json!([999999]);
+    std::fs::write(&path, tokenizer.to_string()).unwrap();
+    let err = TextTokenizer::load(dir.path(), 64, 162, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("the special token \"[CLS]\" that the post-processor adds has id 999999"),
+        "{err}"
+    );
+}
+
+/// A longest input that leaves no room for text beside the special tokens (BERT: 2 around a
+/// text, 3 around a pair) is refused by name instead of failing inside the tokenizer.
+#[test]
+fn a_length_without_room_for_text_is_refused() {
+    use focal::pretrained::TextTokenizer;
+    let dir = fixtures().join("bert");
+    let texts = ["paris".to_string()];
+    // Too short for a single text: refused as the tokenizer is read (setting truncation
+    // itself would underflow inside tokenizers).
+    for max_len in [1, 2] {
+        let err = TextTokenizer::load(&dir, max_len, 162, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at least 3"), "{max_len}: {err}");
+    }
+    // Long enough for a text, not for a pair: refused when pairs are encoded.
+    let tokenizer = TextTokenizer::load(&dir, 3, 162, None).unwrap();
+    let err = tokenizer
+        .encode(&texts, Some(&texts))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("at least 4"), "{err}");
+    let tokenizer = TextTokenizer::load(&dir, 3, 162, None).unwrap();
+    assert!(tokenizer.encode(&texts, None).is_ok());
+    let tokenizer = TextTokenizer::load(&dir, 4, 162, None).unwrap();
+    assert!(tokenizer.encode(&texts, Some(&texts)).is_ok());
 }
 
 /// A tokenizer file with a fixed padding longer than the model is not padded past it, and
@@ -948,6 +1050,103 @@ fn sentence_transformers_options_focal_lacks_are_refused() {
     );
     let embedder = SentenceEmbedder::<B>::load(dir.path(), &Default::default()).unwrap();
     assert_eq!(embedder.max_len, 64);
+    // A configuration that is not a JSON object is refused, naming the file (serde alone
+    // reads an array into the struct, field by field).
+    for array in ["[128]", "[128, true]"] {
+        let dir = setup(modules(None), serde_json::json!({}), None);
+        std::fs::write(dir.path().join("sentence_bert_config.json"), array).unwrap();
+        let err = load(&dir).unwrap_err();
+        assert!(
+            err.contains("sentence_bert_config.json") && err.contains("expected a JSON object"),
+            "{array}: {err}"
+        );
+    }
+}
+
+/// The training-mode graph has dropout where transformers has it, at the rates the config
+/// names: BERT after the embeddings' LayerNorm (`hidden_dropout_prob`), on the attention
+/// probabilities (`attention_probs_dropout_prob`) and on each sublayer's output before its
+/// residual (`hidden_dropout_prob`), none inside the feed-forward; GPT-2 on the summed
+/// embeddings (`embd_pdrop`), the attention probabilities (`attn_pdrop`) and the sublayer
+/// outputs (`resid_pdrop`). Read from the modules' own description (burn's `Display`), each
+/// rate distinct so that each counts its places.
+#[test]
+fn dropout_sits_where_transformers_puts_it() {
+    let with_rates = |family: &str, rates: &[(&str, f64)]| {
+        let dir = copy_of(family);
+        let path = dir.path().join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for (key, rate) in rates {
+            config[*key] = (*rate).into();
+        }
+        std::fs::write(&path, config.to_string()).unwrap();
+        dir
+    };
+    let count = |text: &str, rate: &str| text.matches(&format!("prob: {rate} }}")).count();
+    let dir = with_rates(
+        "bert",
+        &[
+            ("hidden_dropout_prob", 0.125),
+            ("attention_probs_dropout_prob", 0.375),
+        ],
+    );
+    let (bert, config) = Bert::<B>::load(dir.path(), &Default::default()).unwrap();
+    let layers = config.num_hidden_layers;
+    let text = format!("{bert}");
+    assert_eq!(count(&text, "0.125"), 1 + 2 * layers, "{text}");
+    assert_eq!(count(&text, "0.375"), layers, "{text}");
+    // The token embedding's own dropout (before the LayerNorm) and the feed-forward's.
+    assert_eq!(count(&text, "0.0"), 1 + layers, "{text}");
+
+    let dir = with_rates(
+        "gpt2",
+        &[
+            ("embd_pdrop", 0.25),
+            ("attn_pdrop", 0.375),
+            ("resid_pdrop", 0.125),
+        ],
+    );
+    let (gpt2, config) = Gpt2::<B>::load(dir.path(), &Default::default()).unwrap();
+    let text = format!("{gpt2}");
+    assert_eq!(count(&text, "0.25"), 1, "{text}");
+    assert_eq!(count(&text, "0.375"), config.n_layer, "{text}");
+    assert_eq!(count(&text, "0.125"), 2 * config.n_layer, "{text}");
+    assert_eq!(count(&text, "0.0"), config.n_layer, "{text}");
+}
+
+/// sentence-transformers' `do_lower_case` lowercases the texts before the tokenizer sees them,
+/// whatever the tokenizer does: with a tokenizer that keeps case, `HELLO World` embeds as
+/// `hello world` when the directory says so, and otherwise differently.
+#[test]
+fn sentence_transformers_do_lower_case_is_applied() {
+    use focal::pretrained::TextMatcher;
+    let embed = |lower: Option<bool>| {
+        let dir = copy_of("bert");
+        let path = dir.path().join("tokenizer.json");
+        let mut tokenizer: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        tokenizer["normalizer"]["lowercase"] = serde_json::json!(false);
+        std::fs::write(&path, tokenizer.to_string()).unwrap();
+        if let Some(lower) = lower {
+            std::fs::write(
+                dir.path().join("sentence_bert_config.json"),
+                serde_json::json!({"max_seq_length": 64, "do_lower_case": lower}).to_string(),
+            )
+            .unwrap();
+        }
+        let matcher = TextMatcher::<B>::load(dir.path(), &Default::default()).unwrap();
+        let texts = ["HELLO World".to_string(), "hello world".to_string()];
+        let values: Vec<f32> = matcher.embed(&texts).unwrap().into_data().to_vec().unwrap();
+        let (upper, lower) = values.split_at(values.len() / 2);
+        (upper.to_vec(), lower.to_vec())
+    };
+    let (upper, lower) = embed(Some(true));
+    assert_eq!(upper, lower);
+    for setting in [Some(false), None] {
+        let (upper, lower) = embed(setting);
+        assert_ne!(upper, lower, "{setting:?}");
+    }
 }
 
 /// BERT's and GPT-2's config.json with every value replaced in turn by null, a string, -1, 0,

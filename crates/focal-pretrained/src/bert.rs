@@ -1,9 +1,9 @@
 //! BERT: embeddings, post-norm encoder, pooler, masked-LM head; sentence-transformers pooling.
 
 use crate::PretrainedError;
-use crate::hf::{check_tied, file, read_config, read_json, read_weights};
+use crate::hf::{check_tied, file, read_config, read_json, read_json_object, read_weights};
 use burn::module::{Module, Param};
-use burn::nn::Linear;
+use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
 use focal_attention::{AttentionMask, FusedAttentionBackend, PytorchImportError};
 use focal_blocks::pytorch::{NormWeights, StateDict};
@@ -44,9 +44,13 @@ pub struct BertConfig {
     /// `silu`.
     #[serde(default = "default_act")]
     pub hidden_act: String,
-    /// Dropout on embeddings and sublayer outputs (training only).
+    /// Dropout on the embeddings (after their LayerNorm) and on sublayer outputs (training
+    /// only).
     #[serde(default)]
     pub hidden_dropout_prob: f64,
+    /// Dropout on the attention probabilities (training only).
+    #[serde(default)]
+    pub attention_probs_dropout_prob: f64,
     /// Longest sequence.
     pub max_position_embeddings: usize,
     /// Number of token types (segments).
@@ -61,6 +65,13 @@ pub struct BertConfig {
     /// Padding token id.
     #[serde(default)]
     pub pad_token_id: usize,
+    /// A decoder (causal self-attention, transformers' `BertLMHeadModel`): refused, as Focal's
+    /// BERT is an encoder (the field is read so that it is not silently dropped).
+    #[serde(default)]
+    pub is_decoder: bool,
+    /// Cross-attention layers to an encoder's output: refused, as `is_decoder`.
+    #[serde(default)]
+    pub add_cross_attention: bool,
 }
 
 /// Hugging Face's activation names.
@@ -91,7 +102,9 @@ impl BertConfig {
             .with_scale_by_sqrt_d(false)
             .with_positions(PositionKind::Learned)
             .with_n_segments(self.type_vocab_size)
-            .with_dropout(self.hidden_dropout_prob)
+            // transformers drops out after the embeddings' LayerNorm (`Bert::embedding_dropout`),
+            // not before it.
+            .with_dropout(0.0)
     }
 
     fn encoder(&self, activation: Activation) -> TransformerStackConfig {
@@ -102,7 +115,10 @@ impl BertConfig {
         )
         .with_activation(activation)
         .with_norm_eps(self.layer_norm_eps)
-        .with_dropout(self.hidden_dropout_prob);
+        .with_dropout(self.hidden_dropout_prob)
+        .with_attention_dropout(Some(self.attention_probs_dropout_prob))
+        // BERT's feed-forward has no dropout between its two projections.
+        .with_feed_forward_dropout(Some(0.0));
         TransformerStackConfig::encoder(layer, self.num_hidden_layers)
     }
 
@@ -131,6 +147,9 @@ pub struct Bert<B: Backend> {
     pub embedding: TokenEmbedding<B>,
     /// `embeddings.LayerNorm`.
     pub embedding_norm: Norm<B>,
+    /// Dropout after the embeddings' LayerNorm (`hidden_dropout_prob`), as transformers'
+    /// `BertEmbeddings` places it.
+    pub embedding_dropout: Dropout,
     /// The post-norm encoder.
     pub encoder: TransformerStack<B>,
     /// `pooler.dense` (tanh of the first token's state), when the checkpoint has it.
@@ -228,6 +247,18 @@ impl<B: Backend> Bert<B> {
                 option: "position_embedding_type".to_string(),
                 value: format!("\"{}\"", config.position_embedding_type),
             });
+        }
+        for (option, on) in [
+            ("is_decoder", config.is_decoder),
+            ("add_cross_attention", config.add_cross_attention),
+        ] {
+            if on {
+                return Err(PretrainedError::Unsupported {
+                    path: config_path,
+                    option: option.to_string(),
+                    value: "true (Focal's BERT is an encoder)".to_string(),
+                });
+            }
         }
         let act = activation(&config.hidden_act, &config_path, "hidden_act")?;
         let invalid = |cause| PretrainedError::Config {
@@ -336,10 +367,25 @@ impl<B: Backend> Bert<B> {
             } else {
                 None
             };
+            // The next-sentence head of BERT's pre-training (`BertForPreTraining`, as the
+            // original checkpoints and many uploads carry it): no model of Focal's uses it, as
+            // none of transformers' but `BertForPreTraining` and `BertForNextSentencePrediction`
+            // does. Its shapes are checked and it is passed over, said once as transformers
+            // warns of unused weights.
+            let next_sentence = "cls.seq_relationship";
+            if tensors.contains_key(&format!("{next_sentence}.weight")) {
+                state.linear::<B>(next_sentence, [d, 2], device)?;
+                tracing::warn!(
+                    "{}: the next-sentence prediction head ({next_sentence}.weight, .bias) is not \
+                     used",
+                    weights_path.display()
+                );
+            }
             let head = head(&state, &config)?;
             let bert = Bert {
                 embedding,
                 embedding_norm,
+                embedding_dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
                 encoder,
                 pooler,
                 mlm,
@@ -424,7 +470,9 @@ impl<B: FusedAttentionBackend> Bert<B> {
                 .forward_scaled(ids, Some(token_types), 0, scale),
             None => self.embedding.forward_with_segments(ids, token_types, 0),
         };
-        let x = self.embedding_norm.forward(x);
+        let x = self
+            .embedding_dropout
+            .forward(self.embedding_norm.forward(x));
         let mut input = StackInput::new(x)
             .mask(AttentionMask::key_padding(valid))
             .output_attentions(attentions);
@@ -509,11 +557,18 @@ pub struct SentenceEmbedder<B: Backend> {
     pub max_len: usize,
     /// The padding token's id (`pad_token_id` of `config.json`).
     pub pad_id: u32,
+    /// Whether texts are lowercased before tokenising (`sentence_bert_config.json`'s
+    /// `do_lower_case`, which sentence-transformers applies with Python's `str.lower`
+    /// whatever the tokenizer does).
+    pub lowercase: bool,
 }
 
 #[derive(Deserialize)]
 struct SentenceBertConfig {
+    #[serde(default)]
     max_seq_length: Option<usize>,
+    #[serde(default)]
+    do_lower_case: bool,
 }
 
 #[derive(Deserialize)]
@@ -554,9 +609,11 @@ impl<B: Backend> SentenceEmbedder<B> {
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self, PretrainedError> {
         let (bert, bert_config) = Bert::load(dir, device)?;
         let mut max_len = bert.max_len();
+        let mut lowercase = false;
         let sbert_path = dir.join("sentence_bert_config.json");
         if sbert_path.is_file() {
-            let config: SentenceBertConfig = read_json(&sbert_path)?;
+            let config: SentenceBertConfig = read_json_object(&sbert_path)?;
+            lowercase = config.do_lower_case;
             if let Some(length) = config.max_seq_length {
                 // [CLS] and [SEP] take two positions; below that the tokenizer cannot
                 // truncate at all.
@@ -579,6 +636,7 @@ impl<B: Backend> SentenceEmbedder<B> {
                 normalize: false,
                 max_len,
                 pad_id: bert_config.pad_token_id as u32,
+                lowercase,
             });
         }
         let modules: Vec<ModuleEntry> = read_json(&modules_path)?;
@@ -591,7 +649,7 @@ impl<B: Backend> SentenceEmbedder<B> {
                     "config.json",
                     "the pooling config.json",
                 )?;
-                let config: PoolingConfig = read_json(&path)?;
+                let config: PoolingConfig = read_json_object(&path)?;
                 let unsupported = |option: &str, value: String| PretrainedError::Unsupported {
                     path: path.clone(),
                     option: option.to_string(),
@@ -664,7 +722,18 @@ impl<B: Backend> SentenceEmbedder<B> {
             normalize,
             max_len,
             pad_id: bert_config.pad_token_id as u32,
+            lowercase,
         })
+    }
+
+    /// The texts as the tokenizer is to see them: lowercased when the directory says
+    /// `do_lower_case` (sentence-transformers' `Transformer` module), else as they are.
+    pub fn prepare<'a>(&self, texts: &'a [String]) -> std::borrow::Cow<'a, [String]> {
+        if self.lowercase {
+            std::borrow::Cow::Owned(texts.iter().map(|t| t.to_lowercase()).collect())
+        } else {
+            std::borrow::Cow::Borrowed(texts)
+        }
     }
 }
 

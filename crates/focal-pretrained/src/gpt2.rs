@@ -51,6 +51,12 @@ pub struct Gpt2Config {
     /// Dropout on sublayer outputs (training only).
     #[serde(default)]
     pub resid_pdrop: f64,
+    /// Dropout on the attention probabilities (training only).
+    #[serde(default)]
+    pub attn_pdrop: f64,
+    /// Dropout on the embeddings, token and position summed (training only).
+    #[serde(default)]
+    pub embd_pdrop: f64,
     /// LayerNorm epsilon.
     #[serde(default = "default_eps")]
     pub layer_norm_epsilon: f64,
@@ -135,6 +141,9 @@ impl<B: Backend> Gpt2<B> {
             .with_norm(NormPlacement::Pre)
             .with_norm_eps(config.layer_norm_epsilon)
             .with_dropout(config.resid_pdrop)
+            .with_attention_dropout(Some(config.attn_pdrop))
+            // GPT-2's MLP has no dropout between its two projections.
+            .with_feed_forward_dropout(Some(0.0))
             .with_attention_scale((!config.scale_attn_weights).then_some(1.0));
         let stack = TransformerStackConfig::decoder_only(layer.clone(), config.n_layer)
             .with_final_norm(true);
@@ -146,6 +155,7 @@ impl<B: Backend> Gpt2<B> {
             .with_max_len(config.n_positions)
             .with_scale_by_sqrt_d(false)
             .with_positions(PositionKind::Learned)
+            .with_dropout(config.embd_pdrop)
             .try_init::<B>(device)
             .map_err(invalid)?;
         let mut decoder = stack.try_init::<B>(device).map_err(invalid)?;

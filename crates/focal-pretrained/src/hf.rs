@@ -37,6 +37,23 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Pretr
     })
 }
 
+/// [`read_json`] for a file that must hold one JSON object (a configuration): anything else (an
+/// array, which serde would otherwise read field by field into a struct) is refused, naming
+/// the file.
+pub fn read_json_object<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, PretrainedError> {
+    let json_error = |cause| PretrainedError::Json {
+        path: path.to_path_buf(),
+        cause,
+    };
+    let value: serde_json::Value = read_json(path)?;
+    if !value.is_object() {
+        return Err(json_error(<serde_json::Error as serde::de::Error>::custom(
+            "expected a JSON object",
+        )));
+    }
+    serde_json::from_value(value).map_err(json_error)
+}
+
 /// `dir/config.json` parsed into a family's struct, after checking its `model_type`; also
 /// returns the file's path for later errors.
 pub fn read_config<T: serde::de::DeserializeOwned>(
@@ -132,6 +149,26 @@ pub fn read_tokenizer(
             "token {token:?} has id {id}, but the model's embedding table has {vocab_size} rows (vocab_size in config.json)"
         )));
     }
+    // The post-processor's special tokens carry ids of their own (a template's `[CLS]`),
+    // which the vocabulary need not list: an empty text and an empty pair show them all.
+    for input in [
+        EncodeInput::Single("".into()),
+        EncodeInput::Dual("".into(), "".into()),
+    ] {
+        let Ok(encoding) = tokenizer.encode(input, true) else {
+            continue;
+        };
+        if let Some((id, token)) = encoding
+            .get_ids()
+            .iter()
+            .zip(encoding.get_tokens())
+            .find(|(id, _)| **id as usize >= vocab_size)
+        {
+            return Err(error(format!(
+                "the special token {token:?} that the post-processor adds has id {id}, but the model's embedding table has {vocab_size} rows (vocab_size in config.json)"
+            )));
+        }
+    }
     if let Some((pad_id, pad_token)) = &pad
         && *pad_id as usize >= vocab_size
     {
@@ -139,6 +176,15 @@ pub fn read_tokenizer(
             "padding token {pad_token:?} has id {pad_id}, but the model's embedding table has {vocab_size} rows"
         )));
     }
+    // Truncation to fewer tokens than a text's special tokens underflows inside tokenizers.
+    room(
+        max_len,
+        tokenizer
+            .get_post_processor()
+            .map_or(0, |p| tokenizers::PostProcessor::added_tokens(p, false)),
+        false,
+    )
+    .map_err(error)?;
     tokenizer
         .with_truncation(Some(TruncationParams {
             max_length: max_len,
@@ -216,6 +262,20 @@ impl EncodedBatch {
     }
 }
 
+/// Whether a longest input of `max_len` tokens leaves room for text beside the `added` special
+/// tokens of a text (or of a pair, when `pairs`); else the message saying so.
+fn room(max_len: usize, added: usize, pairs: bool) -> Result<(), String> {
+    if max_len > added {
+        return Ok(());
+    }
+    Err(format!(
+        "a longest input of {max_len} tokens leaves no room for the text beside the {added} \
+         special tokens of a {}: it must be at least {}",
+        if pairs { "pair" } else { "text" },
+        added + 1
+    ))
+}
+
 /// A directory's `tokenizer.json` with truncation to the model's length and batch padding.
 #[derive(Clone, Debug)]
 pub struct TextTokenizer {
@@ -268,6 +328,22 @@ impl TextTokenizer {
         Ok(loaded)
     }
 
+    /// The longest input in tokens (special tokens included) it truncates to.
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Checks that `max_len` leaves room for text beside the special tokens the tokenizer adds
+    /// to a single text, or to a pair when `pairs` (BERT: 2 and 3): below that, truncation
+    /// cannot fit them, and the tokenizer fails inside (or wraps around).
+    pub fn check_room(&self, pairs: bool) -> Result<(), PretrainedError> {
+        let added = self
+            .tokenizer
+            .get_post_processor()
+            .map_or(0, |p| tokenizers::PostProcessor::added_tokens(p, pairs));
+        room(self.max_len, added, pairs).map_err(|message| self.error(message))
+    }
+
     /// Encodes texts with the tokenizer's special tokens, truncated and padded.
     pub fn encode_batch(&self, texts: &[String]) -> Result<EncodedBatch, PretrainedError> {
         Ok(EncodedBatch::from_encodings(&self.encode(texts, None)?))
@@ -280,6 +356,7 @@ impl TextTokenizer {
         texts: &[String],
         pairs: Option<&[String]>,
     ) -> Result<Vec<Encoding>, PretrainedError> {
+        self.check_room(pairs.is_some())?;
         let inputs: Vec<EncodeInput<'_>> = match pairs {
             Some(pairs) => {
                 if pairs.len() != texts.len() {

@@ -31,7 +31,7 @@ pub use hf::{EncodedBatch, Encoding, TextTokenizer};
 pub use pipelines::{Pipeline, QaSettings, QuestionAnswerer, Tagger, TextClassifier, TextMatcher};
 pub use tasks::{
     BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification,
-    BertInputs, BertTask, POOLING_KEY, TaskConfig, TaskModel,
+    BertInputs, BertTask, POOLING_KEY, PipelineFunction, TaskConfig, TaskModel,
 };
 
 focal_backend::crate_checks!();

@@ -111,7 +111,8 @@ impl<B: FusedAttentionBackend> TextClassifier<B> {
     }
 
     /// The labels of each text (or pair) with the pipeline's scores (softmax, sigmoid or the
-    /// raw value, by problem type), best first; `top_k` of them (`None`: all).
+    /// raw value, as transformers' pipeline chooses: [`crate::PipelineFunction`]), best first;
+    /// `top_k` of them (`None`: all).
     pub fn classify(
         &self,
         texts: &[String],
@@ -121,7 +122,11 @@ impl<B: FusedAttentionBackend> TextClassifier<B> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let scores = host(self.model.head.scores(self.logits(texts, pairs)?));
+        let scores = host(
+            self.config
+                .pipeline_function
+                .apply(self.logits(texts, pairs)?),
+        );
         let n = self.config.labels.len();
         Ok(scores
             .chunks(n)
@@ -300,7 +305,7 @@ impl<B: FusedAttentionBackend> TextMatcher<B> {
 
     /// Embeddings `[b, d]` of texts.
     pub fn embed(&self, texts: &[String]) -> Result<Tensor<B, 2>, PretrainedError> {
-        let batch = self.tokenizer.encode_batch(texts)?;
+        let batch = self.tokenizer.encode_batch(&self.embedder.prepare(texts))?;
         let (ids, types, valid) = bert_inputs(&batch, &self.device);
         Ok(self.embedder.embed(ids, types, valid))
     }

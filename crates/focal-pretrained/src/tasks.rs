@@ -69,6 +69,43 @@ impl TaskFields {
     }
 }
 
+/// What transformers' `text-classification` pipeline applies to a classifier's logits
+/// (`function_to_apply`), chosen from the configuration as the pipeline chooses it: a stated
+/// `regression` gives the raw values, a stated multi-label problem or a single output a sigmoid,
+/// and several outputs a softmax. So a one-output classifier without `problem_type` trains as a
+/// regression (transformers infers MSE for its loss) but the pipeline scores it by a sigmoid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PipelineFunction {
+    /// `softmax` over the labels.
+    Softmax,
+    /// `sigmoid` of each output.
+    Sigmoid,
+    /// The raw outputs.
+    Identity,
+}
+
+impl PipelineFunction {
+    /// The function for a classifier of `num_labels` outputs whose `config.json` states
+    /// `problem_type` (or none), as transformers 4.57's `TextClassificationPipeline` picks it.
+    pub fn for_classifier(problem_type: Option<ProblemType>, num_labels: usize) -> Self {
+        match problem_type {
+            Some(ProblemType::Regression) => Self::Identity,
+            Some(ProblemType::MultiLabel) => Self::Sigmoid,
+            _ if num_labels == 1 => Self::Sigmoid,
+            _ => Self::Softmax,
+        }
+    }
+
+    /// The function applied to logits `[b, n]`.
+    pub fn apply<B: Backend>(self, logits: Tensor<B, 2>) -> Tensor<B, 2> {
+        match self {
+            Self::Softmax => burn::tensor::activation::softmax(logits, 1),
+            Self::Sigmoid => burn::tensor::activation::sigmoid(logits),
+            Self::Identity => logits,
+        }
+    }
+}
+
 /// What a task directory's `config.json` says beyond the encoder.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaskConfig {
@@ -78,6 +115,9 @@ pub struct TaskConfig {
     pub labels: Vec<String>,
     /// What a sequence classifier's outputs mean (single-label for the other tasks).
     pub problem_type: ProblemType,
+    /// What the text-classification pipeline applies to a sequence classifier's logits
+    /// (softmax for the other tasks).
+    pub pipeline_function: PipelineFunction,
     /// The `config.json` read.
     pub path: PathBuf,
 }
@@ -217,8 +257,12 @@ impl<B: Backend> BertForSequenceClassification<B> {
         let mut kept = None;
         let adjust = |config: &mut BertConfig| {
             if let Some(p) = dropout {
-                kept = Some(config.hidden_dropout_prob);
+                kept = Some((
+                    config.hidden_dropout_prob,
+                    config.attention_probs_dropout_prob,
+                ));
                 config.hidden_dropout_prob = p;
+                config.attention_probs_dropout_prob = p;
             }
         };
         let (mut bert, mut config, (mut head, n)) =
@@ -252,17 +296,20 @@ impl<B: Backend> BertForSequenceClassification<B> {
                 cause: PytorchImportError::Missing("bert.pooler.dense.weight".to_string()),
             })?);
         }
-        if let Some(p) = kept {
-            config.hidden_dropout_prob = p;
+        if let Some((hidden, attention)) = kept {
+            config.hidden_dropout_prob = hidden;
+            config.attention_probs_dropout_prob = attention;
         }
         let labels = labels(fields.id2label, n, &path)?;
         let problem_type = head.problem_type();
+        let stated = fields.problem_type.is_some().then_some(problem_type);
         Ok((
             Self { bert, head },
             TaskConfig {
                 bert: config,
                 labels,
                 problem_type,
+                pipeline_function: PipelineFunction::for_classifier(stated, n),
                 path,
             },
         ))
@@ -307,6 +354,10 @@ impl<B: Backend> BertForSequenceClassification<B> {
             Self { bert, head },
             TaskConfig {
                 bert: config,
+                pipeline_function: PipelineFunction::for_classifier(
+                    Some(problem_type),
+                    labels.len(),
+                ),
                 labels,
                 problem_type,
                 path,
@@ -337,6 +388,7 @@ impl<B: Backend> BertForTokenClassification<B> {
                 bert: config,
                 labels,
                 problem_type: ProblemType::SingleLabel,
+                pipeline_function: PipelineFunction::Softmax,
                 path,
             },
         ))
@@ -376,6 +428,7 @@ impl<B: Backend> BertForTokenClassification<B> {
                 bert: config,
                 labels,
                 problem_type: ProblemType::SingleLabel,
+                pipeline_function: PipelineFunction::Softmax,
                 path,
             },
         ))
@@ -450,6 +503,7 @@ impl<B: Backend> BertForQuestionAnswering<B> {
                 bert: config,
                 labels: Vec::new(),
                 problem_type: ProblemType::SingleLabel,
+                pipeline_function: PipelineFunction::Softmax,
                 path,
             },
         ))
@@ -473,6 +527,7 @@ impl<B: Backend> BertForQuestionAnswering<B> {
                 bert: config,
                 labels: Vec::new(),
                 problem_type: ProblemType::SingleLabel,
+                pipeline_function: PipelineFunction::Softmax,
                 path,
             },
         ))
@@ -681,6 +736,10 @@ fn save_task_dir(
         (
             "hidden_dropout_prob",
             serde_json::json!(bert.hidden_dropout_prob),
+        ),
+        (
+            "attention_probs_dropout_prob",
+            serde_json::json!(bert.attention_probs_dropout_prob),
         ),
         (
             "max_position_embeddings",
