@@ -648,9 +648,10 @@ pub struct HeadsArgs {
     /// Examples per forward and backward pass.
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
-    /// Longest input in tokens.
-    #[arg(long, default_value_t = 128)]
-    max_length: usize,
+    /// Longest input in tokens (default: the one the model was trained with, from its
+    /// `metrics.json`; else 128).
+    #[arg(long)]
+    max_length: Option<usize>,
 }
 
 struct HeadsJob {

@@ -114,6 +114,10 @@ struct TrainArgs {
     /// Fine-tuning: batches whose gradients make one optimizer step (default 1).
     #[arg(long)]
     grad_accum: Option<usize>,
+    /// Fine-tuning: AdamW's decoupled weight decay, on every weight but biases and norm
+    /// weights, as transformers' Trainer (default 0).
+    #[arg(long)]
+    weight_decay: Option<f64>,
     /// Fine-tuning: stop after this many epochs without a better validation metric.
     #[arg(long)]
     early_stopping: Option<usize>,
@@ -279,6 +283,7 @@ fn train(backend: BackendKind, args: TrainArgs, json: bool) -> anyhow::Result<()
         ("--lr", args.lr.is_some()),
         ("--warmup", args.warmup.is_some()),
         ("--grad-accum", args.grad_accum.is_some()),
+        ("--weight-decay", args.weight_decay.is_some()),
         ("--early-stopping", args.early_stopping.is_some()),
         ("--linear-probe", args.linear_probe),
         ("--valid-split", args.valid_split.is_some()),
@@ -427,6 +432,7 @@ fn fine_tune(
         epochs: args.epochs.unwrap_or(defaults.epochs),
         batch_size: args.batch_size.unwrap_or(defaults.batch_size),
         grad_accum: args.grad_accum.unwrap_or(defaults.grad_accum),
+        weight_decay: args.weight_decay.unwrap_or(defaults.weight_decay),
         // A model trained from scratch takes a larger step than one fine-tuned.
         learning_rate: args.lr.unwrap_or(match start {
             Start::Scratch(_) => 1e-3,
@@ -447,6 +453,7 @@ fn fine_tune(
         },
         progress: !json,
         resume: args.resume,
+        overwrite: args.overwrite,
     };
     config.validate()?;
 

@@ -597,9 +597,10 @@ pub struct EvalArgs {
     /// Examples per forward pass.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
-    /// Longest input in tokens.
-    #[arg(long, default_value_t = 128)]
-    max_length: usize,
+    /// Longest input in tokens (default: the one the model was trained with, from its
+    /// `metrics.json`; else 128).
+    #[arg(long)]
+    max_length: Option<usize>,
 }
 
 struct EvalJob {

@@ -202,9 +202,15 @@ pub fn load_artifact(dir: &Path) -> Result<ModelArtifact, CheckpointError> {
         return Err(CheckpointError::MissingDirectory(dir.to_path_buf()));
     }
     let path = dir.join(CONFIG_FILE);
-    let text = read(&path)?;
+    let bytes = read(&path)?;
+    // JSON is UTF-8 throughout; serde_json does not check the strings it skips (fields of
+    // no use here), so the whole text is checked first.
+    let text = std::str::from_utf8(&bytes).map_err(|e| CheckpointError::InvalidConfig {
+        path: path.clone(),
+        reason: format!("not UTF-8 text ({e})"),
+    })?;
     let artifact: ModelArtifact =
-        serde_json::from_slice(&text).map_err(|e| CheckpointError::InvalidConfig {
+        serde_json::from_str(text).map_err(|e| CheckpointError::InvalidConfig {
             path: path.clone(),
             reason: e.to_string(),
         })?;
@@ -451,6 +457,18 @@ mod tests {
         let err = load_checkpoint::<NdArray>(dir.path(), &device).unwrap_err();
         assert!(
             matches!(err, CheckpointError::InvalidConfig { .. }),
+            "{err}"
+        );
+
+        // A config with bytes that are not UTF-8 inside a string of a field no one reads.
+        let mut text = serde_json::to_vec(&artifact).unwrap();
+        text.truncate(text.len() - 1);
+        text.extend_from_slice(b",\"note\":\"\xff\xfe\"}");
+        std::fs::write(dir.path().join(CONFIG_FILE), &text).unwrap();
+        let err = load_checkpoint::<NdArray>(dir.path(), &device).unwrap_err();
+        assert!(
+            matches!(err, CheckpointError::InvalidConfig { .. })
+                && err.to_string().contains("not UTF-8"),
             "{err}"
         );
 

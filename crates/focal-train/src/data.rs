@@ -185,6 +185,7 @@ impl RecordFormat {
                 let mut reader = csv::ReaderBuilder::new()
                     .has_headers(false)
                     .delimiter(*delimiter)
+                    .quoting(quoted(*delimiter))
                     .from_reader(bytes);
                 let record = reader
                     .records()
@@ -204,6 +205,13 @@ impl RecordFormat {
             }
         }
     }
+}
+
+/// Whether a file of this delimiter quotes its cells: CSV does (RFC 4180); TSV has no quoting
+/// (a tab or a line break cannot be inside a cell), so a text that starts with `"` is read as
+/// it is, not as the start of a cell running on to the next quote.
+fn quoted(delimiter: u8) -> bool {
+    delimiter != b'\t'
 }
 
 /// Field `name` of a JSON object as text: strings as they are, numbers and booleans written
@@ -359,6 +367,7 @@ pub fn scan_records<E: From<FineTuneError>>(
             let delimiter = if extension == "tsv" { b'\t' } else { b',' };
             let mut reader = csv::ReaderBuilder::new()
                 .delimiter(delimiter)
+                .quoting(quoted(delimiter))
                 .from_reader(std::io::BufReader::new(file));
             let mut line_ends = LineEnds {
                 reader: std::io::BufReader::new(open()?),
@@ -634,6 +643,11 @@ impl LabelledRows {
     /// The file.
     pub fn path(&self) -> &Path {
         self.file.path()
+    }
+
+    /// Whether the rows hold pairs of texts.
+    pub fn has_pairs(&self) -> bool {
+        self.pair
     }
 
     /// What the labels are.
@@ -1045,6 +1059,43 @@ mod tests {
         assert_eq!(rows.row(1).unwrap().label_list(), ["y", "z"]);
         assert_eq!(rows.row(1).unwrap().line, 3);
         assert_eq!(rows.label_set(), ["x", "y", "z"]);
+    }
+
+    /// TSV has no quoting: a text that starts with `"` is a text, and the tab and line break
+    /// after it still end its cell and its row (a CSV reader would run on to the next quote,
+    /// merging rows). Read by index and read back by place alike.
+    #[test]
+    fn tsv_cells_are_not_quoted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.tsv");
+        std::fs::write(
+            &path,
+            "text\tlabel\n\"quoted\" start\ta\n\"open quote\tb\nplain\tc\n",
+        )
+        .unwrap();
+        let rows = LabelledRows::read(
+            &path,
+            &Columns::default(),
+            LabelKind::Class,
+            &mut BadRows::strict(),
+        )
+        .unwrap();
+        let read: Vec<_> = rows
+            .to_vec()
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.line, r.text, r.label))
+            .collect();
+        let row =
+            |line: usize, text: &str, label: &str| (line, text.to_string(), label.to_string());
+        assert_eq!(
+            read,
+            [
+                row(2, "\"quoted\" start", "a"),
+                row(3, "\"open quote", "b"),
+                row(4, "plain", "c")
+            ]
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::metrics::{
     OutcomeMetric, PearsonMetric, RegressionPairs, SpanMatchMetric, SpanMatches, TagSequences,
     TokenCounts, class_ids, ints,
 };
-use crate::optim::{FusedAdamW, FusedAdamWConfig};
+use crate::optim::{CountingOptimizer, FusedAdamW, FusedAdamWConfig};
 use crate::plots::{self, Series};
 use crate::resume::{AtomicRecorder, EpochLoader, RunState};
 use crate::schedule::WarmupLinear;
@@ -156,6 +156,10 @@ pub struct FineTuneConfig {
     pub grad_accum: usize,
     /// AdamW's peak learning rate.
     pub learning_rate: f64,
+    /// AdamW's decoupled weight decay, applied to every weight but biases and norm weights
+    /// (transformers' `Trainer`; [`trainer_optimizer`]). Default 0, as transformers'
+    /// `TrainingArguments`.
+    pub weight_decay: f64,
     /// Share of the optimizer steps spent warming the learning rate up from 0 (transformers'
     /// `warmup_ratio`), after which it falls linearly to 0.
     pub warmup: f64,
@@ -190,6 +194,10 @@ pub struct FineTuneConfig {
     /// continue or its settings differ.
     #[serde(skip)]
     pub resume: bool,
+    /// Start afresh even when a killed run that was to write `out` left checkpoints (deleting
+    /// them); without it such a run is refused, naming `--resume`.
+    #[serde(skip)]
+    pub overwrite: bool,
 }
 
 impl Default for FineTuneConfig {
@@ -200,6 +208,7 @@ impl Default for FineTuneConfig {
             batch_size: 32,
             grad_accum: 1,
             learning_rate: 5e-5,
+            weight_decay: 0.0,
             warmup: 0.0,
             early_stopping: None,
             valid_split: 0.1,
@@ -211,6 +220,7 @@ impl Default for FineTuneConfig {
             linear_probe: false,
             progress: false,
             resume: false,
+            overwrite: false,
         }
     }
 }
@@ -231,6 +241,11 @@ impl FineTuneConfig {
             self.learning_rate.is_finite() && self.learning_rate > 0.0,
             NAME,
             || format!("learning_rate must be positive, got {}", self.learning_rate),
+        )?;
+        ConfigError::ensure(
+            self.weight_decay.is_finite() && self.weight_decay >= 0.0,
+            NAME,
+            || format!("weight_decay must be at least 0, got {}", self.weight_decay),
         )?;
         ConfigError::ensure((0.0..1.0).contains(&self.warmup), NAME, || {
             format!("warmup must be in [0, 1), got {}", self.warmup)
@@ -275,13 +290,16 @@ impl FineTuneConfig {
         }
     }
 
-    /// The columns the task reads: `pair` needs a second text (default column `text_pair`).
-    fn task_columns(&self) -> Columns {
-        let mut columns = self.columns.clone();
-        if self.task == FineTuneTask::Pair && columns.pair.is_none() {
-            columns.pair = Some("text_pair".to_string());
+    /// These settings with the columns the task reads: `pair` needs a second text (default
+    /// column `text_pair`). A run works with these, so that the settings it stores (in
+    /// `metrics.json`, read back by [`evaluate_model`] and [`head_importance`]) name the columns
+    /// it actually read.
+    fn with_task_columns(&self) -> Self {
+        let mut config = self.clone();
+        if config.task == FineTuneTask::Pair && config.columns.pair.is_none() {
+            config.columns.pair = Some("text_pair".to_string());
         }
-        columns
+        config
     }
 }
 
@@ -577,9 +595,9 @@ pub enum TaskOutput<B: Backend> {
     /// Answer spans: the start and the end logits `[b, l]` against the answer's first and last
     /// token, each as a classification over the positions; both hold the span loss.
     Spans(ClassificationOutput<B>, ClassificationOutput<B>),
-    /// Sequence to sequence: the teacher-forced loss, and the greedy outputs' counts
-    /// (validation only; empty in training).
-    Seq2Seq(Tensor<B, 1>, crate::eval::DecodeCounts),
+    /// Sequence to sequence: the teacher-forced loss (a mean over target tokens), the number of
+    /// those tokens, and the greedy outputs' counts (validation only; empty in training).
+    Seq2Seq(Tensor<B, 1>, usize, crate::eval::DecodeCounts),
     /// Causal language modelling: the mean next-token loss and the batch's counts.
     Lm(Tensor<B, 1>, TokenCounts),
 }
@@ -593,7 +611,33 @@ impl<B: Backend> TaskOutput<B> {
             Self::Regression(o) => o.loss.clone(),
             Self::Tags(o) => o.loss.clone(),
             Self::Spans(start, _) => start.loss.clone(),
-            Self::Seq2Seq(loss, _) | Self::Lm(loss, _) => loss.clone(),
+            Self::Seq2Seq(loss, ..) | Self::Lm(loss, _) => loss.clone(),
+        }
+    }
+
+    /// How many items the batch's mean loss averages over, so that an epoch's (or a held-out
+    /// file's) loss is their mean over the whole set, as transformers weights it: examples,
+    /// or tokens for the token tasks (tagging's labelled tokens, the language model's and the
+    /// sequence-to-sequence model's predicted tokens).
+    pub fn loss_weight(&self) -> usize {
+        let rows = |targets: &Tensor<B, 1, Int>| targets.dims()[0];
+        match self {
+            Self::Class(o) => rows(&o.targets),
+            Self::MultiLabel(o) => o.targets.dims()[0],
+            Self::Regression(o) => o.targets.dims()[0],
+            Self::Spans(start, _) => rows(&start.targets),
+            Self::Tags(o) => {
+                let labelled = o
+                    .targets
+                    .clone()
+                    .not_equal_elem(focal_heads::loss::IGNORE_INDEX)
+                    .int()
+                    .sum()
+                    .into_scalar();
+                labelled.elem::<i64>().max(0) as usize
+            }
+            Self::Seq2Seq(_, tokens, _) => *tokens,
+            Self::Lm(_, counts) => counts.tokens,
         }
     }
 }
@@ -608,8 +652,9 @@ impl<B: Backend> ItemLazy for TaskOutput<B> {
             Self::Regression(o) => TaskOutput::Regression(o.sync()),
             Self::Tags(o) => TaskOutput::Tags(o.sync()),
             Self::Spans(start, end) => TaskOutput::Spans(start.sync(), end.sync()),
-            Self::Seq2Seq(loss, counts) => TaskOutput::Seq2Seq(
+            Self::Seq2Seq(loss, tokens, counts) => TaskOutput::Seq2Seq(
                 Tensor::from_data(loss.into_data(), &Default::default()),
+                tokens,
                 counts,
             ),
             Self::Lm(loss, counts) => TaskOutput::Lm(
@@ -621,8 +666,11 @@ impl<B: Backend> ItemLazy for TaskOutput<B> {
 }
 
 impl<B: Backend> Adaptor<LossInput<B>> for TaskOutput<B> {
+    /// burn-train's `LossMetric` weights a batch by the length of the loss it is given: the
+    /// batch's mean repeated [`TaskOutput::loss_weight`] times, so that the epoch's loss is
+    /// the mean over its examples (tokens), not the mean of its batches' means.
     fn adapt(&self) -> LossInput<B> {
-        LossInput::new(self.loss())
+        LossInput::new(self.loss().expand([self.loss_weight().max(1)]))
     }
 }
 
@@ -671,7 +719,7 @@ impl<B: Backend> Adaptor<TokenCounts> for TaskOutput<B> {
 impl<B: Backend> Adaptor<crate::eval::DecodeCounts> for TaskOutput<B> {
     fn adapt(&self) -> crate::eval::DecodeCounts {
         match self {
-            Self::Seq2Seq(_, counts) => *counts,
+            Self::Seq2Seq(_, _, counts) => *counts,
             _ => Default::default(),
         }
     }
@@ -913,7 +961,9 @@ pub struct HeldOut {
 struct Tally {
     labels: Vec<String>,
     examples: usize,
+    /// The sum of the batches' losses, each times its [`TaskOutput::loss_weight`].
     loss: f64,
+    loss_weight: usize,
     outcomes: ClassOutcomes,
     confusion: Option<Vec<Vec<usize>>>,
     correlation: Option<Correlation>,
@@ -931,6 +981,7 @@ impl Tally {
             labels: labels.to_vec(),
             examples: 0,
             loss: 0.0,
+            loss_weight: 0,
             outcomes: ClassOutcomes::default(),
             confusion: matches!(task, FineTuneTask::Classify | FineTuneTask::Pair)
                 .then(|| vec![vec![0; n]; n]),
@@ -945,7 +996,9 @@ impl Tally {
 
     fn add(&mut self, output: TaskOutput<Flex>, examples: usize) {
         let loss: f64 = output.loss().into_scalar().into();
-        self.loss += loss * examples as f64;
+        let weight = output.loss_weight();
+        self.loss += loss * weight as f64;
+        self.loss_weight += weight;
         self.examples += examples;
         match &output {
             TaskOutput::Class(o) => {
@@ -978,7 +1031,7 @@ impl Tally {
                     e.merge(&EntityF1Metric::count(&self.labels, &sequences));
                 }
             }
-            TaskOutput::Seq2Seq(_, counts) => {
+            TaskOutput::Seq2Seq(_, _, counts) => {
                 if let Some(d) = &mut self.decoded {
                     d.add(counts);
                 }
@@ -994,7 +1047,7 @@ impl Tally {
     fn finish(self) -> HeldOut {
         let mut held_out = HeldOut {
             examples: self.examples,
-            loss: self.loss / self.examples.max(1) as f64,
+            loss: self.loss / self.loss_weight.max(1) as f64,
             ..HeldOut::default()
         };
         if let Some(decoded) = &self.decoded {
@@ -1067,6 +1120,9 @@ pub struct EpochFigures {
     pub epoch: usize,
     /// Batches trained so far in the run.
     pub step: usize,
+    /// Optimizer steps taken so far in the run, as counted when they ran.
+    #[serde(default)]
+    pub optimizer_steps: usize,
     /// Training metrics (percent for accuracy and F1).
     pub train: BTreeMap<String, f64>,
     /// Validation metrics.
@@ -1141,6 +1197,8 @@ struct EpochRenderer {
     train: BTreeMap<String, (f64, usize)>,
     valid: BTreeMap<String, (f64, usize)>,
     batches: usize,
+    /// The optimizer's step counter ([`CountingOptimizer`]).
+    optimizer_steps: Arc<std::sync::atomic::AtomicUsize>,
     history: Arc<Mutex<History>>,
     /// The run's working directory and settings: its state is written there after every
     /// epoch, for `resume`.
@@ -1283,6 +1341,9 @@ impl MetricsRendererTraining for EpochRenderer {
         let figures = EpochFigures {
             epoch,
             step: self.batches,
+            optimizer_steps: self
+                .optimizer_steps
+                .load(std::sync::atomic::Ordering::SeqCst),
             train: Self::means(&self.train),
             valid: Self::means(&self.valid),
         };
@@ -1394,12 +1455,15 @@ pub(crate) struct Learned<M> {
     pub(crate) best_epoch: usize,
     /// The epoch a resumed run continued after (0: a fresh run).
     pub(crate) resumed_from: usize,
+    /// The optimizer steps taken, counted as they ran (those of a resumed run included).
+    pub(crate) optimizer_steps: usize,
     pub(crate) seconds: f64,
 }
 
-/// The burn-train components of every Focal run: Focal's `FusedAdamW` and the schedule `S`.
+/// The burn-train components of every Focal run: Focal's `FusedAdamW`, its steps counted, and
+/// the schedule `S`.
 pub(crate) type Components<B, S, M> =
-    LearningComponentsMarker<B, S, M, OptimizerAdaptor<FusedAdamW, M, B>>;
+    LearningComponentsMarker<B, S, M, CountingOptimizer<OptimizerAdaptor<FusedAdamW, M, B>>>;
 
 /// What [`engine`] needs to know of a run besides its model, data and schedule.
 pub(crate) struct EngineSettings<'a> {
@@ -1417,6 +1481,8 @@ pub(crate) struct EngineSettings<'a> {
     /// The settings, files and data sizes of the run, written with its state after every epoch
     /// and compared by `resume`.
     pub(crate) run: serde_json::Value,
+    /// What stops the run early (a row that cannot be read back: [`RowFailure`]).
+    pub(crate) interrupter: Option<burn::train::Interrupter>,
 }
 
 /// Runs fine-tuning on burn-train: the task's schedule, loaders and metrics, then [`engine`].
@@ -1431,6 +1497,7 @@ fn learn<B, M, I, Bt>(
     devices: &[B::Device],
     run: serde_json::Value,
     optimizer: FusedAdamWConfig,
+    interrupter: burn::train::Interrupter,
 ) -> Result<Learned<M::InnerModule>, FineTuneError>
 where
     B: FusedAutodiffBackend,
@@ -1446,15 +1513,36 @@ where
 {
     // burn-train asks for a learning rate once per batch on one device, once per round of
     // batches (one on each replica) on several; it drops the gradients of an epoch's last
-    // rounds that do not fill an optimizer step.
+    // rounds that do not fill an optimizer step, so an epoch of fewer rounds than the
+    // accumulation trains nothing.
     let device = &devices[0];
-    let rounds = train
-        .len()
-        .div_ceil(config.batch_size)
-        .div_ceil(devices.len());
-    let steps = config.epochs * (rounds / config.grad_accum).max(1);
-    let warmup = (config.warmup * steps as f64).ceil() as usize;
-    let schedule = WarmupLinear::new(config.learning_rate, warmup, steps, config.grad_accum);
+    let batches = train.len().div_ceil(config.batch_size);
+    let rounds = batches.div_ceil(devices.len());
+    if rounds < config.grad_accum {
+        let on = if devices.len() > 1 {
+            format!(" ({rounds} rounds on {} devices)", devices.len())
+        } else {
+            String::new()
+        };
+        return Err(ConfigError::new(
+            "FineTuneConfig",
+            format!(
+                "an epoch of {} training examples makes {batches} batches of {}{on}, fewer than \
+                 grad_accum {}: no optimizer step would ever run; lower grad_accum or batch_size",
+                train.len(),
+                config.batch_size,
+                config.grad_accum
+            ),
+        )
+        .into());
+    }
+    let schedule = WarmupLinear::for_epochs(
+        config.learning_rate,
+        config.warmup,
+        config.epochs,
+        rounds,
+        config.grad_accum,
+    );
     let train_loader = |epochs_done| -> Arc<dyn DataLoader<B, M::Input>> {
         Arc::new(EpochLoader::new(
             train,
@@ -1510,6 +1598,7 @@ where
         resume: config.resume,
         scratch,
         run,
+        interrupter: Some(interrupter),
     };
     let optimizer = optimizer.init::<B, M>();
     engine(
@@ -1563,6 +1652,7 @@ where
         resume,
         scratch,
         run,
+        interrupter,
     } = settings;
     let device = &devices[0];
     let resumed = if resume {
@@ -1590,6 +1680,11 @@ where
     }
 
     let batches = history.epochs.last().map_or(0, |e| e.step);
+    let optimizer = CountingOptimizer::new(
+        optimizer,
+        history.epochs.last().map_or(0, |e| e.optimizer_steps),
+    );
+    let optimizer_steps = optimizer.counter();
     let history = Arc::new(Mutex::new(history));
     let recorder = AtomicRecorder::default();
     let mut training: SupervisedTraining<Components<B, S, M>> =
@@ -1605,6 +1700,7 @@ where
                 train: Default::default(),
                 valid: Default::default(),
                 batches,
+                optimizer_steps: optimizer_steps.clone(),
                 history: history.clone(),
                 state: (scratch.to_path_buf(), run),
                 bar: progress_bar(progress),
@@ -1617,6 +1713,9 @@ where
             .num_epochs(epochs);
     if grad_accum > 1 {
         training = training.grads_accumulation(grad_accum);
+    }
+    if let Some(interrupter) = interrupter {
+        training = training.with_interrupter(interrupter);
     }
     if devices.len() > 1 {
         training = training.with_training_strategy(
@@ -1669,6 +1768,7 @@ where
         history,
         best_epoch: best,
         resumed_from,
+        optimizer_steps: optimizer_steps.load(std::sync::atomic::Ordering::SeqCst),
         seconds,
     })
 }
@@ -1781,6 +1881,45 @@ impl burn::train::EarlyStoppingStrategy for StopWhenFlat {
     }
 }
 
+/// The first error of a row read back while a run goes (its file changed under the run, or
+/// the tokenizer refused the text), carried out of burn's loaders, which cannot return one:
+/// the row is left out, burn-train is interrupted (it stops after the batch, before any
+/// further checkpoint), and the run returns the error naming the file and line.
+#[derive(Clone)]
+pub(crate) struct RowFailure {
+    error: Arc<Mutex<Option<FineTuneError>>>,
+    interrupter: burn::train::Interrupter,
+}
+
+impl Default for RowFailure {
+    fn default() -> Self {
+        Self {
+            error: Arc::default(),
+            interrupter: burn::train::Interrupter::new(),
+        }
+    }
+}
+
+impl RowFailure {
+    /// Records `error` (the first one is kept) and interrupts the run.
+    fn fail(&self, error: FineTuneError) {
+        self.interrupter.stop(Some("a row could not be read"));
+        if let Ok(mut slot) = self.error.lock()
+            && slot.is_none()
+        {
+            *slot = Some(error);
+        }
+    }
+
+    /// The recorded error, if a row failed.
+    pub(crate) fn check(&self) -> Result<(), FineTuneError> {
+        match self.error.lock().ok().and_then(|mut slot| slot.take()) {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The rows of a sequence task as a dataset: an example is read back from its file and
 /// tokenised when a loader asks for it, its target taken from the index, so that nothing of
 /// the file but the index is held in memory.
@@ -1790,6 +1929,8 @@ struct TextRows {
     /// them; none for a label outside the training labels, whose rows are left out).
     targets: Vec<Option<Target>>,
     tokenizer: Arc<TextTokenizer>,
+    /// Where a row that no longer reads, or that the tokenizer refuses, goes.
+    failure: RowFailure,
 }
 
 impl TextRows {
@@ -1800,7 +1941,11 @@ impl TextRows {
         labels: &[String],
         tokenizer: Arc<TextTokenizer>,
         bad: &mut BadRows,
+        failure: RowFailure,
     ) -> Result<Self, FineTuneError> {
+        // A length that leaves no room for text beside the special tokens would fail on every
+        // row (inside the tokenizer): refused here, before any row is read.
+        tokenizer.check_room(rows.has_pairs())?;
         let class = |label: &str| labels.iter().position(|l| l == label);
         let targets: Vec<Result<Target, String>> = rows
             .names()
@@ -1840,27 +1985,44 @@ impl TextRows {
             },
             targets: targets.into_iter().map(Result::ok).collect(),
             tokenizer,
+            failure,
         })
     }
 }
 
 impl Dataset<TextExample> for TextRows {
-    /// Example `index`. A row that no longer reads, or that the tokenizer refuses, panics
-    /// with the file and line: burn's loaders have no way to return an error, and every row
-    /// read when the file was indexed.
+    /// Example `index`. A row that no longer reads (its file changed under the run), or that
+    /// the tokenizer refuses, goes to the run's [`RowFailure`] with the file and line, and is
+    /// left out: burn's loaders have no way to return an error.
     fn get(&self, index: usize) -> Option<TextExample> {
         let entry = *self.rows.entries().get(index)?;
-        let row = self
-            .rows
-            .row(index)
-            .unwrap_or_else(|e| panic!("reading a training example back: {e}"));
-        let encodings = self
-            .tokenizer
-            .encode(
-                std::slice::from_ref(&row.text),
-                row.pair.as_ref().map(std::slice::from_ref),
-            )
-            .unwrap_or_else(|e| panic!("{}, line {}: {e}", self.rows.path().display(), row.line));
+        let failed = |reason: String| {
+            self.failure.fail(FineTuneError::Data {
+                path: self.rows.path().to_path_buf(),
+                line: entry.line as usize,
+                reason,
+            });
+        };
+        let row = match self.rows.row(index) {
+            Ok(row) => row,
+            Err(e) => {
+                failed(format!(
+                    "the row no longer reads as when the file was indexed ({e}); was the file \
+                     changed during the run?"
+                ));
+                return None;
+            }
+        };
+        let encodings = match self.tokenizer.encode(
+            std::slice::from_ref(&row.text),
+            row.pair.as_ref().map(std::slice::from_ref),
+        ) {
+            Ok(encodings) => encodings,
+            Err(e) => {
+                failed(e.to_string());
+                return None;
+            }
+        };
         let target = match self.rows.kind() {
             LabelKind::Value => Target::Value(f32::from_bits(entry.label)),
             _ => self.targets[entry.label as usize]
@@ -1879,6 +2041,11 @@ impl Dataset<TextExample> for TextRows {
 }
 
 /// Tagged sentences tokenised once (as pre-split words), their tags on each word's first piece.
+///
+/// Words past the longest input are cut, as transformers' token-classification recipe cuts
+/// them: they are left out of the loss and of entity F1. That is said once, as a warning with
+/// the counts ([`CutWords`]), so that a model scored on shortened sentences is not taken for
+/// one scored on whole ones.
 fn tag_examples(
     sentences: Vec<TaggedSentence>,
     tags: &[String],
@@ -1887,22 +2054,61 @@ fn tag_examples(
     bad: &mut BadRows,
 ) -> Result<Vec<TagExample>, FineTuneError> {
     let mut examples = Vec::with_capacity(sentences.len());
+    let mut cut = CutWords::default();
     for sentence in sentences {
         match tag_example(&sentence, tags, tokenizer, path) {
-            Ok(example) => examples.push(example),
+            Ok((example, words)) => {
+                cut.add(&sentence, words);
+                examples.push(example);
+            }
             Err(e) => bad.handle(e)?,
         }
+    }
+    if cut.sentences > 0 {
+        tracing::warn!(
+            "{}: {} sentences are longer than the longest input ({} tokens): their last {} \
+             words, {} of them tagged as entities, are left out of training and of entity F1",
+            path.display(),
+            cut.sentences,
+            tokenizer.max_len(),
+            cut.words,
+            cut.entity_words
+        );
     }
     Ok(examples)
 }
 
-/// One tagged sentence tokenised, or why it cannot be.
+/// What truncation to the longest input cut from tagged sentences.
+#[derive(Debug, Default, PartialEq)]
+struct CutWords {
+    /// Sentences cut.
+    sentences: usize,
+    /// Words cut.
+    words: usize,
+    /// Of those, words tagged other than `O`.
+    entity_words: usize,
+}
+
+impl CutWords {
+    /// Counts `sentence`, of which the first `kept` words survived truncation.
+    fn add(&mut self, sentence: &TaggedSentence, kept: usize) {
+        let lost = &sentence.tags[kept.min(sentence.tags.len())..];
+        if !lost.is_empty() {
+            self.sentences += 1;
+            self.words += lost.len();
+            self.entity_words += lost.iter().filter(|t| *t != "O").count();
+        }
+    }
+}
+
+/// One tagged sentence tokenised, and how many of its words kept a piece within the longest
+/// input; or why it cannot be.
 fn tag_example(
     sentence: &TaggedSentence,
     tags: &[String],
     tokenizer: &TextTokenizer,
     path: &Path,
-) -> Result<TagExample, FineTuneError> {
+) -> Result<(TagExample, usize), FineTuneError> {
     {
         let error = |reason: String| FineTuneError::Data {
             path: path.to_path_buf(),
@@ -1934,17 +2140,71 @@ fn tag_example(
             .map(|w| w.map(|w| w as usize))
             .collect();
         let aligned = align_word_labels(&word_ids, &ids).map_err(error)?;
-        Ok(TagExample {
-            tokens,
-            tags: aligned,
-        })
+        let kept = word_ids.iter().flatten().max().map_or(0, |&w| w + 1);
+        Ok((
+            TagExample {
+                tokens,
+                tags: aligned,
+            },
+            kept,
+        ))
+    }
+}
+
+/// The file in a run's working directory that the run holds an advisory lock on for its whole
+/// life: the system releases it when the process ends, however it ends (a kill included, and
+/// before the process is reaped), so a directory whose lock can be taken belongs to no live
+/// run. Process ids cannot say that: a restarted container's `focal` is PID 1 again.
+const LOCK_FILE: &str = "run.lock";
+
+/// A run's working directory and the lock that marks it live ([`LOCK_FILE`]), held until
+/// this is dropped.
+pub(crate) struct Scratch {
+    path: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl Scratch {
+    /// Creates (or adopts) `path` and locks it for this process.
+    fn lock(path: PathBuf) -> Result<Self, FineTuneError> {
+        let file_error = |path: &Path, e: std::io::Error| FineTuneError::File {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        };
+        std::fs::create_dir_all(&path).map_err(|e| file_error(&path, e))?;
+        let lock_path = path.join(LOCK_FILE);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| file_error(&lock_path, e))?;
+        lock.try_lock().map_err(|e| FineTuneError::File {
+            path: lock_path.clone(),
+            reason: format!("another run holds this working directory ({e})"),
+        })?;
+        Ok(Self { path, _lock: lock })
+    }
+}
+
+/// Whether the run that worked in `dir` is dead: no process holds its lock (a directory
+/// without a lock file was left by a run that predates the lock, which is dead too).
+fn run_is_dead(dir: &Path) -> bool {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join(LOCK_FILE))
+    {
+        Ok(file) => file.try_lock().is_ok(),
+        Err(_) => true,
     }
 }
 
 /// The directory burn-train works in during a run: beside `out`, named after it and the
-/// process (`.NAME.learner-PID`), removed at the end. With `resume`, the newest such directory
-/// of a killed run becomes this run's.
-fn scratch_dir(out: &Path, resume: bool) -> Result<PathBuf, FineTuneError> {
+/// process (`.NAME.learner-PID`), locked for the run's life ([`LOCK_FILE`]). With `resume`,
+/// the newest directory of a killed run becomes this run's. Without, a killed run's
+/// directory that holds checkpoints is refused unless `overwrite` (it is what `--resume`
+/// would continue); other dead runs' directories are removed.
+fn scratch_dir(out: &Path, resume: bool, overwrite: bool) -> Result<Scratch, FineTuneError> {
     let (parent, name) = out_parts(out);
     let parent = parent.as_path();
     std::fs::create_dir_all(parent).map_err(|e| FineTuneError::File {
@@ -1953,14 +2213,15 @@ fn scratch_dir(out: &Path, resume: bool) -> Result<PathBuf, FineTuneError> {
     })?;
     let scratch = parent.join(format!(".{name}.learner-{}", std::process::id()));
     let mut stale = stale_scratch(parent, &name);
-    if resume {
+    // Newest last.
+    stale.sort_by_key(|dir| {
+        std::fs::metadata(dir.join(crate::resume::STATE_FILE))
+            .or_else(|_| std::fs::metadata(dir))
+            .and_then(|m| m.modified())
+            .ok()
+    });
+    let kept = if resume {
         // The newest killed run's directory is continued; older ones go.
-        stale.sort_by_key(|dir| {
-            std::fs::metadata(dir.join(crate::resume::STATE_FILE))
-                .or_else(|_| std::fs::metadata(dir))
-                .and_then(|m| m.modified())
-                .ok()
-        });
         let Some(newest) = stale.pop() else {
             return Err(no_killed_run(out, parent, &name));
         };
@@ -1968,11 +2229,30 @@ fn scratch_dir(out: &Path, resume: bool) -> Result<PathBuf, FineTuneError> {
             path: newest.clone(),
             reason: e.to_string(),
         })?;
-    }
+        Some(Scratch::lock(scratch.clone())?)
+    } else {
+        if !overwrite
+            && let Some(saved) = stale
+                .iter()
+                .rev()
+                .find(|dir| dir.join(crate::resume::STATE_FILE).is_file())
+        {
+            return Err(FineTuneError::Resume(format!(
+                "a killed run of {} left its checkpoints in {}: continue it with --resume, or \
+                 pass --overwrite to start afresh and delete them",
+                out.display(),
+                saved.display()
+            )));
+        }
+        None
+    };
     for dir in stale {
         let _ = std::fs::remove_dir_all(dir);
     }
-    Ok(scratch)
+    match kept {
+        Some(kept) => Ok(kept),
+        None => Scratch::lock(scratch),
+    }
 }
 
 /// Whether a killed run that was to write `out` left its working directory, for `resume`
@@ -2006,13 +2286,9 @@ fn no_killed_run(out: &Path, parent: &Path, name: &str) -> FineTuneError {
     ))
 }
 
-/// The working directories that killed runs left beside `out` (`.NAME.learner-PID` of a
-/// process that no longer runs). Only where the system says which processes run (Linux's
-/// `/proc`); elsewhere none are found (they stay, harmless).
+/// The working directories that killed runs left beside `out` (`.NAME.learner-PID` whose
+/// lock no process holds: [`run_is_dead`]).
 fn stale_scratch(parent: &Path, name: &str) -> Vec<PathBuf> {
-    if !Path::new("/proc/self").exists() {
-        return Vec::new();
-    }
     let prefix = format!(".{name}.learner-");
     let Ok(entries) = std::fs::read_dir(parent) else {
         return Vec::new();
@@ -2021,9 +2297,10 @@ fn stale_scratch(parent: &Path, name: &str) -> Vec<PathBuf> {
         .flatten()
         .filter(|entry| {
             let file_name = entry.file_name().to_string_lossy().into_owned();
-            file_name.strip_prefix(&prefix).is_some_and(|pid| {
-                pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists()
-            })
+            file_name
+                .strip_prefix(&prefix)
+                .is_some_and(|pid| pid.parse::<u32>().is_ok())
+                && run_is_dead(&entry.path())
         })
         .map(|entry| entry.path())
         .collect()
@@ -2070,6 +2347,7 @@ pub fn fine_tune_on<B: FusedAutodiffBackend>(
     devices: &[B::Device],
 ) -> Result<FineTuneReport, FineTuneError> {
     config.validate()?;
+    let config = &config.with_task_columns();
     let Some(device) = devices.first() else {
         return Err(ConfigError::new("fine_tune_on", "no device given").into());
     };
@@ -2082,7 +2360,7 @@ pub fn fine_tune_on<B: FusedAutodiffBackend>(
     }
     // The new head's initialisation and dropout draw from the backend's generator.
     focal_backend::seed::<B>(device, config.seed);
-    in_scratch(out, config.resume, |scratch| {
+    in_scratch(out, (config.resume, config.overwrite), |scratch| {
         let mut run = Run {
             init,
             size: None,
@@ -2090,8 +2368,9 @@ pub fn fine_tune_on<B: FusedAutodiffBackend>(
             valid,
             scratch,
             config,
-            optimizer: FusedAdamWConfig::new(),
+            optimizer: trainer_optimizer(config),
             bad: config.bad_rows(),
+            failure: RowFailure::default(),
         };
         if config.task == FineTuneTask::Lm {
             fine_tune_lm::<B>(&mut run, out, devices)
@@ -2107,18 +2386,37 @@ pub fn fine_tune_on<B: FusedAutodiffBackend>(
     })
 }
 
-/// Runs `work` in the run's working directory beside `out` ([`scratch_dir`]), removed
-/// afterwards, except when a resumed run fails: the killed run's checkpoints stay for another
-/// try.
+/// The optimizer of every fine-tuning run: transformers' `Trainer` recipe (4.57: AdamW with
+/// β₁ 0.9, β₂ 0.999, ε 1e-8; the gradients' global norm clipped at 1.0; the decoupled weight
+/// decay `config.weight_decay` on every parameter but biases and LayerNorm weights, which
+/// `Trainer.get_decay_parameter_names` leaves out: here every vector parameter).
+pub(crate) fn trainer_optimizer(config: &FineTuneConfig) -> FusedAdamWConfig {
+    FusedAdamWConfig::new()
+        .with_epsilon(1e-8)
+        .with_weight_decay(config.weight_decay as f32)
+        .with_decay_vectors(false)
+        .with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(1.0)))
+}
+
+/// Runs `work` in the run's working directory beside `out` ([`scratch_dir`]), removed when
+/// the run succeeds. When it fails after an epoch was checkpointed (training, evaluating or
+/// writing `out`: a full disk, say), the checkpoints stay, and a warning says how to continue
+/// with `--resume`; a failure before any checkpoint leaves nothing worth keeping.
 pub(crate) fn in_scratch<T, E: From<FineTuneError>>(
     out: &Path,
-    resume: bool,
+    (resume, overwrite): (bool, bool),
     work: impl FnOnce(&Path) -> Result<T, E>,
 ) -> Result<T, E> {
-    let scratch = scratch_dir(out, resume)?;
-    let result = work(&scratch);
-    if result.is_ok() || !resume {
-        let _ = std::fs::remove_dir_all(&scratch);
+    let scratch = scratch_dir(out, resume, overwrite)?;
+    let result = work(&scratch.path);
+    if result.is_err() && scratch.path.join(crate::resume::STATE_FILE).is_file() {
+        tracing::warn!(
+            "the run's checkpoints are kept in {}: run the same command again with --resume \
+             to continue from its last saved epoch",
+            scratch.path.display()
+        );
+    } else {
+        let _ = std::fs::remove_dir_all(&scratch.path);
     }
     result
 }
@@ -2135,6 +2433,8 @@ pub(crate) struct Run<'a> {
     pub(crate) config: &'a FineTuneConfig,
     pub(crate) optimizer: FusedAdamWConfig,
     pub(crate) bad: BadRows,
+    /// Rows read back during the run that failed ([`RowFailure`]).
+    pub(crate) failure: RowFailure,
 }
 
 impl Run<'_> {
@@ -2162,7 +2462,24 @@ impl Run<'_> {
     {
         let config = self.config;
         let device = &devices[0];
+        // Skipped rows (or a held-out file whose rows all have labels the training file lacks)
+        // can leave a side empty: nothing to train on, or no figure to keep an epoch by.
+        for (examples, path, side) in [
+            (train.len(), self.train, "training"),
+            (valid.len(), self.valid.unwrap_or(self.train), "held-out"),
+        ] {
+            if examples == 0 {
+                return Err(FineTuneError::File {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "no {side} examples left after reading ({} bad rows skipped)",
+                        self.bad.count
+                    ),
+                });
+            }
+        }
         let before = evaluate(&model.valid(), batcher, &*valid, config, &labels, device);
+        self.failure.check()?;
         let train_examples = train.len();
         let run = serde_json::json!({
             "config": config,
@@ -2180,6 +2497,7 @@ impl Run<'_> {
             history,
             best_epoch,
             resumed_from,
+            optimizer_steps,
             seconds,
         } = learn(
             model,
@@ -2191,12 +2509,12 @@ impl Run<'_> {
             devices,
             run,
             self.optimizer.clone(),
+            self.failure.interrupter.clone(),
         )?;
+        self.failure.check()?;
         let after = evaluate(&trained, batcher, &*valid, config, &labels, device);
+        self.failure.check()?;
         let epochs_run = history.epochs.len();
-        let rounds = train_examples
-            .div_ceil(config.batch_size)
-            .div_ceil(devices.len());
         let report = FineTuneReport {
             labels: if config.task == FineTuneTask::Regress {
                 Vec::new()
@@ -2209,7 +2527,7 @@ impl Run<'_> {
             epochs_run,
             resumed_from_epoch: resumed_from,
             best_epoch,
-            optimizer_steps: epochs_run * (rounds / config.grad_accum),
+            optimizer_steps,
             seconds,
             examples_per_second: (train_examples * epochs_run.saturating_sub(resumed_from)) as f64
                 / seconds.max(1e-9),
@@ -2228,8 +2546,21 @@ impl Run<'_> {
         tokenizer: TextTokenizer,
     ) -> Result<(Examples<TextExample>, Examples<TextExample>), FineTuneError> {
         let tokenizer = Arc::new(tokenizer);
-        let train = TextRows::new(train_rows, labels, tokenizer.clone(), &mut self.bad)?;
-        let valid = TextRows::new(valid_rows, labels, tokenizer, &mut self.bad)?;
+        let failure = &self.failure;
+        let train = TextRows::new(
+            train_rows,
+            labels,
+            tokenizer.clone(),
+            &mut self.bad,
+            failure.clone(),
+        )?;
+        let valid = TextRows::new(
+            valid_rows,
+            labels,
+            tokenizer,
+            &mut self.bad,
+            failure.clone(),
+        )?;
         Ok((Arc::new(train), Arc::new(valid)))
     }
 
@@ -2300,13 +2631,17 @@ type SequenceRows = (LabelledRows, LabelledRows, Vec<String>, ProblemType);
 
 /// Splits `config.valid_split` of `rows` (at least one, drawn with the seed) off for
 /// validation; the rest train. Too few rows to leave both parts some is an error.
-pub(crate) fn split_off<T>(
-    mut rows: Vec<T>,
+///
+/// The split is stratified by `stratum` (a row's label; one stratum for rows without a class):
+/// the rows are shuffled with the seed, each row placed at the middle of its share of its own
+/// stratum (`(rank + ½) / size`), and the last rows of that order held out, so that each label
+/// keeps about the same share on both sides. With one stratum this is a plain shuffled split.
+pub(crate) fn split_off<T, K: Ord>(
+    rows: Vec<T>,
     config: &FineTuneConfig,
     path: &Path,
+    stratum: impl Fn(&T) -> K,
 ) -> Result<(Vec<T>, Vec<T>), FineTuneError> {
-    use rand::SeedableRng;
-    use rand::seq::SliceRandom;
     let n = rows.len();
     let held = ((n as f64) * config.valid_split).ceil() as usize;
     if held == 0 || held >= n {
@@ -2318,9 +2653,41 @@ pub(crate) fn split_off<T>(
             ),
         });
     }
-    rows.shuffle(&mut rand::rngs::StdRng::seed_from_u64(config.seed));
-    let valid = rows.split_off(n - held);
-    Ok((rows, valid))
+    let order = stratified_order(&rows, config.seed, stratum);
+    let mut rows: Vec<Option<T>> = rows.into_iter().map(Some).collect();
+    let mut take = |indices: &[usize]| -> Vec<T> {
+        indices
+            .iter()
+            .map(|&i| rows[i].take().expect("each row is taken once"))
+            .collect()
+    };
+    let (train, valid) = order.split_at(n - held);
+    Ok((take(train), take(valid)))
+}
+
+/// The indices of `rows` in [`split_off`]'s order: shuffled with `seed`, then ordered by each
+/// row's place in its stratum (`(rank + ½) / size`), ties in the shuffled order.
+fn stratified_order<T, K: Ord>(rows: &[T], seed: u64, stratum: impl Fn(&T) -> K) -> Vec<usize> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+    let mut sizes: BTreeMap<K, usize> = BTreeMap::new();
+    for row in rows {
+        *sizes.entry(stratum(row)).or_default() += 1;
+    }
+    let mut ranks: BTreeMap<K, usize> = BTreeMap::new();
+    let mut place = vec![0.0f64; rows.len()];
+    for &i in &order {
+        let key = stratum(&rows[i]);
+        let size = sizes[&key] as f64;
+        let rank = ranks.entry(key).or_default();
+        place[i] = (*rank as f64 + 0.5) / size;
+        *rank += 1;
+    }
+    // A stable sort: rows at the same place keep the shuffled order.
+    order.sort_by(|&a, &b| place[a].total_cmp(&place[b]));
+    order
 }
 
 /// What the label column of a sequence task's files holds.
@@ -2339,13 +2706,22 @@ fn sequence_rows(
     config: &FineTuneConfig,
     bad: &mut BadRows,
 ) -> Result<SequenceRows, FineTuneError> {
-    let columns = config.task_columns();
+    let columns = &config.columns;
     let kind = label_kind(config.task);
-    let rows = LabelledRows::read(train, &columns, kind, bad)?;
+    let rows = LabelledRows::read(train, columns, kind, bad)?;
+    // The labels are those of the whole training file: a rare label whose rows all fall in the
+    // held-out part is still one the model learns to give.
+    let file_labels = rows.label_set();
     let (train_rows, valid_rows) = match valid {
-        Some(valid) => (rows, LabelledRows::read(valid, &columns, kind, bad)?),
+        Some(valid) => (rows, LabelledRows::read(valid, columns, kind, bad)?),
         None => {
-            let (train_entries, valid_entries) = split_off(rows.entries().to_vec(), config, train)?;
+            // Regression values are not classes: one stratum.
+            let stratum = |entry: &crate::data::RowEntry| match kind {
+                LabelKind::Value => 0,
+                _ => entry.label,
+            };
+            let (train_entries, valid_entries) =
+                split_off(rows.entries().to_vec(), config, train, stratum)?;
             (
                 rows.with_entries(train_entries),
                 rows.with_entries(valid_entries),
@@ -2354,8 +2730,8 @@ fn sequence_rows(
     };
     let (labels, problem_type) = match config.task {
         FineTuneTask::Regress => (vec!["LABEL_0".to_string()], ProblemType::Regression),
-        FineTuneTask::MultiLabel => (train_rows.label_set(), ProblemType::MultiLabel),
-        _ => (train_rows.label_set(), ProblemType::SingleLabel),
+        FineTuneTask::MultiLabel => (file_labels, ProblemType::MultiLabel),
+        _ => (file_labels, ProblemType::SingleLabel),
     };
     let multi = config.task == FineTuneTask::MultiLabel;
     let least = if multi { 1 } else { 2 };
@@ -2503,7 +2879,7 @@ fn fine_tune_lm<B: FusedAutodiffBackend>(
     let blocks = lm_blocks(run.train, &tokenizer, block)?;
     let examples = match run.valid {
         Some(valid) => (blocks, lm_blocks(valid, &tokenizer, block)?),
-        None => split_off(blocks, config, run.train)?,
+        None => split_off(blocks, config, run.train, |_| ())?,
     };
     let (trained, report) = run.fit(
         LmTraining { model },
@@ -2551,11 +2927,12 @@ fn fine_tune_tagger<B: FusedAutodiffBackend>(
     let device = &devices[0];
     let config = run.config;
     let sentences = read_conll(run.train, &mut run.bad)?;
+    // The tags of the whole training file, held-out sentences included.
+    let tags = tag_set(&sentences);
     let (train_sentences, valid_sentences) = match run.valid {
         Some(valid) => (sentences, read_conll(valid, &mut run.bad)?),
-        None => split_off(sentences, config, run.train)?,
+        None => split_off(sentences, config, run.train, |_| ())?,
     };
-    let tags = tag_set(&train_sentences);
     let (model, task) =
         BertForTokenClassification::<B>::for_labels(run.init, tags.clone(), device)?;
     let tokenizer = tokenizer_for(run.init, &task, config.max_length)?;
@@ -2691,7 +3068,7 @@ fn fine_tune_qa<B: FusedAutodiffBackend>(
     let questions = read_squad(run.train, &mut run.bad)?;
     let (train_questions, valid_questions) = match run.valid {
         Some(valid) => (questions, read_squad(valid, &mut run.bad)?),
-        None => split_off(questions, config, run.train)?,
+        None => split_off(questions, config, run.train, |_| ())?,
     };
     let (model, task) = BertForQuestionAnswering::<B>::for_answers(run.init, device)?;
     let tokenizer = tokenizer_for(run.init, &task, config.max_length)?;
@@ -2751,23 +3128,39 @@ pub struct Evaluation {
     pub held_out: HeldOut,
 }
 
-/// `columns`, or else those the run that wrote `dir` used (its `metrics.json`), or else the
-/// defaults.
-fn columns_for(dir: &Path, columns: Option<&Columns>) -> Columns {
+/// The settings that change a model's figures on a file: `columns` and `max_length` where
+/// given, or else those the run that wrote `dir` used (the settings stored in its
+/// `metrics.json`), or else the defaults.
+fn scoring_settings(
+    dir: &Path,
+    columns: Option<&Columns>,
+    max_length: Option<usize>,
+) -> (Columns, usize) {
+    let report: serde_json::Value = std::fs::read(dir.join("metrics.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default();
+    let stored = &report["config"];
     let trained_columns = || -> Option<Columns> {
-        let bytes = std::fs::read(dir.join("metrics.json")).ok()?;
-        let report: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-        let c = &report["config"]["columns"];
+        let c = &stored["columns"];
         Some(Columns {
             text: c["text"].as_str()?.to_string(),
             pair: c["pair"].as_str().map(str::to_string),
             label: c["label"].as_str()?.to_string(),
         })
     };
-    columns
+    let columns = columns
         .cloned()
         .or_else(trained_columns)
-        .unwrap_or_default()
+        .unwrap_or_default();
+    let max_length = max_length
+        .or_else(|| {
+            stored["max_length"]
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+        })
+        .unwrap_or(FineTuneConfig::default().max_length);
+    (columns, max_length)
 }
 
 /// Each attention head's importance to a classifier on a labelled file ([`head_importance`]).
@@ -2796,13 +3189,14 @@ pub fn head_importance<B: FusedAutodiffBackend>(
     data: &Path,
     columns: Option<&Columns>,
     batch_size: usize,
-    max_length: usize,
+    max_length: Option<usize>,
     device: &B::Device,
 ) -> Result<HeadImportance, FineTuneError> {
+    let (columns, max_length) = scoring_settings(dir, columns, max_length);
     let mut settings = FineTuneConfig {
         batch_size,
         max_length,
-        columns: columns_for(dir, columns),
+        columns,
         ..FineTuneConfig::default()
     };
     settings.validate()?;
@@ -2810,12 +3204,14 @@ pub fn head_importance<B: FusedAutodiffBackend>(
     settings.task = match task.problem_type {
         ProblemType::Regression => FineTuneTask::Regress,
         ProblemType::MultiLabel => FineTuneTask::MultiLabel,
+        ProblemType::SingleLabel if settings.columns.pair.is_some() => FineTuneTask::Pair,
         ProblemType::SingleLabel => FineTuneTask::Classify,
     };
     let mut bad = BadRows::strict();
     let rows = LabelledRows::read(data, &settings.columns, label_kind(settings.task), &mut bad)?;
     let tokenizer = Arc::new(tokenizer_for(dir, &task, max_length)?);
-    let examples = TextRows::new(rows, &task.labels, tokenizer, &mut bad)?;
+    let failure = RowFailure::default();
+    let examples = TextRows::new(rows, &task.labels, tokenizer, &mut bad, failure.clone())?;
     let batcher = PadBatcher {
         pad_id: task.bert.pad_token_id as u32,
     };
@@ -2842,6 +3238,7 @@ pub fn head_importance<B: FusedAutodiffBackend>(
             .expect("the mask takes part in the loss");
         total = total + gradient.abs().sum_dim(0).reshape([layers, heads]);
     }
+    failure.check()?;
     let values: Vec<f64> = total
         .into_data()
         .convert::<f64>()
@@ -2876,15 +3273,16 @@ pub fn head_importance<B: FusedAutodiffBackend>(
 /// - a Focal sequence-to-sequence directory (`--task seq2seq` or `reverse`) on pairs of texts
 ///   (greedy decoding's exact match and token accuracy).
 ///
-/// The columns are `columns`, or else those the run that wrote `dir` used (its
-/// `metrics.json`), or else the defaults. A label (or word) the model does not have is an error
-/// naming the line.
+/// The columns and the longest input are `columns` and `max_length`, or else those the run that
+/// wrote `dir` used (its `metrics.json`), or else the defaults (128 tokens), so that a run's
+/// directory scores its held-out file as training reported. A label (or word) the model does
+/// not have is an error naming the line.
 pub fn evaluate_model<B: FusedAttentionBackend>(
     dir: &Path,
     data: &Path,
     columns: Option<&Columns>,
     batch_size: usize,
-    max_length: usize,
+    max_length: Option<usize>,
     device: &B::Device,
 ) -> Result<Evaluation, FineTuneError> {
     let config_path = dir.join("config.json");
@@ -2897,7 +3295,7 @@ pub fn evaluate_model<B: FusedAttentionBackend>(
             .as_array()
             .is_some_and(|a| a.iter().any(|x| x == architecture))
     };
-    let columns = columns_for(dir, columns);
+    let (columns, max_length) = scoring_settings(dir, columns, max_length);
     let mut settings = FineTuneConfig {
         batch_size,
         max_length,
@@ -2997,7 +3395,8 @@ pub fn evaluate_model<B: FusedAttentionBackend>(
     let mut bad = BadRows::strict();
     let rows = LabelledRows::read(data, &settings.columns, label_kind(settings.task), &mut bad)?;
     let tokenizer = Arc::new(tokenizer_for(dir, &task, max_length)?);
-    let examples = TextRows::new(rows, &task.labels, tokenizer, &mut bad)?;
+    let failure = RowFailure::default();
+    let examples = TextRows::new(rows, &task.labels, tokenizer, &mut bad, failure.clone())?;
     let pad_id = task.bert.pad_token_id as u32;
     let held_out = evaluate(
         &SequenceTraining { model },
@@ -3007,6 +3406,7 @@ pub fn evaluate_model<B: FusedAttentionBackend>(
         &task.labels,
         device,
     );
+    failure.check()?;
     let labels = if settings.task == FineTuneTask::Regress {
         Vec::new()
     } else {
@@ -3110,7 +3510,7 @@ mod tests {
             &fixtures().join("train/classify_valid.csv"),
             None,
             16,
-            32,
+            Some(32),
             device,
         )
         .unwrap();
@@ -3136,7 +3536,7 @@ mod tests {
             &here.join("head_importance_data.csv"),
             None,
             4,
-            32,
+            Some(32),
             device,
         )
         .unwrap();
@@ -3192,9 +3592,52 @@ mod tests {
         assert_eq!(kept, best);
         let after = report.after.macro_f1.unwrap() * 100.0;
         assert!((after - kept).abs() < 1e-6, "after {after}, logged {kept}");
-        // 96 rows in batches of 10: 10 batches, 5 optimizer steps per epoch.
+        // 96 rows in batches of 10: 10 batches, 5 optimizer steps per epoch, counted as the
+        // optimizer took them.
         assert_eq!(report.optimizer_steps, 5 * report.epochs_run);
+        let counted: Vec<usize> = history.epochs.iter().map(|e| e.optimizer_steps).collect();
+        let expected: Vec<usize> = (1..=report.epochs_run).map(|e| 5 * e).collect();
+        assert_eq!(counted, expected);
         assert_eq!(history.steps.len(), 10 * report.epochs_run);
+    }
+
+    /// An epoch with fewer batches than the gradient accumulation would never step the
+    /// optimizer (burn-train drops an epoch's unfilled accumulation): refused with the numbers
+    /// before anything trains. With 96 rows in batches of 64, 2 batches fill one step of 2, and
+    /// the optimizer steps once an epoch.
+    #[test]
+    fn an_epoch_must_fill_an_optimizer_step() {
+        let _rng = crate::rng_lock();
+        let device = Default::default();
+        let out = tempfile::tempdir().unwrap();
+        let mut config = settings(FineTuneTask::Classify, 2, 3e-3);
+        config.batch_size = 97;
+        config.grad_accum = 2;
+        let train = fixtures().join("train/classify_train.csv");
+        let valid = fixtures().join("train/classify_valid.csv");
+        let err = fine_tune::<Autodiff<focal_backend::NdArray>>(
+            &fixtures().join("bert"),
+            &train,
+            Some(&valid),
+            &out.path().join("model"),
+            &config,
+            &device,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("96 training examples makes 1 batches of 97")
+                && err.contains("grad_accum 2"),
+            "{err}"
+        );
+        assert!(!out.path().join("model").exists());
+        config.batch_size = 64;
+        let (report, _out) = run::<focal_backend::NdArray>(
+            config,
+            ("classify_train.csv", "classify_valid.csv"),
+            &device,
+        );
+        assert_eq!(report.optimizer_steps, 2);
     }
 
     /// Sentence pairs: the kind of the second sentence, whatever the first.
@@ -3211,6 +3654,20 @@ mod tests {
         assert!(after.loss < before.loss, "{before:?} -> {after:?}");
         assert!(after.accuracy.unwrap() >= 0.75, "{before:?} -> {after:?}");
         check_written(&out, &["loss.png", "metrics.png", "confusion.png"]);
+        // The run stored the second text's column it read (the default, `text_pair`), so that
+        // scoring its directory again reads pairs and gives training's held-out figures.
+        let evaluation = evaluate_model::<focal_backend::NdArray>(
+            &out.path().join("model"),
+            &fixtures().join("train/pair_valid.csv"),
+            None,
+            16,
+            None,
+            &Default::default(),
+        )
+        .unwrap();
+        assert_eq!(evaluation.task, FineTuneTask::Pair);
+        assert_eq!(evaluation.held_out.confusion, after.confusion);
+        assert!((evaluation.held_out.loss - after.loss).abs() < 1e-5);
     }
 
     /// Multi-label rows (JSON Lines lists, some empty).
@@ -3332,6 +3789,14 @@ mod tests {
         for file in ["tokenizer.json", "vocab.json", "merges.txt"] {
             assert!(dir.join(file).is_file(), "{file}");
         }
+        // `evaluate_model` takes the run's block length from its settings (not the default of
+        // 128 tokens), so it scores the held-out file as training reported.
+        let evaluation = evaluate_model::<B>(&dir, &valid, None, 16, None, &device).unwrap();
+        assert!(
+            (evaluation.held_out.loss - after.loss).abs() < 1e-5,
+            "{:?} vs {after:?}",
+            evaluation.held_out
+        );
         // The directory loads again and scores what the report says.
         let (model, _) = focal_pretrained::Gpt2::<B>::load(&dir, &device).unwrap();
         let again = evaluate(
@@ -3403,7 +3868,7 @@ mod tests {
             &fixtures().join("train/classify_valid.csv"),
             None,
             16,
-            32,
+            Some(32),
             &device,
         )
         .unwrap();
@@ -3447,6 +3912,275 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("give a validation file"), "{err}");
+    }
+
+    /// A run's liveness is its working directory's lock, not a process id: a directory named
+    /// after a live PID (this process's own, as a restarted container's PID 1 sees its killed
+    /// run's) whose lock nobody holds is a dead run's, and resumable; one whose lock is held
+    /// is a live run's, left alone.
+    #[test]
+    fn a_run_is_alive_while_it_holds_its_lock() {
+        let parent = tempfile::tempdir().unwrap();
+        let out = parent.path().join("model");
+        let dir = parent
+            .path()
+            .join(format!(".model.learner-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join(LOCK_FILE), "").unwrap();
+        assert_eq!(
+            stale_scratch(parent.path(), "model"),
+            std::slice::from_ref(&dir)
+        );
+        check_resumable(&out).unwrap();
+        let held = Scratch::lock(dir.clone()).unwrap();
+        assert!(stale_scratch(parent.path(), "model").is_empty());
+        assert!(check_resumable(&out).is_err());
+        drop(held);
+        assert_eq!(stale_scratch(parent.path(), "model"), [dir]);
+    }
+
+    /// A run that fails after training (here its output path is a file, so writing the model
+    /// fails, as a full disk would) keeps its checkpoints; a fresh run refuses to delete them,
+    /// naming `--resume` and `--overwrite`; `resume` continues from the last epoch and writes
+    /// the model.
+    #[test]
+    fn checkpoints_survive_a_failed_save() {
+        let _rng = crate::rng_lock();
+        let device = Default::default();
+        let parent = tempfile::tempdir().unwrap();
+        let out = parent.path().join("model");
+        std::fs::write(&out, "in the way").unwrap();
+        let mut config = settings(FineTuneTask::Classify, 2, 3e-3);
+        let train = |config: &FineTuneConfig| {
+            fine_tune::<Autodiff<focal_backend::NdArray>>(
+                &fixtures().join("bert"),
+                &fixtures().join("train/classify_train.csv"),
+                Some(&fixtures().join("train/classify_valid.csv")),
+                &out,
+                config,
+                &device,
+            )
+        };
+        assert!(train(&config).is_err());
+        assert_eq!(stale_scratch(parent.path(), "model").len(), 1);
+        let refused = train(&config).unwrap_err().to_string();
+        assert!(
+            refused.contains("left its checkpoints")
+                && refused.contains("--resume")
+                && refused.contains("--overwrite"),
+            "{refused}"
+        );
+        assert_eq!(stale_scratch(parent.path(), "model").len(), 1);
+        std::fs::remove_file(&out).unwrap();
+        config.resume = true;
+        let report = train(&config).unwrap();
+        assert_eq!(report.resumed_from_epoch, 2);
+        assert!(out.join("model.safetensors").is_file());
+        assert!(stale_scratch(parent.path(), "model").is_empty());
+    }
+
+    /// A rows file changed under a run: the row that no longer reads is left out and its
+    /// error, naming the file and line, is carried to the run (it used to panic inside burn's
+    /// loader with a byte offset).
+    #[test]
+    fn a_row_that_no_longer_reads_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rows.csv");
+        std::fs::write(
+            &path,
+            "text,label\nparis was great .,place\nthe man is old .,person\n",
+        )
+        .unwrap();
+        let rows = LabelledRows::read(
+            &path,
+            &Columns::default(),
+            LabelKind::Class,
+            &mut BadRows::strict(),
+        )
+        .unwrap();
+        let labels = ["person".to_string(), "place".to_string()];
+        let (_, task) = BertForSequenceClassification::<focal_backend::NdArray>::for_labels(
+            &fixtures().join("bert"),
+            labels.to_vec(),
+            ProblemType::SingleLabel,
+            &Default::default(),
+        )
+        .unwrap();
+        let tokenizer = Arc::new(tokenizer_for(&fixtures().join("bert"), &task, 32).unwrap());
+        let failure = RowFailure::default();
+        let examples = TextRows::new(
+            rows,
+            &labels,
+            tokenizer,
+            &mut BadRows::strict(),
+            failure.clone(),
+        )
+        .unwrap();
+        assert!(examples.get(1).is_some());
+        failure.check().unwrap();
+        std::fs::write(&path, "text,label\n").unwrap();
+        assert!(examples.get(1).is_none());
+        let err = failure.check().unwrap_err().to_string();
+        assert!(
+            err.contains("rows.csv, line 3: the row no longer reads") && err.contains("changed"),
+            "{err}"
+        );
+        assert!(failure.interrupter.should_stop());
+    }
+
+    /// Tagged sentences longer than the longest input lose their last words; the words and the
+    /// entity words lost are counted (and said as a warning) rather than vanishing silently.
+    #[test]
+    fn cut_tagged_words_are_counted() {
+        let labels = ["O".to_string(), "B-LOC".to_string()];
+        let (_, task) = BertForTokenClassification::<focal_backend::NdArray>::for_labels(
+            &fixtures().join("bert"),
+            labels.to_vec(),
+            &Default::default(),
+        )
+        .unwrap();
+        let tokenizer = tokenizer_for(&fixtures().join("bert"), &task, 6).unwrap();
+        let sentence = |words: &[&str], tags: &[&str]| TaggedSentence {
+            words: words.iter().map(|w| w.to_string()).collect(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            line: 1,
+        };
+        let short = sentence(&["paris", "."], &["B-LOC", "O"]);
+        let long = sentence(
+            &["the", "man", "was", "in", "paris", "."],
+            &["O", "O", "O", "O", "B-LOC", "O"],
+        );
+        let mut cut = CutWords::default();
+        for s in [&short, &long] {
+            let (_, kept) = tag_example(s, &labels, &tokenizer, Path::new("x")).unwrap();
+            cut.add(s, kept);
+        }
+        // Six tokens with [CLS] and [SEP] keep four words of the long sentence.
+        assert_eq!(
+            cut,
+            CutWords {
+                sentences: 1,
+                words: 2,
+                entity_words: 1
+            }
+        );
+    }
+
+    /// A longest input with no room for text beside the special tokens is refused before
+    /// training (it underflowed inside the tokenizer): 2 for texts, 3 for pairs.
+    #[test]
+    fn a_max_length_without_room_for_text_is_refused() {
+        for (task, files, max_length) in [
+            (
+                FineTuneTask::Classify,
+                ("classify_train.csv", "classify_valid.csv"),
+                2,
+            ),
+            (FineTuneTask::Pair, ("pair_train.csv", "pair_valid.csv"), 3),
+        ] {
+            let out = tempfile::tempdir().unwrap();
+            let config = FineTuneConfig {
+                max_length,
+                ..settings(task, 1, 3e-3)
+            };
+            let err = fine_tune::<Autodiff<focal_backend::NdArray>>(
+                &fixtures().join("bert"),
+                &fixtures().join("train").join(files.0),
+                Some(&fixtures().join("train").join(files.1)),
+                &out.path().join("model"),
+                &config,
+                &Default::default(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains(&format!("it must be at least {}", max_length + 1)),
+                "{task}: {err}"
+            );
+        }
+    }
+
+    /// The held-out rows of a split are the same for the same seed, and each label keeps its
+    /// share on both sides (stratified): 90 rows of `a` and 10 of `b`, a tenth held out, hold
+    /// out 9 and 1.
+    #[test]
+    fn the_split_is_reproducible_and_stratified() {
+        let config = FineTuneConfig::default();
+        let rows: Vec<(usize, char)> = (0..100)
+            .map(|i| (i, if i % 10 == 3 { 'b' } else { 'a' }))
+            .collect();
+        let split = || split_off(rows.clone(), &config, Path::new("x"), |r| r.1).unwrap();
+        let ((train, valid), (_, again)) = (split(), split());
+        assert_eq!(valid, again);
+        assert_eq!((train.len(), valid.len()), (90, 10));
+        let held_b = valid.iter().filter(|r| r.1 == 'b').count();
+        assert_eq!(held_b, 1, "{valid:?}");
+        let mut all: Vec<usize> = train.iter().chain(&valid).map(|r| r.0).collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..100).collect::<Vec<_>>());
+        // Another seed holds out other rows.
+        let other = FineTuneConfig {
+            seed: 7,
+            ..config.clone()
+        };
+        let (_, moved) = split_off(rows.clone(), &other, Path::new("x"), |r| r.1).unwrap();
+        assert_ne!(moved, valid);
+    }
+
+    /// Without a validation file the labels are the whole training file's: a label whose only
+    /// row is held out is still a label of the model (not an error naming the user's line).
+    #[test]
+    fn labels_come_from_the_whole_training_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rows.csv");
+        let mut text = String::from("text,label\n");
+        for i in 0..6 {
+            text.push_str(&format!(
+                "row {i},{}\n",
+                if i % 2 == 0 { "even" } else { "odd" }
+            ));
+        }
+        text.push_str("the one,rare\n");
+        std::fs::write(&path, text).unwrap();
+        // Held out: more than half, so the single `rare` row (placed at the middle of its
+        // stratum) falls in the held-out part.
+        let config = FineTuneConfig {
+            valid_split: 0.6,
+            ..FineTuneConfig::default()
+        };
+        let (train, valid, labels, _) =
+            sequence_rows(&path, None, &config, &mut BadRows::strict()).unwrap();
+        assert_eq!(labels, ["even", "odd", "rare"]);
+        assert!(train.to_vec().unwrap().iter().all(|r| r.label != "rare"));
+        assert!(valid.to_vec().unwrap().iter().any(|r| r.label == "rare"));
+    }
+
+    /// A held-out file none of whose rows can be used (here, skipped for labels the training
+    /// file lacks) is refused before training, naming the file.
+    #[test]
+    fn an_empty_held_out_set_is_refused() {
+        let _rng = crate::rng_lock();
+        let dir = tempfile::tempdir().unwrap();
+        let valid = dir.path().join("valid.csv");
+        std::fs::write(&valid, "text,label\nthe cat .,animal\n").unwrap();
+        let config = FineTuneConfig {
+            skip_bad_rows: true,
+            ..settings(FineTuneTask::Classify, 1, 3e-3)
+        };
+        let err = fine_tune::<Autodiff<focal_backend::NdArray>>(
+            &fixtures().join("bert"),
+            &fixtures().join("train/classify_train.csv"),
+            Some(&valid),
+            &dir.path().join("model"),
+            &config,
+            &Default::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("valid.csv: no held-out examples left after reading (1 bad rows skipped)"),
+            "{err}"
+        );
     }
 
     /// Two data-parallel replicas on the CPU (burn-train's multi-device strategy): each
@@ -3514,12 +4248,33 @@ mod tests {
             &fixtures().join("train/qa_valid.json"),
             None,
             16,
-            32,
+            Some(32),
             &device,
         )
         .unwrap();
         assert_eq!(evaluation.task, FineTuneTask::Qa);
         assert_eq!(evaluation.held_out.exact_match, after.exact_match);
+    }
+
+    /// Fine-tuning optimizes as transformers' `Trainer` does by default: AdamW's ε 1e-8, the
+    /// gradient norm clipped at 1.0, the user's weight decay on weights but not on biases and
+    /// norm weights.
+    #[test]
+    fn the_optimizer_is_transformers_trainers() {
+        let config = FineTuneConfig {
+            weight_decay: 0.01,
+            ..FineTuneConfig::default()
+        };
+        let optimizer = trainer_optimizer(&config);
+        assert_eq!(optimizer.epsilon, 1e-8);
+        assert_eq!((optimizer.beta_1, optimizer.beta_2), (0.9, 0.999));
+        assert_eq!(optimizer.weight_decay, 0.01);
+        assert!(!optimizer.decay_vectors);
+        assert!(matches!(
+            optimizer.grad_clipping,
+            Some(burn::grad_clipping::GradientClippingConfig::Norm(n)) if n == 1.0
+        ));
+        assert_eq!(FineTuneConfig::default().weight_decay, 0.0);
     }
 
     #[test]

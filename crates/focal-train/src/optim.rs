@@ -4,7 +4,8 @@
 //! tensor-op passes (as much time as a layer's backward on a CPU); burn's own formula on every
 //! other backend.
 //!
-//! It is a drop-in for `burn::optim::AdamWConfig`: the same fields and defaults, results
+//! It is a drop-in for `burn::optim::AdamWConfig`: the same fields and defaults (and one more,
+//! `decay_vectors`, to leave biases and norm weights undecayed as transformers does), results
 //! bit-identical to burn's on ndarray and wgpu (tested), and the same state
 //! ([`AdamWState`]), so optimizer records saved by one load into the other.
 //!
@@ -56,6 +57,11 @@ pub struct FusedAdamWConfig {
     /// AMSGrad: divide by the running maximum of the second moment.
     #[config(default = false)]
     pub amsgrad: bool,
+    /// Whether the weight decay applies to vector parameters too (biases, norm weights), as
+    /// burn's `AdamW` does (default true); transformers' `Trainer` leaves them undecayed
+    /// (false).
+    #[config(default = true)]
+    pub decay_vectors: bool,
     /// Gradient clipping, applied by burn's optimizer adaptor before the update.
     pub grad_clipping: Option<GradientClippingConfig>,
 }
@@ -117,7 +123,11 @@ impl<B: FusedAttentionBackend> SimpleOptimizer<B> for FusedAdamW {
             beta_1: c.beta_1,
             beta_2: c.beta_2,
             epsilon: c.epsilon,
-            weight_decay: c.weight_decay,
+            weight_decay: if D == 1 && !c.decay_vectors {
+                0.0
+            } else {
+                c.weight_decay
+            },
             cautious_weight_decay: c.cautious_weight_decay,
             amsgrad: c.amsgrad,
             time,
@@ -131,6 +141,69 @@ impl<B: FusedAttentionBackend> SimpleOptimizer<B> for FusedAdamW {
     fn to_device<const D: usize>(mut state: Self::State<D>, device: &B::Device) -> Self::State<D> {
         state.momentum = state.momentum.to_device(device);
         state
+    }
+}
+
+/// An optimizer that counts the steps it takes: burn-train's loop decides when the optimizer
+/// steps (it skips an epoch's last batches that do not fill a gradient accumulation), so the
+/// count reported for a run is measured here, not derived from a formula.
+#[derive(Clone)]
+pub struct CountingOptimizer<O> {
+    inner: O,
+    steps: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl<O> CountingOptimizer<O> {
+    /// `inner`, counting its steps from `start` (a resumed run's steps so far).
+    pub fn new(inner: O, start: usize) -> Self {
+        Self {
+            inner,
+            steps: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(start)),
+        }
+    }
+
+    /// The counter, shared with every clone (burn-train clones the optimizer).
+    pub fn counter(&self) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+        self.steps.clone()
+    }
+
+    fn count(&self) {
+        self.steps.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl<O, M, B> burn::optim::Optimizer<M, B> for CountingOptimizer<O>
+where
+    O: burn::optim::Optimizer<M, B>,
+    M: AutodiffModule<B>,
+    B: AutodiffBackend,
+{
+    type Record = O::Record;
+
+    fn step(&mut self, lr: LearningRate, module: M, grads: burn::optim::GradientsParams) -> M {
+        self.count();
+        self.inner.step(lr, module, grads)
+    }
+
+    fn step_multi(
+        &mut self,
+        lr: LearningRate,
+        module: M,
+        grads: burn::optim::MultiGradientsParams,
+    ) -> M {
+        self.count();
+        self.inner.step_multi(lr, module, grads)
+    }
+
+    fn to_record(&self) -> Self::Record {
+        self.inner.to_record()
+    }
+
+    fn load_record(self, record: Self::Record) -> Self {
+        Self {
+            inner: self.inner.load_record(record),
+            steps: self.steps,
+        }
     }
 }
 
@@ -247,5 +320,50 @@ mod tests {
         }
     }
 
-    focal_backend::backend_tests!(fused_adamw_equals_burns_adamw);
+    /// Without `decay_vectors`, the weight decay shrinks the weight matrix but leaves the bias
+    /// alone (transformers' `Trainer`): with zero gradients, a step only decays.
+    fn vectors_are_not_decayed_when_asked<B: FusedAttentionBackend>(device: &B::Device) {
+        type A<B> = Autodiff<B>;
+        let _rng = crate::rng_lock();
+        let model: Linear<A<B>> = LinearConfig::new(3, 2).init(device);
+        let before = |m: &Linear<A<B>>| {
+            (
+                m.weight.val().into_data().to_vec::<f32>().unwrap(),
+                m.bias
+                    .as_ref()
+                    .unwrap()
+                    .val()
+                    .into_data()
+                    .to_vec::<f32>()
+                    .unwrap(),
+            )
+        };
+        let (weight, bias) = before(&model);
+        for decay_vectors in [false, true] {
+            let mut optimizer = FusedAdamWConfig::new()
+                .with_weight_decay(0.5)
+                .with_decay_vectors(decay_vectors)
+                .init::<A<B>, Linear<A<B>>>();
+            let x = Tensor::<A<B>, 2>::ones([1, 3], device);
+            let loss = model.forward(x).sum().mul_scalar(0.0);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let stepped = optimizer.step(0.1, model.clone(), grads);
+            let (new_weight, new_bias) = before(&stepped);
+            for (w, n) in weight.iter().zip(&new_weight) {
+                assert!((n - w * 0.95).abs() < 1e-6, "weight {w} -> {n}");
+            }
+            for (b, n) in bias.iter().zip(&new_bias) {
+                let want = if decay_vectors { b * 0.95 } else { *b };
+                assert!(
+                    (n - want).abs() < 1e-6,
+                    "decay_vectors {decay_vectors}: bias {b} -> {n}"
+                );
+            }
+        }
+    }
+
+    focal_backend::backend_tests!(
+        fused_adamw_equals_burns_adamw,
+        vectors_are_not_decayed_when_asked
+    );
 }

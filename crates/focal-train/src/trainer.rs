@@ -242,21 +242,26 @@ pub struct Seq2SeqTraining<B: Backend> {
     model: Seq2SeqTransformer<B>,
 }
 
+/// The teacher-forced cross-entropy (a mean over the target tokens, padding ignored) and the
+/// number of those tokens.
 fn seq2seq_loss<B: FusedAttentionBackend>(
     model: &Seq2SeqTransformer<B>,
     items: &Seq2SeqItems<B>,
-) -> burn::tensor::Tensor<B, 1> {
+) -> (burn::tensor::Tensor<B, 1>, usize) {
     let batch = items.tensors.clone();
     let device = batch.source.device();
     let logits = model.forward(batch.source, batch.source_valid, batch.target_in);
     let [b, l, v] = logits.dims();
-    CrossEntropyLossConfig::new()
+    // `<eos>` after each target is predicted too; padding is not.
+    let tokens = items.examples.iter().map(|e| e.target.len() + 1).sum();
+    let loss = CrossEntropyLossConfig::new()
         .with_pad_tokens(Some(vec![items.specials.pad]))
         .init(&device)
         .forward(
             logits.reshape([b * l, v]),
             batch.target_out.reshape([b * l]),
-        )
+        );
+    (loss, tokens)
 }
 
 impl<B: FusedAutodiffBackend> TrainStep for Seq2SeqTraining<B> {
@@ -264,11 +269,11 @@ impl<B: FusedAutodiffBackend> TrainStep for Seq2SeqTraining<B> {
     type Output = TaskOutput<B>;
 
     fn step(&self, items: Seq2SeqItems<B>) -> TrainOutput<TaskOutput<B>> {
-        let loss = seq2seq_loss(&self.model, &items);
+        let (loss, tokens) = seq2seq_loss(&self.model, &items);
         TrainOutput::new(
             self,
             loss.backward(),
-            TaskOutput::Seq2Seq(loss, DecodeCounts::default()),
+            TaskOutput::Seq2Seq(loss, tokens, DecodeCounts::default()),
         )
     }
 }
@@ -278,7 +283,7 @@ impl<B: FusedAttentionBackend> InferenceStep for Seq2SeqTraining<B> {
     type Output = TaskOutput<B>;
 
     fn step(&self, items: Seq2SeqItems<B>) -> TaskOutput<B> {
-        let loss = seq2seq_loss(&self.model, &items);
+        let (loss, tokens) = seq2seq_loss(&self.model, &items);
         let device = items.tensors.source.device();
         let counts = decode_counts(
             &self.model,
@@ -287,7 +292,7 @@ impl<B: FusedAttentionBackend> InferenceStep for Seq2SeqTraining<B> {
             items.examples.len(),
             &device,
         );
-        TaskOutput::Seq2Seq(loss, counts)
+        TaskOutput::Seq2Seq(loss, tokens, counts)
     }
 }
 
@@ -374,7 +379,7 @@ pub fn train<B: FusedAutodiffBackend>(
             .metric_valid_numeric(DecodeMetric::exact_match())
             .metric_valid_numeric(DecodeMetric::token_accuracy())
     };
-    in_scratch(out, options.resume, |scratch| {
+    in_scratch(out, (options.resume, options.overwrite), |scratch| {
         let settings = EngineSettings {
             epochs,
             grad_accum: 1,
@@ -385,6 +390,7 @@ pub fn train<B: FusedAutodiffBackend>(
             resume: options.resume,
             scratch,
             run: serde_json::json!({ "config": config, "held_out": held_out.len() }),
+            interrupter: None,
         };
         let learned = engine(
             model,
@@ -562,12 +568,18 @@ pub fn train_seq2seq<B: FusedAutodiffBackend>(
             path,
         ),
         None => {
-            let (a, b) = crate::finetune::split_off(rows, config, train)?;
+            let (a, b) = crate::finetune::split_off(rows, config, train, |_| ())?;
             (a, b, train)
         }
     };
+    // The words of the whole training file: the held-out rows split off it included.
+    let split_rows = match valid {
+        Some(_) => &[][..],
+        None => &valid_rows[..],
+    };
     let mut words: Vec<&str> = train_rows
         .iter()
+        .chain(split_rows)
         .flat_map(|r| r.text.split_whitespace().chain(r.label.split_whitespace()))
         .collect();
     words.sort_unstable();
@@ -614,7 +626,7 @@ pub fn train_seq2seq<B: FusedAutodiffBackend>(
         task: crate::FineTuneTask::Seq2Seq,
         ..config.clone()
     };
-    in_scratch(out, config.resume, |scratch| {
+    in_scratch(out, (config.resume, config.overwrite), |scratch| {
         let mut run = Run {
             init: Path::new(""),
             size: Some(size),
@@ -622,17 +634,16 @@ pub fn train_seq2seq<B: FusedAutodiffBackend>(
             valid,
             scratch,
             config,
-            optimizer: crate::FusedAdamWConfig::new()
-                .with_weight_decay(0.01)
-                .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0))),
+            optimizer: crate::finetune::trainer_optimizer(config),
             bad,
+            failure: Default::default(),
         };
         let (trained, report) = run.fit(
             model,
             &Seq2SeqBatcher { specials },
             crate::finetune::in_memory((train_examples, valid_examples)),
             Vec::new(),
-            std::slice::from_ref(device),
+            &vec![device.clone(); config.devices],
         )?;
         let files = crate::finetune::run_files(&report)?;
         save_run(out, &artifact, &trained.model, &files).map_err(|e| FineTuneError::File {
@@ -658,6 +669,7 @@ fn finish<B: FusedAttentionBackend>(
         best_epoch,
         resumed_from,
         seconds,
+        ..
     } = learned;
     if let Some(&(step, loss)) = history.steps.iter().find(|(_, loss)| !loss.is_finite()) {
         return Err(TrainError::Diverged { step, loss });
