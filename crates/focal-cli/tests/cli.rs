@@ -1146,6 +1146,124 @@ fn every_fine_tuning_task_trains_from_the_command_line() {
     );
 }
 
+/// The training flags from the command line, each checked on what the run measured:
+/// `--grad-accum` and `--devices` on the optimizer steps counted as they ran (96 rows in
+/// batches of 16: 6 batches an epoch, 3 steps of 2 accumulated, or 3 rounds of 2 replicas),
+/// `--valid-split` on the held-out count without `--valid`, `--early-stopping` on the epochs
+/// run, `--linear-probe` on the probe's directory; and `--devices` for `--task seq2seq` (400
+/// rows in batches of 16: 25 batches, 13 rounds of 2).
+#[test]
+fn training_flags_change_what_the_run_measures() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bert, data) = (fixture("bert"), fixture("train/classify_train.csv"));
+    let train = |extra: &[&str], name: &str| {
+        let out = dir.path().join(name).display().to_string();
+        let mut args = vec![
+            "--json",
+            "train",
+            "--task",
+            "classify",
+            "--init",
+            &bert,
+            "--data",
+            &data,
+            "--out",
+            &out,
+            "--batch-size",
+            "16",
+            "--max-length",
+            "32",
+            "--lr",
+            "3e-3",
+        ];
+        args.extend(extra);
+        let report = json_stdout(&focal(&args));
+        let epoch_steps: Vec<u64> = report["history"]["epochs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["optimizer_steps"].as_u64().unwrap())
+            .collect();
+        (report, epoch_steps)
+    };
+    let valid = fixture("train/classify_valid.csv");
+    let (report, steps) = train(
+        &["--valid", &valid, "--epochs", "2", "--grad-accum", "2"],
+        "accum",
+    );
+    assert_eq!(steps, [3, 6]);
+    assert_eq!(report["optimizer_steps"], 6);
+    let (report, steps) = train(
+        &["--valid", &valid, "--epochs", "2", "--devices", "2"],
+        "devices",
+    );
+    assert_eq!(steps, [3, 6]);
+    assert_eq!(report["config"]["devices"], 2);
+    // A tenth of 96 rows, rounded up, held out.
+    let (report, _) = train(&["--epochs", "1", "--valid-split", "0.1"], "split");
+    assert_eq!(
+        (
+            report["train_examples"].as_u64(),
+            report["before"]["examples"].as_u64()
+        ),
+        (Some(86), Some(10))
+    );
+    // A learning rate too small to change the figures: the metric never improves after epoch 1.
+    let (report, _) = train(
+        &[
+            "--valid",
+            &valid,
+            "--epochs",
+            "6",
+            "--lr",
+            "1e-9",
+            "--early-stopping",
+            "1",
+        ],
+        "early",
+    );
+    assert!(
+        report["epochs_run"].as_u64().unwrap() < 6,
+        "{}",
+        report["epochs_run"]
+    );
+    let (report, _) = train(
+        &["--valid", &valid, "--epochs", "2", "--linear-probe"],
+        "probe",
+    );
+    assert_eq!(report["config"]["linear_probe"], true);
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("probe/config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["focal_classifier_pooling"], "mean");
+
+    let out = dir.path().join("s2s").display().to_string();
+    let report = json_stdout(&focal(&[
+        "--json",
+        "train",
+        "--task",
+        "seq2seq",
+        "--data",
+        &fixture("train/seq2seq_train.csv"),
+        "--valid",
+        &fixture("train/seq2seq_valid.csv"),
+        "--out",
+        &out,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--devices",
+        "2",
+    ]));
+    assert_eq!(
+        report["optimizer_steps"], 13,
+        "{}",
+        report["optimizer_steps"]
+    );
+}
+
 /// `focal train --task classify --overwrite` stopped at every point of its save in turn (in the
 /// middle and at the end of each file, after each rename: the process aborts there, as a kill
 /// would): the previous model stays loadable, absent only between the two renames with the old

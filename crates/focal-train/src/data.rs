@@ -61,6 +61,18 @@ pub enum FineTuneError {
     /// `resume` found nothing to continue, or a run with other settings.
     #[error("cannot resume: {0}")]
     Resume(String),
+    /// The run failed after it had saved checkpoints, which are kept for `--resume`.
+    #[error(
+        "{cause} (the run's checkpoints are kept in {}: run the same command again with \
+         --resume to continue from its last saved epoch)",
+        dir.display()
+    )]
+    CheckpointsKept {
+        /// Why the run failed (a [`FineTuneError`], or the reverse task's `TrainError`).
+        cause: Box<dyn std::error::Error + Send + Sync>,
+        /// The run's working directory.
+        dir: PathBuf,
+    },
 }
 
 /// Which columns (CSV / TSV header names) or fields (JSON Lines) hold the texts and labels.
@@ -876,6 +888,20 @@ pub fn tag_set(sentences: &[TaggedSentence]) -> Vec<String> {
     tags
 }
 
+/// Writes `text` to `path` and indexes it as single-label rows with the default columns (for
+/// tests).
+#[cfg(test)]
+pub(crate) fn class_rows(path: &Path, text: &str) -> LabelledRows {
+    std::fs::write(path, text).unwrap();
+    LabelledRows::read(
+        path,
+        &Columns::default(),
+        LabelKind::Class,
+        &mut BadRows::strict(),
+    )
+    .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1067,19 +1093,10 @@ mod tests {
     #[test]
     fn tsv_cells_are_not_quoted() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("data.tsv");
-        std::fs::write(
-            &path,
+        let rows = class_rows(
+            &dir.path().join("data.tsv"),
             "text\tlabel\n\"quoted\" start\ta\n\"open quote\tb\nplain\tc\n",
-        )
-        .unwrap();
-        let rows = LabelledRows::read(
-            &path,
-            &Columns::default(),
-            LabelKind::Class,
-            &mut BadRows::strict(),
-        )
-        .unwrap();
+        );
         let read: Vec<_> = rows
             .to_vec()
             .unwrap()

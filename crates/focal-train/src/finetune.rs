@@ -2398,27 +2398,50 @@ pub(crate) fn trainer_optimizer(config: &FineTuneConfig) -> FusedAdamWConfig {
         .with_grad_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(1.0)))
 }
 
+/// An error that can say the run's checkpoints were kept, and how to continue ([`in_scratch`]).
+pub(crate) trait CheckpointsKept {
+    /// This error, saying that the checkpoints in `dir` are kept for `--resume`.
+    fn kept(self, dir: &Path) -> Self;
+}
+
+impl CheckpointsKept for FineTuneError {
+    fn kept(self, dir: &Path) -> Self {
+        Self::CheckpointsKept {
+            cause: Box::new(self),
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
 /// Runs `work` in the run's working directory beside `out` ([`scratch_dir`]), removed when
-/// the run succeeds. When it fails after an epoch was checkpointed (training, evaluating or
-/// writing `out`: a full disk, say), the checkpoints stay, and a warning says how to continue
-/// with `--resume`; a failure before any checkpoint leaves nothing worth keeping.
-pub(crate) fn in_scratch<T, E: From<FineTuneError>>(
+/// the run succeeds. When it fails after saving a checkpoint (in training, evaluating or
+/// writing `out`: a full disk, say), the checkpoints stay, and the error says so and how to
+/// continue with `--resume`; a failure before any checkpoint of this run (a resume refused
+/// for other settings included) leaves the directory as it was, and one with nothing saved
+/// is removed.
+pub(crate) fn in_scratch<T, E: From<FineTuneError> + CheckpointsKept>(
     out: &Path,
     (resume, overwrite): (bool, bool),
     work: impl FnOnce(&Path) -> Result<T, E>,
 ) -> Result<T, E> {
     let scratch = scratch_dir(out, resume, overwrite)?;
+    let state = scratch.path.join(crate::resume::STATE_FILE);
+    let saved = || std::fs::metadata(&state).and_then(|m| m.modified()).ok();
+    let before = saved();
     let result = work(&scratch.path);
-    if result.is_err() && scratch.path.join(crate::resume::STATE_FILE).is_file() {
-        tracing::warn!(
-            "the run's checkpoints are kept in {}: run the same command again with --resume \
-             to continue from its last saved epoch",
-            scratch.path.display()
-        );
-    } else {
-        let _ = std::fs::remove_dir_all(&scratch.path);
+    match result {
+        Ok(_) => {
+            let _ = std::fs::remove_dir_all(&scratch.path);
+            result
+        }
+        Err(e) if saved().is_some() && saved() != before => Err(e.kept(&scratch.path)),
+        Err(e) => {
+            if saved().is_none() {
+                let _ = std::fs::remove_dir_all(&scratch.path);
+            }
+            Err(e)
+        }
     }
-    result
 }
 
 /// What every task's run reads and where it works.
@@ -3939,6 +3962,35 @@ mod tests {
         assert_eq!(stale_scratch(parent.path(), "model"), [dir]);
     }
 
+    /// Output places that cannot be created (under `/proc`, a name longer than the file
+    /// system takes, a path longer than the system takes) are one error naming the path,
+    /// before training (burn-train's file logger used to panic on them).
+    #[test]
+    fn output_places_that_cannot_be_created_are_refused() {
+        let parent = tempfile::tempdir().unwrap();
+        let deep: PathBuf = std::iter::repeat_n("d".repeat(200), 25).collect();
+        for out in [
+            PathBuf::from("/proc/focal-test/model"),
+            parent.path().join("x".repeat(300)),
+            parent.path().join(deep).join("model"),
+        ] {
+            let err = fine_tune::<Autodiff<focal_backend::NdArray>>(
+                &fixtures().join("bert"),
+                &fixtures().join("train/classify_train.csv"),
+                Some(&fixtures().join("train/classify_valid.csv")),
+                &out,
+                &settings(FineTuneTask::Classify, 1, 3e-3),
+                &Default::default(),
+            )
+            .unwrap_err();
+            assert!(
+                matches!(err, FineTuneError::File { .. }),
+                "{}: {err}",
+                out.display()
+            );
+        }
+    }
+
     /// A run that fails after training (here its output path is a file, so writing the model
     /// fails, as a full disk would) keeps its checkpoints; a fresh run refuses to delete them,
     /// naming `--resume` and `--overwrite`; `resume` continues from the last epoch and writes
@@ -3961,7 +4013,11 @@ mod tests {
                 &device,
             )
         };
-        assert!(train(&config).is_err());
+        let failed = train(&config).unwrap_err().to_string();
+        assert!(
+            failed.contains("checkpoints are kept in") && failed.contains("--resume"),
+            "{failed}"
+        );
         assert_eq!(stale_scratch(parent.path(), "model").len(), 1);
         let refused = train(&config).unwrap_err().to_string();
         assert!(
@@ -3986,18 +4042,10 @@ mod tests {
     fn a_row_that_no_longer_reads_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("rows.csv");
-        std::fs::write(
+        let rows = crate::data::class_rows(
             &path,
             "text,label\nparis was great .,place\nthe man is old .,person\n",
-        )
-        .unwrap();
-        let rows = LabelledRows::read(
-            &path,
-            &Columns::default(),
-            LabelKind::Class,
-            &mut BadRows::strict(),
-        )
-        .unwrap();
+        );
         let labels = ["person".to_string(), "place".to_string()];
         let (_, task) = BertForSequenceClassification::<focal_backend::NdArray>::for_labels(
             &fixtures().join("bert"),
@@ -4101,30 +4149,102 @@ mod tests {
     }
 
     /// The held-out rows of a split are the same for the same seed, and each label keeps its
-    /// share on both sides (stratified): 90 rows of `a` and 10 of `b`, a tenth held out, hold
-    /// out 9 and 1.
+    /// share on both sides (stratified): of 1000 rows, 50 of them `b`, a fifth held out holds
+    /// exactly 10 `b`, whatever the seed (a plain shuffle holds 10 only about one time in
+    /// eight).
     #[test]
     fn the_split_is_reproducible_and_stratified() {
-        let config = FineTuneConfig::default();
-        let rows: Vec<(usize, char)> = (0..100)
-            .map(|i| (i, if i % 10 == 3 { 'b' } else { 'a' }))
+        let rows: Vec<(usize, char)> = (0..1000)
+            .map(|i| (i, if i % 20 == 3 { 'b' } else { 'a' }))
             .collect();
-        let split = || split_off(rows.clone(), &config, Path::new("x"), |r| r.1).unwrap();
-        let ((train, valid), (_, again)) = (split(), split());
-        assert_eq!(valid, again);
-        assert_eq!((train.len(), valid.len()), (90, 10));
-        let held_b = valid.iter().filter(|r| r.1 == 'b').count();
-        assert_eq!(held_b, 1, "{valid:?}");
-        let mut all: Vec<usize> = train.iter().chain(&valid).map(|r| r.0).collect();
-        all.sort_unstable();
-        assert_eq!(all, (0..100).collect::<Vec<_>>());
-        // Another seed holds out other rows.
-        let other = FineTuneConfig {
-            seed: 7,
-            ..config.clone()
+        for seed in 0..6 {
+            let config = FineTuneConfig {
+                seed,
+                valid_split: 0.2,
+                ..FineTuneConfig::default()
+            };
+            let split = || split_off(rows.clone(), &config, Path::new("x"), |r| r.1).unwrap();
+            let ((train, valid), (_, again)) = (split(), split());
+            assert_eq!(valid, again);
+            assert_eq!((train.len(), valid.len()), (800, 200));
+            let held_b = valid.iter().filter(|r| r.1 == 'b').count();
+            assert_eq!(held_b, 10, "seed {seed}");
+            let mut all: Vec<usize> = train.iter().chain(&valid).map(|r| r.0).collect();
+            all.sort_unstable();
+            assert_eq!(all, (0..1000).collect::<Vec<_>>());
+            // Another seed holds out other rows.
+            let other = FineTuneConfig {
+                seed: seed + 100,
+                ..config.clone()
+            };
+            let (_, moved) = split_off(rows.clone(), &other, Path::new("x"), |r| r.1).unwrap();
+            assert_ne!(moved, valid);
+        }
+    }
+
+    /// Loss figures are means over examples, or over tokens for token tasks (transformers'):
+    /// a batch's mean loss counts as many times as it has items, both in burn-train's epoch
+    /// figure (the loss metric's input is that long) and in the held-out figures. Two tagging
+    /// batches of one sentence each, with 1 and 3 labelled tokens and mean losses 1 and 3,
+    /// give (1 + 9) / 4 = 2.5, not the mean of the batches' means (2).
+    #[test]
+    fn losses_are_weighted_by_examples_or_tokens() {
+        type B = Flex;
+        let device = Default::default();
+        let tags = |labels: [i64; 4], loss: f32| {
+            let targets =
+                Tensor::<B, 2, Int>::from_data(TensorData::new(labels.to_vec(), [1, 4]), &device);
+            TaskOutput::Tags(SequenceOutput::new(
+                Tensor::from_floats([loss], &device),
+                Tensor::zeros([1, 4, 2], &device),
+                None,
+                targets,
+            ))
         };
-        let (_, moved) = split_off(rows.clone(), &other, Path::new("x"), |r| r.1).unwrap();
-        assert_ne!(moved, valid);
+        let ignore = focal_heads::loss::IGNORE_INDEX;
+        let first = tags([0, ignore, ignore, ignore], 1.0);
+        let second = tags([0, 1, 1, ignore], 3.0);
+        assert_eq!((first.loss_weight(), second.loss_weight()), (1, 3));
+        // burn-train's loss metric over the epoch, as the renderer reads it.
+        use burn::train::metric::{Metric, MetricMetadata, Numeric};
+        let progress = || burn::data::dataloader::Progress {
+            items_processed: 1,
+            items_total: 1,
+        };
+        let metadata = MetricMetadata {
+            progress: progress(),
+            global_progress: progress(),
+            iteration: None,
+            lr: None,
+        };
+        let mut metric = LossMetric::<B>::new();
+        for output in [&first, &second] {
+            let input: LossInput<B> = output.adapt();
+            metric.update(&input, &metadata);
+        }
+        match metric.running_value() {
+            NumericEntry::Aggregated {
+                aggregated_value,
+                count,
+            } => {
+                assert_eq!(count, 4);
+                assert!((aggregated_value - 2.5).abs() < 1e-9, "{aggregated_value}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut tally = Tally::new(FineTuneTask::Tag, &["O".to_string(), "B-LOC".to_string()]);
+        tally.add(first, 1);
+        tally.add(second, 1);
+        let held_out = tally.finish();
+        assert_eq!(held_out.examples, 2);
+        assert!((held_out.loss - 2.5).abs() < 1e-9, "{}", held_out.loss);
+        // A classification batch weighs its examples.
+        let class = TaskOutput::Class(ClassificationOutput::new(
+            Tensor::<B, 1>::from_floats([0.5], &device),
+            Tensor::zeros([3, 2], &device),
+            Tensor::<B, 1, Int>::from_ints([0, 1, 1], &device),
+        ));
+        assert_eq!(class.loss_weight(), 3);
     }
 
     /// Without a validation file the labels are the whole training file's: a label whose only

@@ -206,9 +206,19 @@ pub enum TrainError {
         /// The loss.
         loss: f64,
     },
-    /// burn-train's engine failed (resume refused, its files unwritable).
+    /// burn-train's engine failed (resume refused, its files unwritable), or the run failed
+    /// after saving checkpoints (`FineTuneError::CheckpointsKept`).
     #[error(transparent)]
     Engine(#[from] crate::data::FineTuneError),
+}
+
+impl crate::finetune::CheckpointsKept for TrainError {
+    fn kept(self, dir: &std::path::Path) -> Self {
+        Self::Engine(crate::data::FineTuneError::CheckpointsKept {
+            cause: Box::new(self),
+            dir: dir.to_path_buf(),
+        })
+    }
 }
 
 /// A batch of a sequence-to-sequence task: the teacher-forcing tensors, and the examples
