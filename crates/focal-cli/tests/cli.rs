@@ -1173,10 +1173,11 @@ fn training_flags_change_what_the_run_measures() {
             "16",
             "--max-length",
             "32",
-            "--lr",
-            "3e-3",
         ];
         args.extend(extra);
+        if !extra.contains(&"--lr") {
+            args.extend(["--lr", "3e-3"]);
+        }
         let report = json_stdout(&focal(&args));
         let epoch_steps: Vec<u64> = report["history"]["epochs"]
             .as_array()
