@@ -15,6 +15,19 @@ fn stdout_error(err: io::Error) -> anyhow::Error {
     anyhow::Error::new(err).context("writing to standard output")
 }
 
+/// An error unless every value a command is about to print is finite: a model whose weights
+/// overflow (finite but huge, say 3e38) gives NaN or infinite scores, which are refused in one
+/// line naming `what` instead of being printed as results.
+pub fn ensure_finite(what: &str, values: impl IntoIterator<Item = f64>) -> anyhow::Result<()> {
+    match values.into_iter().find(|v| !v.is_finite()) {
+        Some(value) => anyhow::bail!(
+            "the model computed a non-finite {what} ({value}): its weights overflow float \
+             arithmetic (or are corrupt); no result is printed"
+        ),
+        None => Ok(()),
+    }
+}
+
 /// Prints `text` and a newline on standard output.
 pub fn line(text: impl Display) -> anyhow::Result<()> {
     writeln!(io::stdout().lock(), "{text}").map_err(stdout_error)

@@ -130,6 +130,7 @@ impl<B: FusedAutodiffBackend> RunOn<B> for EmbedJob {
                 .into_data()
                 .to_vec::<f32>()
                 .expect("f32 embeddings");
+            output::ensure_finite("embedding", values.iter().map(|&v| f64::from(v)))?;
             for ((number, text), e) in numbers.iter().zip(&texts).zip(values.chunks(d)) {
                 if self.json {
                     let line = line_field(streaming, *number);
@@ -212,6 +213,10 @@ impl<B: FusedAutodiffBackend> RunOn<B> for FillMaskJob {
 pub fn fill_mask(backend: BackendKind, args: FillMaskArgs, json_out: bool) -> anyhow::Result<()> {
     let model = args.model.clone();
     let candidates = backend.run(FillMaskJob(args))??;
+    output::ensure_finite(
+        "score",
+        candidates.iter().map(|(_, score, _)| f64::from(*score)),
+    )?;
     if json_out {
         let items: Vec<_> = candidates
             .iter()

@@ -256,6 +256,10 @@ impl<B: FusedAutodiffBackend> RunOn<B> for ClassifyJob {
                 None
             };
             let results = classifier.classify(&texts, pairs.as_deref(), Some(args.top_k))?;
+            output::ensure_finite(
+                "score",
+                results.iter().flatten().map(|l| f64::from(l.score)),
+            )?;
             for (i, labels) in results.iter().enumerate() {
                 let pair = pairs.as_ref().map(|p| p[i].as_str());
                 if self.json {
@@ -303,7 +307,9 @@ impl<B: FusedAutodiffBackend> RunOn<B> for TagJob {
         let streaming = inputs.streaming();
         for_each_batch(inputs, args.batch_size, |batch| {
             let (numbers, texts): (Vec<usize>, Vec<String>) = batch.into_iter().unzip();
-            for (i, entities) in tagger.tag(&texts)?.iter().enumerate() {
+            let tagged = tagger.tag(&texts)?;
+            output::ensure_finite("score", tagged.iter().flatten().map(|e| f64::from(e.score)))?;
+            for (i, entities) in tagged.iter().enumerate() {
                 if self.json {
                     output::line(json!({
                         "line": line_field(streaming, numbers[i]),
@@ -369,6 +375,7 @@ impl<B: FusedAutodiffBackend> RunOn<B> for AnswerJob {
         for_each_batch(inputs, args.batch_size, |batch| {
             for (number, question) in batch {
                 let answers = answerer.answer(&question, &context, &settings)?;
+                output::ensure_finite("score", answers.iter().map(|a| a.score))?;
                 if self.json {
                     output::line(json!({
                         "line": line_field(streaming, number),
@@ -480,7 +487,9 @@ impl<B: FusedAutodiffBackend> RunOn<B> for MatchJob {
         let streaming = inputs.streaming();
         for_each_batch(inputs, args.batch_size, |batch| {
             let (numbers, queries): (Vec<usize>, Vec<String>) = batch.into_iter().unzip();
-            for (i, matches) in matcher.top_k(&queries, args.top_k)?.iter().enumerate() {
+            let ranked = matcher.top_k(&queries, args.top_k)?;
+            output::ensure_finite("score", ranked.iter().flatten().map(|m| f64::from(m.score)))?;
+            for (i, matches) in ranked.iter().enumerate() {
                 if self.json {
                     output::line(json!({
                         "line": line_field(streaming, numbers[i]),

@@ -557,6 +557,57 @@ fn fill_mask_ranks_candidates() {
     assert_one_line_error(&no_mask, "exactly one [MASK], found 0");
 }
 
+/// Finite but huge weights (3e38 in the masked-LM head's transform) overflow into NaN scores:
+/// one line says so and the command fails, instead of printing NaN as results.
+#[test]
+fn non_finite_results_are_refused_not_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixture("bert-mlm")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    let path = dir.path().join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let name = "cls.predictions.transform.dense.weight";
+    let huge: Vec<u8> = std::iter::repeat_n(3e38f32.to_le_bytes(), 32 * 32)
+        .flatten()
+        .collect();
+    let tensors: Vec<(String, safetensors::tensor::TensorView<'_>)> = file
+        .tensors()
+        .into_iter()
+        .map(|(key, view)| {
+            if key == name {
+                let view = safetensors::tensor::TensorView::new(
+                    safetensors::Dtype::F32,
+                    view.shape().to_vec(),
+                    &huge,
+                )
+                .unwrap();
+                (key, view)
+            } else {
+                (key, view)
+            }
+        })
+        .collect();
+    std::fs::write(&path, safetensors::serialize(tensors, None).unwrap()).unwrap();
+    let model = dir.path().display().to_string();
+    for json in [false, true] {
+        let mut args = vec![
+            "fill-mask",
+            "--model",
+            &model,
+            "paris is the [MASK] of france .",
+        ];
+        if json {
+            args.insert(0, "--json");
+        }
+        let out = focal(&args);
+        assert_one_line_error(&out, "the model computed a non-finite score");
+        assert!(out.stdout.is_empty());
+    }
+}
+
 #[test]
 fn generate_continues_greedily_like_hugging_face() {
     let model = fixture("gpt2");

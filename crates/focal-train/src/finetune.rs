@@ -157,7 +157,7 @@ pub struct FineTuneConfig {
     /// AdamW's peak learning rate.
     pub learning_rate: f64,
     /// AdamW's decoupled weight decay, applied to every weight but biases and norm weights
-    /// (transformers' `Trainer`; [`trainer_optimizer`]). Default 0, as transformers'
+    /// (transformers' `Trainer`, as every fine-tuning run optimizes). Default 0, as transformers'
     /// `TrainingArguments`.
     pub weight_decay: f64,
     /// Share of the optimizer steps spent warming the learning rate up from 0 (transformers'
@@ -1153,7 +1153,8 @@ impl History {
         plots::line_chart("loss", "batch", "loss", &[steps, epoch(false), epoch(true)])
     }
 
-    /// The metrics other than the loss per epoch, both splits.
+    /// The metrics other than the loss per epoch, both splits: one panel per metric, each on
+    /// its own scale (percentages, a perplexity and a correlation do not share an axis).
     pub fn metrics_chart(&self) -> Result<Vec<u8>, plots::PlotError> {
         let mut names: Vec<&String> = self
             .epochs
@@ -1163,23 +1164,32 @@ impl History {
             .collect();
         names.sort();
         names.dedup();
-        let mut series = vec![Series::default()];
-        for name in names {
-            for valid in [true, false] {
-                series.push(Series {
-                    name: format!("{} {name}", if valid { "valid" } else { "train" }),
-                    points: self
-                        .epochs
-                        .iter()
-                        .filter_map(|e| {
-                            let split = if valid { &e.valid } else { &e.train };
-                            split.get(name).map(|&v| (e.epoch as f64, v))
-                        })
-                        .collect(),
-                });
-            }
-        }
-        plots::line_chart("metrics per epoch", "epoch", "value (%)", &series)
+        let panels: Vec<plots::Panel> = names
+            .into_iter()
+            .map(|name| {
+                // The first series of a chart is drawn thin (a per-batch curve): none here.
+                let mut series = vec![Series::default()];
+                for valid in [true, false] {
+                    series.push(Series {
+                        name: format!("{} {name}", if valid { "valid" } else { "train" }),
+                        points: self
+                            .epochs
+                            .iter()
+                            .filter_map(|e| {
+                                let split = if valid { &e.valid } else { &e.train };
+                                split.get(name).map(|&v| (e.epoch as f64, v))
+                            })
+                            .collect(),
+                    });
+                }
+                plots::Panel {
+                    title: format!("{name} per epoch"),
+                    y_name: name.clone(),
+                    series,
+                }
+            })
+            .collect();
+        plots::panel_chart("epoch", &panels)
     }
 }
 

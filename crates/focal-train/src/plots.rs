@@ -74,6 +74,44 @@ pub fn line_chart(
     series: &[Series],
 ) -> Result<Vec<u8>, PlotError> {
     png("a line chart", (900, 560), |root| {
+        draw_lines(root, title, x_name, y_name, series)
+    })
+}
+
+/// One panel of [`panel_chart`]: a title, the y axis's name and the panel's curves.
+#[derive(Clone, Debug, Default)]
+pub struct Panel {
+    /// Above the panel.
+    pub title: String,
+    /// The y axis's name.
+    pub y_name: String,
+    /// The curves (as [`line_chart`] draws them).
+    pub series: Vec<Series>,
+}
+
+/// Line charts stacked one above the other, each with its own y axis, sharing the x axis's
+/// name: figures of different scales (a perplexity, a correlation, percentages) each readable
+/// on their own scale.
+pub fn panel_chart(x_name: &str, panels: &[Panel]) -> Result<Vec<u8>, PlotError> {
+    let rows = panels.len().max(1);
+    let height = (300 * rows as u32).max(560);
+    png("a chart of panels", (900, height), |root| {
+        for (area, panel) in root.split_evenly((rows, 1)).iter().zip(panels) {
+            draw_lines(area, &panel.title, x_name, &panel.y_name, &panel.series)?;
+        }
+        Ok(())
+    })
+}
+
+/// Draws [`line_chart`]'s chart on `root`.
+fn draw_lines(
+    root: &DrawingArea<BitMapBackend<'_>, Shift>,
+    title: &str,
+    x_name: &str,
+    y_name: &str,
+    series: &[Series],
+) -> Result<(), String> {
+    {
         let points = || series.iter().flat_map(|s| s.points.iter());
         let finite = |v: f64| v.is_finite();
         let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
@@ -140,7 +178,7 @@ pub fn line_chart(
             .border_style(BLACK.mix(0.4))
             .draw()
             .map_err(|e| e.to_string())
-    })
+    }
 }
 
 /// A confusion matrix as a grid: rows the true labels, columns the predicted ones, each cell
@@ -660,6 +698,67 @@ mod tests {
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG signature");
         let word = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
         (word(16), word(20))
+    }
+
+    /// How many pixels of `png` have `colour`, in the rows `rows` (a share of the height).
+    fn ink(png: &[u8], colour: RGBColor, rows: std::ops::Range<f64>) -> usize {
+        let mut reader = png::Decoder::new(png).read_info().unwrap();
+        let mut buffer = vec![0; reader.output_buffer_size()];
+        let frame = reader.next_frame(&mut buffer).unwrap();
+        assert_eq!(frame.color_type, png::ColorType::Rgb);
+        let (width, height) = (frame.width as usize, frame.height as usize);
+        let (first, last) = (
+            (rows.start * height as f64) as usize,
+            (rows.end * height as f64) as usize,
+        );
+        buffer[first * width * 3..last * width * 3]
+            .chunks(3)
+            .filter(|p| p == &[colour.0, colour.1, colour.2])
+            .count()
+    }
+
+    /// The curves are drawn (pixels of each series' colour), not only the frame: a chart
+    /// without series has none. Panels of different scales each draw their own curves, one
+    /// above the other.
+    #[test]
+    fn curves_are_drawn() {
+        let rising = |name: &str, scale: f64| Series {
+            name: name.into(),
+            points: (1..=5).map(|i| (i as f64, scale * i as f64)).collect(),
+        };
+        let chart = line_chart(
+            "loss",
+            "step",
+            "loss",
+            &[Series::default(), rising("a", 1.0), rising("b", 2.0)],
+        )
+        .unwrap();
+        assert!(ink(&chart, PALETTE[1], 0.0..1.0) > 100);
+        assert!(ink(&chart, PALETTE[2], 0.0..1.0) > 100);
+        let empty = line_chart("empty", "x", "y", &[]).unwrap();
+        assert_eq!(ink(&empty, PALETTE[1], 0.0..1.0), 0);
+        let panels = [
+            Panel {
+                title: "Perplexity".into(),
+                y_name: "perplexity".into(),
+                series: vec![Series::default(), rising("valid perplexity", 300.0)],
+            },
+            Panel {
+                title: "Accuracy".into(),
+                y_name: "%".into(),
+                series: vec![Series::default(), rising("valid accuracy", 0.2)],
+            },
+        ];
+        let chart = panel_chart("epoch", &panels).unwrap();
+        assert_eq!(dimensions(&chart), (900, 600));
+        assert!(
+            ink(&chart, PALETTE[1], 0.0..0.5) > 100,
+            "the top panel's curve"
+        );
+        assert!(
+            ink(&chart, PALETTE[1], 0.5..1.0) > 100,
+            "the bottom panel's curve"
+        );
     }
 
     #[test]
