@@ -1,7 +1,9 @@
 //! BERT: embeddings, post-norm encoder, pooler, masked-LM head; sentence-transformers pooling.
 
 use crate::PretrainedError;
-use crate::hf::{check_tied, file, read_config, read_json, read_json_object, read_weights};
+use crate::hf::{
+    check_tied, file, read_config, read_json, read_json_object, read_weights, refuse_switches,
+};
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
@@ -248,18 +250,14 @@ impl<B: Backend> Bert<B> {
                 value: format!("\"{}\"", config.position_embedding_type),
             });
         }
-        for (option, on) in [
-            ("is_decoder", config.is_decoder),
-            ("add_cross_attention", config.add_cross_attention),
-        ] {
-            if on {
-                return Err(PretrainedError::Unsupported {
-                    path: config_path,
-                    option: option.to_string(),
-                    value: "true (Focal's BERT is an encoder)".to_string(),
-                });
-            }
-        }
+        refuse_switches(
+            &config_path,
+            &[
+                ("is_decoder", config.is_decoder),
+                ("add_cross_attention", config.add_cross_attention),
+            ],
+            " (Focal's BERT is an encoder)",
+        )?;
         let act = activation(&config.hidden_act, &config_path, "hidden_act")?;
         let invalid = |cause| PretrainedError::Config {
             path: config_path.clone(),

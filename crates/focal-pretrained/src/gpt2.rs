@@ -2,7 +2,7 @@
 
 use crate::PretrainedError;
 use crate::bert::activation;
-use crate::hf::{check_tied, read_config, read_weights};
+use crate::hf::{check_tied, read_config, read_weights, refuse_switches};
 use crate::tasks::{Saved, linear_tensors, norm_tensors, values, write_model_dir};
 use burn::module::{Module, Param};
 use burn::nn::Linear;
@@ -115,21 +115,17 @@ impl<B: Backend> Gpt2<B> {
     /// `scale_attn_weights: false` in `config.json` leaves the scores unscaled (scale 1).
     pub fn load(dir: &Path, device: &B::Device) -> Result<(Self, Gpt2Config), PretrainedError> {
         let (config, config_path): (Gpt2Config, _) = read_config(dir, "gpt2")?;
-        for (option, on) in [
-            (
-                "scale_attn_by_inverse_layer_idx",
-                config.scale_attn_by_inverse_layer_idx,
-            ),
-            ("add_cross_attention", config.add_cross_attention),
-        ] {
-            if on {
-                return Err(PretrainedError::Unsupported {
-                    path: config_path,
-                    option: option.to_string(),
-                    value: "true".to_string(),
-                });
-            }
-        }
+        refuse_switches(
+            &config_path,
+            &[
+                (
+                    "scale_attn_by_inverse_layer_idx",
+                    config.scale_attn_by_inverse_layer_idx,
+                ),
+                ("add_cross_attention", config.add_cross_attention),
+            ],
+            "",
+        )?;
         let act = activation(
             &config.activation_function,
             &config_path,

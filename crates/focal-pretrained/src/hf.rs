@@ -54,6 +54,23 @@ pub fn read_json_object<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T
     serde_json::from_value(value).map_err(json_error)
 }
 
+/// Refuses, by name, the first of a configuration's switches that is on (`options`: name and
+/// value) that the family's model does not implement; `why` follows the value in the error.
+pub fn refuse_switches(
+    path: &Path,
+    options: &[(&str, bool)],
+    why: &str,
+) -> Result<(), PretrainedError> {
+    match options.iter().find(|(_, on)| *on) {
+        Some((option, _)) => Err(PretrainedError::Unsupported {
+            path: path.to_path_buf(),
+            option: option.to_string(),
+            value: format!("true{why}"),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// `dir/config.json` parsed into a family's struct, after checking its `model_type`; also
 /// returns the file's path for later errors.
 pub fn read_config<T: serde::de::DeserializeOwned>(
