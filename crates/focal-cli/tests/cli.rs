@@ -1279,6 +1279,26 @@ fn training_flags_change_what_the_run_measures() {
         "{}",
         report["epochs_run"]
     );
+    // The decoupled weight decay is recorded with the run's settings; a negative one refused.
+    let (report, _) = train(
+        &["--valid", &valid, "--epochs", "1", "--weight-decay", "0.01"],
+        "decay",
+    );
+    assert!((report["config"]["weight_decay"].as_f64().unwrap() - 0.01).abs() < 1e-12);
+    let out = dir.path().join("negative").display().to_string();
+    let refused = focal(&[
+        "train",
+        "--task",
+        "classify",
+        "--init",
+        &bert,
+        "--data",
+        &data,
+        "--out",
+        &out,
+        "--weight-decay=-1",
+    ]);
+    assert_one_line_error(&refused, "weight_decay must be at least 0, got -1");
     let (report, _) = train(
         &["--valid", &valid, "--epochs", "2", "--linear-probe"],
         "probe",
