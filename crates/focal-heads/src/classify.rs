@@ -5,7 +5,6 @@ use crate::loss::{binary_cross_entropy_with_logits, cross_entropy, mean_squared_
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
-use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
 use focal_attention::{FusedAttentionBackend, project};
 use focal_backend::ConfigError;
@@ -167,17 +166,6 @@ impl<B: Backend> SequenceClassifier<B> {
     /// Outputs of the head.
     pub fn num_labels(&self) -> usize {
         self.classifier.weight.dims()[1]
-    }
-
-    /// The pipeline's scores of logits `[b, n]`: softmax for single-label, sigmoid for
-    /// multi-label, the logits themselves for regression (transformers' text-classification
-    /// pipeline, `function_to_apply` left to its default).
-    pub fn scores(&self, logits: Tensor<B, 2>) -> Tensor<B, 2> {
-        match self.problem_type {
-            ProblemType::SingleLabel => softmax(logits, 1),
-            ProblemType::MultiLabel => sigmoid(logits),
-            ProblemType::Regression => logits,
-        }
     }
 
     /// The loss of logits `[b, n]` against targets, as transformers computes it: cross-entropy

@@ -194,14 +194,7 @@ pub fn read_tokenizer(
         )));
     }
     // Truncation to fewer tokens than a text's special tokens underflows inside tokenizers.
-    room(
-        max_len,
-        tokenizer
-            .get_post_processor()
-            .map_or(0, |p| tokenizers::PostProcessor::added_tokens(p, false)),
-        false,
-    )
-    .map_err(error)?;
+    room(max_len, added_tokens(&tokenizer, false), false).map_err(error)?;
     tokenizer
         .with_truncation(Some(TruncationParams {
             max_length: max_len,
@@ -279,6 +272,13 @@ impl EncodedBatch {
     }
 }
 
+/// The special tokens `tokenizer`'s post-processor adds to a text, or to a pair when `pairs`.
+fn added_tokens(tokenizer: &Tokenizer, pairs: bool) -> usize {
+    tokenizer
+        .get_post_processor()
+        .map_or(0, |p| tokenizers::PostProcessor::added_tokens(p, pairs))
+}
+
 /// Whether a longest input of `max_len` tokens leaves room for text beside the `added` special
 /// tokens of a text (or of a pair, when `pairs`); else the message saying so.
 fn room(max_len: usize, added: usize, pairs: bool) -> Result<(), String> {
@@ -354,11 +354,8 @@ impl TextTokenizer {
     /// to a single text, or to a pair when `pairs` (BERT: 2 and 3): below that, truncation
     /// cannot fit them, and the tokenizer fails inside (or wraps around).
     pub fn check_room(&self, pairs: bool) -> Result<(), PretrainedError> {
-        let added = self
-            .tokenizer
-            .get_post_processor()
-            .map_or(0, |p| tokenizers::PostProcessor::added_tokens(p, pairs));
-        room(self.max_len, added, pairs).map_err(|message| self.error(message))
+        room(self.max_len, added_tokens(&self.tokenizer, pairs), pairs)
+            .map_err(|message| self.error(message))
     }
 
     /// Encodes texts with the tokenizer's special tokens, truncated and padded.

@@ -620,12 +620,11 @@ impl<B: Backend> TaskOutput<B> {
     /// or tokens for the token tasks (tagging's labelled tokens, the language model's and the
     /// sequence-to-sequence model's predicted tokens).
     pub fn loss_weight(&self) -> usize {
-        let rows = |targets: &Tensor<B, 1, Int>| targets.dims()[0];
         match self {
-            Self::Class(o) => rows(&o.targets),
+            Self::Class(o) => o.targets.dims()[0],
             Self::MultiLabel(o) => o.targets.dims()[0],
             Self::Regression(o) => o.targets.dims()[0],
-            Self::Spans(start, _) => rows(&start.targets),
+            Self::Spans(start, _) => start.targets.dims()[0],
             Self::Tags(o) => {
                 let labelled = o
                     .targets
@@ -2230,7 +2229,7 @@ fn scratch_dir(out: &Path, resume: bool, overwrite: bool) -> Result<Scratch, Fin
             .and_then(|m| m.modified())
             .ok()
     });
-    let kept = if resume {
+    if resume {
         // The newest killed run's directory is continued; older ones go.
         let Some(newest) = stale.pop() else {
             return Err(no_killed_run(out, parent, &name));
@@ -2239,30 +2238,23 @@ fn scratch_dir(out: &Path, resume: bool, overwrite: bool) -> Result<Scratch, Fin
             path: newest.clone(),
             reason: e.to_string(),
         })?;
-        Some(Scratch::lock(scratch.clone())?)
-    } else {
-        if !overwrite
-            && let Some(saved) = stale
-                .iter()
-                .rev()
-                .find(|dir| dir.join(crate::resume::STATE_FILE).is_file())
-        {
-            return Err(FineTuneError::Resume(format!(
-                "a killed run of {} left its checkpoints in {}: continue it with --resume, or \
-                 pass --overwrite to start afresh and delete them",
-                out.display(),
-                saved.display()
-            )));
-        }
-        None
-    };
+    } else if !overwrite
+        && let Some(saved) = stale
+            .iter()
+            .rev()
+            .find(|dir| dir.join(crate::resume::STATE_FILE).is_file())
+    {
+        return Err(FineTuneError::Resume(format!(
+            "a killed run of {} left its checkpoints in {}: continue it with --resume, or \
+             pass --overwrite to start afresh and delete them",
+            out.display(),
+            saved.display()
+        )));
+    }
     for dir in stale {
         let _ = std::fs::remove_dir_all(dir);
     }
-    match kept {
-        Some(kept) => Ok(kept),
-        None => Scratch::lock(scratch),
-    }
+    Scratch::lock(scratch)
 }
 
 /// Whether a killed run that was to write `out` left its working directory, for `resume`
@@ -3496,6 +3488,23 @@ mod tests {
         }
     }
 
+    /// [`fine_tune`] of the tiny BERT fixture on ndarray, as it returns.
+    fn fine_tune_bert(
+        train: &Path,
+        valid: Option<&Path>,
+        out: &Path,
+        config: &FineTuneConfig,
+    ) -> Result<FineTuneReport, FineTuneError> {
+        fine_tune::<Autodiff<focal_backend::NdArray>>(
+            &fixtures().join("bert"),
+            train,
+            valid,
+            out,
+            config,
+            &Default::default(),
+        )
+    }
+
     /// The directory holds the model, `metrics.json` and the pictures, and nothing is left
     /// beside it (burn-train's working directory is gone).
     fn check_written(out: &tempfile::TempDir, pictures: &[&str]) {
@@ -3648,16 +3657,9 @@ mod tests {
         config.grad_accum = 2;
         let train = fixtures().join("train/classify_train.csv");
         let valid = fixtures().join("train/classify_valid.csv");
-        let err = fine_tune::<Autodiff<focal_backend::NdArray>>(
-            &fixtures().join("bert"),
-            &train,
-            Some(&valid),
-            &out.path().join("model"),
-            &config,
-            &device,
-        )
-        .unwrap_err()
-        .to_string();
+        let err = fine_tune_bert(&train, Some(&valid), &out.path().join("model"), &config)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("96 training examples makes 1 batches of 97")
                 && err.contains("grad_accum 2"),
@@ -3914,36 +3916,17 @@ mod tests {
     #[test]
     fn validation_rows_are_split_off_without_a_file() {
         let _rng = crate::rng_lock();
-        let device = Default::default();
         let out = tempfile::tempdir().unwrap();
         let train = fixtures().join("train/classify_train.csv");
         let config = settings(FineTuneTask::Classify, 2, 3e-3);
-        let run = |dir: &str| {
-            fine_tune::<Autodiff<focal_backend::NdArray>>(
-                &fixtures().join("bert"),
-                &train,
-                None,
-                &out.path().join(dir),
-                &config,
-                &device,
-            )
-            .unwrap()
-        };
+        let run = |dir: &str| fine_tune_bert(&train, None, &out.path().join(dir), &config).unwrap();
         let (first, second) = (run("a"), run("b"));
         // 96 rows: 10 held out (a tenth, rounded up), 86 to train.
         assert_eq!((first.train_examples, first.before.examples), (86, 10));
         assert_eq!(first.before.confusion, second.before.confusion);
         let tiny = out.path().join("tiny.csv");
         std::fs::write(&tiny, "text,label\nparis .,place\n").unwrap();
-        let err = fine_tune::<Autodiff<focal_backend::NdArray>>(
-            &fixtures().join("bert"),
-            &tiny,
-            None,
-            &out.path().join("c"),
-            &config,
-            &device,
-        )
-        .unwrap_err();
+        let err = fine_tune_bert(&tiny, None, &out.path().join("c"), &config).unwrap_err();
         assert!(err.to_string().contains("give a validation file"), "{err}");
     }
 
@@ -3984,13 +3967,11 @@ mod tests {
             parent.path().join("x".repeat(300)),
             parent.path().join(deep).join("model"),
         ] {
-            let err = fine_tune::<Autodiff<focal_backend::NdArray>>(
-                &fixtures().join("bert"),
+            let err = fine_tune_bert(
                 &fixtures().join("train/classify_train.csv"),
                 Some(&fixtures().join("train/classify_valid.csv")),
                 &out,
                 &settings(FineTuneTask::Classify, 1, 3e-3),
-                &Default::default(),
             )
             .unwrap_err();
             assert!(
@@ -4008,19 +3989,16 @@ mod tests {
     #[test]
     fn checkpoints_survive_a_failed_save() {
         let _rng = crate::rng_lock();
-        let device = Default::default();
         let parent = tempfile::tempdir().unwrap();
         let out = parent.path().join("model");
         std::fs::write(&out, "in the way").unwrap();
         let mut config = settings(FineTuneTask::Classify, 2, 3e-3);
         let train = |config: &FineTuneConfig| {
-            fine_tune::<Autodiff<focal_backend::NdArray>>(
-                &fixtures().join("bert"),
+            fine_tune_bert(
                 &fixtures().join("train/classify_train.csv"),
                 Some(&fixtures().join("train/classify_valid.csv")),
                 &out,
                 config,
-                &device,
             )
         };
         let failed = train(&config).unwrap_err().to_string();
@@ -4141,13 +4119,11 @@ mod tests {
                 max_length,
                 ..settings(task, 1, 3e-3)
             };
-            let err = fine_tune::<Autodiff<focal_backend::NdArray>>(
-                &fixtures().join("bert"),
+            let err = fine_tune_bert(
                 &fixtures().join("train").join(files.0),
                 Some(&fixtures().join("train").join(files.1)),
                 &out.path().join("model"),
                 &config,
-                &Default::default(),
             )
             .unwrap_err()
             .to_string();
@@ -4297,13 +4273,11 @@ mod tests {
             skip_bad_rows: true,
             ..settings(FineTuneTask::Classify, 1, 3e-3)
         };
-        let err = fine_tune::<Autodiff<focal_backend::NdArray>>(
-            &fixtures().join("bert"),
+        let err = fine_tune_bert(
             &fixtures().join("train/classify_train.csv"),
             Some(&valid),
             &dir.path().join("model"),
             &config,
-            &Default::default(),
         )
         .unwrap_err()
         .to_string();
