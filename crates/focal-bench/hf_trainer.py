@@ -1,12 +1,14 @@
 """Hugging Face `Trainer` baseline for `cargo xtask bench train`: fine-tunes a BERT /
 sentence-transformers directory with a new sequence-classification head on a CSV file (columns
-text, label) for one epoch, with Trainer's defaults (AdamW, linear schedule, no warmup), batches
-of 32 padded per batch (DataCollatorWithPadding), inputs cut to 128 tokens, no evaluation or
-saving, 2 threads; writes the examples per second Trainer reports. Run it in the same hour as
-the Rust side, on the same file.
+text, label), with Trainer's defaults (AdamW, linear schedule, no warmup), batches of 32 padded
+per batch (DataCollatorWithPadding), inputs cut to 128 tokens, on `--threads` threads; after
+each epoch it evaluates on the file's first `--valid-rows` rows and saves a checkpoint, as
+Focal's run does. Writes the examples per second Trainer reports.
+
+The Rust bench runs it itself on the same file and settings:
 
     pip install torch==2.15.0 transformers==4.57.1 accelerate==1.12.0
-    python3 crates/focal-bench/hf_trainer.py --init DIR --data FILE.csv [--out target/bench/train_hf.json]
+    cargo xtask bench train --init DIR --data FILE.csv --python PYTHON
 """
 
 import argparse
@@ -33,9 +35,13 @@ parser.add_argument("--epochs", type=int, default=1)
 parser.add_argument("--batch-size", type=int, default=32)
 parser.add_argument("--max-length", type=int, default=128)
 parser.add_argument("--lr", type=float, default=5e-5)
-parser.add_argument("--out", default="target/bench/train_hf.json")
+parser.add_argument("--valid-rows", type=int, default=64)
+parser.add_argument("--threads", type=int, required=True)
+parser.add_argument("--out", required=True)
 args = parser.parse_args()
-torch.set_num_threads(2)
+assert torch.__version__.split("+")[0] == "2.15.0", torch.__version__
+assert transformers.__version__ == "4.57.1", transformers.__version__
+torch.set_num_threads(args.threads)
 
 rows = list(csv.DictReader(open(args.data)))
 labels = sorted({r["label"] for r in rows})
@@ -45,8 +51,11 @@ encoded = tokenizer([r["text"] for r in rows], truncation=True, max_length=args.
 
 
 class Rows(torch.utils.data.Dataset):
+    def __init__(self, n):
+        self.n = n
+
     def __len__(self):
-        return len(rows)
+        return self.n
 
     def __getitem__(self, i):
         item = {k: v[i] for k, v in encoded.items()}
@@ -60,8 +69,9 @@ with tempfile.TemporaryDirectory() as scratch:
         per_device_train_batch_size=args.batch_size,
         num_train_epochs=args.epochs,
         learning_rate=args.lr,
-        eval_strategy="no",
-        save_strategy="no",
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        per_device_eval_batch_size=args.batch_size,
         logging_strategy="no",
         report_to=[],
         dataloader_num_workers=0,
@@ -72,7 +82,8 @@ with tempfile.TemporaryDirectory() as scratch:
     trainer = Trainer(
         model=model,
         args=training,
-        train_dataset=Rows(),
+        train_dataset=Rows(len(rows)),
+        eval_dataset=Rows(min(args.valid_rows, len(rows))),
         data_collator=DataCollatorWithPadding(tokenizer),
     )
     started = time.perf_counter()

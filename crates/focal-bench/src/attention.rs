@@ -27,12 +27,19 @@
 //! the backward (five block products instead of two; recomputation not counted), plus
 //! `8 b l d²` forward / `24 b l d²` forward+backward for the projections of burn-nn's rows.
 //!
+//! With `--python`, PyTorch's `scaled_dot_product_attention` joins the main table
+//! (`torch_sdpa.py`, run by the bench after its own rows on the same threads, budget and
+//! lengths, with the same statistic), compared with burn's op as every other row; its memory is
+//! another process's and not counted.
+//!
 //! Peak memory is what the operation allocated above what existed before it (the inputs), as
 //! counted by the process's allocator; it is exact on ndarray and not available on wgpu.
 //! Methods whose memory grows with `l · s` run forward+backward only up to
 //! `--max-quadratic-backward` (their memory beyond it is computed in the table instead).
 
 use crate::measure::{Measurement, format_bytes, format_seconds, measure};
+use crate::torch::Torch;
+use anyhow::Context;
 use burn::nn::DropoutConfig;
 use burn::nn::attention::{
     MhaInput as NnMhaInput, MultiHeadAttentionConfig as NnMultiHeadAttentionConfig,
@@ -86,6 +93,7 @@ const BURN_OP: &str = "burn module::attention";
 const BURN_NN_MHA: &str = "burn-nn MultiHeadAttention";
 const CEILING: &str = "matmul ceiling (gemm, all cores)";
 const BURN_MATMUL: &str = "burn matmul";
+const PYTORCH: &str = "PyTorch scaled_dot_product_attention";
 const FORWARD: &str = "forward";
 const BOTH: &str = "forward+backward";
 const ENCODER_BEFORE: &str = "encoder layer, burn ops";
@@ -555,6 +563,70 @@ fn encoder_layer<B: FusedAttentionBackend>(budget: Duration, device: &B::Device)
 }
 
 /// The rows as markdown tables (one per pass), then the long, multi-query and encoder rows.
+/// One row of `torch_sdpa.py`'s figures.
+#[derive(serde::Deserialize)]
+struct TorchRow {
+    length: usize,
+    causal: bool,
+    pass: String,
+    seconds: f64,
+    runs: usize,
+}
+
+/// Runs `torch_sdpa.py` at `lengths` (with `--python`) and puts a PyTorch row after burn's op
+/// at each length, mask and pass; returns where PyTorch's figures come from.
+pub fn add_pytorch(
+    rows: &mut Vec<Row>,
+    torch: &Torch,
+    lengths: &[usize],
+) -> anyhow::Result<String> {
+    let lengths: Vec<String> = lengths.iter().map(usize::to_string).collect();
+    let args = [
+        "--budget".into(),
+        torch.budget.to_string().into(),
+        "--lengths".into(),
+        lengths.join(",").into(),
+    ];
+    let value = torch.run("torch_sdpa.py", "attention", &args)?;
+    let source = Torch::source(value.as_ref(), "torch_sdpa.py");
+    let Some(value) = value else {
+        return Ok(source);
+    };
+    let theirs: Vec<TorchRow> =
+        serde_json::from_value(value["rows"].clone()).context("torch_sdpa.py wrote no rows")?;
+    for t in theirs {
+        let pass = if t.pass == FORWARD { FORWARD } else { BOTH };
+        let same = |r: &Row| r.length == t.length && r.causal == t.causal && r.pass == pass;
+        let burn = rows
+            .iter()
+            .find(|r| same(r) && r.method == BURN_OP)
+            .and_then(|r| r.measurement.as_ref().map(|m| m.seconds));
+        let flops = attention_flops(t.length, t.causal) * if pass == BOTH { 3.5 } else { 1.0 };
+        let row = Row {
+            method: PYTORCH,
+            length: t.length,
+            causal: t.causal,
+            pass,
+            measurement: Some(Measurement {
+                seconds: t.seconds,
+                runs: t.runs,
+                peak_bytes: 0,
+            }),
+            flops,
+            baseline: BURN_OP,
+            time_vs_baseline: burn.map(|b| t.seconds / b),
+            memory_vs_baseline: None,
+            note: "another process: memory not counted".into(),
+        };
+        let at = rows
+            .iter()
+            .rposition(|r| same(r) && r.baseline == BURN_OP)
+            .map_or(rows.len(), |i| i + 1);
+        rows.insert(at, row);
+    }
+    Ok(source)
+}
+
 pub fn markdown(rows: &[Row], backend: &str, memory_counted: bool) -> String {
     let mut out = format!(
         "Attention, b = {BATCH}, h = {HEADS}, d_h = {HEAD_DIM}, l = s, f32, {backend}. Ratios \
@@ -566,13 +638,13 @@ pub fn markdown(rows: &[Row], backend: &str, memory_counted: bool) -> String {
             Some(m) => [
                 format_seconds(m.seconds),
                 format!("{:.1}", r.flops / m.seconds / 1e9),
-                if memory_counted {
+                if memory_counted && r.method != PYTORCH {
                     format_bytes(m.peak_bytes as u128)
                 } else {
                     "n/a".into()
                 },
                 r.time_vs_baseline.map_or("".into(), |x| format!("{x:.3}×")),
-                match (memory_counted, r.memory_vs_baseline) {
+                match (memory_counted && r.method != PYTORCH, r.memory_vs_baseline) {
                     (true, Some(x)) => format!("{x:.3}×"),
                     _ => "".into(),
                 },
@@ -618,11 +690,11 @@ pub fn markdown(rows: &[Row], backend: &str, memory_counted: bool) -> String {
     out
 }
 
-/// The rows as figures for `--backend all`; the `gemm` ceiling, the same on every backend, is
-/// left out.
+/// The rows as figures for `--backend all`; the `gemm` ceiling and PyTorch, the same on every
+/// backend, are left out.
 pub fn figures(rows: &[Row]) -> Vec<crate::swap::Figure> {
     rows.iter()
-        .filter(|r| r.method != CEILING)
+        .filter(|r| r.method != CEILING && r.method != PYTORCH)
         .map(|r| {
             let mask = if r.causal { "causal" } else { "full" };
             crate::swap::Figure::time(

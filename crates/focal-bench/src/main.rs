@@ -8,12 +8,19 @@
 //! backend of the build, one after the other in the same process, and prints one table with a
 //! column per backend and their speed ratio (`swap`). Every table names the device: the
 //! CPU's threads, or the wgpu adapter (Mesa's lavapipe on a machine without a GPU).
+//!
+//! `--threads N` (default: the machine's cores) sizes Focal's thread pool and is passed to
+//! every PyTorch script; every table prints it. `--python PATH` has the bench run the PyTorch
+//! side itself after its own measurements ([`torch`]), with the same threads, budget and
+//! shapes.
 
 mod attention;
 mod decoding;
 mod measure;
 mod models;
+mod pipelines;
 mod swap;
+mod torch;
 mod train;
 
 use anyhow::Context;
@@ -38,6 +45,15 @@ struct Cli {
     /// Folder for the markdown table and the JSON figures.
     #[arg(long, global = true, default_value = "target/bench")]
     out: PathBuf,
+    /// Threads for Focal (its rayon pool) and for PyTorch (`torch.set_num_threads`); default:
+    /// the machine's cores.
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    /// A Python interpreter with the packages the PyTorch scripts pin: the bench then runs the
+    /// PyTorch side of `models`, `pipelines` and `train` itself, with the same threads, budget
+    /// and shapes (without it the PyTorch column is left out).
+    #[arg(long, global = true)]
+    python: Option<PathBuf>,
 }
 
 /// `--backend`: one backend, or every enabled one.
@@ -97,7 +113,7 @@ enum Bench {
         #[arg(long, default_value_t = 8)]
         steps: usize,
     },
-    /// Whole models, Focal vs burn's ops (and PyTorch, when `torch_models.py` has run): an
+    /// Whole models, Focal vs burn's ops and PyTorch (`torch_models.py`, with `--python`): an
     /// encoder layer forward and training step, GPT-2-small-shaped decoding, MiniLM embeddings;
     /// with a per-part profile.
     Models {
@@ -114,15 +130,36 @@ enum Bench {
         /// Tokens decoded with Focal's kernels off.
         #[arg(long, default_value_t = 16)]
         baseline_tokens: usize,
-        /// PyTorch's figures, as `torch_models.py` writes them.
-        #[arg(long, default_value = "target/bench/models_torch.json")]
-        torch: PathBuf,
         /// Only these workloads (encoder, training, decoding, minilm), comma-separated.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
+    /// Text classification and head importance over generated files, Focal's pipelines vs
+    /// transformers' (`torch_pipelines.py`, with `--python`): model loading, reading and every
+    /// batch timed on both sides, and their results compared.
+    Pipelines {
+        /// A `BertForSequenceClassification` directory (`torch_pipelines.py make` writes one
+        /// from all-MiniLM-L6-v2 with a seeded random head).
+        #[arg(long)]
+        model: PathBuf,
+        /// Generated lines to classify (4 to 30 words each, seeded).
+        #[arg(long, default_value_t = 10_000)]
+        lines: usize,
+        /// Generated labelled rows to score the heads on.
+        #[arg(long, default_value_t = 1_000)]
+        rows: usize,
+        /// Texts per batch, both tasks.
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        /// Longest input of head importance, in tokens.
+        #[arg(long, default_value_t = 64)]
+        max_length: usize,
+        /// Only these workloads (classify, heads), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
     /// Fine-tuning throughput (`focal train --task classify`) against transformers' Trainer
-    /// (`hf_trainer.py` on the same file).
+    /// (`hf_trainer.py` on the same file, with `--python`).
     Train {
         /// The directory to start from (all-MiniLM-L6-v2).
         #[arg(long)]
@@ -139,25 +176,34 @@ enum Bench {
         /// Longest input in tokens.
         #[arg(long, default_value_t = 128)]
         max_length: usize,
-        /// Trainer's figures, as `hf_trainer.py` writes them.
-        #[arg(long, default_value = "target/bench/train_hf.json")]
-        hf: PathBuf,
     },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let threads = match cli.threads {
+        Some(0) => anyhow::bail!("--threads 0: give at least one thread"),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .context("sizing the thread pool")?;
     let (name, title) = match &cli.bench {
         Bench::Attention { .. } => ("attention", "Scaled dot-product attention"),
         Bench::Decoding { .. } => ("decoding", "Per-token cached decoding"),
         Bench::Models { .. } => ("models", "Whole models"),
+        Bench::Pipelines { .. } => ("pipelines", "Pipelines"),
         Bench::Train { .. } => ("train", "Fine-tuning"),
     };
+    // One PyTorch run serves every backend's table (its figures do not depend on it).
+    let torch = torch::Torch::new(cli.python.clone(), threads, cli.budget, cli.out.clone());
     let mut runs = Vec::new();
     for kind in cli.backend.kinds() {
         let device = swap::device_name(kind);
         eprintln!("{name} on {}: {device}", kind.name());
-        runs.push(measure_on(kind, device, &cli)?);
+        runs.push(measure_on(kind, device, &cli, &torch)?);
     }
     let (file, table, json) = match cli.backend {
         Backends::One(_) => {
@@ -170,13 +216,22 @@ fn main() -> anyhow::Result<()> {
             (format!("{name}-all"), table, serde_json::to_value(&runs)?)
         }
     };
+    let table = format!(
+        "{}\n\nThreads: {threads} (`--threads`), for Focal and for every PyTorch script.\n",
+        table.trim_end()
+    );
     write(&cli.out, &file, &table, &json)?;
     println!("{table}");
     Ok(())
 }
 
 /// Runs the chosen benchmark on one backend.
-fn measure_on(kind: BackendKind, device: String, cli: &Cli) -> anyhow::Result<swap::Measured> {
+fn measure_on(
+    kind: BackendKind,
+    device: String,
+    cli: &Cli,
+    torch: &torch::Torch,
+) -> anyhow::Result<swap::Measured> {
     let budget = Duration::from_secs_f64(cli.budget);
     let backend = kind.name();
     let (figures, table, report) = match cli.bench.clone() {
@@ -187,15 +242,19 @@ fn measure_on(kind: BackendKind, device: String, cli: &Cli) -> anyhow::Result<sw
             multi_query,
         } => {
             let options = attention::Options {
-                lengths,
+                lengths: lengths.clone(),
                 long,
                 max_quadratic_backward,
                 multi_query,
                 budget,
             };
-            let rows = kind.run(AttentionJob(options))?;
+            let mut rows = kind.run(AttentionJob(options))?;
+            let source = attention::add_pytorch(&mut rows, torch, &lengths)?;
             let memory_counted = kind == BackendKind::NdArray;
-            let table = attention::markdown(&rows, backend, memory_counted);
+            let table = format!(
+                "{}\nPyTorch: {source}.\n",
+                attention::markdown(&rows, backend, memory_counted)
+            );
             (
                 attention::figures(&rows),
                 table,
@@ -216,7 +275,6 @@ fn measure_on(kind: BackendKind, device: String, cli: &Cli) -> anyhow::Result<sw
             minilm,
             new_tokens,
             baseline_tokens,
-            torch,
             only,
         } => {
             let options = models::Options {
@@ -225,7 +283,6 @@ fn measure_on(kind: BackendKind, device: String, cli: &Cli) -> anyhow::Result<sw
                 minilm,
                 new_tokens,
                 baseline_tokens,
-                torch,
                 only,
                 max_buffer_bytes: match kind {
                     BackendKind::Wgpu => {
@@ -234,10 +291,37 @@ fn measure_on(kind: BackendKind, device: String, cli: &Cli) -> anyhow::Result<sw
                     BackendKind::NdArray => None,
                 },
             };
-            let report = kind.run(ModelsJob(options))??;
+            let mut report = kind.run(ModelsJob(options))??;
+            report.compare_with(torch)?;
             let table = models::markdown(&report, backend);
             (
                 models::figures(&report),
+                table,
+                serde_json::to_value(&report)?,
+            )
+        }
+        Bench::Pipelines {
+            model,
+            lines,
+            rows,
+            batch_size,
+            max_length,
+            only,
+        } => {
+            let options = pipelines::Options {
+                model,
+                lines,
+                rows,
+                batch_size,
+                max_length,
+                only,
+                out: cli.out.clone(),
+            };
+            let mut report = kind.run(PipelinesJob(options))??;
+            report.compare_with(torch)?;
+            let table = pipelines::markdown(&report, backend);
+            (
+                pipelines::figures(&report),
                 table,
                 serde_json::to_value(&report)?,
             )
@@ -248,7 +332,6 @@ fn measure_on(kind: BackendKind, device: String, cli: &Cli) -> anyhow::Result<sw
             epochs,
             batch_size,
             max_length,
-            hf,
         } => {
             let options = train::Options {
                 init,
@@ -256,9 +339,9 @@ fn measure_on(kind: BackendKind, device: String, cli: &Cli) -> anyhow::Result<sw
                 epochs,
                 batch_size,
                 max_length,
-                hf,
             };
-            let report = kind.run(TrainJob(options))??;
+            let mut report = kind.run(TrainJob(options))??;
+            report.compare_with(torch)?;
             let table = train::markdown(&report, backend);
             (
                 train::figures(&report),
@@ -314,6 +397,18 @@ impl BackendJob for ModelsJob {
 impl<B: FusedAutodiffBackend> RunOn<B> for ModelsJob {
     fn run(self, device: B::Device) -> Self::Output {
         models::run::<B>(&self.0, &device)
+    }
+}
+
+struct PipelinesJob(pipelines::Options);
+
+impl BackendJob for PipelinesJob {
+    type Output = anyhow::Result<pipelines::Report>;
+}
+
+impl<B: FusedAutodiffBackend> RunOn<B> for PipelinesJob {
+    fn run(self, device: B::Device) -> Self::Output {
+        pipelines::run::<B>(&self.0, &device)
     }
 }
 

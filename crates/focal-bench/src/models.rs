@@ -15,14 +15,21 @@
 //!   sentence-transformers does.
 //!
 //! "burn ops" is the same model with Focal's CPU kernels off (`set_cpu_kernel(false)`: burn's
-//! matmul for every projection, burn's tensor ops for attention). When the PyTorch script has
-//! written `target/bench/models_torch.json`, its figures join the table with the ratio.
+//! matmul for every projection, burn's tensor ops for attention). With `--python` the bench
+//! then runs `torch_models.py` on the same threads, budget, model directories and prompt
+//! ([`crate::torch`]); its figures join the table with the ratio, and greedy tokens that differ
+//! from Focal's fail the bench.
+//!
+//! Both sides use one statistic per row: the encoder rows the median of the runs that fit in
+//! `--budget` after one untimed run (at most 25, [`measure`]); decoding and MiniLM the median
+//! of [`RUNS`] timed runs after one untimed run (a 4-token decode, a pass over the sentences).
 //!
 //! A profile follows: the share of each part of one encoder layer forward and of one decoding
 //! step, each part timed alone at the model's shapes.
 
 use crate::measure::{format_seconds, measure};
-use anyhow::Context;
+use crate::torch::{Torch, median};
+use anyhow::{Context, bail};
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::{Bool, Distribution, Int, Tensor, TensorData};
 use focal::attention::{
@@ -33,8 +40,8 @@ use focal::blocks::{TransformerLayer, TransformerLayerConfig};
 use focal::heads::{GenerationConfig, generate};
 use focal::pretrained::{Gpt2, SentenceEmbedder, TextTokenizer};
 use focal::train::FusedAdamWConfig;
-use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use serde::Serialize;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -49,8 +56,6 @@ pub struct Options {
     pub new_tokens: usize,
     /// Tokens decoded with the kernels off (slow; fewer).
     pub baseline_tokens: usize,
-    /// PyTorch's figures, when the script has written them.
-    pub torch: PathBuf,
     /// Workloads to run (`encoder`, `training`, `decoding`, `minilm`); empty: all.
     pub only: Vec<String>,
     /// The largest buffer the device can hold (wgpu's adapter limit); `None` on the CPU.
@@ -90,16 +95,93 @@ pub struct Report {
     pub profile: Vec<Part>,
     /// Streaming read bandwidth, bytes per second.
     pub bandwidth: f64,
-    pub torch_source: Option<String>,
+    /// Where PyTorch's figures come from (or why there are none).
+    pub torch_source: String,
     /// Workloads not run on this device, and why.
     pub skipped: Vec<String>,
+    /// What the PyTorch side is run on.
+    #[serde(skip)]
+    settings: TorchSettings,
 }
 
-/// PyTorch's figures as the script writes them (workload name → value in the row's unit).
-#[derive(Deserialize)]
-struct TorchFigures {
-    written: String,
-    figures: HashMap<String, f64>,
+/// What `torch_models.py` needs to run the same workloads.
+#[derive(Clone, Debug)]
+struct TorchSettings {
+    gpt2: PathBuf,
+    minilm: Option<PathBuf>,
+    new_tokens: usize,
+    only: Vec<String>,
+    /// Focal's greedy tokens after [`PROMPT`], when it decoded.
+    tokens: Option<Vec<usize>>,
+}
+
+/// Timed runs of the decoding and MiniLM rows, on both sides (their median is shown).
+pub const RUNS: usize = 3;
+
+impl Report {
+    /// Runs `torch_models.py` (with `--python`) and puts its figures next to Focal's; an error
+    /// when its greedy tokens differ from Focal's.
+    pub fn compare_with(&mut self, torch: &Torch) -> anyhow::Result<()> {
+        let settings = &self.settings;
+        let mut args: Vec<OsString> = vec![
+            "--budget".into(),
+            torch.budget.to_string().into(),
+            "--gpt2".into(),
+            settings.gpt2.clone().into(),
+            "--new-tokens".into(),
+            settings.new_tokens.to_string().into(),
+            "--runs".into(),
+            RUNS.to_string().into(),
+            "--prompt".into(),
+            prompt()
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+                .into(),
+        ];
+        if let Some(dir) = &settings.minilm {
+            args.extend(["--minilm".into(), dir.clone().into()]);
+        }
+        if !settings.only.is_empty() {
+            args.extend(["--only".into(), settings.only.join(",").into()]);
+        }
+        let value = torch.run("torch_models.py", "models", &args)?;
+        self.torch_source = Torch::source(value.as_ref(), "torch_models.py");
+        let Some(value) = value else {
+            return Ok(());
+        };
+        if let Some(focal) = &settings.tokens {
+            let theirs: Vec<usize> = serde_json::from_value(value["gpt2_tokens"].clone())
+                .context("torch_models.py wrote no gpt2_tokens")?;
+            if let Some(i) =
+                (0..focal.len().max(theirs.len())).find(|&i| focal.get(i) != theirs.get(i))
+            {
+                bail!(
+                    "GPT-2 greedy tokens differ from transformers' at new token {i} (Focal {:?}, \
+                     transformers {:?}; {} and {} tokens): the decoding comparison is void",
+                    focal.get(i),
+                    theirs.get(i),
+                    focal.len(),
+                    theirs.len()
+                );
+            }
+            eprintln!(
+                "GPT-2 greedy tokens equal to transformers': {} of {}",
+                focal.len(),
+                theirs.len()
+            );
+        }
+        for row in &mut self.rows {
+            row.pytorch = value["figures"][&row.workload].as_f64();
+        }
+        Ok(())
+    }
+}
+
+/// The 16-token prompt of the decoding row.
+fn prompt() -> Vec<usize> {
+    (0..16).map(|i| (i * 3119 + 17) % VOCAB).collect()
 }
 
 const ENCODER_FORWARD: &str = "encoder layer forward (d 512, 8 heads, ffn 2048, b 8, l 128)";
@@ -126,6 +208,7 @@ pub fn run<A: FusedAutodiffBackend>(
     }
     let bandwidth = streaming_bandwidth();
     let mut skipped = Vec::new();
+    let mut tokens = None;
     // burn-wgpu panics on a tensor larger than the adapter's largest buffer (lavapipe's is
     // 128 MiB, GPT-2's token embedding 154 MB), so such a model is not loaded there.
     let embedding = (VOCAB * D * 4) as u64;
@@ -138,36 +221,30 @@ pub fn run<A: FusedAutodiffBackend>(
                 limit as f64 / 1e6
             )),
             None => {
-                let (decode, parts) = gpt2_decoding::<A::InnerBackend>(options, bandwidth, device)?;
+                let (decode, parts, decoded) =
+                    gpt2_decoding::<A::InnerBackend>(options, bandwidth, device)?;
                 rows.push(decode);
                 profile.extend(parts);
+                tokens = Some(decoded);
             }
         }
     }
     if let Some(dir) = options.minilm.as_ref().filter(|_| options.runs("minilm")) {
         rows.push(minilm::<A::InnerBackend>(dir, device)?);
     }
-    let torch_source = match std::fs::read_to_string(&options.torch) {
-        Ok(text) => {
-            let torch: TorchFigures = serde_json::from_str(&text)
-                .with_context(|| format!("reading {}", options.torch.display()))?;
-            for row in &mut rows {
-                row.pytorch = torch.figures.get(&row.workload).copied();
-            }
-            Some(format!(
-                "{} (written {})",
-                options.torch.display(),
-                torch.written
-            ))
-        }
-        Err(_) => None,
-    };
     Ok(Report {
         rows,
         profile,
         bandwidth,
-        torch_source,
+        torch_source: crate::torch::NOT_MEASURED.to_string(),
         skipped,
+        settings: TorchSettings {
+            gpt2: options.gpt2.clone(),
+            minilm: options.minilm.clone(),
+            new_tokens: options.new_tokens,
+            only: options.only.clone(),
+            tokens,
+        },
     })
 }
 
@@ -358,17 +435,18 @@ fn streaming_bandwidth() -> f64 {
     (values.len() * 4) as f64 / best
 }
 
+/// Tokens per second of greedy decoding, Focal's tokens, and a profile of one step.
 fn gpt2_decoding<B: FusedAttentionBackend>(
     options: &Options,
     bandwidth: f64,
     device: &B::Device,
-) -> anyhow::Result<(Row, Vec<Part>)> {
+) -> anyhow::Result<(Row, Vec<Part>, Vec<usize>)> {
     if !options.gpt2.join("model.safetensors").is_file() {
         write_random_gpt2(&options.gpt2)?;
     }
     let (model, _) = Gpt2::<B>::load(&options.gpt2, device)
         .with_context(|| format!("loading {}", options.gpt2.display()))?;
-    let prompt: Vec<usize> = (0..16).map(|i| (i * 3119 + 17) % VOCAB).collect();
+    let prompt = prompt();
     let decode = |tokens: usize| {
         let config = GenerationConfig {
             max_new_tokens: tokens,
@@ -379,14 +457,13 @@ fn gpt2_decoding<B: FusedAttentionBackend>(
         (tokens as f64 / started.elapsed().as_secs_f64(), out)
     };
     decode(4); // warm-up: first-touch page faults of the weights and caches
-    let baseline = kernels_off(|| decode(options.baseline_tokens).0);
-    let (focal, tokens) = decode(options.new_tokens);
-    focal::train::write_atomic(
-        &options.gpt2.join("focal_tokens.json"),
-        serde_json::json!({"prompt": prompt, "tokens": tokens})
-            .to_string()
-            .as_bytes(),
-    )?;
+    let median_rate = |tokens: usize| {
+        let mut rates: Vec<f64> = (0..RUNS).map(|_| decode(tokens).0).collect();
+        median(&mut rates).expect("RUNS > 0")
+    };
+    let baseline = kernels_off(|| median_rate(options.baseline_tokens));
+    let focal = median_rate(options.new_tokens);
+    let tokens = decode(options.new_tokens).1;
     let weight_bytes = (model_parameters() * 4) as f64;
     let limit = bandwidth / weight_bytes;
     let row = Row {
@@ -396,7 +473,7 @@ fn gpt2_decoding<B: FusedAttentionBackend>(
         burn_ops: Some(baseline),
         pytorch: None,
         note: format!(
-            "{} new tokens ({} with burn ops); memory-bandwidth limit {:.1} tokens/s \
+            "{} new tokens ({} with burn ops), median of {RUNS} runs; memory-bandwidth limit {:.1} tokens/s \
              ({:.1} GB/s read, {:.0} MB of weights per token): Focal at {:.0} % of it",
             options.new_tokens,
             options.baseline_tokens,
@@ -442,7 +519,7 @@ fn gpt2_decoding<B: FusedAttentionBackend>(
         "the rest (attention over the cache, norms, argmax)",
         step,
     );
-    Ok((row, parts))
+    Ok((row, parts, tokens))
 }
 
 const VOCAB: usize = 50257;
@@ -561,22 +638,28 @@ fn minilm<B: FusedAttentionBackend>(dir: &Path, device: &B::Device) -> anyhow::R
         Ok(())
     };
     embed_all()?; // warm-up
-    let rate = |runs: usize| -> anyhow::Result<f64> {
-        let started = Instant::now();
-        for _ in 0..runs {
+    // The median of RUNS passes, as sentence-transformers' side is measured.
+    let rate = || -> anyhow::Result<f64> {
+        let mut rates = Vec::new();
+        for _ in 0..RUNS {
+            let started = Instant::now();
             embed_all()?;
+            rates.push(sentences.len() as f64 / started.elapsed().as_secs_f64());
         }
-        Ok((runs * sentences.len()) as f64 / started.elapsed().as_secs_f64())
+        Ok(median(&mut rates).expect("RUNS > 0"))
     };
-    let baseline = kernels_off(|| rate(1))?;
-    let focal = rate(3)?;
+    let baseline = kernels_off(rate)?;
+    let focal = rate()?;
     Ok(Row {
         workload: MINILM.into(),
         unit: "sentences/s".into(),
         focal,
         burn_ops: Some(baseline),
         pytorch: None,
-        note: format!("{}, tokenisation included", dir.display()),
+        note: format!(
+            "{}, tokenisation included, median of {RUNS} passes",
+            dir.display()
+        ),
     })
 }
 
@@ -597,10 +680,7 @@ pub fn markdown(report: &Report, backend: &str) -> String {
          | workload | unit | Focal | burn ops | Focal vs burn ops | PyTorch | Focal vs PyTorch |\n\
          |---|---|---:|---:|---:|---:|---:|\n",
         rayon::current_num_threads(),
-        report
-            .torch_source
-            .as_deref()
-            .unwrap_or("not measured (run crates/focal-bench/torch_models.py first)")
+        report.torch_source
     );
     for row in &report.rows {
         let higher_is_better = row.unit != "ms";

@@ -1,15 +1,18 @@
 //! Fine-tuning throughput: `focal train --task classify` for one epoch on a CSV file, against
-//! Hugging Face's `Trainer` on the same file through `crates/focal-bench/hf_trainer.py`
-//! (batch 32, inputs cut to 128 tokens, 2 threads for PyTorch).
+//! Hugging Face's `Trainer` on the same file through `crates/focal-bench/hf_trainer.py`, which
+//! the bench runs itself with `--python` (batch 32, inputs cut to 128 tokens, the same
+//! threads).
 //!
-//! Focal's figure is the training examples per second of burn-train's run (`seconds` of the
-//! report): it includes burn-train's validation pass (on the file's first 64 rows, written
-//! beside the run) and its checkpoint of the epoch, as a user's run has them; Trainer's
-//! baseline runs with evaluation and saving off.
+//! Both figures are training examples per second over the same region: each epoch's training,
+//! a validation pass on the file's first 64 rows and a checkpoint of the epoch (model and
+//! optimizer state), as a user's run has them (burn-train's `Learner` here, Trainer with
+//! `eval_strategy` and `save_strategy` "epoch" there).
 
+use crate::torch::Torch;
 use focal::attention::FusedAutodiffBackend;
 use focal::train::{FineTuneConfig, FineTuneTask, fine_tune};
 use serde::Serialize;
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 /// What to measure.
@@ -24,8 +27,6 @@ pub struct Options {
     pub batch_size: usize,
     /// Longest input in tokens.
     pub max_length: usize,
-    /// Trainer's figures, as `hf_trainer.py` writes them.
-    pub hf: PathBuf,
 }
 
 /// The measurement.
@@ -39,8 +40,37 @@ pub struct Report {
     max_length: usize,
     seconds: f64,
     examples_per_second: f64,
+    /// Trainer's figures, as `hf_trainer.py` writes them.
     hf: Option<serde_json::Value>,
+    /// Where they come from (or why there are none).
+    hf_source: String,
 }
+
+impl Report {
+    /// Runs `hf_trainer.py` on the same file and settings (with `--python`).
+    pub fn compare_with(&mut self, torch: &Torch) -> anyhow::Result<()> {
+        let args: Vec<OsString> = vec![
+            "--init".into(),
+            self.init.clone().into(),
+            "--data".into(),
+            self.data.clone().into(),
+            "--epochs".into(),
+            self.epochs.to_string().into(),
+            "--batch-size".into(),
+            self.batch_size.to_string().into(),
+            "--max-length".into(),
+            self.max_length.to_string().into(),
+            "--valid-rows".into(),
+            VALID_ROWS.to_string().into(),
+        ];
+        self.hf = torch.run("hf_trainer.py", "train", &args)?;
+        self.hf_source = Torch::source(self.hf.as_ref(), "hf_trainer.py");
+        Ok(())
+    }
+}
+
+/// Rows of the file's start that both sides validate on after each epoch.
+const VALID_ROWS: usize = 64;
 
 /// Fine-tunes once and reads Trainer's figures when present.
 pub fn run<B: FusedAutodiffBackend>(
@@ -50,7 +80,7 @@ pub fn run<B: FusedAutodiffBackend>(
     let scratch = tempfile_dir()?;
     let text = std::fs::read_to_string(&options.data)?;
     let valid = scratch.join("valid.csv");
-    let head: Vec<&str> = text.lines().take(65).collect();
+    let head: Vec<&str> = text.lines().take(1 + VALID_ROWS).collect();
     std::fs::write(&valid, head.join("\n") + "\n")?;
     let config = FineTuneConfig {
         task: FineTuneTask::Classify,
@@ -69,9 +99,6 @@ pub fn run<B: FusedAutodiffBackend>(
     );
     let _ = std::fs::remove_dir_all(&scratch);
     let report = result?;
-    let hf = std::fs::read(&options.hf)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
     Ok(Report {
         init: options.init.display().to_string(),
         data: options.data.display().to_string(),
@@ -81,7 +108,8 @@ pub fn run<B: FusedAutodiffBackend>(
         max_length: options.max_length,
         seconds: report.seconds,
         examples_per_second: report.examples_per_second,
-        hf,
+        hf: None,
+        hf_source: crate::torch::NOT_MEASURED.to_string(),
     })
 }
 
@@ -102,15 +130,14 @@ pub fn markdown(report: &Report, backend: &str) -> String {
             format!("{v:.1}"),
             format!("{:.2}×", report.examples_per_second / v),
         ),
-        None => (
-            "not measured (run crates/focal-bench/hf_trainer.py first)".to_string(),
-            "–".to_string(),
-        ),
+        None => ("–".to_string(), "–".to_string()),
     };
     format!(
         "Fine-tuning {} on {} ({} examples, {} epoch(s), batch {}, max length {}), {backend}\n\n\
          | | examples/s |\n|---|---:|\n| Focal (burn-train Learner) | {:.1} |\n\
-         | transformers Trainer (PyTorch, 2 threads) | {hf_text} |\n| Focal / Trainer | {ratio} |\n",
+         | transformers Trainer | {hf_text} |\n| Focal / Trainer | {ratio} |\n\n\
+         Trainer: {}. Both include a validation pass on the file's first {VALID_ROWS} rows and \
+         a checkpoint after each epoch.\n",
         report.init,
         report.data,
         report.examples,
@@ -118,6 +145,7 @@ pub fn markdown(report: &Report, backend: &str) -> String {
         report.batch_size,
         report.max_length,
         report.examples_per_second,
+        report.hf_source,
     )
 }
 
