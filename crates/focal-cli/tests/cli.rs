@@ -1575,6 +1575,66 @@ fn a_killed_fine_tuning_run_resumes_to_the_same_weights() {
     assert_one_line_error(&nothing, "no killed run of");
 }
 
+/// A killed run resumes at once, while its dead process is not yet reaped (a zombie whose
+/// `/proc/PID` still exists, as under a parent that has not waited for it): the run's lock,
+/// released by the kernel when the process died, says it is dead, not the process table.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_killed_run_resumes_before_its_process_is_reaped() {
+    let parent = tempfile::tempdir().unwrap();
+    let out = parent.path().join("zombie");
+    let (bert, data, valid) = (
+        fixture("bert"),
+        fixture("train/classify_train.csv"),
+        fixture("train/classify_valid.csv"),
+    );
+    let args = [
+        "--json",
+        "train",
+        "--task",
+        "classify",
+        "--init",
+        &bert,
+        "--data",
+        &data,
+        "--valid",
+        &valid,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    // Killed in epoch 2 (six batches an epoch), after the first epoch's checkpoint.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_focal"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env("FOCAL_TEST_ABORT_AFTER_BATCH", "8")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the focal binary runs");
+    let stat = format!("/proc/{}/stat", child.id());
+    let started = std::time::Instant::now();
+    // The state follows the command's name in parentheses: `Z` once dead and unreaped.
+    while std::fs::read_to_string(&stat)
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')))
+        != Some(true)
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(300),
+            "the run did not die"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let resumed = focal_stopped_at(&[&args[..], &["--resume"]].concat(), None);
+    assert!(Path::new(&stat).exists(), "reaped too early");
+    assert_eq!(json_stdout(&resumed)["resumed_from_epoch"], 1);
+    assert!(!child.wait().unwrap().success());
+}
+
 /// The reverse task on the same engine: killed after 6 of 12 steps (evaluating every 4) and
 /// resumed, it writes the uninterrupted run's weights and history.
 #[test]

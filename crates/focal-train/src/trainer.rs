@@ -853,6 +853,45 @@ mod tests {
         );
     }
 
+    /// Without a validation file the vocabulary is the whole training file's: every row has a
+    /// word of its own, so whichever rows are held out, their words are the model's (with the
+    /// training part's words only, the first held-out row was refused as out of vocabulary).
+    #[cfg(feature = "ndarray")]
+    #[test]
+    fn the_seq2seq_vocabulary_comes_from_the_whole_training_file() {
+        let _rng = crate::rng_lock();
+        type B = focal_backend::NdArray;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("pairs.csv");
+        let mut text = String::from("text,label\n");
+        for i in 0..20 {
+            text.push_str(&format!("a b w{i},w{i} b a\n"));
+        }
+        std::fs::write(&data, text).unwrap();
+        let config = crate::FineTuneConfig {
+            task: crate::FineTuneTask::Seq2Seq,
+            epochs: 1,
+            batch_size: 8,
+            max_length: 16,
+            ..crate::FineTuneConfig::default()
+        };
+        let out = dir.path().join("model");
+        let report = train_seq2seq::<Autodiff<B>>(
+            &data,
+            None,
+            &out,
+            &config,
+            ModelSize::Tiny,
+            &Default::default(),
+        )
+        .unwrap();
+        assert!(report.train_examples < 20, "nothing was held out");
+        let (artifact, _) = load_checkpoint::<B>(&out, &Default::default()).unwrap();
+        for i in 0..20 {
+            assert!(artifact.vocabulary.id(&format!("w{i}")).is_some(), "w{i}");
+        }
+    }
+
     #[test]
     fn invalid_settings_are_refused() {
         let _rng = crate::rng_lock();
