@@ -111,7 +111,7 @@ struct TorchSettings {
     minilm: Option<PathBuf>,
     new_tokens: usize,
     only: Vec<String>,
-    /// Focal's greedy tokens after [`PROMPT`], when it decoded.
+    /// Focal's greedy tokens after [`prompt`], when it decoded.
     tokens: Option<Vec<usize>>,
 }
 

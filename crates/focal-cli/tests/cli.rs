@@ -1490,6 +1490,31 @@ fn assert_same_weights(
     }
 }
 
+/// The arguments of a `--json train --task classify` run on the tiny BERT fixture's rows (96
+/// training rows in batches of 16: six batches an epoch), writing `out`.
+fn classify_fixture_run(out: &Path, epochs: usize) -> Vec<String> {
+    [
+        "--json",
+        "train",
+        "--task",
+        "classify",
+        "--init",
+        &fixture("bert"),
+        "--data",
+        &fixture("train/classify_train.csv"),
+        "--valid",
+        &fixture("train/classify_valid.csv"),
+        "--epochs",
+        &epochs.to_string(),
+        "--batch-size",
+        "16",
+        "--out",
+        out.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// A fine-tuning run killed after k batches (mid-epoch, or before its first checkpoint) and
 /// continued with `--resume` — once, or killed again and continued again — writes the weights
 /// and history of the uninterrupted run (within 1e-6 on ndarray; dropout is on). Resuming
@@ -1497,35 +1522,11 @@ fn assert_same_weights(
 #[test]
 fn a_killed_fine_tuning_run_resumes_to_the_same_weights() {
     let parent = tempfile::tempdir().unwrap();
-    let (bert, data, valid) = (
-        fixture("bert"),
-        fixture("train/classify_train.csv"),
-        fixture("train/classify_valid.csv"),
-    );
     let train = |out: &Path, abort_after: Option<usize>, extra: &[&str]| {
-        let mut args = vec![
-            "--json",
-            "train",
-            "--task",
-            "classify",
-            "--init",
-            &bert,
-            "--data",
-            &data,
-            "--valid",
-            &valid,
-            "--epochs",
-            "3",
-            "--lr",
-            "3e-3",
-            "--warmup",
-            "0.2",
-            "--batch-size",
-            "16",
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
+        let mut args = classify_fixture_run(out, 3);
+        args.extend(["--lr", "3e-3", "--warmup", "0.2"].map(String::from));
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         focal_stopped_at(
             &args,
             abort_after.map(|batch| ("FOCAL_TEST_ABORT_AFTER_BATCH", batch)),
@@ -1583,32 +1584,10 @@ fn a_killed_fine_tuning_run_resumes_to_the_same_weights() {
 fn a_killed_run_resumes_before_its_process_is_reaped() {
     let parent = tempfile::tempdir().unwrap();
     let out = parent.path().join("zombie");
-    let (bert, data, valid) = (
-        fixture("bert"),
-        fixture("train/classify_train.csv"),
-        fixture("train/classify_valid.csv"),
-    );
-    let args = [
-        "--json",
-        "train",
-        "--task",
-        "classify",
-        "--init",
-        &bert,
-        "--data",
-        &data,
-        "--valid",
-        &valid,
-        "--epochs",
-        "2",
-        "--batch-size",
-        "16",
-        "--out",
-        out.to_str().unwrap(),
-    ];
+    let args = classify_fixture_run(&out, 2);
     // Killed in epoch 2 (six batches an epoch), after the first epoch's checkpoint.
     let mut child = Command::new(env!("CARGO_BIN_EXE_focal"))
-        .args(args)
+        .args(&args)
         .env_remove("RUST_LOG")
         .env("FOCAL_TEST_ABORT_AFTER_BATCH", "8")
         .stdout(std::process::Stdio::null())
@@ -1629,7 +1608,9 @@ fn a_killed_run_resumes_before_its_process_is_reaped() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let resumed = focal_stopped_at(&[&args[..], &["--resume"]].concat(), None);
+    let mut resume: Vec<&str> = args.iter().map(String::as_str).collect();
+    resume.push("--resume");
+    let resumed = focal_stopped_at(&resume, None);
     assert!(Path::new(&stat).exists(), "reaped too early");
     assert_eq!(json_stdout(&resumed)["resumed_from_epoch"], 1);
     assert!(!child.wait().unwrap().success());
