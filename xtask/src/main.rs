@@ -6,10 +6,14 @@
 //!   failure with a non-zero exit code.
 //! - `cargo xtask test-crates`: each library crate alone, as a project depending on it would
 //!   build it, once with `--no-default-features --features ndarray` and once with
-//!   `--features wgpu`: its tests (all of them on ndarray, those named `wgpu` on wgpu), its doc
-//!   tests (the README's example among them) and its rustdoc with warnings denied. In the
-//!   workspace, cargo unifies the features of every crate built together, which can hide a
-//!   feature a crate forgets to forward or a dependency it forgets to declare; alone, it cannot.
+//!   `--features wgpu`: every target of it compiled (`cargo check --all-targets`: library,
+//!   tests, examples), its doc tests run (the README's example among them), its rustdoc with
+//!   warnings denied, and the feature-edge tests of `focal-backend` run (what a build without
+//!   one backend does: [`FEATURE_EDGE`]). In the workspace, cargo unifies the features of every
+//!   crate built together, which can hide a feature a crate forgets to forward or a dependency
+//!   it forgets to declare; alone, it cannot, and a compile error is where that shows. The
+//!   tests themselves run once, in `test-all`: running them again alone ran the same code
+//!   (before 2026-12-07 they did, for about half of CI's time).
 //! - `cargo xtask bench NAME [ARGS…]`: a benchmark of `focal-bench` in a release build (e.g.
 //!   `cargo xtask bench attention`, `cargo xtask bench attention --lengths 512,1024`); the table
 //!   is printed and written with JSON figures under `target/bench/`. `--backend
@@ -122,22 +126,24 @@ const LIBRARIES: &[&str] = &[
     "focal",
 ];
 
-/// The feature sets each library is checked with alone: its name, the cargo arguments, and the
-/// filter of its test step (on wgpu only the tests that use wgpu run; the others ran on
-/// ndarray, with the same code).
-const ALONE: &[(&str, &[&str], &[&str])] = &[
+/// The feature sets each library is checked with alone: its name and the cargo arguments.
+const ALONE: &[(&str, &[&str])] = &[
     (
         "ndarray",
         &["--no-default-features", "--features", "ndarray"],
-        &[],
     ),
-    ("wgpu", &["--features", "wgpu"], &["wgpu"]),
+    ("wgpu", &["--features", "wgpu"]),
 ];
+
+/// Crates whose own tests run alone too: those with code for a build that lacks a backend
+/// (`#[cfg(not(feature = …))]`), which the workspace's build, with both backends, never
+/// compiles.
+const FEATURE_EDGE: &[&str] = &["focal-backend"];
 
 fn test_crates() -> Vec<Step> {
     let mut steps = Vec::new();
     for &library in LIBRARIES {
-        for &(backend, features, filter) in ALONE {
+        for &(backend, features) in ALONE {
             let alone = [&["--package", library], features].concat();
             // Incremental data would be kept for every crate and feature set: gigabytes, for
             // builds made once.
@@ -147,11 +153,10 @@ fn test_crates() -> Vec<Step> {
                 args: [command, &alone, args].concat(),
                 env: &[("CARGO_INCREMENTAL", "0")],
             };
-            steps.push(step(
-                "tests",
-                &["test", "--all-targets"],
-                &[&["--"], filter].concat(),
-            ));
+            steps.push(step("check", &["check", "--all-targets"], &[]));
+            if FEATURE_EDGE.contains(&library) {
+                steps.push(step("tests", &["test", "--lib"], &[]));
+            }
             steps.push(step("doc tests", &["test", "--doc"], &[]));
             steps.push(Step {
                 env: &[("RUSTDOCFLAGS", "-D warnings"), ("CARGO_INCREMENTAL", "0")],

@@ -148,10 +148,7 @@ impl<B: Backend> ScoreFunction<B> {
                 .matmul(key.swap_dims(2, 3))
                 .div_scalar((d as f64).sqrt()),
             ScoreKind::Cosine { temperature, .. } => {
-                let unit = |x: Tensor<B, 4>| {
-                    let norm = x.clone().powi_scalar(2).sum_dim(3).sqrt().clamp_min(1e-12);
-                    x / norm
-                };
+                let unit = focal_backend::math::l2_normalize::<B, 4>;
                 let cosine = unit(query).matmul(unit(key).swap_dims(2, 3)); // [b, h, l, s]
                 match &self.temperature {
                     Some(tau) => cosine / tau.val().reshape([1, 1, 1, 1]),

@@ -82,8 +82,9 @@ impl BackendKind {
         }
     }
 
-    /// Whether this build includes the backend.
-    pub fn is_enabled(self) -> bool {
+    /// Whether this build includes the backend (a `const fn`: [`crate::crate_checks!`] asks it
+    /// at compile time).
+    pub const fn is_enabled(self) -> bool {
         match self {
             BackendKind::NdArray => cfg!(feature = "ndarray"),
             BackendKind::Wgpu => cfg!(feature = "wgpu"),

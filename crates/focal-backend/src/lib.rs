@@ -11,12 +11,15 @@
 //! - [`backend_tests!`], which expands one generic test into one `#[test]` per enabled backend;
 //! - [`assert_close`] / [`assert_data_close`], tolerance asserts that explain a mismatch;
 //! - [`seed`], deterministic seeding of a backend and of a host-side random generator;
-//! - [`ConfigError`], the error every layer's config returns when it is refused.
+//! - [`ConfigError`], the error every layer's config returns when it is refused;
+//! - [`math`], the host and tensor math shared by heads, pipelines and interpretation
+//!   (read-back, softmax, log-softmax, argmax, masked mean pooling, ℓ2 normalisation).
 
 mod assert;
 mod config_error;
 pub mod files;
 mod kind;
+pub mod math;
 mod testing;
 
 pub use assert::{Tolerance, assert_close, assert_data_close, compare_data};
@@ -81,61 +84,53 @@ macro_rules! if_ndarray {
     ($($item:tt)*) => {};
 }
 
-/// Two tests that a crate's own `ndarray` and `wgpu` features reach focal-backend's, where the
-/// backends are switched on: with the crate's feature on, the backend must be enabled.
+/// A compile-time check that a crate's own `ndarray` and `wgpu` features reach
+/// focal-backend's, where the backends are switched on: with the crate's feature on and the
+/// backend off, the crate does not compile, and the error says which feature to forward.
 ///
 /// Every crate above focal-backend forwards its backend features down; a crate that stopped
-/// forwarding one would still build, with its backend tests quietly compiled out. In the
-/// workspace another crate's features can hide that (cargo unifies them), which is why
-/// `cargo xtask test-crates` builds each crate alone. The `cfg!`s are evaluated in the crate
-/// that expands the macro. The wgpu test has `wgpu` in its name, so it runs with the wgpu tests.
+/// forwarding one would still build, with its backend code and tests quietly compiled out. In
+/// the workspace another crate's features can hide that (cargo unifies them), which is why
+/// `cargo xtask test-crates` builds each crate alone, where `cargo check` is enough to see it.
+/// The `cfg!`s are evaluated in the crate that expands the macro.
 ///
 /// ```
-/// focal_backend::forwarded_features_tests!();
+/// focal_backend::forwarded_features_check!();
 /// # fn main() {}
 /// ```
 #[macro_export]
-macro_rules! forwarded_features_tests {
+macro_rules! forwarded_features_check {
     () => {
-        #[test]
-        fn the_ndarray_feature_reaches_focal_backend() {
-            if cfg!(feature = "ndarray") {
-                assert!(
-                    $crate::BackendKind::NdArray.is_enabled(),
-                    "{} has its ndarray feature on, but focal-backend's is off: forward it \
-                     (ndarray = [\"focal-backend/ndarray\", …] in its Cargo.toml)",
-                    env!("CARGO_PKG_NAME")
-                );
-            }
-        }
-
-        #[test]
-        fn the_wgpu_feature_reaches_focal_backend() {
-            if cfg!(feature = "wgpu") {
-                assert!(
-                    $crate::BackendKind::Wgpu.is_enabled(),
-                    "{} has its wgpu feature on, but focal-backend's is off: forward it \
-                     (wgpu = [\"focal-backend/wgpu\", …] in its Cargo.toml)",
-                    env!("CARGO_PKG_NAME")
-                );
-            }
-        }
+        const _: () = assert!(
+            !cfg!(feature = "ndarray") || $crate::BackendKind::NdArray.is_enabled(),
+            concat!(
+                env!("CARGO_PKG_NAME"),
+                " has its ndarray feature on, but focal-backend's is off: forward it \
+                 (ndarray = [\"focal-backend/ndarray\", …] in its Cargo.toml)"
+            )
+        );
+        const _: () = assert!(
+            !cfg!(feature = "wgpu") || $crate::BackendKind::Wgpu.is_enabled(),
+            concat!(
+                env!("CARGO_PKG_NAME"),
+                " has its wgpu feature on, but focal-backend's is off: forward it \
+                 (wgpu = [\"focal-backend/wgpu\", …] in its Cargo.toml)"
+            )
+        );
     };
 }
 
 /// What every crate of Focal checks about itself, expanded once at the root of its `lib.rs`:
 ///
-/// - [`forwarded_features_tests!`]: its `ndarray` and `wgpu` features reach focal-backend's;
+/// - [`forwarded_features_check!`]: its `ndarray` and `wgpu` features reach focal-backend's
+///   (checked when it compiles);
 /// - the example of its `README.md` (its crates.io page) is compiled, and run unless marked
 ///   `no_run`, by `cargo test --doc` (as the doc of a `#[cfg(doctest)]` item, `ReadmeExample`;
 ///   rustdoc names it after this macro's file, under the heading `Doc-tests <crate>`).
 #[macro_export]
 macro_rules! crate_checks {
     () => {
-        #[cfg(test)]
-        mod forwarded_features {
-            $crate::forwarded_features_tests!();
-        }
+        $crate::forwarded_features_check!();
 
         /// The example of this crate's README (its page on crates.io), compiled by `cargo test
         /// --doc`.

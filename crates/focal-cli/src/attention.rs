@@ -96,7 +96,7 @@ impl<B: FusedAutodiffBackend> RunOn<B> for AttentionJob {
         };
         let [_, heads, l, _] = layers[0].dims();
         let rows = |x: Tensor<B::InnerBackend, 2>| -> Vec<Vec<f32>> {
-            let values: Vec<f32> = x.into_data().convert::<f32>().to_vec().expect("f32");
+            let values = focal::backend::math::to_vec(x);
             values.chunks(l.max(1)).map(<[f32]>::to_vec).collect()
         };
         let combined = |result: Result<Tensor<B::InnerBackend, 3>, _>| -> anyhow::Result<_> {

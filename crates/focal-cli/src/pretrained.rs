@@ -126,10 +126,7 @@ impl<B: FusedAutodiffBackend> RunOn<B> for EmbedJob {
             let (numbers, texts): (Vec<usize>, Vec<String>) = batch.into_iter().unzip();
             let embeddings = encoder.embed(&texts)?;
             let [_, d] = embeddings.dims();
-            let values = embeddings
-                .into_data()
-                .to_vec::<f32>()
-                .expect("f32 embeddings");
+            let values = focal::backend::math::to_vec(embeddings);
             output::ensure_finite("embedding", values.iter().map(|&v| f64::from(v)))?;
             for ((number, text), e) in numbers.iter().zip(&texts).zip(values.chunks(d)) {
                 if self.json {
@@ -193,10 +190,10 @@ impl<B: FusedAutodiffBackend> RunOn<B> for FillMaskJob {
         let h = bert.forward(ids, types, valid).last_hidden_state;
         let logits = bert.mlm_logits(h); // [1, l, V]
         let [_, _, vocab] = logits.dims();
-        let probs = softmax(logits.slice([0..1, position..position + 1, 0..vocab]), 2)
-            .into_data()
-            .to_vec::<f32>()
-            .expect("f32 probabilities");
+        let probs = focal::backend::math::to_vec(softmax(
+            logits.slice([0..1, position..position + 1, 0..vocab]),
+            2,
+        ));
         let mut order: Vec<usize> = (0..vocab).collect();
         order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
         let mut out = Vec::new();

@@ -218,18 +218,14 @@ impl<B: FusedAttentionBackend> SequenceClassifier<B> {
     /// The pooled features `[b, d]` the classifier reads (before dropout): the pooler's output
     /// or the mean of the real tokens' states.
     pub fn pool(&self, hidden: Tensor<B, 3>, valid: Tensor<B, 2, Bool>) -> Tensor<B, 2> {
-        let [b, l, d] = hidden.dims();
+        let [b, _, d] = hidden.dims();
         match (self.pooling, &self.pooler) {
             (ClassifierPooling::Pooler, Some(pooler)) => {
                 let first = hidden.slice([0..b, 0..1, 0..d]).reshape([b, d]);
                 project(pooler, first).tanh()
             }
             (ClassifierPooling::Pooler, None) => hidden.slice([0..b, 0..1, 0..d]).reshape([b, d]),
-            (ClassifierPooling::Mean, _) => {
-                let weights = valid.float().reshape([b, l, 1]);
-                let counts = weights.clone().sum_dim(1).clamp_min(1e-9);
-                (hidden * weights).sum_dim(1).div(counts).reshape([b, d])
-            }
+            (ClassifierPooling::Mean, _) => focal_backend::math::masked_mean(hidden, valid),
         }
     }
 }

@@ -10,6 +10,7 @@
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use focal_attention::FusedAttentionBackend;
 use focal_backend::ConfigError;
+use focal_backend::math::{argmax, log_softmax, softmax};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -341,30 +342,6 @@ fn banned_ngram_tokens(sequence: &[usize], n: usize) -> Vec<usize> {
         .filter(|w| &w[..n - 1] == prefix)
         .map(|w| w[n - 1])
         .collect()
-}
-
-fn softmax(scores: &[f32]) -> Vec<f32> {
-    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exps: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
-    let sum: f32 = exps.iter().sum();
-    exps.iter().map(|e| e / sum).collect()
-}
-
-fn log_softmax(scores: &[f32]) -> Vec<f32> {
-    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let log_sum = scores.iter().map(|s| (s - max).exp()).sum::<f32>().ln() + max;
-    scores.iter().map(|s| s - log_sum).collect()
-}
-
-fn argmax(scores: &[f32]) -> usize {
-    // The first maximum, as torch.argmax.
-    let mut best = 0;
-    for (i, &s) in scores.iter().enumerate() {
-        if s > scores[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 fn sample(scores: &[f32], rng: &mut StdRng) -> usize {

@@ -32,7 +32,6 @@ pub use qa::{
 };
 pub use tag::{
     Entity, TaggedToken, TokenClassifier, TokenClassifierConfig, align_word_labels, group_entities,
-    softmax_row,
 };
 
 pub use generate::{

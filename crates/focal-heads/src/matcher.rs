@@ -24,10 +24,7 @@ pub struct Matcher<B: Backend> {
     embeddings: Tensor<B, 2>,
 }
 
-fn normalise<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
-    let norm = x.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
-    x / norm
-}
+use focal_backend::math::l2_normalize as normalise;
 
 impl<B: Backend> Matcher<B> {
     /// The candidates `texts` with their embeddings `[n, d]` (one row per text, any scale).

@@ -141,7 +141,7 @@ fn masked_softmax(logits: &[f32], candidate: &[bool]) -> Vec<f32> {
         .zip(candidate)
         .map(|(&x, &c)| if c { x } else { -10000.0 })
         .collect();
-    crate::tag::softmax_row(&masked)
+    focal_backend::math::softmax(&masked)
 }
 
 /// The answers to a question over the windows of one context, best first: transformers'

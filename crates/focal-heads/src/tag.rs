@@ -138,15 +138,6 @@ fn tag(label: &str) -> (bool, &str) {
     }
 }
 
-/// The probabilities of a row of logits, in `f32` as NumPy computes the pipeline's: the exp of
-/// the logits less their maximum, over their sum.
-pub fn softmax_row(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exp: Vec<f32> = logits.iter().map(|&x| (x - max).exp()).collect();
-    let sum: f32 = exp.iter().sum();
-    exp.iter().map(|&e| e / sum).collect()
-}
-
 /// Groups the tokens of one text (special tokens and padding already left out) into entities,
 /// as transformers' token-classification pipeline with `aggregation_strategy="simple"`: each
 /// token takes its most likely tag; adjacent tokens of the same type merge unless the later one

@@ -752,27 +752,17 @@ impl<B: FusedAttentionBackend> SentenceEmbedder<B> {
             .forward(ids, token_types, valid.clone())
             .last_hidden_state; // [b, l, d]
         let [b, l, d] = h.dims();
-        let weights = valid.float().reshape([b, l, 1]); // 1 = real token
         let pooled = match self.pooling {
             Pooling::Cls => h.slice([0..b, 0..1, 0..d]).reshape([b, d]),
-            Pooling::Mean => {
-                let counts = weights.clone().sum_dim(1).clamp_min(1e-9); // [b, 1, 1]
-                (h * weights).sum_dim(1).div(counts).reshape([b, d])
-            }
+            Pooling::Mean => focal_backend::math::masked_mean(h, valid),
             Pooling::Max => {
                 // Padding gets -1e9 so it never wins (sentence-transformers' rule).
-                let masked = h.mask_fill(weights.equal_elem(0.0).expand([b, l, d]), -1e9);
-                masked.max_dim(1).reshape([b, d])
+                let padding = valid.bool_not().reshape([b, l, 1]).expand([b, l, d]);
+                h.mask_fill(padding, -1e9).max_dim(1).reshape([b, d])
             }
         };
         if self.normalize {
-            let norm = pooled
-                .clone()
-                .powi_scalar(2)
-                .sum_dim(1)
-                .sqrt()
-                .clamp_min(1e-12);
-            pooled / norm
+            focal_backend::math::l2_normalize(pooled)
         } else {
             pooled
         }

@@ -67,9 +67,7 @@ pub fn explain<B: FusedAutodiffBackend>(
     let logit = logits.slice([0..1, class..class + 1]).sum();
     let value: f32 = logit.clone().inner().into_scalar().elem();
     let gradients = logit.backward();
-    let values = |t: Tensor<B::InnerBackend, 1>| -> Vec<f32> {
-        t.into_data().convert::<f32>().to_vec().expect("f32 values")
-    };
+    let values = focal_backend::math::to_vec::<B::InnerBackend, 1>;
     let gradient_input = values(
         tokens
             .grad(&gradients)

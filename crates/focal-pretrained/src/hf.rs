@@ -226,12 +226,7 @@ pub(crate) fn check_tied<B: Backend, const D: usize>(
     what: &str,
 ) -> Result<(), PytorchImportError> {
     let copy = state.tensor::<B, D>(key, tied.dims(), &tied.device())?;
-    let values = |t: Tensor<B, D>| -> Vec<f32> {
-        t.into_data()
-            .convert::<f32>()
-            .to_vec::<f32>()
-            .unwrap_or_default()
-    };
+    let values = focal_backend::math::to_vec::<B, D>;
     let (copy, tied) = (values(copy), values(tied));
     // The shapes agree (checked by `state.tensor`), so the values pair up one to one.
     if let Some((at, (a, b))) = copy

@@ -10,9 +10,10 @@ use crate::tasks::{
 };
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use focal_attention::FusedAttentionBackend;
+use focal_backend::math::{softmax, to_vec};
 use focal_heads::{
     Answer, AnswerSearch, Entity, LabelScore, Matcher, QaWindow, TaggedToken, group_entities,
-    rank_labels, search_answers, softmax_row,
+    rank_labels, search_answers,
 };
 use std::path::Path;
 
@@ -31,14 +32,6 @@ pub fn bert_inputs<B: Backend>(batch: &EncodedBatch, device: &B::Device) -> Bert
         tensor(&batch.type_ids),
         tensor(&batch.attention_mask).equal_elem(1),
     )
-}
-
-/// Host values of a float tensor.
-fn host<B: Backend, const D: usize>(x: Tensor<B, D>) -> Vec<f32> {
-    x.into_data()
-        .convert::<f32>()
-        .to_vec()
-        .expect("f32 values after convert")
 }
 
 /// The tokenizer of a BERT directory, truncating to the model and padding with its pad token.
@@ -122,7 +115,7 @@ impl<B: FusedAttentionBackend> TextClassifier<B> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let scores = host(
+        let scores = to_vec(
             self.config
                 .pipeline_function
                 .apply(self.logits(texts, pairs)?),
@@ -160,7 +153,7 @@ impl<B: FusedAttentionBackend> Tagger<B> {
         }
         let (encodings, logits) = self.logits(texts)?;
         let [_, l, n] = logits.dims();
-        let values = host(logits);
+        let values = to_vec(logits);
         let unk = self.tokenizer.token_id("[UNK]");
         let join = |tokens: &[String]| self.tokenizer.join_tokens(tokens);
         Ok(encodings
@@ -188,7 +181,7 @@ impl<B: FusedAttentionBackend> Tagger<B> {
                             token,
                             start,
                             end,
-                            scores: softmax_row(&values[at..at + n]),
+                            scores: softmax(&values[at..at + n]),
                         }
                     })
                     .collect();
@@ -262,8 +255,8 @@ impl<B: FusedAttentionBackend> QuestionAnswerer<B> {
                 })
                 .collect();
             windows.push(QaWindow {
-                start_logits: host(start),
-                end_logits: host(end),
+                start_logits: to_vec(start),
+                end_logits: to_vec(end),
                 candidate,
                 word_chars,
                 offsets: encoding.get_offsets().to_vec(),

@@ -17,13 +17,14 @@ use focal::blocks::{
 };
 use std::sync::OnceLock;
 
-mod common;
+use crate::common;
 
 const TOLERANCE: f64 = 1e-5;
 
 fn fixture() -> &'static common::Fixture {
     static FIXTURE: OnceLock<common::Fixture> = OnceLock::new();
-    FIXTURE.get_or_init(|| common::Fixture::parse(include_bytes!("../fixtures/blocks.safetensors")))
+    FIXTURE
+        .get_or_init(|| common::Fixture::parse(include_bytes!("../../fixtures/blocks.safetensors")))
 }
 
 /// PyTorch's layer hyper-parameters: d 16, 4 heads, feed-forward 32, dropout 0.

@@ -1,7 +1,7 @@
 //! A Focal model directory's `config.json` broken every way a generator can: a typed error or
 //! a model, never a panic.
 
-mod common;
+use crate::common;
 
 use focal::backend::NdArray;
 use focal::heads::Seq2SeqConfig;

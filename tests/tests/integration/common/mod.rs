@@ -1,6 +1,6 @@
 //! Reading the golden fixtures written by the scripts in `tests/fixtures/`.
 
-// Each test binary uses a part of these helpers.
+// Each test module uses a part of these helpers.
 #![allow(dead_code)]
 
 use focal::burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};

@@ -19,7 +19,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-mod common;
+use crate::common;
 
 const TOLERANCE: f64 = 1e-4;
 
@@ -32,12 +32,12 @@ fn heads(name: &str) -> PathBuf {
 fn reference() -> &'static common::Fixture {
     static FIXTURE: OnceLock<common::Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        common::Fixture::parse(include_bytes!("../fixtures/heads_reference.safetensors"))
+        common::Fixture::parse(include_bytes!("../../fixtures/heads_reference.safetensors"))
     })
 }
 
 fn json() -> Value {
-    serde_json::from_str(include_str!("../fixtures/heads_reference.json")).unwrap()
+    serde_json::from_str(include_str!("../../fixtures/heads_reference.json")).unwrap()
 }
 
 fn strings(value: &Value) -> Vec<String> {
@@ -373,7 +373,7 @@ const SAVED_HEADS: [&str; 5] = ["classify", "multilabel", "regress", "tag", "qa"
 /// with the logits transformers computed from it.
 fn saved_heads_load_in_transformers<B: FusedAttentionBackend>(device: &B::Device) {
     let report: Value =
-        serde_json::from_str(include_str!("../fixtures/heads_saved_report.json")).unwrap();
+        serde_json::from_str(include_str!("../../fixtures/heads_saved_report.json")).unwrap();
     let root = tempfile::tempdir().unwrap();
     let tolerance = Tolerance::new(TOLERANCE, TOLERANCE);
     let all = json();
@@ -421,7 +421,7 @@ fn saved_heads_load_in_transformers<B: FusedAttentionBackend>(device: &B::Device
 
 /// Writes the saved heads into `FOCAL_SAVED_HEADS_DIR` for `tests/fixtures/check_saved_heads.py`
 /// to load in transformers (run by hand: `FOCAL_SAVED_HEADS_DIR=DIR cargo test -p focal-tests
-/// --test golden_heads -- --ignored write_saved_heads`).
+/// --test integration -- --ignored write_saved_heads`).
 #[test]
 #[ignore = "writes fixtures for a Python script; run by hand"]
 fn write_saved_heads_for_transformers() {

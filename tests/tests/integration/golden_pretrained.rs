@@ -21,7 +21,7 @@ use focal::pretrained::{Bert, Gpt2, PretrainedError, hf};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-mod common;
+use crate::common;
 
 const TOLERANCE: f64 = 1e-4;
 
@@ -33,13 +33,13 @@ fn reference() -> &'static common::Fixture {
     static FIXTURE: OnceLock<common::Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         common::Fixture::parse(include_bytes!(
-            "../fixtures/pretrained_reference.safetensors"
+            "../../fixtures/pretrained_reference.safetensors"
         ))
     })
 }
 
 fn ids_json() -> serde_json::Value {
-    serde_json::from_str(include_str!("../fixtures/pretrained_reference.json")).unwrap()
+    serde_json::from_str(include_str!("../../fixtures/pretrained_reference.json")).unwrap()
 }
 
 fn rows(value: &serde_json::Value) -> Vec<Vec<i64>> {
@@ -159,7 +159,7 @@ fn gpt2_matches_hugging_face<B: FusedAttentionBackend>(device: &B::Device) {
 fn gpt2_beam_search_matches_transformers<B: FusedAttentionBackend>(device: &B::Device) {
     let (gpt2, _) = Gpt2::<B>::load(&fixtures().join("gpt2"), device).unwrap();
     let reference: serde_json::Value =
-        serde_json::from_str(include_str!("../fixtures/beam_search_reference.json")).unwrap();
+        serde_json::from_str(include_str!("../../fixtures/beam_search_reference.json")).unwrap();
     let get = |value: &serde_json::Value| value.as_u64().unwrap() as usize;
     let prompt: Vec<usize> = serde_json::from_value(reference["prompt_ids"].clone()).unwrap();
     let eos = get(&reference["eos_token_id"]);
@@ -214,7 +214,7 @@ fn gpt2_without_attention_scale_matches_transformers<B: FusedAttentionBackend>(d
     let (gpt2, config) = Gpt2::<B>::load(&fixtures().join("gpt2-unscaled"), device).unwrap();
     assert!(!config.scale_attn_weights);
     let variants = common::Fixture::parse(include_bytes!(
-        "../fixtures/gpt2_variants_reference.safetensors"
+        "../../fixtures/gpt2_variants_reference.safetensors"
     ));
     let prompt = rows(&ids_json()["gpt2"]["input_ids"]);
     assert_close(
@@ -272,7 +272,7 @@ fn attentions_reference() -> &'static common::Fixture {
     static FIXTURE: OnceLock<common::Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         common::Fixture::parse(include_bytes!(
-            "../fixtures/interpret/attentions_reference.safetensors"
+            "../../fixtures/interpret/attentions_reference.safetensors"
         ))
     })
 }
@@ -548,7 +548,7 @@ fn minilm_matches_sentence_transformers() {
     let device = Default::default();
     let embedder = SentenceEmbedder::<B>::load(&dir, &device).unwrap();
     let reference: serde_json::Value =
-        serde_json::from_str(include_str!("../fixtures/minilm_reference.json")).unwrap();
+        serde_json::from_str(include_str!("../../fixtures/minilm_reference.json")).unwrap();
     let texts: Vec<String> = serde_json::from_value(reference["texts"].clone()).unwrap();
     let expected: Vec<Vec<f32>> = serde_json::from_value(reference["embeddings"].clone()).unwrap();
     let tokenizer = TextTokenizer::load(

@@ -25,12 +25,13 @@ use std::sync::OnceLock;
 
 const TOLERANCE: f64 = 1e-5;
 
-mod common;
+use crate::common;
 
 fn fixture() -> &'static common::Fixture {
     static FIXTURE: OnceLock<common::Fixture> = OnceLock::new();
-    FIXTURE
-        .get_or_init(|| common::Fixture::parse(include_bytes!("../fixtures/attention.safetensors")))
+    FIXTURE.get_or_init(|| {
+        common::Fixture::parse(include_bytes!("../../fixtures/attention.safetensors"))
+    })
 }
 
 fn tensor<B: Backend, const D: usize>(key: &str, device: &B::Device) -> Tensor<B, D> {
@@ -195,7 +196,8 @@ fn alibi_matches_the_reference<B: Backend>(device: &B::Device) {
 /// constant per row that the softmax cancels): the full `[7, 7]` bias, and one query at the end
 /// of 7 keys (cached decoding, bottom-right aligned).
 fn alibi_matches_bloom<B: Backend>(device: &B::Device) {
-    let bloom = common::Fixture::parse(include_bytes!("../fixtures/alibi_reference.safetensors"));
+    let bloom =
+        common::Fixture::parse(include_bytes!("../../fixtures/alibi_reference.safetensors"));
     for heads in [6, 8, 12] {
         let name = format!("bloom{heads}");
         let (reference, s) = (bloom.values(&name), bloom.shape(&name)[1]);
