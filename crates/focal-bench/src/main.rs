@@ -388,41 +388,27 @@ impl<B: FusedAutodiffBackend> RunOn<B> for DecodingJob {
     }
 }
 
-struct ModelsJob(models::Options);
+/// A job running `$module::run` on the autodiff backend chosen (the module's `Options` in,
+/// its `Report` out): the whole-model, pipeline and fine-tuning benchmarks.
+macro_rules! report_job {
+    ($($job:ident => $module:ident),+ $(,)?) => {
+        $(
+            struct $job($module::Options);
 
-impl BackendJob for ModelsJob {
-    type Output = anyhow::Result<models::Report>;
+            impl BackendJob for $job {
+                type Output = anyhow::Result<$module::Report>;
+            }
+
+            impl<B: FusedAutodiffBackend> RunOn<B> for $job {
+                fn run(self, device: B::Device) -> Self::Output {
+                    $module::run::<B>(&self.0, &device)
+                }
+            }
+        )+
+    };
 }
 
-impl<B: FusedAutodiffBackend> RunOn<B> for ModelsJob {
-    fn run(self, device: B::Device) -> Self::Output {
-        models::run::<B>(&self.0, &device)
-    }
-}
-
-struct PipelinesJob(pipelines::Options);
-
-impl BackendJob for PipelinesJob {
-    type Output = anyhow::Result<pipelines::Report>;
-}
-
-impl<B: FusedAutodiffBackend> RunOn<B> for PipelinesJob {
-    fn run(self, device: B::Device) -> Self::Output {
-        pipelines::run::<B>(&self.0, &device)
-    }
-}
-
-struct TrainJob(train::Options);
-
-impl BackendJob for TrainJob {
-    type Output = anyhow::Result<train::Report>;
-}
-
-impl<B: FusedAutodiffBackend> RunOn<B> for TrainJob {
-    fn run(self, device: B::Device) -> Self::Output {
-        train::run::<B>(&self.0, &device)
-    }
-}
+report_job!(ModelsJob => models, PipelinesJob => pipelines, TrainJob => train);
 
 /// Writes `NAME.md` and `NAME.json` under `dir`, each atomically.
 fn write(dir: &Path, name: &str, table: &str, figures: &serde_json::Value) -> anyhow::Result<()> {
