@@ -291,14 +291,7 @@ fn measure_on(
                     BackendKind::NdArray => None,
                 },
             };
-            let mut report = kind.run(ModelsJob(options))??;
-            report.compare_with(torch)?;
-            let table = models::markdown(&report, backend);
-            (
-                models::figures(&report),
-                table,
-                serde_json::to_value(&report)?,
-            )
+            ModelsJob(options).measure(kind, backend, torch)?
         }
         Bench::Pipelines {
             model,
@@ -317,14 +310,7 @@ fn measure_on(
                 only,
                 out: cli.out.clone(),
             };
-            let mut report = kind.run(PipelinesJob(options))??;
-            report.compare_with(torch)?;
-            let table = pipelines::markdown(&report, backend);
-            (
-                pipelines::figures(&report),
-                table,
-                serde_json::to_value(&report)?,
-            )
+            PipelinesJob(options).measure(kind, backend, torch)?
         }
         Bench::Train {
             init,
@@ -340,14 +326,7 @@ fn measure_on(
                 batch_size,
                 max_length,
             };
-            let mut report = kind.run(TrainJob(options))??;
-            report.compare_with(torch)?;
-            let table = train::markdown(&report, backend);
-            (
-                train::figures(&report),
-                table,
-                serde_json::to_value(&report)?,
-            )
+            TrainJob(options).measure(kind, backend, torch)?
         }
     };
     Ok(swap::Measured {
@@ -402,6 +381,25 @@ macro_rules! report_job {
             impl<B: FusedAutodiffBackend> RunOn<B> for $job {
                 fn run(self, device: B::Device) -> Self::Output {
                     $module::run::<B>(&self.0, &device)
+                }
+            }
+
+            impl $job {
+                /// Runs on `kind`, puts PyTorch's side next to it (with `--python`), and gives
+                /// the figures, the table and the JSON report.
+                fn measure(
+                    self,
+                    kind: BackendKind,
+                    backend: &str,
+                    torch: &torch::Torch,
+                ) -> anyhow::Result<(Vec<swap::Figure>, String, serde_json::Value)> {
+                    let mut report = kind.run(self)??;
+                    report.compare_with(torch)?;
+                    Ok((
+                        $module::figures(&report),
+                        $module::markdown(&report, backend),
+                        serde_json::to_value(&report)?,
+                    ))
                 }
             }
         )+

@@ -106,13 +106,12 @@ pub fn run<A: FusedAutodiffBackend>(
     options: &Options,
     device: &A::Device,
 ) -> anyhow::Result<Report> {
-    type B<A> = <A as burn::tensor::backend::AutodiffBackend>::InnerBackend;
     if options.batch_size == 0 {
         bail!("--batch-size 0: give at least one text per batch");
     }
     // An untimed load: the labels for the generated rows, and the files into the page cache
     // before either side is timed.
-    let classifier = TextClassifier::<B<A>>::load(&options.model, device)
+    let classifier = TextClassifier::<A::InnerBackend>::load(&options.model, device)
         .with_context(|| format!("loading {}", options.model.display()))?;
     let words = words();
     let mut report = Report {
@@ -134,7 +133,7 @@ pub fn run<A: FusedAutodiffBackend>(
         classifier.classify(&warm, None, Some(2))?;
 
         let started = Instant::now();
-        let classifier = TextClassifier::<B<A>>::load(&options.model, device)?;
+        let classifier = TextClassifier::<A::InnerBackend>::load(&options.model, device)?;
         let load_seconds = started.elapsed().as_secs_f64();
         let text = std::fs::read_to_string(&path)?;
         let texts: Vec<String> = text.lines().map(str::to_string).collect();
@@ -185,7 +184,7 @@ pub fn run<A: FusedAutodiffBackend>(
 
         // `head_importance` loads the model itself: its load is timed alone, just before.
         let started = Instant::now();
-        TextClassifier::<B<A>>::load(&options.model, device)?;
+        TextClassifier::<A::InnerBackend>::load(&options.model, device)?;
         let load_seconds = started.elapsed().as_secs_f64();
         let started = Instant::now();
         let importance = score(&path)?;
